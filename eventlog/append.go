@@ -1,0 +1,258 @@
+package eventlog
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/canonlog/canonlog/internal/dbutil"
+	"github.com/canonlog/canonlog/internal/dialect"
+)
+
+// Result is the outcome of appending one entry.
+type Result struct {
+	// Event is the stored event: for a new entry, as just written (seq
+	// assigned, timestamp as stored); for a duplicate, the event stored when
+	// its event id first landed.
+	Event Event
+	// Duplicate reports that the entry's event id was already stored, so
+	// nothing was written and no projection ran.
+	Duplicate bool
+}
+
+// Append appends one entry in a transaction of its own, together with the
+// hook's writes. See AppendTx for the rules.
+func (l *Log) Append(ctx context.Context, e Entry) (Result, error) {
+	res, err := l.AppendBatch(ctx, []Entry{e})
+	if err != nil {
+		return Result{}, err
+	}
+	return res[0], nil
+}
+
+// AppendBatch appends entries in one transaction: all of them and the
+// hook's writes commit together, or nothing does. On PostgreSQL the whole
+// batch is one statement. See AppendTx for the rules.
+func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error) {
+	prepared, err := l.prepare(entries)
+	if err != nil || len(prepared) == 0 {
+		return nil, err
+	}
+	var res []Result
+	err = dbutil.WithTx(ctx, l.db, nil, func(tx *sqlx.Tx) error {
+		var err error
+		res, err = l.appendPrepared(ctx, tx, prepared)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// AppendTx appends entries inside the caller's transaction tx, so that they
+// commit (or roll back) together with the caller's own writes. The hook runs
+// in tx too.
+//
+// Every entry is validated before anything is written: a malformed entry
+// fails the whole call with an *EntryError and writes nothing. Entries get
+// increasing seqs in the order given. An entry whose EventID is already
+// stored (or appears earlier in the same call) is a duplicate: its Result
+// carries the stored event and Duplicate=true, nothing is written for it and
+// the hook does not see it. If the duplicate's kind, host, rollout, payload,
+// or explicitly set TS differ from the stored event's, the call fails with a
+// *ConflictError instead.
+//
+// On error tx may hold part of the work: roll it back.
+func (l *Log) AppendTx(ctx context.Context, tx *sqlx.Tx, entries ...Entry) ([]Result, error) {
+	prepared, err := l.prepare(entries)
+	if err != nil || len(prepared) == 0 {
+		return nil, err
+	}
+	return l.appendPrepared(ctx, tx, prepared)
+}
+
+// preparedEntry is a validated entry as it will be stored.
+type preparedEntry struct {
+	Entry
+	explicitTS bool
+}
+
+func (l *Log) prepare(entries []Entry) ([]preparedEntry, error) {
+	out := make([]preparedEntry, len(entries))
+	for i, e := range entries {
+		p, err := e.prepare(i, l.clock, l.maxPayload)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = preparedEntry{Entry: p, explicitTS: !e.TS.IsZero()}
+	}
+	return out, nil
+}
+
+func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry) ([]Result, error) {
+	if l.serialize && l.q.serialize != "" {
+		if _, err := tx.ExecContext(ctx, l.q.serialize); err != nil {
+			return nil, fmt.Errorf("eventlog: take the append lock: %w", err)
+		}
+	}
+	seqs, err := l.insert(ctx, tx, entries)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: append: %w", err)
+	}
+	results := make([]Result, len(entries))
+	var dupIdx []int
+	fresh := make([]Event, 0, len(entries))
+	for i, e := range entries {
+		if seqs[i] == 0 {
+			dupIdx = append(dupIdx, i)
+			continue
+		}
+		ev := Event{Seq: seqs[i], Kind: e.Kind, TS: e.TS, HostID: e.HostID,
+			RolloutID: e.RolloutID, Payload: e.Payload, EventID: e.EventID}
+		results[i] = Result{Event: ev}
+		fresh = append(fresh, ev)
+	}
+	if len(dupIdx) > 0 {
+		if err := l.resolveDuplicates(ctx, tx, entries, dupIdx, results); err != nil {
+			return nil, err
+		}
+	}
+	if len(fresh) > 0 && l.hook != nil {
+		if err := l.hook.AfterAppend(ctx, tx, fresh); err != nil {
+			return nil, err
+		}
+	}
+	return results, nil
+}
+
+// insert writes entries and returns, per entry, its new seq or 0 when its
+// event id was already taken.
+func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry) ([]int64, error) {
+	seqs := make([]int64, len(entries))
+	if l.dialect == dialect.Postgres && len(entries) > 1 {
+		return seqs, l.insertBatchPostgres(ctx, tx, entries, seqs)
+	}
+	s, err := l.stmt(ctx, l.q.insertOne)
+	if err != nil {
+		return nil, err
+	}
+	st := tx.StmtxContext(ctx, s)
+	for i, e := range entries {
+		rows, err := st.QueryContext(ctx, formatTS(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID)
+		if err != nil {
+			return nil, err
+		}
+		if rows.Next() {
+			err = rows.Scan(&seqs[i])
+		}
+		if cerr := rows.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = rows.Err()
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return seqs, nil
+}
+
+func (l *Log) insertBatchPostgres(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, seqs []int64) error {
+	n := len(entries)
+	ts, kinds, hosts, rollouts, payloads, ids := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	for i, e := range entries {
+		ts[i], kinds[i], hosts[i], rollouts[i], payloads[i], ids[i] = formatTS(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID
+	}
+	s, err := l.stmt(ctx, l.q.insertBatch)
+	if err != nil {
+		return err
+	}
+	rows, err := tx.StmtxContext(ctx, s).QueryContext(ctx,
+		pq.StringArray(ts), pq.StringArray(kinds), pq.StringArray(hosts),
+		pq.StringArray(rollouts), pq.StringArray(payloads), pq.StringArray(ids))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	i := 0
+	var prev int64
+	for rows.Next() {
+		var (
+			seq      int64
+			inserted bool
+		)
+		if err := rows.Scan(&seq, &inserted); err != nil {
+			return err
+		}
+		if i >= n || seq <= prev {
+			// Guards the ordering argument in queriesFor: never hand out
+			// seqs that disagree with the entries' order.
+			return fmt.Errorf("batch insert returned seqs out of entry order")
+		}
+		prev = seq
+		if inserted {
+			seqs[i] = seq
+		}
+		i++
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if i != n {
+		return fmt.Errorf("batch insert returned %d rows for %d entries", i, n)
+	}
+	return nil
+}
+
+// resolveDuplicates fills results[i] for every entry i in dupIdx with the
+// stored event owning its event id, or fails when the content differs.
+func (l *Log) resolveDuplicates(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, dupIdx []int, results []Result) error {
+	ids := make([]string, 0, len(dupIdx))
+	for _, i := range dupIdx {
+		ids = append(ids, entries[i].EventID)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	query, args, err := sqlx.In(`SELECT `+eventColumns+` FROM event_log WHERE event_id IN (?)`, ids)
+	if err != nil {
+		return fmt.Errorf("eventlog: look up duplicates: %w", err)
+	}
+	rows, err := tx.QueryxContext(ctx, tx.Rebind(query), args...)
+	if err != nil {
+		return fmt.Errorf("eventlog: look up duplicates: %w", err)
+	}
+	stored := make(map[string]Event, len(ids))
+	for rows.Next() {
+		var ev Event
+		if err := scanEvent(rows, &ev); err != nil {
+			rows.Close()
+			return fmt.Errorf("eventlog: look up duplicates: %w", err)
+		}
+		stored[ev.EventID] = ev
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("eventlog: look up duplicates: %w", err)
+	}
+	for _, i := range dupIdx {
+		e := entries[i]
+		ev, ok := stored[e.EventID]
+		if !ok {
+			// ON CONFLICT saw a row this transaction cannot read: only
+			// possible under REPEATABLE READ or SERIALIZABLE.
+			return fmt.Errorf("eventlog: entry %d: event id %q is held by a transaction this one cannot see; retry the append", i, e.EventID)
+		}
+		if same, field := sameContent(ev, e.Entry, e.explicitTS); !same {
+			return &ConflictError{Index: i, EventID: e.EventID, Seq: ev.Seq, Field: field}
+		}
+		results[i] = Result{Event: ev, Duplicate: true}
+	}
+	return nil
+}

@@ -1,0 +1,157 @@
+package eventlog
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// Entry is what a caller appends.
+type Entry struct {
+	// Kind says what the event records. Required.
+	Kind Kind
+	// TS is when the event happened. A zero TS takes the log's Clock. It is
+	// stored in UTC at microsecond precision; finer precision is truncated.
+	TS time.Time
+	// HostID and RolloutID are optional; empty is stored as NULL.
+	HostID    string
+	RolloutID string
+	// Payload is any JSON document, stored byte for byte. Required.
+	Payload json.RawMessage
+	// EventID is an optional idempotency key: an entry with an EventID lands
+	// once, however often it is appended.
+	EventID string
+}
+
+// Event is a stored entry.
+type Event struct {
+	Seq       int64
+	Kind      Kind
+	TS        time.Time
+	HostID    string
+	RolloutID string
+	Payload   json.RawMessage
+	EventID   string
+}
+
+// maxIDBytes bounds host, rollout and event ids: they are keys in indexes.
+const maxIDBytes = 512
+
+var (
+	minTS = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxTS = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
+)
+
+// tsLayout is how timestamps are written to the database: UTC, fixed width,
+// microseconds. On SQLite text order is then time order; PostgreSQL parses
+// it into timestamptz.
+const tsLayout = "2006-01-02T15:04:05.000000Z"
+
+func formatTS(t time.Time) string { return t.UTC().Format(tsLayout) }
+
+// normalizeTS truncates t to the microsecond and moves it to UTC, which is
+// exactly what the database stores.
+func normalizeTS(t time.Time) time.Time {
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+// prepare validates e and returns it as it will be stored: timestamp from
+// clock when zero, truncated to microseconds, in UTC.
+func (e Entry) prepare(index int, clock Clock, maxPayload int) (Entry, error) {
+	fail := func(field string, err error) (Entry, error) {
+		return Entry{}, &EntryError{Index: index, Field: field, Err: err}
+	}
+	if err := e.Kind.Validate(); err != nil {
+		return fail("kind", err)
+	}
+	if err := validatePayload(e.Payload, maxPayload); err != nil {
+		return fail("payload", err)
+	}
+	if e.TS.IsZero() {
+		e.TS = clock.Now()
+	}
+	e.TS = normalizeTS(e.TS)
+	if e.TS.Before(minTS) || e.TS.After(maxTS) {
+		return fail("ts", fmt.Errorf("%w: %s is outside years 0001-9999", ErrInvalidEntry, e.TS.Format(time.RFC3339Nano)))
+	}
+	for _, f := range []struct{ name, v string }{{"host_id", e.HostID}, {"rollout_id", e.RolloutID}, {"event_id", e.EventID}} {
+		if err := validateID(f.v); err != nil {
+			return fail(f.name, err)
+		}
+	}
+	return e, nil
+}
+
+func validateID(s string) error {
+	switch {
+	case len(s) > maxIDBytes:
+		return fmt.Errorf("%w: %d bytes, at most %d allowed", ErrInvalidEntry, len(s), maxIDBytes)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidEntry)
+	case bytes.IndexByte([]byte(s), 0) >= 0:
+		return fmt.Errorf("%w: contains a NUL byte", ErrInvalidEntry)
+	}
+	return nil
+}
+
+// ValidatePayload reports whether p is a payload the log accepts with a size
+// limit of maxBytes: valid JSON, valid UTF-8, no NUL character (raw or
+// escaped), at most maxBytes long. The error wraps ErrPayloadTooLarge,
+// ErrPayloadNUL or ErrInvalidPayload.
+func ValidatePayload(p []byte, maxBytes int) error {
+	return validatePayload(p, maxBytes)
+}
+
+func validatePayload(p []byte, maxBytes int) error {
+	if len(p) > maxBytes {
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrPayloadTooLarge, len(p), maxBytes)
+	}
+	if len(p) == 0 {
+		return fmt.Errorf("%w: empty", ErrInvalidPayload)
+	}
+	if bytes.IndexByte(p, 0) >= 0 {
+		return fmt.Errorf("%w: raw NUL byte at offset %d", ErrPayloadNUL, bytes.IndexByte(p, 0))
+	}
+	if !json.Valid(p) {
+		var v any
+		err := json.Unmarshal(p, &v)
+		return fmt.Errorf("%w: not JSON: %v", ErrInvalidPayload, err)
+	}
+	if !utf8.Valid(p) {
+		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidPayload)
+	}
+	// In valid JSON a backslash only occurs inside a string, and starts an
+	// escape whose next byte is the escaped character.
+	for i := 0; i+1 < len(p); i++ {
+		if p[i] != '\\' {
+			continue
+		}
+		if p[i+1] == 'u' && i+6 <= len(p) && string(p[i+2:i+6]) == "0000" {
+			return fmt.Errorf("%w: \\u0000 escape at offset %d", ErrPayloadNUL, i)
+		}
+		i++ // skip the escaped character
+	}
+	return nil
+}
+
+// sameContent reports whether the stored event ev records the same entry as
+// e (already prepared), and if not, the first field that differs. The
+// timestamp only counts when the caller set one: a retry that leaves TS to
+// the clock gets a new time and is still the same event.
+func sameContent(ev Event, e Entry, explicitTS bool) (bool, string) {
+	switch {
+	case ev.Kind != e.Kind:
+		return false, "kind"
+	case ev.HostID != e.HostID:
+		return false, "host_id"
+	case ev.RolloutID != e.RolloutID:
+		return false, "rollout_id"
+	case !bytes.Equal(ev.Payload, e.Payload):
+		return false, "payload"
+	case explicitTS && !ev.TS.Equal(e.TS):
+		return false, "ts"
+	}
+	return true, ""
+}

@@ -1,0 +1,77 @@
+package eventlog
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Test for them with errors.Is; the errors canonlog returns
+// wrap them with the details (which entry, which field, which seq).
+var (
+	// ErrInvalidKind is returned by Append, AppendBatch and AppendTx when an
+	// entry's Kind does not match ^[a-z][a-z0-9_]{0,63}$, and by Query for a
+	// malformed kind filter.
+	ErrInvalidKind = errors.New("invalid kind")
+
+	// ErrInvalidPayload is returned by the append methods when a payload is
+	// not valid JSON (or not valid UTF-8). Nothing is written.
+	ErrInvalidPayload = errors.New("invalid payload")
+
+	// ErrPayloadNUL is returned by the append methods when a payload holds a
+	// NUL character, raw or as the \u0000 escape: PostgreSQL text cannot
+	// store it and jsonb refuses it. Nothing is written.
+	ErrPayloadNUL = errors.New("payload contains a NUL character")
+
+	// ErrPayloadTooLarge is returned by the append methods when a payload is
+	// larger than Config.MaxPayloadBytes. Nothing is written.
+	ErrPayloadTooLarge = errors.New("payload too large")
+
+	// ErrInvalidEntry is returned by the append methods for an entry whose
+	// other fields are malformed: a timestamp outside years 1–9999, or a
+	// host, rollout or event id that is not valid UTF-8, holds a NUL or is
+	// longer than 512 bytes.
+	ErrInvalidEntry = errors.New("invalid entry")
+
+	// ErrEventIDConflict is returned by the append methods when an entry
+	// reuses the event id of a stored event with different content. The
+	// returned error is a *ConflictError.
+	ErrEventIDConflict = errors.New("event id already used by a different event")
+
+	// ErrNotFound is returned by Get when no event has the seq.
+	ErrNotFound = errors.New("event not found")
+
+	// ErrInvalidFilter is returned by Query, Events and Pages for a
+	// malformed filter: a negative seq, a limit out of range, an empty time
+	// range.
+	ErrInvalidFilter = errors.New("invalid filter")
+)
+
+// EntryError reports which entry of an append was refused and why. It
+// unwraps to one of the sentinels above.
+type EntryError struct {
+	Index int    // position of the entry in the batch (0 for Append)
+	Field string // "kind", "payload", "ts", "host_id", "rollout_id" or "event_id"
+	Err   error  // the sentinel, wrapped with the reason
+}
+
+func (e *EntryError) Error() string {
+	return fmt.Sprintf("eventlog: entry %d: %s: %v", e.Index, e.Field, e.Err)
+}
+
+func (e *EntryError) Unwrap() error { return e.Err }
+
+// ConflictError reports an event id that is already stored with different
+// content. It unwraps to ErrEventIDConflict.
+type ConflictError struct {
+	Index   int    // position of the refused entry in the batch
+	EventID string // the reused event id
+	Seq     int64  // seq of the stored event that owns EventID
+	Field   string // first field that differs
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("eventlog: entry %d: event id %q is already used by event %d with a different %s",
+		e.Index, e.EventID, e.Seq, e.Field)
+}
+
+func (e *ConflictError) Unwrap() error { return ErrEventIDConflict }

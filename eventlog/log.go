@@ -1,0 +1,134 @@
+package eventlog
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/canonlog/canonlog/internal/dialect"
+)
+
+// DefaultMaxPayloadBytes is the default payload size limit: 1 MiB.
+const DefaultMaxPayloadBytes = 1 << 20
+
+// Hook is called inside every append's transaction, after the entries are
+// inserted and before the commit. projection.Registry implements it to keep
+// projections in step with the log; an error rolls the whole append back.
+type Hook interface {
+	// AfterAppend receives the newly stored events of one append, in seq
+	// order. Duplicates (entries whose event id was already stored) are not
+	// passed: they were applied when they first landed. events is never
+	// empty.
+	AfterAppend(ctx context.Context, tx *sqlx.Tx, events []Event) error
+}
+
+// Config configures a Log. A nil *Config means all defaults.
+type Config struct {
+	// Clock stamps entries appended with a zero TS. Defaults to SystemClock.
+	Clock Clock
+
+	// MaxPayloadBytes is the largest payload accepted, in bytes. Defaults to
+	// DefaultMaxPayloadBytes (1 MiB). Must not be negative.
+	MaxPayloadBytes int
+
+	// Hook runs inside each append's transaction. Defaults to none.
+	Hook Hook
+
+	// SerializeAppends makes appends take one log-wide lock for the rest of
+	// their transaction, so transactions commit in seq order. Only
+	// projections that need strict commit order want this: it caps appends
+	// at one transaction at a time (see docs/performance.md for its cost).
+	// SQLite always serializes writers, so there it changes nothing.
+	// Defaults to false.
+	SerializeAppends bool
+}
+
+// Log is the append-only event log on one database. It is safe for
+// concurrent use.
+type Log struct {
+	db         *sqlx.DB
+	dialect    dialect.Dialect
+	clock      Clock
+	maxPayload int
+	hook       Hook
+	serialize  bool
+	q          queries
+
+	stmtMu sync.Mutex
+	stmts  map[string]*sqlx.Stmt
+}
+
+// New returns a Log on db, which must hold canonlog's schema (see package
+// migrations). It does not touch the database; db stays the caller's to
+// close.
+func New(db *sqlx.DB, cfg *Config) (*Log, error) {
+	d, err := dialect.Of(db)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: %w", err)
+	}
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	l := &Log{
+		db:         db,
+		dialect:    d,
+		clock:      cfg.Clock,
+		maxPayload: cfg.MaxPayloadBytes,
+		hook:       cfg.Hook,
+		serialize:  cfg.SerializeAppends,
+		q:          queriesFor(db, d),
+		stmts:      make(map[string]*sqlx.Stmt),
+	}
+	if l.clock == nil {
+		l.clock = SystemClock{}
+	}
+	switch {
+	case l.maxPayload < 0:
+		return nil, fmt.Errorf("eventlog: Config.MaxPayloadBytes is %d: use a positive limit, or 0 for the default of %d", l.maxPayload, DefaultMaxPayloadBytes)
+	case l.maxPayload == 0:
+		l.maxPayload = DefaultMaxPayloadBytes
+	}
+	return l, nil
+}
+
+// DB returns the database the log writes to.
+func (l *Log) DB() *sqlx.DB { return l.db }
+
+// Clock returns the clock that stamps entries appended with a zero TS.
+func (l *Log) Clock() Clock { return l.clock }
+
+// MaxPayloadBytes returns the payload size limit in force.
+func (l *Log) MaxPayloadBytes() int { return l.maxPayload }
+
+// Close releases the log's prepared statements. It does not close the
+// database.
+func (l *Log) Close() error {
+	l.stmtMu.Lock()
+	defer l.stmtMu.Unlock()
+	var first error
+	for k, s := range l.stmts {
+		if err := s.Close(); err != nil && first == nil {
+			first = err
+		}
+		delete(l.stmts, k)
+	}
+	return first
+}
+
+// stmt returns query prepared on the log's database, preparing it on first
+// use. Prepared statements save PostgreSQL a parse round trip per call.
+func (l *Log) stmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
+	l.stmtMu.Lock()
+	defer l.stmtMu.Unlock()
+	if s, ok := l.stmts[query]; ok {
+		return s, nil
+	}
+	s, err := l.db.PreparexContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	l.stmts[query] = s
+	return s, nil
+}

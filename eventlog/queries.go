@@ -1,0 +1,55 @@
+package eventlog
+
+import (
+	"github.com/jmoiron/sqlx"
+
+	"github.com/canonlog/canonlog/internal/dialect"
+)
+
+// eventColumns is the column list every read selects, in scanEvent's order.
+const eventColumns = `seq, ts, kind, host_id, rollout_id, payload, event_id`
+
+// queries holds the SQL that differs between dialects, already rebound to
+// the dialect's placeholders.
+type queries struct {
+	insertOne   string // one entry; returns seq, or no row for a duplicate
+	insertBatch string // PostgreSQL only: a whole batch in one statement
+	lastSeq     string
+	get         string
+	serialize   string // takes the log-wide append lock; "" when not needed
+}
+
+func queriesFor(db *sqlx.DB, d dialect.Dialect) queries {
+	q := queries{
+		insertOne: db.Rebind(`INSERT INTO event_log (ts, kind, host_id, rollout_id, payload, event_id)
+VALUES (?, ?, NULLIF(?, ''), NULLIF(?, ''), ?, NULLIF(?, ''))
+ON CONFLICT (event_id) DO NOTHING
+RETURNING seq`),
+		lastSeq: `SELECT COALESCE(MAX(seq), 0) FROM event_log`,
+		get:     db.Rebind(`SELECT ` + eventColumns + ` FROM event_log WHERE seq = ?`),
+	}
+	if d == dialect.Postgres {
+		// The batch arrives as six parallel arrays. nextval runs in the
+		// arrays' order, so seqs increase with the entries' positions, and
+		// the INSERT takes rows in seq order, so of two entries sharing an
+		// event id the earlier one lands. Returning every input seq with an
+		// inserted flag maps results back without trusting RETURNING order.
+		q.insertBatch = `WITH input AS MATERIALIZED (
+	SELECT nextval('event_log_seq_seq'::regclass) AS seq, u.ord, u.ts, u.kind,
+	       NULLIF(u.host_id, '') AS host_id, NULLIF(u.rollout_id, '') AS rollout_id,
+	       u.payload, NULLIF(u.event_id, '') AS event_id
+	FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+	     WITH ORDINALITY AS u(ts, kind, host_id, rollout_id, payload, event_id, ord)
+), ins AS (
+	INSERT INTO event_log (seq, ts, kind, host_id, rollout_id, payload, event_id) OVERRIDING SYSTEM VALUE
+	SELECT seq, ts, kind, host_id, rollout_id, payload::json, event_id FROM input ORDER BY seq
+	ON CONFLICT (event_id) DO NOTHING
+	RETURNING seq
+)
+SELECT input.seq, ins.seq IS NOT NULL FROM input LEFT JOIN ins USING (seq) ORDER BY input.ord`
+		// A fixed key in the transaction-level advisory lock space; the
+		// projection locks use hashes of their names in the two-key space.
+		q.serialize = `SELECT pg_advisory_xact_lock(7230814296581107789)`
+	}
+	return q
+}

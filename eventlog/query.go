@@ -1,0 +1,163 @@
+package eventlog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// Query limits.
+const (
+	// DefaultQueryLimit is the number of events Query returns when
+	// Filter.Limit is 0.
+	DefaultQueryLimit = 100
+	// MaxQueryLimit is the largest Filter.Limit Query accepts. Read more
+	// with the AfterSeq cursor, or stream with Events.
+	MaxQueryLimit = 10000
+)
+
+// Filter selects events for Query. Zero fields do not filter. Conditions
+// combine with AND.
+type Filter struct {
+	HostID    string
+	RolloutID string
+	// Kinds keeps events of any of these kinds.
+	Kinds []Kind
+	// AfterSeq keeps events with seq > AfterSeq: the cursor for paging. Pass
+	// the last seq of one page to get the next.
+	AfterSeq int64
+	// Since keeps events with TS >= Since; Until keeps TS < Until.
+	Since, Until time.Time
+	// Limit is the most events returned: 0 means DefaultQueryLimit; more
+	// than MaxQueryLimit is an error.
+	Limit int
+}
+
+// where renders the filter's conditions with ? placeholders.
+func (f Filter) where() (string, []any, error) {
+	var (
+		conds []string
+		args  []any
+	)
+	if f.AfterSeq < 0 {
+		return "", nil, fmt.Errorf("eventlog: %w: AfterSeq is %d, must not be negative", ErrInvalidFilter, f.AfterSeq)
+	}
+	if f.AfterSeq > 0 {
+		conds, args = append(conds, "seq > ?"), append(args, f.AfterSeq)
+	}
+	if f.HostID != "" {
+		conds, args = append(conds, "host_id = ?"), append(args, f.HostID)
+	}
+	if f.RolloutID != "" {
+		conds, args = append(conds, "rollout_id = ?"), append(args, f.RolloutID)
+	}
+	switch len(f.Kinds) {
+	case 0:
+	case 1:
+		// A single kind stays an equality so the (kind, seq) index serves it
+		// in seq order.
+		if err := f.Kinds[0].Validate(); err != nil {
+			return "", nil, fmt.Errorf("eventlog: filter: %w", err)
+		}
+		conds, args = append(conds, "kind = ?"), append(args, string(f.Kinds[0]))
+	default:
+		marks := make([]string, len(f.Kinds))
+		for i, k := range f.Kinds {
+			if err := k.Validate(); err != nil {
+				return "", nil, fmt.Errorf("eventlog: filter: %w", err)
+			}
+			marks[i] = "?"
+			args = append(args, string(k))
+		}
+		conds = append(conds, "kind IN ("+strings.Join(marks, ", ")+")")
+	}
+	if !f.Since.IsZero() {
+		conds, args = append(conds, "ts >= ?"), append(args, formatTS(normalizeTS(f.Since)))
+	}
+	if !f.Until.IsZero() {
+		if !f.Since.IsZero() && !f.Until.After(f.Since) {
+			return "", nil, fmt.Errorf("eventlog: %w: Until (%s) is not after Since (%s)", ErrInvalidFilter,
+				f.Until.Format(time.RFC3339Nano), f.Since.Format(time.RFC3339Nano))
+		}
+		conds, args = append(conds, "ts < ?"), append(args, formatTS(normalizeTS(f.Until)))
+	}
+	if len(conds) == 0 {
+		return "", nil, nil
+	}
+	return " WHERE " + strings.Join(conds, " AND "), args, nil
+}
+
+// LastSeq returns the highest seq in the log, or 0 when it is empty.
+func (l *Log) LastSeq(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := l.db.QueryRowxContext(ctx, l.q.lastSeq).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("eventlog: last seq: %w", err)
+	}
+	return seq, nil
+}
+
+// Get returns the event with seq, or an error wrapping ErrNotFound.
+func (l *Log) Get(ctx context.Context, seq int64) (Event, error) {
+	var ev Event
+	err := scanEvent(l.db.QueryRowxContext(ctx, l.q.get, seq), &ev)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Event{}, fmt.Errorf("eventlog: get event %d: %w", seq, ErrNotFound)
+	}
+	if err != nil {
+		return Event{}, fmt.Errorf("eventlog: get event %d: %w", seq, err)
+	}
+	return ev, nil
+}
+
+// Query returns the events matching f, in seq order, at most f.Limit of
+// them. Queries by host, rollout or a single kind read an index that is
+// already in seq order; see docs/architecture.md.
+func (l *Log) Query(ctx context.Context, f Filter) ([]Event, error) {
+	return l.query(ctx, l.db, f)
+}
+
+// QueryTx is Query inside the caller's transaction.
+func (l *Log) QueryTx(ctx context.Context, tx *sqlx.Tx, f Filter) ([]Event, error) {
+	return l.query(ctx, tx, f)
+}
+
+func (l *Log) query(ctx context.Context, q sqlx.QueryerContext, f Filter) ([]Event, error) {
+	switch {
+	case f.Limit < 0 || f.Limit > MaxQueryLimit:
+		return nil, fmt.Errorf("eventlog: %w: Limit is %d, must be between 0 (default %d) and %d",
+			ErrInvalidFilter, f.Limit, DefaultQueryLimit, MaxQueryLimit)
+	case f.Limit == 0:
+		f.Limit = DefaultQueryLimit
+	}
+	where, args, err := f.where()
+	if err != nil {
+		return nil, err
+	}
+	query := l.db.Rebind(`SELECT ` + eventColumns + ` FROM event_log` + where + ` ORDER BY seq LIMIT ?`)
+	return readEvents(ctx, q, query, append(args, f.Limit), f.Limit)
+}
+
+func readEvents(ctx context.Context, q sqlx.QueryerContext, query string, args []any, capHint int) ([]Event, error) {
+	rows, err := q.QueryxContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: query: %w", err)
+	}
+	defer rows.Close()
+	events := make([]Event, 0, capHint)
+	for rows.Next() {
+		var ev Event
+		if err := scanEvent(rows, &ev); err != nil {
+			return nil, fmt.Errorf("eventlog: query: %w", err)
+		}
+		events = append(events, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("eventlog: query: %w", err)
+	}
+	return events, nil
+}

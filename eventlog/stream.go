@@ -1,0 +1,121 @@
+package eventlog
+
+import (
+	"context"
+	"fmt"
+	"iter"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// Page sizes for streaming reads.
+const (
+	// DefaultPageSize is the number of events per page when
+	// ReadOptions.PageSize is 0.
+	DefaultPageSize = 2000
+	// MaxPageSize is the largest ReadOptions.PageSize accepted.
+	MaxPageSize = 100000
+)
+
+// ReadOptions tunes a streaming read. A nil *ReadOptions means defaults.
+type ReadOptions struct {
+	// PageSize is the number of events fetched per round trip, and so the
+	// most held in memory at once. Defaults to DefaultPageSize.
+	PageSize int
+	// Kinds, when set, keeps only events of these kinds.
+	Kinds []Kind
+}
+
+// Pages streams every event with seq > afterSeq, in seq order, a page at a
+// time: each page is one keyset query (seq > last seen), so memory stays
+// bounded by the page size however long the log is, and no cursor or
+// transaction is held between pages. Stop early by breaking out of the loop.
+//
+//	for page, err := range log.Pages(ctx, 0, nil) {
+//		if err != nil { return err }
+//		for _, ev := range page { … }
+//	}
+//
+// A page belongs to the caller: it is not reused.
+func (l *Log) Pages(ctx context.Context, afterSeq int64, opts *ReadOptions) iter.Seq2[[]Event, error] {
+	return l.pages(ctx, l.db, afterSeq, opts)
+}
+
+// PagesTx is Pages inside the caller's transaction, so every page is read
+// under the transaction's isolation and locks.
+func (l *Log) PagesTx(ctx context.Context, tx *sqlx.Tx, afterSeq int64, opts *ReadOptions) iter.Seq2[[]Event, error] {
+	return l.pages(ctx, tx, afterSeq, opts)
+}
+
+// Events streams every event with seq > afterSeq, in seq order, one at a
+// time; it reads in pages like Pages.
+func (l *Log) Events(ctx context.Context, afterSeq int64, opts *ReadOptions) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		for page, err := range l.Pages(ctx, afterSeq, opts) {
+			if err != nil {
+				yield(Event{}, err)
+				return
+			}
+			for _, ev := range page {
+				if !yield(ev, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+func (l *Log) pages(ctx context.Context, q sqlx.QueryerContext, afterSeq int64, opts *ReadOptions) iter.Seq2[[]Event, error] {
+	return func(yield func([]Event, error) bool) {
+		var o ReadOptions
+		if opts != nil {
+			o = *opts
+		}
+		switch {
+		case o.PageSize < 0 || o.PageSize > MaxPageSize:
+			yield(nil, fmt.Errorf("eventlog: %w: PageSize is %d, must be between 0 (default %d) and %d",
+				ErrInvalidFilter, o.PageSize, DefaultPageSize, MaxPageSize))
+			return
+		case o.PageSize == 0:
+			o.PageSize = DefaultPageSize
+		}
+		f := Filter{AfterSeq: afterSeq, Kinds: o.Kinds}
+		where, args, err := f.where()
+		if err != nil {
+			yield(nil, err)
+			return
+		}
+		if afterSeq == 0 {
+			// Keep the cursor condition in the statement from the first page
+			// on, so every page runs the same query.
+			where, args = " WHERE seq > ?"+andRest(where), append([]any{int64(0)}, args...)
+		}
+		query := l.db.Rebind(`SELECT ` + eventColumns + ` FROM event_log` + where + ` ORDER BY seq LIMIT ?`)
+		args = append(args, o.PageSize)
+		for {
+			page, err := readEvents(ctx, q, query, args, o.PageSize)
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			if len(page) == 0 {
+				return
+			}
+			if !yield(page, nil) {
+				return
+			}
+			if len(page) < o.PageSize {
+				return
+			}
+			args[0] = page[len(page)-1].Seq
+		}
+	}
+}
+
+// andRest turns " WHERE a AND b" into " AND a AND b".
+func andRest(where string) string {
+	if where == "" {
+		return ""
+	}
+	return " AND " + where[len(" WHERE "):]
+}

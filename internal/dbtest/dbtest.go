@@ -1,0 +1,177 @@
+// Package dbtest gives every storage test a fresh database on each backend.
+//
+// Run runs a test once per backend, in parallel subtests named "sqlite" and
+// "postgres". SQLite databases are files in the test's temporary directory.
+// PostgreSQL databases are schemas of their own on the server named by
+// TEST_DATABASE_URL (default
+// postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable), dropped when
+// the test ends. When PostgreSQL is unreachable its subtests skip with a
+// one-line reason — unless CANONLOG_REQUIRE_POSTGRES=1, where they fail.
+package dbtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dialect"
+	"github.com/canonlog/canonlog/migrations"
+)
+
+// DefaultPostgresURL is used when TEST_DATABASE_URL is not set.
+const DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// Backend is one fresh database.
+type Backend struct {
+	Name    string
+	Dialect dialect.Dialect
+	// URL opens the fresh database (for PostgreSQL it pins search_path to
+	// the test's schema); open more pools on it with Open.
+	URL string
+	// Schema is the PostgreSQL schema of the test ("" on SQLite).
+	Schema string
+}
+
+// Backends lists the backend names every storage test runs on.
+var Backends = []string{"sqlite", "postgres"}
+
+// Run runs fn once per backend as parallel subtests named after the
+// backend. fn creates the databases it needs with New(t, backend), one per
+// subtest, so subtests never share state.
+func Run(t *testing.T, fn func(t *testing.T, backend string)) {
+	t.Helper()
+	for _, name := range Backends {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if name == "postgres" {
+				Admin(t) // skip (or fail) early when the server is unreachable
+			}
+			fn(t, name)
+		})
+	}
+}
+
+// New returns a fresh empty database on the named backend ("sqlite" or
+// "postgres"), removed when t ends.
+func New(t testing.TB, name string) Backend {
+	t.Helper()
+	switch name {
+	case "sqlite":
+		path := filepath.Join(t.TempDir(), "canonlog.db")
+		return Backend{Name: name, Dialect: dialect.SQLite, URL: "sqlite:" + path}
+	case "postgres":
+		return newPostgres(t)
+	default:
+		t.Fatalf("dbtest: unknown backend %q", name)
+		return Backend{}
+	}
+}
+
+// Open opens a new pool on b's database, closed when t ends.
+func (b Backend) Open(t testing.TB) *sqlx.DB {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := eventlog.OpenDB(ctx, b.URL)
+	if err != nil {
+		t.Fatalf("dbtest: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// Migrated opens a new pool on b's database with canonlog's core migrations
+// and the given sets applied.
+func (b Backend) Migrated(t testing.TB, sets ...migrations.Set) *sqlx.DB {
+	t.Helper()
+	db := b.Open(t)
+	if _, err := migrations.Up(context.Background(), db, sets...); err != nil {
+		t.Fatalf("dbtest: migrate: %v", err)
+	}
+	return db
+}
+
+var (
+	probeOnce sync.Once
+	probeErr  error
+)
+
+// PostgresURL returns TEST_DATABASE_URL or DefaultPostgresURL.
+func PostgresURL() string {
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return DefaultPostgresURL
+}
+
+// RequirePostgres reports whether CANONLOG_REQUIRE_POSTGRES=1 is set.
+func RequirePostgres() bool { return os.Getenv("CANONLOG_REQUIRE_POSTGRES") == "1" }
+
+// Admin returns a pool on the PostgreSQL server itself (outside any test
+// schema), or skips/fails t when the server is unreachable.
+func Admin(t testing.TB) *sqlx.DB {
+	t.Helper()
+	probeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		db, err := eventlog.OpenDB(ctx, PostgresURL())
+		if err == nil {
+			_ = db.Close()
+		}
+		probeErr = err
+	})
+	if probeErr != nil {
+		if RequirePostgres() {
+			t.Fatalf("dbtest: PostgreSQL required (CANONLOG_REQUIRE_POSTGRES=1) but unreachable: %v", probeErr)
+		}
+		t.Skipf("PostgreSQL unreachable, skipping (set TEST_DATABASE_URL): %v", probeErr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	db, err := eventlog.OpenDB(ctx, PostgresURL())
+	if err != nil {
+		t.Fatalf("dbtest: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func newPostgres(t testing.TB) Backend {
+	t.Helper()
+	admin := Admin(t)
+	var buf [6]byte
+	_, _ = rand.Read(buf[:])
+	schema := "canonlog_test_" + hex.EncodeToString(buf[:])
+	ctx := context.Background()
+	if _, err := admin.ExecContext(ctx, `CREATE SCHEMA `+schema); err != nil {
+		t.Fatalf("dbtest: create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		// Connections of the test may still be closing; retry briefly.
+		var err error
+		for range 20 {
+			if _, err = admin.ExecContext(context.Background(), `DROP SCHEMA `+schema+` CASCADE`); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Errorf("dbtest: drop schema %s: %v", schema, err)
+	})
+	u, err := url.Parse(PostgresURL())
+	if err != nil {
+		t.Fatalf("dbtest: TEST_DATABASE_URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return Backend{Name: "postgres", Dialect: dialect.Postgres, URL: u.String(), Schema: schema}
+}

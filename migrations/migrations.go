@@ -1,0 +1,257 @@
+package migrations
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"regexp"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/pressly/goose/v3"
+
+	"github.com/canonlog/canonlog/internal/dialect"
+)
+
+//go:embed postgres/*.sql sqlite/*.sql
+var coreFiles embed.FS
+
+// CoreTable is the goose version table of canonlog's core migrations.
+const CoreTable = "canonlog_migrations"
+
+// Set is one migration history: canonlog's core schema, or the tables of one
+// projection. Each set has its own goose version table.
+type Set struct {
+	// Name identifies the set: "" for canonlog's core, the projection's name
+	// otherwise. It must match ^[a-z][a-z0-9_]*$ and names the version table
+	// canonlog_migrations_<Name>.
+	Name string
+	// Postgres holds the goose SQL files for PostgreSQL, at its root.
+	Postgres fs.FS
+	// SQLite holds the goose SQL files for SQLite, at its root.
+	SQLite fs.FS
+}
+
+// Core returns canonlog's own migration set: the event_log table.
+func Core() Set {
+	return Set{Postgres: mustSub(coreFiles, "postgres"), SQLite: mustSub(coreFiles, "sqlite")}
+}
+
+func mustSub(fsys fs.FS, dir string) fs.FS {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		panic(err) // the embedded folders are fixed at compile time
+	}
+	return sub
+}
+
+var setNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+// Table returns the goose version table the set records its history in.
+func (s Set) Table() string {
+	if s.Name == "" {
+		return CoreTable
+	}
+	return CoreTable + "_" + s.Name
+}
+
+func (s Set) label() string {
+	if s.Name == "" {
+		return "core"
+	}
+	return s.Name
+}
+
+// Result is one migration applied or rolled back.
+type Result struct {
+	Set       string // "core" or the projection's name
+	Version   int64
+	Source    string // file name, e.g. 00001_event_log.sql
+	Direction string // "up" or "down"
+	Duration  time.Duration
+}
+
+// MigrationStatus says whether one migration of a set is applied.
+type MigrationStatus struct {
+	Set       string
+	Version   int64
+	Source    string
+	Applied   bool
+	AppliedAt time.Time // zero when not applied
+}
+
+// Migrator runs one set's migrations against one database.
+type Migrator struct {
+	set      Set
+	provider *goose.Provider
+}
+
+// New returns a Migrator for set on db. It never closes db.
+func New(db *sqlx.DB, set Set) (*Migrator, error) {
+	if set.Name != "" && !setNameRE.MatchString(set.Name) {
+		return nil, fmt.Errorf("migrations: set name %q must match %s", set.Name, setNameRE)
+	}
+	d, err := dialect.Of(db)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		fsys         fs.FS
+		gooseDialect goose.Dialect
+		opts         = []goose.ProviderOption{
+			goose.WithTableName(set.Table()),
+			goose.WithDisableGlobalRegistry(true),
+			goose.WithLogger(goose.NopLogger()),
+		}
+	)
+	switch d {
+	case dialect.Postgres:
+		fsys, gooseDialect = set.Postgres, goose.DialectPostgres
+		opts = append(opts, goose.WithSessionLocker(&pgLocker{key: set.Table()}))
+	case dialect.SQLite:
+		fsys, gooseDialect = set.SQLite, goose.DialectSQLite3
+	}
+	if fsys == nil {
+		return nil, fmt.Errorf("migrations: set %s has no %s migrations", set.label(), d)
+	}
+	p, err := goose.NewProvider(gooseDialect, db.DB, fsys, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: set %s: %w", set.label(), err)
+	}
+	return &Migrator{set: set, provider: p}, nil
+}
+
+// Up applies every pending migration of the set.
+func (m *Migrator) Up(ctx context.Context) ([]Result, error) {
+	res, err := m.provider.Up(ctx)
+	return m.results(res), m.wrap("up", err)
+}
+
+// Down rolls back the most recent applied migration of the set. It returns
+// a nil Result when nothing is applied.
+func (m *Migrator) Down(ctx context.Context) (*Result, error) {
+	res, err := m.provider.Down(ctx)
+	if errors.Is(err, goose.ErrNoNextVersion) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, m.wrap("down", err)
+	}
+	out := m.results([]*goose.MigrationResult{res})
+	return &out[0], nil
+}
+
+// DownTo rolls back applied migrations until version is the newest applied
+// one; DownTo(ctx, 0) removes the whole set.
+func (m *Migrator) DownTo(ctx context.Context, version int64) ([]Result, error) {
+	res, err := m.provider.DownTo(ctx, version)
+	return m.results(res), m.wrap("down", err)
+}
+
+// Status lists every migration of the set and whether it is applied.
+func (m *Migrator) Status(ctx context.Context) ([]MigrationStatus, error) {
+	sts, err := m.provider.Status(ctx)
+	if err != nil {
+		return nil, m.wrap("status", err)
+	}
+	out := make([]MigrationStatus, 0, len(sts))
+	for _, st := range sts {
+		out = append(out, MigrationStatus{
+			Set:       m.set.label(),
+			Version:   st.Source.Version,
+			Source:    baseName(st.Source.Path),
+			Applied:   st.State == goose.StateApplied,
+			AppliedAt: st.AppliedAt,
+		})
+	}
+	return out, nil
+}
+
+func (m *Migrator) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("migrations: %s %s: %w", op, m.set.label(), err)
+}
+
+func (m *Migrator) results(in []*goose.MigrationResult) []Result {
+	out := make([]Result, 0, len(in))
+	for _, r := range in {
+		if r == nil || r.Source == nil {
+			continue
+		}
+		out = append(out, Result{
+			Set:       m.set.label(),
+			Version:   r.Source.Version,
+			Source:    baseName(r.Source.Path),
+			Direction: r.Direction,
+			Duration:  r.Duration,
+		})
+	}
+	return out
+}
+
+func baseName(p string) string {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '/' {
+			return p[i+1:]
+		}
+	}
+	return p
+}
+
+// Up applies canonlog's core migrations and then each of sets, in order.
+func Up(ctx context.Context, db *sqlx.DB, sets ...Set) ([]Result, error) {
+	var all []Result
+	for _, set := range append([]Set{Core()}, sets...) {
+		m, err := New(db, set)
+		if err != nil {
+			return all, err
+		}
+		res, err := m.Up(ctx)
+		all = append(all, res...)
+		if err != nil {
+			return all, err
+		}
+	}
+	return all, nil
+}
+
+// Down removes sets (in reverse order) and then canonlog's core schema: every
+// migration of every set is rolled back. It destroys the event log; it exists
+// for tests and for tearing down scratch databases.
+func Down(ctx context.Context, db *sqlx.DB, sets ...Set) ([]Result, error) {
+	var all []Result
+	ordered := append([]Set{Core()}, sets...)
+	for i := len(ordered) - 1; i >= 0; i-- {
+		m, err := New(db, ordered[i])
+		if err != nil {
+			return all, err
+		}
+		res, err := m.DownTo(ctx, 0)
+		all = append(all, res...)
+		if err != nil {
+			return all, err
+		}
+	}
+	return all, nil
+}
+
+// Status lists the migrations of canonlog's core and of each of sets.
+func Status(ctx context.Context, db *sqlx.DB, sets ...Set) ([]MigrationStatus, error) {
+	var all []MigrationStatus
+	for _, set := range append([]Set{Core()}, sets...) {
+		m, err := New(db, set)
+		if err != nil {
+			return nil, err
+		}
+		sts, err := m.Status(ctx)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, sts...)
+	}
+	return all, nil
+}
