@@ -175,4 +175,3 @@ func TestAppendTx(t *testing.T) {
 		require.JSONEq(t, `{"n":3}`, string(got.Payload))
 	})
 }
-
