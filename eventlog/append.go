@@ -41,6 +41,12 @@ func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error
 	if err != nil || len(prepared) == 0 {
 		return nil, err
 	}
+	// Prepare the insert before the transaction takes a connection: with a
+	// one-connection pool (sqlite::memory:) preparing inside it would wait
+	// for itself.
+	if _, err := l.stmt(ctx, l.insertQuery(len(prepared))); err != nil {
+		return nil, fmt.Errorf("eventlog: append: %w", err)
+	}
 	var res []Result
 	err = dbutil.WithTx(ctx, l.db, nil, func(tx *sqlx.Tx) error {
 		var err error
@@ -129,18 +135,38 @@ func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []prepare
 	return results, nil
 }
 
+// insertQuery returns the statement that inserts n entries.
+func (l *Log) insertQuery(n int) string {
+	if l.dialect == dialect.Postgres && n > 1 {
+		return l.q.insertBatch
+	}
+	return l.q.insertOne
+}
+
+// txStmt returns query as a statement of tx: the log's prepared statement
+// when Append or AppendBatch already prepared it, else one prepared on tx
+// alone (never on the pool, whose connections tx may hold all of).
+func (l *Log) txStmt(ctx context.Context, tx *sqlx.Tx, query string) (*sqlx.Stmt, error) {
+	l.stmtMu.Lock()
+	s, ok := l.stmts[query]
+	l.stmtMu.Unlock()
+	if ok {
+		return tx.StmtxContext(ctx, s), nil
+	}
+	return tx.PreparexContext(ctx, query)
+}
+
 // insert writes entries and returns, per entry, its new seq or 0 when its
 // event id was already taken.
 func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry) ([]int64, error) {
 	seqs := make([]int64, len(entries))
-	if l.dialect == dialect.Postgres && len(entries) > 1 {
-		return seqs, l.insertBatchPostgres(ctx, tx, entries, seqs)
-	}
-	s, err := l.stmt(ctx, l.q.insertOne)
+	st, err := l.txStmt(ctx, tx, l.insertQuery(len(entries)))
 	if err != nil {
 		return nil, err
 	}
-	st := tx.StmtxContext(ctx, s)
+	if l.dialect == dialect.Postgres && len(entries) > 1 {
+		return seqs, l.insertBatchPostgres(ctx, st, entries, seqs)
+	}
 	for i, e := range entries {
 		rows, err := st.QueryContext(ctx, formatTS(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID)
 		if err != nil {
@@ -162,17 +188,13 @@ func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry) 
 	return seqs, nil
 }
 
-func (l *Log) insertBatchPostgres(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, seqs []int64) error {
+func (l *Log) insertBatchPostgres(ctx context.Context, st *sqlx.Stmt, entries []preparedEntry, seqs []int64) error {
 	n := len(entries)
 	ts, kinds, hosts, rollouts, payloads, ids := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, e := range entries {
 		ts[i], kinds[i], hosts[i], rollouts[i], payloads[i], ids[i] = formatTS(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID
 	}
-	s, err := l.stmt(ctx, l.q.insertBatch)
-	if err != nil {
-		return err
-	}
-	rows, err := tx.StmtxContext(ctx, s).QueryContext(ctx,
+	rows, err := st.QueryContext(ctx,
 		pq.StringArray(ts), pq.StringArray(kinds), pq.StringArray(hosts),
 		pq.StringArray(rollouts), pq.StringArray(payloads), pq.StringArray(ids))
 	if err != nil {

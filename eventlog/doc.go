@@ -1,0 +1,30 @@
+// Package eventlog is canonlog's append core: an append-only, canonical
+// event log in one table, event_log, on PostgreSQL or SQLite.
+//
+// Every fact a service learns or decides is appended as an Entry and stored
+// as an Event with a seq assigned by the database. The log never changes
+// what it stored: the database itself refuses UPDATE, DELETE and TRUNCATE.
+// An entry may carry an event id, which makes appending it idempotent:
+// however often it is retried, it lands once.
+//
+// Projections (package projection) hang off the log through a Hook, which
+// runs inside each append's transaction so that derived tables commit
+// together with the events they derive from.
+//
+//	db, err := eventlog.OpenDB(ctx, "sqlite:canonlog.db")
+//	if err != nil { … }
+//	defer db.Close()
+//	if _, err := migrations.Up(ctx, db); err != nil { … }
+//	log, err := eventlog.New(db, nil)
+//	if err != nil { … }
+//	res, err := log.Append(ctx, eventlog.Entry{
+//		Kind:    eventlog.KindAgentEvent,
+//		HostID:  "host-1",
+//		Payload: json.RawMessage(`{"type":"Heartbeat"}`),
+//		EventID: "agent-1/42", // retry-safe
+//	})
+//
+// Reads: Get by seq, Query with a Filter (by host, rollout, kinds, seq
+// cursor, time range), and Pages/Events to stream the whole log from any seq
+// in bounded memory.
+package eventlog
