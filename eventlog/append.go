@@ -8,6 +8,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
+	"github.com/canonlog/canonlog/internal/dbtime"
 	"github.com/canonlog/canonlog/internal/dbutil"
 	"github.com/canonlog/canonlog/internal/dialect"
 )
@@ -168,7 +169,7 @@ func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry) 
 		return seqs, l.insertBatchPostgres(ctx, st, entries, seqs)
 	}
 	for i, e := range entries {
-		rows, err := st.QueryContext(ctx, formatTS(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID)
+		rows, err := st.QueryContext(ctx, dbtime.Format(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID)
 		if err != nil {
 			return nil, err
 		}
@@ -192,7 +193,7 @@ func (l *Log) insertBatchPostgres(ctx context.Context, st *sqlx.Stmt, entries []
 	n := len(entries)
 	ts, kinds, hosts, rollouts, payloads, ids := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, e := range entries {
-		ts[i], kinds[i], hosts[i], rollouts[i], payloads[i], ids[i] = formatTS(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID
+		ts[i], kinds[i], hosts[i], rollouts[i], payloads[i], ids[i] = dbtime.Format(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID
 	}
 	rows, err := st.QueryContext(ctx,
 		pq.StringArray(ts), pq.StringArray(kinds), pq.StringArray(hosts),

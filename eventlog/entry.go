@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 	"unicode/utf8"
+
+	"github.com/canonlog/canonlog/internal/dbtime"
 )
 
 // Entry is what a caller appends.
@@ -44,19 +46,6 @@ var (
 	maxTS = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
 )
 
-// tsLayout is how timestamps are written to the database: UTC, fixed width,
-// microseconds. On SQLite text order is then time order; PostgreSQL parses
-// it into timestamptz.
-const tsLayout = "2006-01-02T15:04:05.000000Z"
-
-func formatTS(t time.Time) string { return t.UTC().Format(tsLayout) }
-
-// normalizeTS truncates t to the microsecond and moves it to UTC, which is
-// exactly what the database stores.
-func normalizeTS(t time.Time) time.Time {
-	return t.UTC().Truncate(time.Microsecond)
-}
-
 // prepare validates e and returns it as it will be stored: timestamp from
 // clock when zero, truncated to microseconds, in UTC.
 func (e Entry) prepare(index int, clock Clock, maxPayload int) (Entry, error) {
@@ -72,7 +61,7 @@ func (e Entry) prepare(index int, clock Clock, maxPayload int) (Entry, error) {
 	if e.TS.IsZero() {
 		e.TS = clock.Now()
 	}
-	e.TS = normalizeTS(e.TS)
+	e.TS = dbtime.Normalize(e.TS)
 	if e.TS.Before(minTS) || e.TS.After(maxTS) {
 		return fail("ts", fmt.Errorf("%w: %s is outside years 0001-9999", ErrInvalidEntry, e.TS.Format(time.RFC3339Nano)))
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/canonlog/canonlog/internal/dbtime"
 )
 
 // Query limits.
@@ -77,14 +79,14 @@ func (f Filter) where() (string, []any, error) {
 		conds = append(conds, "kind IN ("+strings.Join(marks, ", ")+")")
 	}
 	if !f.Since.IsZero() {
-		conds, args = append(conds, "ts >= ?"), append(args, formatTS(normalizeTS(f.Since)))
+		conds, args = append(conds, "ts >= ?"), append(args, dbtime.Format(f.Since))
 	}
 	if !f.Until.IsZero() {
 		if !f.Since.IsZero() && !f.Until.After(f.Since) {
 			return "", nil, fmt.Errorf("eventlog: %w: Until (%s) is not after Since (%s)", ErrInvalidFilter,
 				f.Until.Format(time.RFC3339Nano), f.Since.Format(time.RFC3339Nano))
 		}
-		conds, args = append(conds, "ts < ?"), append(args, formatTS(normalizeTS(f.Until)))
+		conds, args = append(conds, "ts < ?"), append(args, dbtime.Format(f.Until))
 	}
 	if len(conds) == 0 {
 		return "", nil, nil

@@ -2,7 +2,8 @@ package eventlog
 
 import (
 	"fmt"
-	"time"
+
+	"github.com/canonlog/canonlog/internal/dbtime"
 )
 
 // rowScanner is what *sql.Rows, *sqlx.Rows and *sqlx.Row have in common.
@@ -13,37 +14,10 @@ type rowScanner interface {
 // scanEvent reads one row selected with eventColumns.
 func scanEvent(r rowScanner, ev *Event) error {
 	var payload []byte
-	err := r.Scan(&ev.Seq, tsDest{&ev.TS}, (*string)(&ev.Kind), nullString{&ev.HostID},
+	err := r.Scan(&ev.Seq, dbtime.Dest{T: &ev.TS}, (*string)(&ev.Kind), nullString{&ev.HostID},
 		nullString{&ev.RolloutID}, &payload, nullString{&ev.EventID})
 	ev.Payload = payload
 	return err
-}
-
-// tsDest scans a timestamp as either driver returns it: time.Time from
-// PostgreSQL, canonlog's fixed-width text from SQLite.
-type tsDest struct{ t *time.Time }
-
-func (d tsDest) Scan(src any) error {
-	switch v := src.(type) {
-	case time.Time:
-		*d.t = v.UTC()
-		return nil
-	case string:
-		return d.parse(v)
-	case []byte:
-		return d.parse(string(v))
-	default:
-		return fmt.Errorf("eventlog: cannot scan %T into a timestamp", src)
-	}
-}
-
-func (d tsDest) parse(s string) error {
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return fmt.Errorf("eventlog: stored timestamp %q: %w", s, err)
-	}
-	*d.t = t.UTC()
-	return nil
 }
 
 // nullString scans a nullable text column, NULL becoming "".
