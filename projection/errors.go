@@ -1,0 +1,87 @@
+package projection
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+var (
+	// ErrInvalidProjection is returned by Register for a malformed name or
+	// version.
+	ErrInvalidProjection = errors.New("invalid projection")
+
+	// ErrDuplicateName is returned by Register when a projection of the same
+	// name is already registered.
+	ErrDuplicateName = errors.New("projection name already registered")
+
+	// ErrUnknownProjection is returned by Rebuild and Verify for a name that
+	// is not registered.
+	ErrUnknownProjection = errors.New("unknown projection")
+
+	// ErrStale is returned by CheckStale when projections were built by
+	// older logic (or never built) and the policy is to refuse. The error is
+	// a *StaleError.
+	ErrStale = errors.New("stale projections")
+
+	// ErrNotVerifiable is returned by Verify for a projection that
+	// implements neither Tabler nor Checksummer.
+	ErrNotVerifiable = errors.New("projection cannot be verified")
+)
+
+// ApplyError reports a projection that failed to apply an event. The append
+// (or rebuild) it happened in was rolled back.
+type ApplyError struct {
+	Projection string
+	// Seq is the event that failed, or 0 when a batch failed without naming
+	// one; FirstSeq and LastSeq bound the batch.
+	Seq               int64
+	FirstSeq, LastSeq int64
+	Err               error
+}
+
+func (e *ApplyError) Error() string {
+	if e.Seq != 0 {
+		return fmt.Sprintf("projection %s: event %d: %v", e.Projection, e.Seq, e.Err)
+	}
+	return fmt.Sprintf("projection %s: events %d..%d: %v", e.Projection, e.FirstSeq, e.LastSeq, e.Err)
+}
+
+func (e *ApplyError) Unwrap() error { return e.Err }
+
+// seqError names the event a batch apply failed on.
+type seqError struct {
+	seq int64
+	err error
+}
+
+func (e *seqError) Error() string { return fmt.Sprintf("event %d: %v", e.seq, e.err) }
+func (e *seqError) Unwrap() error { return e.err }
+
+// EventError wraps err with the seq of the event it concerns. Batch
+// appliers use it so that the ApplyError canonlog returns names the event.
+func EventError(seq int64, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &seqError{seq: seq, err: err}
+}
+
+// StaleError lists the projections that need a rebuild.
+type StaleError struct {
+	Stale []Status
+}
+
+func (e *StaleError) Error() string {
+	parts := make([]string, len(e.Stale))
+	for i, s := range e.Stale {
+		if s.BuiltVersion == 0 {
+			parts[i] = fmt.Sprintf("%s (version %d, never built)", s.Name, s.Version)
+		} else {
+			parts[i] = fmt.Sprintf("%s (version %d, built at version %d)", s.Name, s.Version, s.BuiltVersion)
+		}
+	}
+	return fmt.Sprintf("stale projections, rebuild them first (canonlog rebuild --stale): %s", strings.Join(parts, ", "))
+}
+
+func (e *StaleError) Unwrap() error { return ErrStale }

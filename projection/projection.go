@@ -1,0 +1,71 @@
+package projection
+
+import (
+	"context"
+	"regexp"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/migrations"
+)
+
+// Projection is a view derived from the event log.
+//
+// Apply runs inside the append's transaction: keep it to database work on
+// tx (no network calls, no long computation), and make its result
+// independent of the order in which concurrently appended events commit —
+// insert-only rows keyed by seq, or upserts guarded by seq (see
+// docs/projections.md). Reset empties the projection's tables; a rebuild
+// calls it and then replays the log from seq 1 in the same transaction.
+type Projection interface {
+	// Name identifies the projection in checkpoints, locks and the CLI. It
+	// must match ^[a-z][a-z0-9_]{0,62}$ and never change.
+	Name() string
+	// Version is the version of Apply's logic, starting at 1. Bump it when
+	// Apply's meaning changes: the projection is then stale until rebuilt.
+	Version() int
+	// Apply derives the projection's rows from one event.
+	Apply(ctx context.Context, tx *sqlx.Tx, ev eventlog.Event) error
+	// Reset deletes every row the projection derived.
+	Reset(ctx context.Context, tx *sqlx.Tx) error
+}
+
+// KindFilter is implemented by projections that only read some kinds of
+// event. Dispatch and rebuild skip the other kinds entirely.
+type KindFilter interface {
+	Kinds() []eventlog.Kind
+}
+
+// BatchApplier is implemented by projections that can derive rows from many
+// events at once (for example with one multi-row statement). Rebuild and
+// AppendBatch use it; single appends use Apply. ApplyBatch must have the
+// same effect as calling Apply on each event in order. To name the event
+// that failed, wrap its error with EventError.
+type BatchApplier interface {
+	ApplyBatch(ctx context.Context, tx *sqlx.Tx, events []eventlog.Event) error
+}
+
+// Migrator is implemented by projections that bring their own tables. Their
+// goose migrations run after canonlog's core migrations, each projection
+// with its own version table (canonlog_migrations_<name>). The returned
+// set's Name is ignored: the projection's name is used.
+type Migrator interface {
+	Migrations() migrations.Set
+}
+
+// Tabler is implemented by projections that can list their tables. Verify
+// uses them to report the rows that differ between the live view and a
+// fresh derivation.
+type Tabler interface {
+	Tables() []string
+}
+
+// Checksummer is implemented by projections that can summarize their whole
+// state in a string that is equal exactly when the states are equal. Verify
+// compares the live checksum with the checksum of a fresh derivation.
+type Checksummer interface {
+	Checksum(ctx context.Context, tx *sqlx.Tx) (string, error)
+}
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)

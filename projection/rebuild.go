@@ -1,0 +1,189 @@
+package projection
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dbutil"
+	"github.com/canonlog/canonlog/internal/dialect"
+)
+
+// RebuildOptions tunes Rebuild. A nil *RebuildOptions rebuilds every
+// registered projection with the defaults.
+type RebuildOptions struct {
+	// Names selects the projections to rebuild. Empty means all registered
+	// ones. An unknown name fails the call before anything is rebuilt.
+	Names []string
+	// StaleOnly skips the selected projections that are not stale.
+	StaleOnly bool
+	// BatchSize is the number of events read per page and handed to
+	// ApplyBatch at once. Defaults to eventlog.DefaultPageSize.
+	BatchSize int
+	// Progress, when set, is called after each batch, from the goroutine
+	// running Rebuild.
+	Progress func(Progress)
+}
+
+// Progress reports how far a rebuild has come.
+type Progress struct {
+	Projection string
+	Done       int64 // events replayed so far
+	Total      int64 // events to replay, counted when the rebuild started
+}
+
+// RebuildResult summarizes one projection's rebuild.
+type RebuildResult struct {
+	Name     string
+	Version  int
+	Events   int64 // events replayed
+	Seq      int64 // the log's last seq the rebuild covered
+	Rows     int64 // rows in the projection's tables afterwards; -1 when it does not implement Tabler
+	Duration time.Duration
+}
+
+// Rebuild re-derives projections from the log. Each projection is rebuilt in
+// one transaction of its own: take its exclusive lock, Reset, replay every
+// event of its kinds from seq 1 in seq order (streamed in pages, so memory
+// stays bounded), record the checkpoint, commit. A rebuild that fails or is
+// cancelled rolls back and leaves the previous view and checkpoint as they
+// were. Appends arriving meanwhile wait for the lock and are then applied
+// to the rebuilt view, exactly once; a second rebuild of the same
+// projection waits for the first and then rebuilds again. Projections are
+// rebuilt in name order; the first failure stops the call and the results
+// so far are returned with the error.
+func Rebuild(ctx context.Context, log *eventlog.Log, reg *Registry, opts *RebuildOptions) ([]RebuildResult, error) {
+	var o RebuildOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.BatchSize < 0 || o.BatchSize > eventlog.MaxPageSize {
+		return nil, fmt.Errorf("projection: rebuild: BatchSize is %d, must be between 0 (default %d) and %d",
+			o.BatchSize, eventlog.DefaultPageSize, eventlog.MaxPageSize)
+	}
+	entries, err := reg.selectEntries(o.Names)
+	if err != nil {
+		return nil, err
+	}
+	if o.StaleOnly {
+		sts, err := ReadStatus(ctx, log, reg)
+		if err != nil {
+			return nil, err
+		}
+		entries = slices.DeleteFunc(entries, func(e *registered) bool {
+			i := slices.IndexFunc(sts, func(s Status) bool { return s.Name == e.name })
+			return i >= 0 && !sts[i].Stale
+		})
+	}
+	d, err := dialect.Of(log.DB())
+	if err != nil {
+		return nil, err
+	}
+	var results []RebuildResult
+	for _, e := range entries {
+		res, err := rebuildOne(ctx, log, d, e, o)
+		if err != nil {
+			return results, err
+		}
+		results = append(results, res)
+	}
+	return results, nil
+}
+
+func rebuildOne(ctx context.Context, log *eventlog.Log, d dialect.Dialect, e *registered, o RebuildOptions) (RebuildResult, error) {
+	start := time.Now()
+	res := RebuildResult{Name: e.name, Version: e.p.Version(), Rows: -1}
+	err := dbutil.WithTx(ctx, log.DB(), nil, func(tx *sqlx.Tx) error {
+		if err := lockExclusive(ctx, tx, d, e.name); err != nil {
+			return err
+		}
+		if err := e.p.Reset(ctx, tx); err != nil {
+			return fmt.Errorf("projection %s: reset: %w", e.name, err)
+		}
+		events, seq, err := replay(ctx, log, tx, e, o.BatchSize, o.Progress)
+		if err != nil {
+			return err
+		}
+		res.Events, res.Seq = events, seq
+		if t, ok := e.p.(Tabler); ok {
+			if res.Rows, err = countRows(ctx, tx, t.Tables()); err != nil {
+				return fmt.Errorf("projection %s: %w", e.name, err)
+			}
+		}
+		return writeCheckpoint(ctx, tx, e.name, checkpoint{Version: res.Version, Seq: seq, At: log.Clock().Now()})
+	})
+	if err != nil {
+		return RebuildResult{}, fmt.Errorf("projection: rebuild %s: %w", e.name, err)
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// replay applies every event of e's kinds to e inside tx, in seq order, in
+// batches of batchSize. It must run after e's exclusive lock is held, and
+// reads each page with a fresh statement so that on PostgreSQL (READ
+// COMMITTED) it sees every append that committed before the lock was
+// granted. It returns the events replayed and the log's last seq covered.
+func replay(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *registered, batchSize int, progress func(Progress)) (int64, int64, error) {
+	last, err := lastSeqTx(ctx, tx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("projection %s: %w", e.name, err)
+	}
+	var total int64
+	if progress != nil {
+		if total, err = countEvents(ctx, tx, e.kindList()); err != nil {
+			return 0, 0, fmt.Errorf("projection %s: %w", e.name, err)
+		}
+		progress(Progress{Projection: e.name, Total: total})
+	}
+	var done int64
+	for page, err := range log.PagesTx(ctx, tx, 0, &eventlog.ReadOptions{PageSize: batchSize, Kinds: e.kindList()}) {
+		if err != nil {
+			return 0, 0, fmt.Errorf("projection %s: read log: %w", e.name, err)
+		}
+		if err := e.apply(ctx, tx, page); err != nil {
+			return 0, 0, err
+		}
+		done += int64(len(page))
+		last = max(last, page[len(page)-1].Seq)
+		if progress != nil {
+			progress(Progress{Projection: e.name, Done: done, Total: max(total, done)})
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, 0, err
+		}
+	}
+	return done, last, nil
+}
+
+func countEvents(ctx context.Context, tx *sqlx.Tx, kinds []eventlog.Kind) (int64, error) {
+	query, args := `SELECT COUNT(*) FROM event_log`, []any{}
+	if len(kinds) > 0 {
+		var err error
+		query, args, err = sqlx.In(query+` WHERE kind IN (?)`, kinds)
+		if err != nil {
+			return 0, err
+		}
+	}
+	var n int64
+	if err := tx.QueryRowxContext(ctx, tx.Rebind(query), args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count events: %w", err)
+	}
+	return n, nil
+}
+
+func countRows(ctx context.Context, tx *sqlx.Tx, tables []string) (int64, error) {
+	var total int64
+	for _, t := range tables {
+		var n int64
+		if err := tx.QueryRowxContext(ctx, `SELECT COUNT(*) FROM `+quoteIdent(t)).Scan(&n); err != nil {
+			return 0, fmt.Errorf("count rows of %s: %w", t, err)
+		}
+		total += n
+	}
+	return total, nil
+}

@@ -1,0 +1,234 @@
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dialect"
+)
+
+// maxSamples bounds the differing rows Verify reports per projection.
+const maxSamples = 10
+
+// VerifyResult compares one projection's live view with a fresh
+// derivation from the log.
+type VerifyResult struct {
+	Name  string
+	Equal bool
+	// Missing counts rows a fresh derivation has and the live view lacks;
+	// Extra counts rows the live view has and a fresh derivation lacks. A
+	// changed row counts once in each. Both are 0 when the projection only
+	// implements Checksummer.
+	Missing, Extra int64
+	// Samples shows up to 10 differing rows, "missing <table>: (…)" or
+	// "extra <table>: (…)".
+	Samples []string
+	// LiveChecksum and FreshChecksum are set for projections implementing
+	// Checksummer.
+	LiveChecksum, FreshChecksum string
+	// Events is the number of events the fresh derivation replayed.
+	Events int64
+}
+
+// Verify derives each named projection (all registered ones when names is
+// empty) afresh and compares it with the live view, without changing
+// anything: the derivation runs in a transaction that is always rolled back.
+// The comparison uses the projection's Checksummer and, when it implements
+// Tabler, a row-by-row comparison of its tables that counts and samples the
+// differences. While a projection is verified, appends that apply to it
+// wait, as during a rebuild.
+func Verify(ctx context.Context, log *eventlog.Log, reg *Registry, names []string) ([]VerifyResult, error) {
+	entries, err := reg.selectEntries(names)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		_, isTabler := e.p.(Tabler)
+		_, isSummer := e.p.(Checksummer)
+		if !isTabler && !isSummer {
+			return nil, fmt.Errorf("projection %s: %w: implement Tables() or Checksum()", e.name, ErrNotVerifiable)
+		}
+	}
+	d, err := dialect.Of(log.DB())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]VerifyResult, 0, len(entries))
+	for _, e := range entries {
+		res, err := verifyOne(ctx, log, d, e)
+		if err != nil {
+			return out, fmt.Errorf("projection: verify %s: %w", e.name, err)
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+func verifyOne(ctx context.Context, log *eventlog.Log, d dialect.Dialect, e *registered) (VerifyResult, error) {
+	res := VerifyResult{Name: e.name}
+	tx, err := log.DB().BeginTxx(ctx, nil)
+	if err != nil {
+		return res, err
+	}
+	defer func() { _ = tx.Rollback() }() // always: verify changes nothing
+
+	if err := lockExclusive(ctx, tx, d, e.name); err != nil {
+		return res, err
+	}
+	summer, _ := e.p.(Checksummer)
+	if summer != nil {
+		if res.LiveChecksum, err = summer.Checksum(ctx, tx); err != nil {
+			return res, fmt.Errorf("live checksum: %w", err)
+		}
+	}
+	var tables []string
+	if t, ok := e.p.(Tabler); ok {
+		tables = t.Tables()
+	}
+	// Keep a copy of the live rows: Reset is about to delete them.
+	copies := make([]string, len(tables))
+	for i, t := range tables {
+		copies[i] = fmt.Sprintf("canonlog_verify_live_%d", i)
+		if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE `+copies[i]+` AS SELECT * FROM `+quoteIdent(t)); err != nil {
+			return res, fmt.Errorf("copy live %s: %w", t, err)
+		}
+	}
+	if err := e.p.Reset(ctx, tx); err != nil {
+		return res, fmt.Errorf("reset: %w", err)
+	}
+	if res.Events, _, err = replay(ctx, log, tx, e, 0, nil); err != nil {
+		return res, err
+	}
+	res.Equal = true
+	if summer != nil {
+		if res.FreshChecksum, err = summer.Checksum(ctx, tx); err != nil {
+			return res, fmt.Errorf("fresh checksum: %w", err)
+		}
+		res.Equal = res.LiveChecksum == res.FreshChecksum
+	}
+	for i, t := range tables {
+		missing, extra, samples, err := diffTable(ctx, tx, copies[i], t, maxSamples-len(res.Samples))
+		if err != nil {
+			return res, fmt.Errorf("compare %s: %w", t, err)
+		}
+		res.Missing += missing
+		res.Extra += extra
+		res.Samples = append(res.Samples, samples...)
+	}
+	if res.Missing > 0 || res.Extra > 0 {
+		res.Equal = false
+	}
+	return res, nil
+}
+
+// diffTable compares the multiset of rows of live and fresh (same columns),
+// comparing every column as text so that any column type works.
+func diffTable(ctx context.Context, tx *sqlx.Tx, live, fresh string, sampleLimit int) (missing, extra int64, samples []string, err error) {
+	cols, err := columnsOf(ctx, tx, fresh)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	if len(cols) == 0 {
+		return 0, 0, nil, errors.New("table has no columns")
+	}
+	casts := make([]string, len(cols))
+	quoted := make([]string, len(cols))
+	for i, c := range cols {
+		quoted[i] = quoteIdent(c)
+		casts[i] = "CAST(" + quoted[i] + " AS TEXT) AS " + quoted[i]
+	}
+	sel := strings.Join(casts, ", ")
+	list := strings.Join(quoted, ", ")
+	// side: +1 for a live row, -1 for a fresh one; a group whose sides do
+	// not cancel is a difference (positive: extra in live).
+	grouped := `SELECT ` + list + `, SUM(side) AS delta FROM (
+	SELECT ` + sel + `, 1 AS side FROM ` + live + `
+	UNION ALL
+	SELECT ` + sel + `, -1 AS side FROM ` + quoteIdent(fresh) + `
+) AS u GROUP BY ` + list + ` HAVING SUM(side) <> 0`
+	if err := tx.QueryRowxContext(ctx, `SELECT
+	COALESCE(SUM(CASE WHEN delta < 0 THEN -delta ELSE 0 END), 0),
+	COALESCE(SUM(CASE WHEN delta > 0 THEN delta ELSE 0 END), 0)
+FROM (`+grouped+`) AS d`).Scan(&missing, &extra); err != nil {
+		return 0, 0, nil, err
+	}
+	if missing+extra == 0 || sampleLimit <= 0 {
+		return missing, extra, nil, nil
+	}
+	rows, err := tx.QueryxContext(ctx, grouped+` ORDER BY `+list+` LIMIT `+fmt.Sprint(sampleLimit))
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		vals := make([]any, len(cols)+1)
+		ptrs := make([]any, len(vals))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return 0, 0, nil, err
+		}
+		parts := make([]string, len(cols))
+		for i, c := range cols {
+			parts[i] = c + "=" + renderValue(vals[i])
+		}
+		side := "missing"
+		if toInt(vals[len(cols)]) > 0 {
+			side = "extra"
+		}
+		samples = append(samples, fmt.Sprintf("%s %s: (%s)", side, fresh, strings.Join(parts, ", ")))
+	}
+	return missing, extra, samples, rows.Err()
+}
+
+func columnsOf(ctx context.Context, tx *sqlx.Tx, table string) ([]string, error) {
+	rows, err := tx.QueryxContext(ctx, `SELECT * FROM `+quoteIdent(table)+` WHERE 1 = 0`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return rows.Columns()
+}
+
+func renderValue(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "NULL"
+	case []byte:
+		return fmt.Sprintf("%q", string(x))
+	case string:
+		return fmt.Sprintf("%q", x)
+	default:
+		return fmt.Sprint(x)
+	}
+}
+
+func toInt(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case float64:
+		return int64(x)
+	case []byte:
+		var n int64
+		_, _ = fmt.Sscan(string(x), &n)
+		return n
+	}
+	return 0
+}
+
+// quoteIdent quotes a possibly schema-qualified identifier for both
+// dialects.
+func quoteIdent(name string) string {
+	parts := strings.Split(name, ".")
+	for i, p := range parts {
+		parts[i] = `"` + strings.ReplaceAll(p, `"`, `""`) + `"`
+	}
+	return strings.Join(parts, ".")
+}
