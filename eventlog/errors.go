@@ -3,6 +3,10 @@ package eventlog
 import (
 	"errors"
 	"fmt"
+
+	"github.com/lib/pq"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Sentinel errors. Test for them with errors.Is; the errors canonlog returns
@@ -75,3 +79,30 @@ func (e *ConflictError) Error() string {
 }
 
 func (e *ConflictError) Unwrap() error { return ErrEventIDConflict }
+
+// Retryable reports whether err is a transient failure that a retry of the
+// same append (with the same event ids) may get past: a PostgreSQL
+// deadlock or serialization failure, or SQLite reporting the database busy
+// or locked for longer than the busy timeout. Retrying is always safe for
+// entries with an event id: at most one attempt lands.
+func Retryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		switch pqErr.Code {
+		case "40001", "40P01": // serialization_failure, deadlock_detected
+			return true
+		}
+		return false
+	}
+	var sqliteErr *sqlite.Error
+	if errors.As(err, &sqliteErr) {
+		switch sqliteErr.Code() & 0xff {
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return true
+		}
+	}
+	return false
+}

@@ -290,3 +290,12 @@ func (e *registered) apply(ctx context.Context, tx *sqlx.Tx, events []eventlog.E
 	}
 	return nil
 }
+
+// Must returns r, or panics when err is not nil: for building a registry in
+// init-time code, as in Must(NewRegistry(a, b)).
+func Must(r *Registry, err error) *Registry {
+	if err != nil {
+		panic(err)
+	}
+	return r
+}

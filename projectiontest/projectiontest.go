@@ -44,6 +44,12 @@ type Options struct {
 	Rebuilds int
 	// Seed seeds the random history; 0 picks one (logged on failure).
 	Seed uint64
+	// Refused reports whether an append error is the projection refusing
+	// the entry on purpose (for example failed validation); such appends
+	// must leave no trace. Other errors fail the test, except transient
+	// ones (eventlog.Retryable), which are retried. Defaults to refusing
+	// nothing but malformed entries and event id conflicts.
+	Refused func(error) bool
 }
 
 // RequireRebuildEquivalent migrates db for p (core and p's own
@@ -70,6 +76,10 @@ func RequireRebuildEquivalent(t testing.TB, db *sqlx.DB, p projection.Projection
 			o.Rebuilds = opts.Rebuilds
 		}
 		o.Seed = opts.Seed
+		o.Refused = opts.Refused
+	}
+	if o.Refused == nil {
+		o.Refused = func(error) bool { return false }
 	}
 	if o.Seed == 0 {
 		o.Seed = rand.Uint64()
@@ -126,17 +136,22 @@ func RequireRebuildEquivalent(t testing.TB, db *sqlx.DB, p projection.Projection
 				}
 				var res []eventlog.Result
 				var err error
-				if n == 1 {
-					var one eventlog.Result
-					one, err = log.Append(ctx, batch[0])
-					res = []eventlog.Result{one}
-				} else {
-					res, err = log.AppendBatch(ctx, batch)
+				for attempt := 0; attempt < 10; attempt++ {
+					if n == 1 {
+						var one eventlog.Result
+						one, err = log.Append(ctx, batch[0])
+						res = []eventlog.Result{one}
+					} else {
+						res, err = log.AppendBatch(ctx, batch)
+					}
+					if !eventlog.Retryable(err) {
+						break
+					}
 				}
-				var ae *projection.ApplyError
 				var ee *eventlog.EntryError
 				switch {
-				case errors.As(err, &ae), errors.As(err, &ee), errors.Is(err, eventlog.ErrEventIDConflict):
+				case err == nil:
+				case errors.As(err, &ee), errors.Is(err, eventlog.ErrEventIDConflict), o.Refused(err):
 					continue // refused as a whole: nothing may remain of it
 				case err != nil:
 					record(fmt.Errorf("writer %d append %d: %w", w, i, err))
