@@ -86,7 +86,7 @@ func parseDatabaseURL(raw string) (driver, dsn string, memory bool, err error) {
 		rest = strings.TrimPrefix(rest, "//") // sqlite:///abs/path and sqlite://rel both work
 		path, query, _ := strings.Cut(rest, "?")
 		if path == "" {
-			return "", "", false, fmt.Errorf("eventlog: database URL %q has no file path: use sqlite:PATH or sqlite::memory:", raw)
+			return "", "", false, fmt.Errorf("eventlog: database URL %q has no file path (use sqlite:PATH, or sqlite::memory: for a private in-memory database)", raw)
 		}
 		if query != "" {
 			query = "?" + query
@@ -100,14 +100,14 @@ func parseDatabaseURL(raw string) (driver, dsn string, memory bool, err error) {
 		memory := strings.Contains(raw, ":memory:") || strings.Contains(query, "mode=memory")
 		return dialect.DriverSQLite, sqliteDSN(path, query, memory), memory, nil
 	case raw == "":
-		return "", "", false, fmt.Errorf("eventlog: empty database URL: use postgres://…, sqlite:PATH or sqlite::memory:")
+		return "", "", false, fmt.Errorf("eventlog: empty database URL (use postgres://…, sqlite:PATH or sqlite::memory:)")
 	default:
 		return "", "", false, fmt.Errorf("eventlog: database URL %s: unknown scheme: use postgres://…, postgresql://…, sqlite:PATH, sqlite::memory: or file:…", redactURL(raw))
 	}
 }
 
-// sqliteDSN appends canonlog's per-connection settings to a SQLite URI. They
-// go first so that parameters the user gave in query win where they overlap.
+// sqliteDSN appends canonlog's per-connection settings to a SQLite URI,
+// followed by the parameters the user gave in query.
 func sqliteDSN(path, query string, memory bool) string {
 	params := []string{
 		"_pragma=foreign_keys(1)",

@@ -47,9 +47,9 @@ RETURNING seq`),
 	RETURNING seq
 )
 SELECT input.seq, ins.seq IS NOT NULL FROM input LEFT JOIN ins USING (seq) ORDER BY input.ord`
-		// A fixed key in the transaction-level advisory lock space; the
-		// projection locks use hashes of their names in the two-key space.
-		q.serialize = `SELECT pg_advisory_xact_lock(7230814296581107789)`
+		// Per schema, so logs in different schemas of one database do not
+		// serialize each other.
+		q.serialize = `SELECT pg_advisory_xact_lock(hashtextextended('canonlog:serialize:' || current_schema(), 0))`
 	}
 	return q
 }

@@ -24,6 +24,9 @@ const pgLockKey = `hashtextextended('canonlog:migrate:' || current_schema() || '
 
 func (l *pgLocker) SessionLock(ctx context.Context, conn *sql.Conn) error {
 	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(`+pgLockKey+`)`, l.key); err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return fmt.Errorf("take migration lock: %w", ctxErr)
+		}
 		return fmt.Errorf("take migration lock: %w", err)
 	}
 	return nil

@@ -24,19 +24,21 @@ const CoreTable = "canonlog_migrations"
 // Set is one migration history: canonlog's core schema, or the tables of one
 // projection. Each set has its own goose version table.
 type Set struct {
-	// Name identifies the set: "" for canonlog's core, the projection's name
-	// otherwise. It must match ^[a-z][a-z0-9_]*$ and names the version table
-	// canonlog_migrations_<Name>.
+	// Name identifies the set: the projection's name. It must match
+	// ^[a-z][a-z0-9_]*$ and names the version table
+	// canonlog_migrations_<Name>. (Core() is the only set without a name.)
 	Name string
 	// Postgres holds the goose SQL files for PostgreSQL, at its root.
 	Postgres fs.FS
 	// SQLite holds the goose SQL files for SQLite, at its root.
 	SQLite fs.FS
+
+	core bool // only Core() writes canonlog_migrations
 }
 
 // Core returns canonlog's own migration set: the event_log table.
 func Core() Set {
-	return Set{Postgres: mustSub(coreFiles, "postgres"), SQLite: mustSub(coreFiles, "sqlite")}
+	return Set{Postgres: mustSub(coreFiles, "postgres"), SQLite: mustSub(coreFiles, "sqlite"), core: true}
 }
 
 func mustSub(fsys fs.FS, dir string) fs.FS {
@@ -51,14 +53,14 @@ var setNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
 // Table returns the goose version table the set records its history in.
 func (s Set) Table() string {
-	if s.Name == "" {
+	if s.core {
 		return CoreTable
 	}
 	return CoreTable + "_" + s.Name
 }
 
 func (s Set) label() string {
-	if s.Name == "" {
+	if s.core {
 		return "core"
 	}
 	return s.Name
@@ -90,8 +92,8 @@ type Migrator struct {
 
 // New returns a Migrator for set on db. It never closes db.
 func New(db *sqlx.DB, set Set) (*Migrator, error) {
-	if set.Name != "" && !setNameRE.MatchString(set.Name) {
-		return nil, fmt.Errorf("migrations: set name %q must match %s", set.Name, setNameRE)
+	if !set.core && !setNameRE.MatchString(set.Name) {
+		return nil, fmt.Errorf("migrations: set name %q must match %s (only Core() has no name)", set.Name, setNameRE)
 	}
 	d, err := dialect.Of(db)
 	if err != nil {
@@ -125,6 +127,13 @@ func New(db *sqlx.DB, set Set) (*Migrator, error) {
 
 // Up applies every pending migration of the set.
 func (m *Migrator) Up(ctx context.Context) ([]Result, error) {
+	// goose's Up first checks for pending migrations without the lock,
+	// creating the version table there; concurrent first runs then collide
+	// and goose retries after a fixed one-second sleep. Reading the version
+	// first creates the table under the lock.
+	if _, err := m.provider.GetDBVersion(ctx); err != nil {
+		return nil, m.wrap("up", err)
+	}
 	res, err := m.provider.Up(ctx)
 	return m.results(res), m.wrap("up", err)
 }
@@ -202,14 +211,29 @@ func baseName(p string) string {
 	return p
 }
 
-// Up applies canonlog's core migrations and then each of sets, in order.
-func Up(ctx context.Context, db *sqlx.DB, sets ...Set) ([]Result, error) {
-	var all []Result
-	for _, set := range append([]Set{Core()}, sets...) {
+// migrators returns a Migrator for core and each of sets, in order; every
+// set is validated before anything runs.
+func migrators(db *sqlx.DB, sets []Set) ([]*Migrator, error) {
+	all := append([]Set{Core()}, sets...)
+	out := make([]*Migrator, len(all))
+	for i, set := range all {
 		m, err := New(db, set)
 		if err != nil {
-			return all, err
+			return nil, err
 		}
+		out[i] = m
+	}
+	return out, nil
+}
+
+// Up applies canonlog's core migrations and then each of sets, in order.
+func Up(ctx context.Context, db *sqlx.DB, sets ...Set) ([]Result, error) {
+	ms, err := migrators(db, sets)
+	if err != nil {
+		return nil, err
+	}
+	var all []Result
+	for _, m := range ms {
 		res, err := m.Up(ctx)
 		all = append(all, res...)
 		if err != nil {
@@ -223,14 +247,13 @@ func Up(ctx context.Context, db *sqlx.DB, sets ...Set) ([]Result, error) {
 // migration of every set is rolled back. It destroys the event log; it exists
 // for tests and for tearing down scratch databases.
 func Down(ctx context.Context, db *sqlx.DB, sets ...Set) ([]Result, error) {
+	ms, err := migrators(db, sets)
+	if err != nil {
+		return nil, err
+	}
 	var all []Result
-	ordered := append([]Set{Core()}, sets...)
-	for i := len(ordered) - 1; i >= 0; i-- {
-		m, err := New(db, ordered[i])
-		if err != nil {
-			return all, err
-		}
-		res, err := m.DownTo(ctx, 0)
+	for i := len(ms) - 1; i >= 0; i-- {
+		res, err := ms[i].DownTo(ctx, 0)
 		all = append(all, res...)
 		if err != nil {
 			return all, err
@@ -241,12 +264,12 @@ func Down(ctx context.Context, db *sqlx.DB, sets ...Set) ([]Result, error) {
 
 // Status lists the migrations of canonlog's core and of each of sets.
 func Status(ctx context.Context, db *sqlx.DB, sets ...Set) ([]MigrationStatus, error) {
+	ms, err := migrators(db, sets)
+	if err != nil {
+		return nil, err
+	}
 	var all []MigrationStatus
-	for _, set := range append([]Set{Core()}, sets...) {
-		m, err := New(db, set)
-		if err != nil {
-			return nil, err
-		}
+	for _, m := range ms {
 		sts, err := m.Status(ctx)
 		if err != nil {
 			return nil, err

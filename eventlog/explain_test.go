@@ -1,0 +1,430 @@
+package eventlog_test
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dbtest"
+)
+
+// The documented queries (by host, by rollout, by kind, each with or
+// without an AfterSeq cursor) are answered in seq order straight from an
+// index: no Sort, no Seq Scan. Proven with EXPLAIN on the statements
+// Log.Query really sends, captured at the driver, over 100,000 events.
+//
+// Which index is the planner's call. For a selective value (a host, a small
+// rollout, a rare kind) it must be the matching (column, seq) index, read
+// forward with every condition in the index condition. For a value most
+// events carry (a busy rollout, a common kind) walking the primary key and
+// filtering finds a page sooner than random heap reads through the matching
+// index do, and PostgreSQL rightly picks that: still seq order, no Sort.
+// On the last page of a history, when fewer matches than the limit remain,
+// it may fetch them through a bitmap on the matching index and sort those
+// few rows.
+func TestExplainQueries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := dbtest.New(t, "postgres")
+	db := b.Migrated(t)
+	fillLog(t, db, 100_000)
+
+	rec := &recorder{}
+	log, err := eventlog.New(recordingDB(t, b.URL, rec), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = log.Close() })
+
+	const (
+		limit     = 100
+		selective = "selective" // the matching index, no Sort
+		dense     = "dense"     // the matching index or the primary key, no Sort
+		lastPage  = "lastPage"  // as dense, or a bitmap on the matching index and a Sort of under a page
+	)
+	host := func(h string) eventlog.Filter { return eventlog.Filter{HostID: h} }
+	rollout := func(r string) eventlog.Filter { return eventlog.Filter{RolloutID: r} }
+	kind := func(k eventlog.Kind) eventlog.Filter { return eventlog.Filter{Kinds: []eventlog.Kind{k}} }
+	cases := []struct {
+		name   string
+		filter eventlog.Filter
+		after  int64
+		want   string
+		index  string
+	}{
+		{"Host", host("host-123"), 0, selective, "event_log_host_id_seq_idx"},
+		{"HostAfterSeq", host("host-123"), 20_000, selective, "event_log_host_id_seq_idx"},
+		{"HostLastPage", host("host-123"), 60_000, lastPage, "event_log_host_id_seq_idx"},
+		{"Rollout", rollout("rollout-canary"), 0, selective, "event_log_rollout_id_seq_idx"},
+		{"RolloutAfterSeq", rollout("rollout-canary"), 20_000, selective, "event_log_rollout_id_seq_idx"},
+		{"Kind", kind(eventlog.KindGateDecision), 0, selective, "event_log_kind_seq_idx"},
+		{"KindAfterSeq", kind(eventlog.KindGateDecision), 50_000, selective, "event_log_kind_seq_idx"},
+		{"BusyRollout", rollout("rollout-17"), 0, dense, "event_log_rollout_id_seq_idx"},
+		{"BusyRolloutAfterSeq", rollout("rollout-17"), 50_000, dense, "event_log_rollout_id_seq_idx"},
+		{"CommonKind", kind(eventlog.KindEffect), 0, dense, "event_log_kind_seq_idx"},
+		{"CommonKindAfterSeq", kind(eventlog.KindEffect), 50_000, dense, "event_log_kind_seq_idx"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := c.filter
+			f.AfterSeq, f.Limit = c.after, limit
+			column, value := filterColumn(f)
+
+			// The plain-SQL truth the query is checked against.
+			var count int
+			require.NoError(t, db.Get(&count, `SELECT COUNT(*) FROM event_log WHERE seq > $1 AND `+column+` = $2`, c.after, value))
+			var want []int64
+			require.NoError(t, db.Select(&want, `SELECT seq FROM event_log WHERE seq > $1 AND `+column+` = $2
+ORDER BY seq LIMIT $3`, c.after, value, limit))
+			if c.want == lastPage {
+				require.Less(t, count, limit, "the fill should leave less than a page")
+			} else {
+				require.Greater(t, count, limit, "the fill should leave more than a page")
+			}
+
+			rec.reset()
+			events, err := log.Query(ctx, f)
+			require.NoError(t, err)
+			q := rec.only(t)
+
+			// EXPLAIN with the values Query sent gets the same custom plan
+			// as lib/pq's unnamed statement does.
+			plan := explain(t, db, q.sql, q.args)
+			require.Equal(t, "Limit", plan.NodeType, "plan:\n%s", plan)
+			require.Len(t, plan.Plans, 1, "plan:\n%s", plan)
+			require.Empty(t, plan.find("Seq Scan"), "plan:\n%s", plan)
+			conds := []string{column + " = "}
+			if c.after > 0 {
+				conds = append(conds, "seq > ")
+			}
+			top := plan.Plans[0]
+			switch {
+			case top.NodeType == "Sort" && c.want == lastPage:
+				// Only ever the few remaining rows, found through the
+				// matching index.
+				require.LessOrEqual(t, top.PlanRows, float64(limit), "plan:\n%s", plan)
+				bitmaps := top.find("Bitmap Index Scan")
+				require.Len(t, bitmaps, 1, "plan:\n%s", plan)
+				require.Equal(t, c.index, bitmaps[0].IndexName, "plan:\n%s", plan)
+				for _, cond := range conds {
+					require.Contains(t, bitmaps[0].IndexCond, cond, "plan:\n%s", plan)
+				}
+			default:
+				require.Empty(t, plan.find("Sort", "Incremental Sort"), "plan sorts:\n%s", plan)
+				require.Contains(t, []string{"Index Scan", "Index Only Scan"}, top.NodeType, "plan:\n%s", plan)
+				require.Equal(t, "Forward", top.ScanDirection, "plan:\n%s", plan)
+				if c.want != selective && top.IndexName == "event_log_pkey" {
+					// Walks the log from the cursor, not from its start.
+					if c.after > 0 {
+						require.Contains(t, top.IndexCond, "seq > ", "plan:\n%s", plan)
+					}
+					require.Contains(t, top.Filter, column+" = ", "plan:\n%s", plan)
+					break
+				}
+				require.Equal(t, c.index, top.IndexName, "plan:\n%s", plan)
+				for _, cond := range conds {
+					require.Contains(t, top.IndexCond, cond, "plan:\n%s", plan)
+				}
+				require.Empty(t, top.Filter, "every condition is an index condition; plan:\n%s", plan)
+			}
+			t.Logf("%d matches; plan:\n%s", count, plan)
+
+			// The results are the first page of matches, in seq order.
+			got := make([]int64, len(events))
+			for i, ev := range events {
+				got[i] = ev.Seq
+				switch column {
+				case "host_id":
+					require.Equal(t, value, ev.HostID)
+				case "rollout_id":
+					require.Equal(t, value, ev.RolloutID)
+				default:
+					require.Equal(t, value, string(ev.Kind))
+				}
+			}
+			require.Equal(t, want, got)
+
+			// Paging with the cursor reads every match once, in order.
+			var paged int
+			last := c.after
+			for page := f; ; {
+				evs, err := log.Query(ctx, page)
+				require.NoError(t, err)
+				if len(evs) == 0 {
+					break
+				}
+				for _, ev := range evs {
+					require.Greater(t, ev.Seq, last)
+					last = ev.Seq
+				}
+				paged += len(evs)
+				page.AfterSeq = last
+			}
+			require.Equal(t, count, paged)
+		})
+	}
+}
+
+// filterColumn returns the one column f filters on (besides the cursor) and
+// its value.
+func filterColumn(f eventlog.Filter) (string, string) {
+	switch {
+	case f.HostID != "":
+		return "host_id", f.HostID
+	case f.RolloutID != "":
+		return "rollout_id", f.RolloutID
+	default:
+		return "kind", string(f.Kinds[0])
+	}
+}
+
+// fillLog inserts n events in one statement, spread like a control plane's
+// log: 499 hosts, each with events throughout; 50 rollouts of about 2% of
+// the events each, and a small canary rollout (every 400th event); kinds
+// skewed from agent events (half the log) down to gate decisions (every
+// 200th event). Rollout events carry no host, manifest polls no rollout.
+func fillLog(t *testing.T, db *sqlx.DB, n int) {
+	t.Helper()
+	// kinds[i % 200] is event i's kind.
+	weights := []struct {
+		kind eventlog.Kind
+		n    int
+	}{
+		{eventlog.KindAgentEvent, 100},
+		{eventlog.KindPlanAction, 30},
+		{eventlog.KindEffect, 30},
+		{eventlog.KindManifestPoll, 20},
+		{eventlog.KindRolloutEvent, 10},
+		{eventlog.KindVerifyOutcome, 9},
+		{eventlog.KindGateDecision, 1},
+	}
+	var kinds []string
+	for _, w := range weights {
+		for range w.n {
+			kinds = append(kinds, string(w.kind))
+		}
+	}
+	require.Len(t, kinds, 200)
+	_, err := db.Exec(`INSERT INTO event_log (ts, kind, host_id, rollout_id, payload)
+SELECT timestamptz '2026-05-16 00:00:00+00' + i * interval '10 milliseconds',
+       kind,
+       CASE WHEN kind = 'rollout_event' THEN NULL ELSE 'host-' || lpad((i % 499)::text, 3, '0') END,
+       CASE WHEN kind = 'manifest_poll' THEN NULL
+            WHEN i % 400 = 3 THEN 'rollout-canary'
+            ELSE 'rollout-' || lpad(((i / 7) % 50)::text, 2, '0') END,
+       ('{"i":' || i || '}')::json
+FROM (SELECT i, ($1::text[])[1 + i % 200] AS kind FROM generate_series(1, $2::int) AS i) AS g`, pq.Array(kinds), n)
+	require.NoError(t, err)
+	_, err = db.Exec(`ANALYZE event_log`)
+	require.NoError(t, err)
+
+	var got []string
+	require.NoError(t, db.Select(&got, `SELECT DISTINCT kind FROM event_log ORDER BY kind`))
+	var all []string
+	for _, k := range eventlog.PredefinedKinds() {
+		all = append(all, string(k))
+	}
+	slices.Sort(all)
+	require.Equal(t, all, got, "every predefined kind occurs")
+}
+
+// planNode is one node of EXPLAIN (FORMAT JSON).
+type planNode struct {
+	NodeType      string     `json:"Node Type"`
+	IndexName     string     `json:"Index Name"`
+	ScanDirection string     `json:"Scan Direction"`
+	IndexCond     string     `json:"Index Cond"`
+	Filter        string     `json:"Filter"`
+	PlanRows      float64    `json:"Plan Rows"`
+	Plans         []planNode `json:"Plans"`
+}
+
+func (n planNode) walk(fn func(planNode)) {
+	fn(n)
+	for _, c := range n.Plans {
+		c.walk(fn)
+	}
+}
+
+func (n planNode) find(types ...string) []planNode {
+	var out []planNode
+	n.walk(func(c planNode) {
+		for _, typ := range types {
+			if c.NodeType == typ {
+				out = append(out, c)
+			}
+		}
+	})
+	return out
+}
+
+func (n planNode) String() string {
+	var b strings.Builder
+	var write func(n planNode, depth int)
+	write = func(n planNode, depth int) {
+		fmt.Fprintf(&b, "%s%s", strings.Repeat("  ", depth), n.NodeType)
+		if n.IndexName != "" {
+			fmt.Fprintf(&b, " using %s (%s)", n.IndexName, n.ScanDirection)
+		}
+		if n.IndexCond != "" {
+			fmt.Fprintf(&b, " index cond: %s", n.IndexCond)
+		}
+		if n.Filter != "" {
+			fmt.Fprintf(&b, " filter: %s", n.Filter)
+		}
+		b.WriteByte('\n')
+		for _, c := range n.Plans {
+			write(c, depth+1)
+		}
+	}
+	write(n, 0)
+	return b.String()
+}
+
+func explain(t *testing.T, db *sqlx.DB, query string, args []any) planNode {
+	t.Helper()
+	var raw []byte
+	require.NoError(t, db.QueryRow(`EXPLAIN (FORMAT JSON) `+query, args...).Scan(&raw))
+	var plans []struct {
+		Plan planNode `json:"Plan"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &plans), "%s", raw)
+	require.Len(t, plans, 1)
+	return plans[0].Plan
+}
+
+// recordedQuery is one statement sent through a recording connection.
+type recordedQuery struct {
+	sql      string
+	args     []any
+	prepared bool // sent with PrepareContext (args then go to the statement)
+}
+
+// recorder keeps the statements a recording pool sends to PostgreSQL.
+type recorder struct {
+	mu      sync.Mutex
+	queries []recordedQuery
+}
+
+func (r *recorder) add(q recordedQuery) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.queries = append(r.queries, q)
+}
+
+func (r *recorder) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.queries = nil
+}
+
+// only returns the single statement recorded since the last reset.
+func (r *recorder) only(t *testing.T) recordedQuery {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	require.Len(t, r.queries, 1, "Log.Query should send exactly one statement: %+v", r.queries)
+	q := r.queries[0]
+	require.False(t, q.prepared, "Log.Query now prepares its statement: teach the recorder to capture statement arguments")
+	return q
+}
+
+// recordingDB opens a pool on url whose connections record every statement
+// in rec. It is registered under lib/pq's driver name, so canonlog treats it
+// as PostgreSQL.
+func recordingDB(t *testing.T, url string, rec *recorder) *sqlx.DB {
+	t.Helper()
+	connector, err := pq.NewConnector(url)
+	require.NoError(t, err)
+	db := sqlx.NewDb(sql.OpenDB(recordingConnector{inner: connector, rec: rec}), "postgres")
+	t.Cleanup(func() { _ = db.Close() })
+	require.NoError(t, db.Ping())
+	return db
+}
+
+type recordingConnector struct {
+	inner driver.Connector
+	rec   *recorder
+}
+
+func (c recordingConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.inner.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &recordingConn{inner: conn.(pqConn), rec: c.rec}, nil
+}
+
+func (c recordingConnector) Driver() driver.Driver { return c.inner.Driver() }
+
+// pqConn is what database/sql uses of a lib/pq connection; the recording
+// connection forwards all of it, so the pool behaves as a plain lib/pq one.
+type pqConn interface {
+	driver.Conn
+	driver.QueryerContext
+	driver.ExecerContext
+	driver.ConnPrepareContext
+	driver.ConnBeginTx
+	driver.Pinger
+	driver.NamedValueChecker
+	driver.SessionResetter
+	driver.Validator
+}
+
+type recordingConn struct {
+	inner pqConn
+	rec   *recorder
+}
+
+var _ pqConn = (*recordingConn)(nil)
+
+func values(args []driver.NamedValue) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		out[i] = a.Value
+	}
+	return out
+}
+
+func (c *recordingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	c.rec.add(recordedQuery{sql: query, args: values(args)})
+	return c.inner.QueryContext(ctx, query, args)
+}
+
+func (c *recordingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	c.rec.add(recordedQuery{sql: query, args: values(args)})
+	return c.inner.ExecContext(ctx, query, args)
+}
+
+func (c *recordingConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	c.rec.add(recordedQuery{sql: query, prepared: true})
+	return c.inner.PrepareContext(ctx, query)
+}
+
+func (c *recordingConn) Prepare(query string) (driver.Stmt, error) {
+	return c.PrepareContext(context.Background(), query)
+}
+
+func (c *recordingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	return c.inner.BeginTx(ctx, opts)
+}
+
+// Begin is required by driver.Conn; database/sql calls BeginTx.
+func (c *recordingConn) Begin() (driver.Tx, error) { return c.inner.Begin() }
+
+func (c *recordingConn) Close() error                   { return c.inner.Close() }
+func (c *recordingConn) Ping(ctx context.Context) error { return c.inner.Ping(ctx) }
+func (c *recordingConn) CheckNamedValue(nv *driver.NamedValue) error {
+	return c.inner.CheckNamedValue(nv)
+}
+func (c *recordingConn) ResetSession(ctx context.Context) error { return c.inner.ResetSession(ctx) }
+func (c *recordingConn) IsValid() bool                          { return c.inner.IsValid() }
