@@ -112,9 +112,9 @@ func benchDB(b *testing.B, backend string) *sqlx.DB {
 	return db
 }
 
-func benchLog(b *testing.B, db *sqlx.DB) *eventlog.Log {
+func benchLog(b *testing.B, db *sqlx.DB, cfg *eventlog.Config) *eventlog.Log {
 	b.Helper()
-	l, err := eventlog.New(db, nil)
+	l, err := eventlog.New(db, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func benchRead(b *testing.B, db *sqlx.DB, rawReadAll func(context.Context, *sql.
 	if n, err := rawReadAll(ctx, db.DB); err != nil || n != benchReadEvents {
 		b.Fatalf("warm-up read: %d events, %v", n, err)
 	}
-	log := benchLog(b, db)
+	log := benchLog(b, db, nil)
 	b.Run("canonlog", func(b *testing.B) {
 		b.ReportAllocs()
 		total := 0
@@ -380,7 +380,7 @@ func rawReadAllPG(ctx context.Context, db *sql.DB) (int, error) {
 func BenchmarkAppend(b *testing.B) {
 	ctx := context.Background()
 	b.Run("canonlog", func(b *testing.B) {
-		log := benchLog(b, benchDB(b, "postgres"))
+		log := benchLog(b, benchDB(b, "postgres"), nil)
 		benchSingle(b, func(i int) error {
 			_, err := log.Append(ctx, rowN(i).entry())
 			return err
@@ -398,7 +398,7 @@ func BenchmarkAppend(b *testing.B) {
 func BenchmarkAppendParallel16(b *testing.B) {
 	ctx := context.Background()
 	b.Run("canonlog", func(b *testing.B) {
-		log := benchLog(b, benchDB(b, "postgres"))
+		log := benchLog(b, benchDB(b, "postgres"), nil)
 		benchConcurrent(b, log.DB().DB, func(i int) error {
 			_, err := log.Append(ctx, rowN(i).entry())
 			return err
@@ -408,13 +408,20 @@ func BenchmarkAppendParallel16(b *testing.B) {
 		db := benchDB(b, "postgres").DB
 		appendRaw := rawAppenderPG(b, db)
 		benchConcurrent(b, db, func(i int) error { return appendRaw(ctx, rowN(i)) })
+	}) // The price of Config.SerializeAppends: one transaction at a time.
+	b.Run("canonlog_serialized", func(b *testing.B) {
+		log := benchLog(b, benchDB(b, "postgres"), &eventlog.Config{SerializeAppends: true})
+		benchConcurrent(b, log.DB().DB, func(i int) error {
+			_, err := log.Append(ctx, rowN(i).entry())
+			return err
+		})
 	})
 }
 
 func BenchmarkAppendBatch1000(b *testing.B) {
 	ctx := context.Background()
 	b.Run("canonlog", func(b *testing.B) {
-		log := benchLog(b, benchDB(b, "postgres"))
+		log := benchLog(b, benchDB(b, "postgres"), nil)
 		benchBatch(b, func(first int) error { return appendBatch(ctx, log, first) })
 	})
 	b.Run("copy", func(b *testing.B) {
@@ -529,7 +536,7 @@ func rawReadAllSQLite(ctx context.Context, db *sql.DB) (int, error) {
 func BenchmarkSQLiteAppend(b *testing.B) {
 	ctx := context.Background()
 	b.Run("canonlog", func(b *testing.B) {
-		log := benchLog(b, benchDB(b, "sqlite"))
+		log := benchLog(b, benchDB(b, "sqlite"), nil)
 		benchSingle(b, func(i int) error {
 			_, err := log.Append(ctx, rowN(i).entry())
 			return err
@@ -544,7 +551,7 @@ func BenchmarkSQLiteAppend(b *testing.B) {
 func BenchmarkSQLiteAppendBatch1000(b *testing.B) {
 	ctx := context.Background()
 	b.Run("canonlog", func(b *testing.B) {
-		log := benchLog(b, benchDB(b, "sqlite"))
+		log := benchLog(b, benchDB(b, "sqlite"), nil)
 		benchBatch(b, func(first int) error { return appendBatch(ctx, log, first) })
 	})
 	b.Run("raw", func(b *testing.B) {

@@ -802,12 +802,3 @@ func TestMigrateLockPostgres(t *testing.T) {
 		})
 	})
 }
-
-// isQueryCanceled reports whether err is PostgreSQL's query_canceled
-// (57014), which lib/pq returns when it cancels a statement for a done
-// context.
-func isQueryCanceled(err error) bool {
-	type coder interface{ SQLState() string }
-	var c coder
-	return errors.As(err, &c) && c.SQLState() == "57014"
-}
