@@ -27,7 +27,7 @@ func setup(t *testing.T, backend string) (*eventlog.Log, *projection.Registry, *
 	return setupOn(t, dbtest.New(t, backend))
 }
 
-func setupOn(t *testing.T, b dbtest.Backend) (*eventlog.Log, *projection.Registry, *sqlx.DB) {
+func setupOn(t testing.TB, b dbtest.Backend) (*eventlog.Log, *projection.Registry, *sqlx.DB) {
 	t.Helper()
 	db := b.Open(t)
 	reg := projection.Must(projection.NewRegistry(probefailures.New()))
