@@ -1,0 +1,366 @@
+package eventlog_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dbtest"
+)
+
+// followTimeout bounds waits on a follower. On PostgreSQL the horizon is
+// server-wide: transactions of tests running in parallel (other packages
+// too) delay followers, so waits are generous.
+const followTimeout = 60 * time.Second
+
+func seqsOf(evs []eventlog.Event) []int64 {
+	out := []int64{}
+	for _, ev := range evs {
+		out = append(out, ev.Seq)
+	}
+	return out
+}
+
+// pollUntil polls f until it has returned want events in total.
+func pollUntil(t *testing.T, f *eventlog.Follower, want int) []eventlog.Event {
+	t.Helper()
+	ctx := context.Background()
+	var got []eventlog.Event
+	deadline := time.Now().Add(followTimeout)
+	for len(got) < want {
+		evs, err := f.Poll(ctx)
+		require.NoError(t, err)
+		got = append(got, evs...)
+		if len(evs) == 0 {
+			require.True(t, time.Now().Before(deadline), "follower delivered %d of %d events", len(got), want)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return got
+}
+
+func TestFollow(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		log, _ := setup(t, backend, nil)
+		var entries []eventlog.Entry
+		for i := range 25 {
+			entries = append(entries, eventlog.Entry{Kind: eventlog.KindAgentEvent, HostID: fmt.Sprint("h", i%2),
+				Payload: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))})
+		}
+		res, err := log.AppendBatch(ctx, entries)
+		require.NoError(t, err)
+
+		t.Run("CatchUpInPages", func(t *testing.T) {
+			f, err := log.NewFollower(eventlog.Position{}, &eventlog.FollowOptions{PageSize: 10})
+			require.NoError(t, err)
+			got := pollUntil(t, f, 25)
+			require.Len(t, got, 25)
+			for i, ev := range got {
+				require.Equal(t, res[i].Event.Seq, ev.Seq)
+				require.JSONEq(t, string(entries[i].Payload), string(ev.Payload))
+			}
+			evs, err := f.Poll(ctx)
+			require.NoError(t, err)
+			require.Empty(t, evs)
+		})
+
+		t.Run("Filter", func(t *testing.T) {
+			f, err := log.NewFollower(eventlog.Position{}, &eventlog.FollowOptions{Filter: eventlog.Filter{HostID: "h1"}})
+			require.NoError(t, err)
+			got := pollUntil(t, f, 12)
+			for _, ev := range got {
+				require.Equal(t, "h1", ev.HostID)
+			}
+			// Caught up, the cursor moves past the events the filter
+			// skipped, so the next poll does not read them again.
+			evs, err := f.Poll(ctx)
+			require.NoError(t, err)
+			require.Empty(t, evs)
+			if backend == "sqlite" {
+				require.Equal(t, res[24].Event.Seq, f.Position().Seq) // an h0 event
+			} else {
+				require.Equal(t, int64(0), f.Position().Seq, "the cursor jumped to the horizon: %s", f.Position())
+			}
+		})
+
+		t.Run("PositionAfterSeq", func(t *testing.T) {
+			pos, err := log.PositionAfterSeq(ctx, res[19].Event.Seq)
+			require.NoError(t, err)
+			f, err := log.NewFollower(pos, nil)
+			require.NoError(t, err)
+			got := pollUntil(t, f, 5)
+			require.Equal(t, seqsOf(resultsEvents(res[20:])), seqsOf(got))
+			_, err = log.PositionAfterSeq(ctx, -1)
+			require.ErrorIs(t, err, eventlog.ErrInvalidFilter)
+		})
+
+		t.Run("ResumeFromPosition", func(t *testing.T) {
+			// Stop after 7 events, resume from the saved position: every
+			// event arrives exactly once across the two followers.
+			var got []eventlog.Event
+			f, err := log.NewFollower(eventlog.Position{}, &eventlog.FollowOptions{PageSize: 4})
+			require.NoError(t, err)
+			for ev, err := range f.Events(ctx) {
+				require.NoError(t, err)
+				got = append(got, ev)
+				if len(got) == 7 {
+					break
+				}
+			}
+			saved := f.Position()
+			more, err := log.AppendBatch(ctx, entries[:3]) // new events while stopped
+			require.NoError(t, err)
+			f2, err := log.NewFollower(saved, nil)
+			require.NoError(t, err)
+			got = append(got, pollUntil(t, f2, 25-7+3)...)
+			want := append(seqsOf(resultsEvents(res)), seqsOf(resultsEvents(more))...)
+			require.Equal(t, want, seqsOf(got))
+		})
+
+		t.Run("Options", func(t *testing.T) {
+			for _, o := range []eventlog.FollowOptions{
+				{Filter: eventlog.Filter{AfterSeq: 3}},
+				{Filter: eventlog.Filter{Limit: 3}},
+				{PageSize: -1},
+				{PageSize: eventlog.MaxPageSize + 1},
+				{PollInterval: -time.Second},
+				{Filter: eventlog.Filter{Kinds: []eventlog.Kind{"Bad"}}},
+			} {
+				_, err := log.NewFollower(eventlog.Position{}, &o)
+				require.Error(t, err, "%+v", o)
+			}
+			_, err := log.NewFollower(eventlog.Position{Seq: -1}, nil)
+			require.ErrorIs(t, err, eventlog.ErrInvalidFilter)
+			for _, err := range log.Follow(ctx, eventlog.Position{}, &eventlog.FollowOptions{PageSize: -1}) {
+				require.ErrorIs(t, err, eventlog.ErrInvalidFilter)
+			}
+		})
+	})
+}
+
+func resultsEvents(res []eventlog.Result) []eventlog.Event {
+	out := make([]eventlog.Event, len(res))
+	for i, r := range res {
+		out[i] = r.Event
+	}
+	return out
+}
+
+// TestFollowStopsOnCancel: cancelling the context ends Events promptly,
+// also while it waits between polls, and leaves nothing running.
+func TestFollowStopsOnCancel(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		log, _ := setup(t, backend, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		_, err := log.Append(ctx, entry("h", `{}`))
+		require.NoError(t, err)
+		got := make(chan eventlog.Event, 10)
+		done := make(chan error, 1)
+		go func() {
+			var ferr error
+			for ev, err := range log.Follow(ctx, eventlog.Position{}, &eventlog.FollowOptions{PollInterval: time.Hour}) {
+				if err != nil {
+					ferr = err
+					break
+				}
+				got <- ev
+			}
+			done <- ferr
+		}()
+		select {
+		case <-got:
+		case <-time.After(followTimeout):
+			t.Fatal("the follower delivered nothing")
+		}
+		cancel() // the follower is now waiting out its hour-long interval
+		select {
+		case err := <-done:
+			require.NoError(t, err, "cancellation ends the iteration without an error")
+		case <-time.After(5 * time.Second):
+			t.Fatal("the follower did not stop on cancel")
+		}
+	})
+}
+
+// TestFollowHeldTransaction is the reason the follower exists: on
+// PostgreSQL a seq is assigned before its transaction commits, so an append
+// held open while later appends commit makes "seq > last seen" skip it for
+// ever. The follower must wait for it and deliver every event exactly once.
+func TestFollowHeldTransaction(t *testing.T) {
+	t.Parallel()
+	dbtest.Admin(t) // skips (or fails) when PostgreSQL is unreachable
+	ctx := context.Background()
+	log, db := setup(t, "postgres", nil)
+
+	a, err := log.Append(ctx, entry("a", `{"n":"a"}`))
+	require.NoError(t, err)
+	held, err := db.BeginTxx(ctx, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = held.Rollback() })
+	b, err := log.AppendTx(ctx, held, entry("b", `{"n":"b"}`))
+	require.NoError(t, err)
+	c, err := log.Append(ctx, entry("c", `{"n":"c"}`))
+	require.NoError(t, err)
+	d, err := log.Append(ctx, entry("d", `{"n":"d"}`))
+	require.NoError(t, err)
+	require.Less(t, b[0].Event.Seq, c.Event.Seq, "the held event took its seq first")
+
+	// The hazard is real: a reader by seq sees c and d but not b, and
+	// after d it would never look at b's seq again.
+	naive, err := log.Query(ctx, eventlog.Filter{AfterSeq: a.Event.Seq})
+	require.NoError(t, err)
+	require.Equal(t, []int64{c.Event.Seq, d.Event.Seq}, seqsOf(naive))
+
+	f, err := log.NewFollower(eventlog.Position{}, nil)
+	require.NoError(t, err)
+	got := pollUntil(t, f, 1)
+	require.Equal(t, []int64{a.Event.Seq}, seqsOf(got))
+	for range 5 {
+		evs, err := f.Poll(ctx)
+		require.NoError(t, err)
+		require.Empty(t, evs, "c and d must wait for the held transaction")
+	}
+
+	require.NoError(t, held.Commit())
+	got = append(got, pollUntil(t, f, 3)...)
+	require.Equal(t, []int64{a.Event.Seq, b[0].Event.Seq, c.Event.Seq, d.Event.Seq}, seqsOf(got))
+
+	// A held transaction that rolls back delivers nothing and then stops
+	// holding the others back.
+	held2, err := db.BeginTxx(ctx, nil)
+	require.NoError(t, err)
+	_, err = log.AppendTx(ctx, held2, entry("e", `{"n":"e"}`))
+	require.NoError(t, err)
+	g, err := log.Append(ctx, entry("g", `{"n":"g"}`))
+	require.NoError(t, err)
+	evs, err := f.Poll(ctx)
+	require.NoError(t, err)
+	require.Empty(t, evs)
+	require.NoError(t, held2.Rollback())
+	require.Equal(t, []int64{g.Event.Seq}, seqsOf(pollUntil(t, f, 1)))
+
+	// Starting after a seq includes a held event with a higher seq that
+	// commits later, even though a lower-tx event was already readable.
+	held3, err := db.BeginTxx(ctx, nil)
+	require.NoError(t, err)
+	h, err := log.AppendTx(ctx, held3, entry("h", `{"n":"h"}`))
+	require.NoError(t, err)
+	i, err := log.Append(ctx, entry("i", `{"n":"i"}`))
+	require.NoError(t, err)
+	pos, err := log.PositionAfterSeq(ctx, g.Event.Seq)
+	require.NoError(t, err)
+	f2, err := log.NewFollower(pos, nil)
+	require.NoError(t, err)
+	require.NoError(t, held3.Commit())
+	require.Equal(t, []int64{h[0].Event.Seq, i.Event.Seq}, seqsOf(pollUntil(t, f2, 2)))
+}
+
+// TestFollowConcurrentWriters: writers hold their transactions open for
+// random times while others commit; the follower, running all along,
+// delivers every committed event exactly once.
+func TestFollowConcurrentWriters(t *testing.T) {
+	t.Parallel()
+	dbtest.Admin(t)
+	ctx := context.Background()
+	log, db := setup(t, "postgres", nil)
+
+	const writers, perWriter = 4, 40
+	var (
+		mu        sync.Mutex
+		committed = map[int64]bool{}
+		wg        sync.WaitGroup
+	)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for i := range perWriter {
+				tx, err := db.BeginTxx(ctx, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				res, err := log.AppendTx(ctx, tx, entry(fmt.Sprint("w", w), fmt.Sprintf(`{"i":%d}`, i)))
+				if err != nil {
+					_ = tx.Rollback()
+					t.Error(err)
+					return
+				}
+				time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+				if rng.IntN(10) == 0 {
+					_ = tx.Rollback() // an append that never lands
+					continue
+				}
+				if err := tx.Commit(); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				committed[res[0].Event.Seq] = true
+				mu.Unlock()
+			}
+		}()
+	}
+
+	// The follower polls all along; once the writers are done it is told
+	// how many events committed and stops when it has them all.
+	f, err := log.NewFollower(eventlog.Position{}, &eventlog.FollowOptions{PageSize: 7})
+	require.NoError(t, err)
+	var target atomic.Int64
+	target.Store(-1)
+	delivered := map[int64]int{}
+	followed := make(chan error, 1)
+	go func() {
+		deadline := time.Now().Add(followTimeout)
+		for {
+			evs, err := f.Poll(ctx)
+			if err != nil {
+				followed <- err
+				return
+			}
+			for _, ev := range evs {
+				delivered[ev.Seq]++
+			}
+			if n := target.Load(); n >= 0 && int64(len(delivered)) >= n {
+				followed <- nil
+				return
+			}
+			if time.Now().After(deadline) {
+				followed <- fmt.Errorf("follower delivered %d events, want %d", len(delivered), target.Load())
+				return
+			}
+			if len(evs) == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	wg.Wait()
+	mu.Lock()
+	target.Store(int64(len(committed)))
+	mu.Unlock()
+	require.NoError(t, <-followed)
+
+	// Nothing more arrives: no event is delivered twice.
+	for range 3 {
+		evs, err := f.Poll(ctx)
+		require.NoError(t, err)
+		require.Empty(t, evs)
+	}
+	for seq, n := range delivered {
+		require.Equal(t, 1, n, "seq %d delivered %d times", seq, n)
+		require.True(t, committed[seq], "seq %d delivered but never committed", seq)
+	}
+	require.Len(t, delivered, len(committed))
+}
