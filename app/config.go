@@ -1,0 +1,161 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/projection"
+)
+
+// Environment variables read by ConfigFromEnv. An unset or empty variable
+// leaves its field at the default.
+const (
+	// EnvDatabaseURL sets Config.DatabaseURL. When it is unset, EnvDatabaseURLFallback is
+	// read, the same chain the canonlog command follows, so the command run
+	// in a service's environment opens the service's database.
+	EnvDatabaseURL = "CANONLOG_DATABASE_URL"
+	// EnvDatabaseURLFallback is read when EnvDatabaseURL is unset.
+	EnvDatabaseURLFallback = "DATABASE_URL"
+	// EnvMigrate is "true" or "false" (also 1/0, t/f): run the migrations
+	// on start. Sets Config.SkipMigrate to its negation.
+	EnvMigrate = "CANONLOG_MIGRATE"
+	// EnvStalePolicy is "refuse", "rebuild" or "ignore": Config.Stale.
+	EnvStalePolicy = "CANONLOG_STALE_POLICY"
+	// EnvMaxPayloadBytes is a positive number of bytes: Config.MaxPayloadBytes.
+	EnvMaxPayloadBytes = "CANONLOG_MAX_PAYLOAD_BYTES"
+	// EnvSerializeAppends is "true" or "false": Config.SerializeAppends.
+	EnvSerializeAppends = "CANONLOG_SERIALIZE_APPENDS"
+)
+
+// maxPayloadLimit caps Config.MaxPayloadBytes: PostgreSQL cannot store a
+// field larger than 1 GiB, so a higher limit would only move the failure
+// from a clear validation error to an obscure database one.
+const maxPayloadLimit = 1 << 30
+
+// Config configures Module. The zero value is the default configuration
+// (fx.Supply(app.Config{})): the embedded SQLite database, migrations on
+// start, stale projections refused.
+type Config struct {
+	// DatabaseURL names the database Module opens (see eventlog.OpenDB:
+	// postgres://…, sqlite:PATH, sqlite::memory:). Defaults to
+	// eventlog.DefaultDatabaseURL (sqlite:canonlog.db). Ignored when the
+	// service supplies its own database with WithDB or ProvideDB.
+	DatabaseURL string
+
+	// SkipMigrate stops Module from applying migrations on start. By
+	// default (false) canonlog's core migrations and then every registered
+	// projection's run before anything else starts. Skip them when a
+	// deployment step migrates instead; start then fails if the schema is
+	// missing. The field is negative so that the zero Config migrates.
+	SkipMigrate bool
+
+	// Stale says what start does about projections built by older logic
+	// (a version bump) or never built: projection.StaleRefuse (the
+	// default, the zero value) fails start naming them,
+	// projection.StaleRebuild rebuilds them before the service starts,
+	// projection.StaleIgnore starts anyway and logs a warning.
+	Stale projection.StalePolicy
+
+	// MaxPayloadBytes is the largest payload the log accepts. Defaults to
+	// eventlog.DefaultMaxPayloadBytes (1 MiB); at most 1 GiB.
+	MaxPayloadBytes int
+
+	// SerializeAppends makes appends commit in seq order, one at a time
+	// (see eventlog.Config.SerializeAppends). Defaults to false.
+	SerializeAppends bool
+
+	// Clock stamps entries appended without a timestamp. Defaults to
+	// eventlog.SystemClock. Not settable from the environment.
+	Clock eventlog.Clock
+}
+
+// databaseURL returns the URL to open, with the default applied.
+func (c Config) databaseURL() string {
+	if c.DatabaseURL == "" {
+		return eventlog.DefaultDatabaseURL
+	}
+	return c.DatabaseURL
+}
+
+// validate checks the fields the database is not needed for, so that a bad
+// Config fails before a connection is opened.
+func (c Config) validate() error {
+	var errs []error
+	switch c.Stale {
+	case projection.StaleRefuse, projection.StaleRebuild, projection.StaleIgnore:
+	default:
+		errs = append(errs, fmt.Errorf("stale policy (Config.Stale) is %v: use projection.StaleRefuse, StaleRebuild or StaleIgnore", c.Stale))
+	}
+	if c.MaxPayloadBytes < 0 || c.MaxPayloadBytes > maxPayloadLimit {
+		errs = append(errs, fmt.Errorf("payload limit (Config.MaxPayloadBytes) is %d: use 1 to %d bytes, or 0 for the default of %d",
+			c.MaxPayloadBytes, maxPayloadLimit, eventlog.DefaultMaxPayloadBytes))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("app: invalid config: %w", err)
+	}
+	return nil
+}
+
+// ConfigFromEnv returns the Config described by the CANONLOG_…
+// environment variables (see the Env… constants and docs/fx.md); unset
+// variables leave the defaults. Every malformed variable is reported, each
+// with the values it accepts. Use it as a constructor:
+// fx.Provide(app.ConfigFromEnv).
+func ConfigFromEnv() (Config, error) {
+	return LoadConfig(os.LookupEnv)
+}
+
+// LoadConfig is ConfigFromEnv reading variables through lookup (for tests,
+// or a source other than the process environment).
+func LoadConfig(lookup func(key string) (string, bool)) (Config, error) {
+	get := func(key string) string {
+		v, _ := lookup(key)
+		return strings.TrimSpace(v)
+	}
+	var (
+		c    Config
+		errs []error
+	)
+	c.DatabaseURL = get(EnvDatabaseURL)
+	if c.DatabaseURL == "" {
+		c.DatabaseURL = get(EnvDatabaseURLFallback)
+	}
+	if v := get(EnvMigrate); v != "" {
+		migrate, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: use true or false", EnvMigrate, v))
+		}
+		c.SkipMigrate = !migrate
+	}
+	if v := get(EnvStalePolicy); v != "" {
+		p, err := projection.ParseStalePolicy(strings.ToLower(v))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: use refuse, rebuild or ignore", EnvStalePolicy, v))
+		}
+		c.Stale = p
+	}
+	if v := get(EnvMaxPayloadBytes); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPayloadLimit {
+			errs = append(errs, fmt.Errorf("%s=%q: use a whole number of bytes from 1 to %d (the default is %d)",
+				EnvMaxPayloadBytes, v, maxPayloadLimit, eventlog.DefaultMaxPayloadBytes))
+		} else {
+			c.MaxPayloadBytes = n
+		}
+	}
+	if v := get(EnvSerializeAppends); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: use true or false", EnvSerializeAppends, v))
+		}
+		c.SerializeAppends = b
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("app: configuration from the environment: %w", err)
+	}
+	return c, nil
+}

@@ -1,0 +1,102 @@
+package app_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/canonlog/canonlog/app"
+	"github.com/canonlog/canonlog/projection"
+)
+
+func envLookup(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	t.Parallel()
+
+	t.Run("valid", func(t *testing.T) {
+		t.Parallel()
+		for name, tc := range map[string]struct {
+			env  map[string]string
+			want app.Config
+		}{
+			"nothing_set_is_the_zero_config": {env: nil, want: app.Config{}},
+			"empty_values_are_unset":         {env: map[string]string{app.EnvMigrate: "", app.EnvStalePolicy: " "}, want: app.Config{}},
+			"everything": {
+				env: map[string]string{
+					app.EnvDatabaseURL:      "postgres://svc@db:5432/fleet?sslmode=disable",
+					app.EnvMigrate:          "false",
+					app.EnvStalePolicy:      "rebuild",
+					app.EnvMaxPayloadBytes:  "65536",
+					app.EnvSerializeAppends: "1",
+				},
+				want: app.Config{
+					DatabaseURL:      "postgres://svc@db:5432/fleet?sslmode=disable",
+					SkipMigrate:      true,
+					Stale:            projection.StaleRebuild,
+					MaxPayloadBytes:  65536,
+					SerializeAppends: true,
+				},
+			},
+			"migrate_true":            {env: map[string]string{app.EnvMigrate: "TRUE"}, want: app.Config{}},
+			"stale_ignore_any_case":   {env: map[string]string{app.EnvStalePolicy: "Ignore"}, want: app.Config{Stale: projection.StaleIgnore}},
+			"stale_refuse":            {env: map[string]string{app.EnvStalePolicy: "refuse"}, want: app.Config{Stale: projection.StaleRefuse}},
+			"database_url_fallback":   {env: map[string]string{app.EnvDatabaseURLFallback: "sqlite:/var/lib/svc/log.db"}, want: app.Config{DatabaseURL: "sqlite:/var/lib/svc/log.db"}},
+			"canonlog_url_wins":       {env: map[string]string{app.EnvDatabaseURL: "sqlite:a.db", app.EnvDatabaseURLFallback: "sqlite:b.db"}, want: app.Config{DatabaseURL: "sqlite:a.db"}},
+			"surrounding_blanks_trim": {env: map[string]string{app.EnvMaxPayloadBytes: " 100 "}, want: app.Config{MaxPayloadBytes: 100}},
+		} {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				got, err := app.LoadConfig(envLookup(tc.env))
+				require.NoError(t, err)
+				require.Equal(t, tc.want, got)
+			})
+		}
+	})
+
+	t.Run("invalid", func(t *testing.T) {
+		t.Parallel()
+		for name, tc := range map[string]struct {
+			env  map[string]string
+			want []string // every message fragment the error must hold
+		}{
+			"migrate_not_a_bool":       {env: map[string]string{app.EnvMigrate: "maybe"}, want: []string{`CANONLOG_MIGRATE="maybe"`, "true or false"}},
+			"stale_unknown":            {env: map[string]string{app.EnvStalePolicy: "repair"}, want: []string{`CANONLOG_STALE_POLICY="repair"`, "refuse, rebuild or ignore"}},
+			"payload_not_a_number":     {env: map[string]string{app.EnvMaxPayloadBytes: "1MiB"}, want: []string{`CANONLOG_MAX_PAYLOAD_BYTES="1MiB"`, "whole number of bytes"}},
+			"payload_zero":             {env: map[string]string{app.EnvMaxPayloadBytes: "0"}, want: []string{`CANONLOG_MAX_PAYLOAD_BYTES="0"`}},
+			"payload_negative":         {env: map[string]string{app.EnvMaxPayloadBytes: "-5"}, want: []string{`CANONLOG_MAX_PAYLOAD_BYTES="-5"`}},
+			"payload_over_1GiB":        {env: map[string]string{app.EnvMaxPayloadBytes: "2147483648"}, want: []string{"1073741824"}},
+			"serialize_not_a_bool":     {env: map[string]string{app.EnvSerializeAppends: "yes please"}, want: []string{app.EnvSerializeAppends}},
+			"every_bad_value_reported": {env: map[string]string{app.EnvMigrate: "x", app.EnvStalePolicy: "y"}, want: []string{app.EnvMigrate, app.EnvStalePolicy}},
+		} {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				_, err := app.LoadConfig(envLookup(tc.env))
+				require.Error(t, err)
+				for _, w := range tc.want {
+					require.ErrorContains(t, err, w)
+				}
+			})
+		}
+	})
+}
+
+// TestConfigFromEnv reads the process environment; it cannot run in
+// parallel with tests that set variables.
+func TestConfigFromEnv(t *testing.T) {
+	t.Setenv(app.EnvDatabaseURL, "sqlite::memory:")
+	t.Setenv(app.EnvStalePolicy, "ignore")
+	got, err := app.ConfigFromEnv()
+	require.NoError(t, err)
+	require.Equal(t, "sqlite::memory:", got.DatabaseURL)
+	require.Equal(t, projection.StaleIgnore, got.Stale)
+
+	t.Setenv(app.EnvMigrate, "nope")
+	_, err = app.ConfigFromEnv()
+	require.ErrorContains(t, err, app.EnvMigrate)
+}

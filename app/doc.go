@@ -1,0 +1,25 @@
+// Package app wires canonlog into services built with go.uber.org/fx. It is
+// the only canonlog package that imports fx: everything it does is also
+// available without fx through the eventlog, projection and migrations
+// packages.
+//
+// Module provides the *sqlx.DB (opened from Config.DatabaseURL and closed on
+// stop, or supplied by the service with WithDB or ProvideDB and then left
+// open), the *eventlog.Log with the projection registry as its hook, and the
+// *projection.Registry assembled from every projection registered with
+// AsProjection. On start it runs the migrations (canonlog's core, then each
+// projection's) and the stale-projection check, so a service never serves a
+// view built by older logic without saying so. ProbeFailuresModule adds the
+// reference projection and its query store.
+//
+//	fx.New(
+//		fx.Provide(app.ConfigFromEnv),           // or fx.Supply(app.Config{…})
+//		app.Module,
+//		app.ProbeFailuresModule,
+//		app.AsProjection(newRolloutProgress),    // your own projection
+//		fx.Invoke(func(log *eventlog.Log, failures *probefailures.Store) { … }),
+//	).Run()
+//
+// See docs/fx.md for the configuration variables, supplying your own
+// database and testing a service with fxtest.
+package app

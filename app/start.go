@@ -1,0 +1,140 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"slices"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/projection"
+)
+
+// starter holds what Module's lifecycle hooks work on.
+type starter struct {
+	cfg    Config
+	db     *sqlx.DB
+	owned  bool // Module opened db, so Module closes it
+	log    *eventlog.Log
+	reg    *projection.Registry
+	logger *slog.Logger
+}
+
+// start makes the schema current and refuses (or rebuilds) stale
+// projections. It runs to completion before any component that depends on
+// the log starts: serving before the schema exists would fail every
+// request. When it fails it releases what New acquired itself: fx calls
+// OnStop only for hooks whose OnStart succeeded.
+func (s *starter) start(ctx context.Context) error {
+	if err := s.prepare(ctx); err != nil {
+		_ = s.stop(ctx)
+		return err
+	}
+	return nil
+}
+
+func (s *starter) prepare(ctx context.Context) error {
+	attrs := []any{"backend", s.db.DriverName()}
+	if s.owned {
+		attrs = append(attrs, "url", redactURL(s.cfg.databaseURL()))
+	} else {
+		attrs = append(attrs, "supplied", true)
+		if s.cfg.DatabaseURL != "" {
+			s.logger.WarnContext(ctx, "canonlog: using the database supplied with app.WithDB/ProvideDB; Config.DatabaseURL is ignored",
+				"ignored_url", redactURL(s.cfg.DatabaseURL))
+		}
+	}
+	s.logger.InfoContext(ctx, "canonlog: database", attrs...)
+
+	if s.cfg.SkipMigrate {
+		s.logger.InfoContext(ctx, "canonlog: migrations skipped (Config.SkipMigrate)")
+	} else {
+		res, err := projection.Migrate(ctx, s.log, s.reg)
+		for _, r := range res {
+			s.logger.InfoContext(ctx, "canonlog: migration applied", "set", r.Set, "version", r.Version, "source", r.Source, "duration", r.Duration)
+		}
+		if err != nil {
+			return fmt.Errorf("app: start: migrate: %w", err)
+		}
+		if len(res) == 0 {
+			s.logger.InfoContext(ctx, "canonlog: schema up to date")
+		}
+	}
+
+	var staleBefore []string
+	if s.cfg.Stale == projection.StaleRebuild {
+		sts, err := projection.ReadStatus(ctx, s.log, s.reg)
+		if err != nil {
+			return s.checkError(err)
+		}
+		for _, st := range sts {
+			if st.Stale {
+				staleBefore = append(staleBefore, st.Name)
+			}
+		}
+		if len(staleBefore) > 0 {
+			s.logger.InfoContext(ctx, "canonlog: rebuilding stale projections before start", "projections", staleBefore)
+		}
+	}
+	sts, err := projection.CheckStale(ctx, s.log, s.reg, s.cfg.Stale)
+	if err != nil {
+		return s.checkError(err)
+	}
+	for _, st := range sts {
+		attrs := []any{"name", st.Name, "version", st.Version, "built_version", st.BuiltVersion, "built_seq", st.BuiltSeq}
+		switch {
+		case st.Stale:
+			s.logger.WarnContext(ctx, "canonlog: projection is stale and served anyway (Config.Stale is ignore); rebuild it", attrs...)
+		case slices.Contains(staleBefore, st.Name):
+			s.logger.InfoContext(ctx, "canonlog: projection rebuilt", attrs...)
+		default:
+			s.logger.InfoContext(ctx, "canonlog: projection", attrs...)
+		}
+	}
+	return nil
+}
+
+// checkError explains a failed stale check in terms of the configuration.
+func (s *starter) checkError(err error) error {
+	var stale *projection.StaleError
+	switch {
+	case errors.As(err, &stale):
+		return fmt.Errorf("app: start: %w; or let the service rebuild them on start with Config.Stale = projection.StaleRebuild (%s=rebuild)", err, EnvStalePolicy)
+	case s.cfg.SkipMigrate:
+		return fmt.Errorf("app: start: check projections: %w (Config.SkipMigrate is set: apply the migrations first, or unset it / %s=true)", err, EnvMigrate)
+	default:
+		return fmt.Errorf("app: start: check projections: %w", err)
+	}
+}
+
+// stop releases what start and New acquired: the log's prepared statements,
+// then the database if Module opened it. A supplied database stays open
+// for its owner.
+func (s *starter) stop(context.Context) error {
+	err := s.log.Close()
+	if s.owned {
+		err = errors.Join(err, s.db.Close())
+	}
+	if err != nil {
+		return fmt.Errorf("app: stop: %w", err)
+	}
+	return nil
+}
+
+// redactURL hides the password of a database URL, in the user part or in
+// a password query parameter (lib/pq reads both), before it is logged.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
+}
