@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 
@@ -12,22 +13,36 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/migrations"
+	"github.com/canonlog/canonlog/probefailures"
+	"github.com/canonlog/canonlog/projection"
 )
 
 // Exit codes.
 const (
-	exitOK      = 0
-	exitFailure = 1
-	exitUsage   = 2
+	exitOK        = 0
+	exitFailure   = 1
+	exitUsage     = 2
+	exitDifferent = 3 // verify found a difference
 )
 
 // usageError marks an error in how the command was called (exit 2).
 type usageError struct{ error }
 
-// globals are the flags every command shares.
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// exitCodeError makes run exit with code after printing err.
+type exitCodeError struct {
+	code int
+	err  error
+}
+
+func (e exitCodeError) Error() string { return e.err.Error() }
+func (e exitCodeError) Unwrap() error { return e.err }
+
+// globals are the flags and streams every command shares.
 type globals struct {
 	databaseURL string
+	stdin       io.Reader
 	stdout      io.Writer
 	stderr      io.Writer
 }
@@ -43,48 +58,217 @@ func (g *globals) resolveDatabaseURL() string {
 	return eventlog.DefaultDatabaseURL
 }
 
-// openMigrated opens the database and applies pending migrations.
-func (g *globals) openMigrated(ctx context.Context) (*sqlx.DB, error) {
-	db, err := eventlog.OpenDB(ctx, g.resolveDatabaseURL())
-	if err != nil {
-		return nil, err
+// newRegistry returns the projections the command line keeps. Every
+// append goes through a log whose hook is this registry: an event appended
+// without it would not reach probe_failures, and the view would drift from
+// the log until the next rebuild.
+func newRegistry() *projection.Registry {
+	return projection.Must(projection.NewRegistry(probefailures.New()))
+}
+
+// env is an open database with the log and the registry on it.
+type env struct {
+	db  *sqlx.DB
+	log *eventlog.Log
+	reg *projection.Registry
+	url string // redacted, for output
+}
+
+func (e *env) Close() {
+	_ = e.log.Close()
+	_ = e.db.Close()
+}
+
+// openMode says what open does to the schema.
+type openMode int
+
+const (
+	// requireSchema refuses a database without canonlog's tables, and a
+	// SQLite file that does not exist, rather than creating either: a
+	// mistyped URL must not leave an empty database behind.
+	requireSchema openMode = iota
+	// migrateSchema applies pending migrations (projection.Migrate, so that
+	// projection checkpoints are installed too).
+	migrateSchema
+	// anySchema opens the database as it is (for the migrate command).
+	anySchema
+)
+
+// open opens the database named by the URL flags, with the log appending
+// through the registry.
+func (g *globals) open(ctx context.Context, mode openMode) (*env, error) {
+	raw := g.resolveDatabaseURL()
+	if mode == requireSchema {
+		if path, ok := sqliteFile(raw); ok {
+			if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("no database at %s: create it with 'canonlog migrate up' (or run 'canonlog demo'), or pass --database-url", path)
+			}
+		}
 	}
-	if _, err := migrations.Up(ctx, db); err != nil {
+	if strings.Contains(raw, "://") {
+		// eventlog.OpenDB's parse error would quote the URL whole,
+		// password included: report the reason alone.
+		if _, err := url.Parse(raw); err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return nil, fmt.Errorf("database URL %s is malformed: %v (percent-encode special characters in the user name and password)", redactURL(raw), err)
+		}
+	}
+	db, err := eventlog.OpenDB(ctx, raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w (check --database-url, CANONLOG_DATABASE_URL or DATABASE_URL, and that the database is running)", err)
+	}
+	reg := newRegistry()
+	log, err := eventlog.New(db, &eventlog.Config{Hook: reg})
+	if err != nil {
 		_ = db.Close()
 		return nil, err
 	}
-	return db, nil
+	e := &env{db: db, log: log, reg: reg, url: redactURL(raw)}
+	switch mode {
+	case migrateSchema:
+		if _, err := projection.Migrate(ctx, log, reg); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+	case requireSchema:
+		if err := e.checkSchema(ctx); err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// checkSchema makes sure the event log and every projection's tables
+// exist, reading only (goose's own status check would create its version
+// tables).
+func (e *env) checkSchema(ctx context.Context) error {
+	tables := []string{"event_log", "canonlog_projections"}
+	for _, p := range e.reg.All() {
+		if t, ok := p.(projection.Tabler); ok {
+			tables = append(tables, t.Tables()...)
+		}
+	}
+	for _, t := range tables {
+		var n int
+		if err := e.db.QueryRowxContext(ctx, `SELECT COUNT(*) FROM `+t+` WHERE 1 = 0`).Scan(&n); err != nil {
+			return fmt.Errorf("the database at %s has no table %s (%v): run 'canonlog migrate up' first", e.url, t, err)
+		}
+	}
+	return nil
+}
+
+// sqliteFile returns the file of a sqlite:PATH URL.
+func sqliteFile(raw string) (string, bool) {
+	if !strings.HasPrefix(raw, "sqlite:") || strings.HasPrefix(raw, "sqlite::memory:") {
+		return "", false
+	}
+	rest := strings.TrimPrefix(strings.TrimPrefix(raw, "sqlite:"), "//")
+	path, _, _ := strings.Cut(rest, "?")
+	return path, path != ""
+}
+
+// redactURL hides the password of a database URL.
+func redactURL(raw string) string {
+	if !strings.Contains(raw, "://") {
+		return raw // sqlite:PATH has no credentials
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// urlPassword returns the password in a database URL, "" when none. For
+// a URL that does not parse it takes what stands between "user:" and the
+// last "@".
+func urlPassword(raw string) string {
+	u, err := url.Parse(raw)
+	if err == nil {
+		if u.User == nil {
+			return ""
+		}
+		p, _ := u.User.Password()
+		return p
+	}
+	_, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return ""
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return ""
+	}
+	_, p, _ := strings.Cut(rest[:at], ":")
+	return p
 }
 
 func newRootCommand(g *globals) *cobra.Command {
 	root := &cobra.Command{
-		Use:           "canonlog",
-		Short:         "Operate a canonlog event log",
+		Use:   "canonlog",
+		Short: "Operate a canonlog event log",
+		Long: `canonlog operates a canonlog database: an append-only event log with
+projections (derived tables such as probe_failures) kept in step with it.
+
+Exit codes: 0 ok, 1 failure, 2 usage error, 3 verify found a difference.
+See docs/cli.md.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&g.databaseURL, "database-url", "",
 		"database URL: postgres://…, sqlite:PATH or sqlite::memory: (default $CANONLOG_DATABASE_URL, then $DATABASE_URL, then "+eventlog.DefaultDatabaseURL+")")
+	root.SetIn(g.stdin)
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDemoCommand(g))
+	root.AddCommand(
+		newMigrateCommand(g),
+		newAppendCommand(g),
+		newQueryCommand(g),
+		newTailCommand(g),
+		newRebuildCommand(g),
+		newVerifyCommand(g),
+		newStatusCommand(g),
+		newDemoCommand(g),
+		newGenCommand(g),
+	)
 	return root
 }
 
 // run executes the command line args and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	g := &globals{stdout: stdout, stderr: stderr}
+	return runIO(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// runIO is run with standard input injected too.
+func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := newRootCommand(g)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "canonlog: %v\n", err)
-	var ue usageError
+	msg := err.Error()
+	// The library redacts URLs it reports; this catches any other path a
+	// password could take into a message.
+	if p := urlPassword(g.resolveDatabaseURL()); len(p) >= 3 {
+		msg = strings.ReplaceAll(msg, p, "xxxxx")
+	}
+	fmt.Fprintf(stderr, "canonlog: %s\n", msg)
+	var (
+		ue usageError
+		ce exitCodeError
+	)
+	switch {
+	case errors.As(err, &ce):
+		return ce.code
 	// cobra reports unknown commands and bad argument counts as plain errors.
-	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), " arg(s)") {
+	case errors.As(err, &ue) || strings.HasPrefix(msg, "unknown command") || strings.Contains(msg, " arg(s)"):
 		fmt.Fprintln(stderr, "Run 'canonlog --help' for usage.")
 		return exitUsage
 	}

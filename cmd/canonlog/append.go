@@ -1,0 +1,414 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/spf13/cobra"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dbutil"
+	"github.com/canonlog/canonlog/probefailures"
+	"github.com/canonlog/canonlog/projection"
+)
+
+// An NDJSON input is appended in one transaction, handed to AppendTx in
+// chunks so that memory stays bounded however long the input is.
+const (
+	chunkEntries = 1000
+	chunkBytes   = 8 << 20
+	// maxLineBytes fits the largest payload written as payload_text, where
+	// escaping may double it, plus the other fields.
+	maxLineBytes = 2*eventlog.DefaultMaxPayloadBytes + 64<<10
+	// listLimit is how many entries (or duplicates) the text output lists
+	// one by one; the rest is summarized.
+	listLimit = 20
+)
+
+type appendOptions struct {
+	kind, host, rollout, eventID, ts, payload string
+	file                                      string
+	output                                    string
+}
+
+func newAppendCommand(g *globals) *cobra.Command {
+	var o appendOptions
+	cmd := &cobra.Command{
+		Use:   "append",
+		Short: "Append one entry from flags, or NDJSON entries as one atomic batch",
+		Long: `append adds events to the log, applying the projections in the same
+transaction.
+
+One entry from flags: --kind and --payload are required; --ts defaults to
+now. --payload takes JSON, or @FILE to read it from a file (kept byte for
+byte).
+
+Many entries with --file PATH (or - for standard input): one JSON object
+per line,
+
+  {"kind":"agent_event","ts":"2026-05-16T01:00:00Z","host_id":"h1","rollout_id":"r1","event_id":"h1/7","payload":{…}}
+
+where only kind and payload are required. A "seq" field is ignored, so the
+output of 'canonlog query -o ndjson' is valid input; "payload_text" (a
+JSON string holding the payload's exact text) may stand for "payload".
+All lines are appended in one transaction: if any line is malformed or
+refused, nothing is appended and the error names the line.
+
+Entries whose event id is already stored are duplicates: nothing is
+written for them, and the output says so.`,
+		Example: `  canonlog append --kind agent_event --host host-17 --rollout r-42 --event-id host-17/probe/1 \
+      --payload '{"type":"ProbeResult","mode":"enforce","status":"pass","probe_name":"ssh"}'
+  canonlog append --kind plan_action --payload @action.json
+  canonlog gen --events 10000 | canonlog append --file -`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
+				return err
+			}
+			if o.file != "" {
+				for _, name := range []string{"kind", "host", "rollout", "event-id", "ts", "payload"} {
+					if cmd.Flags().Changed(name) {
+						return usagef("--%s and --file do not mix: put the fields in the file's lines, or drop --file", name)
+					}
+				}
+				return runAppendFile(cmd.Context(), g, o)
+			}
+			entry, err := o.entry(g)
+			if err != nil {
+				return err
+			}
+			return runAppendOne(cmd.Context(), g, entry, o.output)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&o.kind, "kind", "", "event kind, e.g. agent_event (required without --file)")
+	fl.StringVar(&o.host, "host", "", "host id")
+	fl.StringVar(&o.rollout, "rollout", "", "rollout id")
+	fl.StringVar(&o.eventID, "event-id", "", "idempotency key: an entry with an event id lands once")
+	fl.StringVar(&o.ts, "ts", "", "when it happened, RFC 3339 (default now)")
+	fl.StringVar(&o.payload, "payload", "", "JSON payload, or @FILE to read it from a file (required without --file)")
+	fl.StringVarP(&o.file, "file", "f", "", "append NDJSON entries from PATH, or - for standard input, as one batch")
+	addOutputFlag(cmd, &o.output, outputTable, outputJSON)
+	return cmd
+}
+
+// entry validates the single-entry flags before anything touches the
+// database.
+func (o appendOptions) entry(g *globals) (eventlog.Entry, error) {
+	if o.kind == "" || o.payload == "" {
+		return eventlog.Entry{}, usagef("append needs --kind and --payload (or --file with NDJSON entries)")
+	}
+	e := eventlog.Entry{Kind: eventlog.Kind(o.kind), HostID: o.host, RolloutID: o.rollout, EventID: o.eventID}
+	if err := e.Kind.Validate(); err != nil {
+		return e, usagef("--kind: %v", err)
+	}
+	payload := []byte(o.payload)
+	if name, ok := bytes.CutPrefix(payload, []byte("@")); ok {
+		var err error
+		if string(name) == "-" {
+			payload, err = io.ReadAll(io.LimitReader(g.stdin, eventlog.DefaultMaxPayloadBytes+1))
+		} else {
+			payload, err = os.ReadFile(string(name))
+		}
+		if err != nil {
+			return e, fmt.Errorf("--payload %s: %w", o.payload, err)
+		}
+	}
+	if err := eventlog.ValidatePayload(payload, eventlog.DefaultMaxPayloadBytes); err != nil {
+		return e, usagef("--payload: %v", err)
+	}
+	e.Payload = payload
+	if o.ts != "" {
+		ts, err := parseTime("ts", o.ts)
+		if err != nil {
+			return e, err
+		}
+		e.TS = ts
+	}
+	if err := precheck(e); err != nil {
+		return e, usagef("%v", err)
+	}
+	return e, nil
+}
+
+// precheck refuses what a registered projection would refuse, so that the
+// error can name the line (or flag) instead of a seq that never landed.
+func precheck(e eventlog.Entry) error {
+	ts := e.TS
+	if ts.IsZero() {
+		ts = time.Now()
+	}
+	_, err := probefailures.Rows(nil, eventlog.Event{Kind: e.Kind, TS: ts, HostID: e.HostID, RolloutID: e.RolloutID, Payload: e.Payload})
+	if err != nil {
+		return fmt.Errorf("refused by %s: %w", probefailures.Name, err)
+	}
+	return nil
+}
+
+// appendReport is what append prints.
+type appendReport struct {
+	Entries    int             `json:"entries"`
+	New        int             `json:"new"`
+	Duplicates int             `json:"duplicates"`
+	Seqs       [][2]int64      `json:"seq_ranges"` // the new events' seqs, as [first, last] ranges
+	Listed     []appendedEntry `json:"results,omitempty"`
+	ranges     seqRanges
+}
+
+type appendedEntry struct {
+	Line      int    `json:"line,omitempty"`
+	Seq       int64  `json:"seq"`
+	Duplicate bool   `json:"duplicate"`
+	EventID   string `json:"event_id,omitempty"`
+}
+
+func (r *appendReport) add(line int, res eventlog.Result) {
+	r.Entries++
+	if res.Duplicate {
+		r.Duplicates++
+	} else {
+		r.New++
+		r.ranges.add(res.Event.Seq)
+	}
+	// Every duplicate is listed (a caller may want to know which), but
+	// new entries only while the input is small: their seqs are in Seqs.
+	if res.Duplicate || r.Entries <= listLimit {
+		r.Listed = append(r.Listed, appendedEntry{Line: line, Seq: res.Event.Seq, Duplicate: res.Duplicate, EventID: res.Event.EventID})
+	}
+}
+
+func (r *appendReport) print(w io.Writer, output string) error {
+	r.Seqs = r.ranges.r
+	if r.Seqs == nil {
+		r.Seqs = [][2]int64{}
+	}
+	if output == outputJSON {
+		return writeJSON(w, r)
+	}
+	if r.Entries == 0 {
+		_, err := fmt.Fprintln(w, "nothing appended: the input holds no entries")
+		return err
+	}
+	if r.Entries <= listLimit {
+		for _, e := range r.Listed {
+			prefix := ""
+			if e.Line > 0 {
+				prefix = fmt.Sprintf("line %d: ", e.Line)
+			}
+			if e.Duplicate {
+				fmt.Fprintf(w, "%sseq %d duplicate (event id %q already stored; nothing written)\n", prefix, e.Seq, e.EventID)
+			} else {
+				fmt.Fprintf(w, "%sseq %d\n", prefix, e.Seq)
+			}
+		}
+		if r.Entries == 1 {
+			return nil
+		}
+	}
+	seqs := "none"
+	if r.New > 0 {
+		seqs = r.ranges.String()
+	}
+	fmt.Fprintf(w, "appended %d new events (seqs %s), %d duplicates\n", r.New, seqs, r.Duplicates)
+	if r.Entries > listLimit {
+		shown := 0
+		for _, e := range r.Listed {
+			if !e.Duplicate {
+				continue
+			}
+			if shown == listLimit {
+				fmt.Fprintf(w, "  … and %d more duplicates (-o json lists them all)\n", r.Duplicates-shown)
+				break
+			}
+			fmt.Fprintf(w, "  line %d: duplicate of seq %d (event id %q)\n", e.Line, e.Seq, e.EventID)
+			shown++
+		}
+	}
+	return nil
+}
+
+func runAppendOne(ctx context.Context, g *globals, entry eventlog.Entry, output string) error {
+	e, err := g.open(ctx, requireSchema)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	res, err := e.log.Append(ctx, entry)
+	if err != nil {
+		return fmt.Errorf("append: %w", appendHint(err))
+	}
+	var r appendReport
+	r.add(0, res)
+	return r.print(g.stdout, output)
+}
+
+// appendHint adds what to do to errors the log reports.
+func appendHint(err error) error {
+	var ce *eventlog.ConflictError
+	switch {
+	case errors.As(err, &ce):
+		return fmt.Errorf("%w: use a new event id, or resend the stored event unchanged", err)
+	case eventlog.Retryable(err):
+		return fmt.Errorf("%w: the database was busy; retry (entries with event ids land once)", err)
+	}
+	return err
+}
+
+func runAppendFile(ctx context.Context, g *globals, o appendOptions) error {
+	in, name := g.stdin, "standard input"
+	if o.file != "-" {
+		f, err := os.Open(o.file)
+		if err != nil {
+			return fmt.Errorf("append: %w", err)
+		}
+		defer f.Close()
+		in, name = f, o.file
+	}
+	e, err := g.open(ctx, requireSchema)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	var report appendReport
+	err = dbutil.WithTx(ctx, e.db, nil, func(tx *sqlx.Tx) error {
+		return appendNDJSON(ctx, e.log, tx, in, &report)
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("append from %s: interrupted, nothing was appended", name)
+		}
+		return fmt.Errorf("append from %s: %w; nothing was appended", name, err)
+	}
+	return report.print(g.stdout, o.output)
+}
+
+// appendNDJSON reads entries line by line and appends them in tx, a chunk
+// at a time. Any error leaves tx to be rolled back.
+func appendNDJSON(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, in io.Reader, report *appendReport) error {
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
+	var (
+		chunk []eventlog.Entry
+		lines []int
+		size  int
+	)
+	flush := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		res, err := log.AppendTx(ctx, tx, chunk...)
+		if err != nil {
+			return chunkError(err, lines)
+		}
+		for i, r := range res {
+			report.add(lines[i], r)
+		}
+		chunk, lines, size = chunk[:0], lines[:0], 0
+		return nil
+	}
+	line := 0
+	for sc.Scan() {
+		line++
+		text := bytes.TrimSpace(sc.Bytes())
+		if len(text) == 0 {
+			continue
+		}
+		entry, err := parseEntryLine(text)
+		if err != nil {
+			return fmt.Errorf("line %d: %w", line, err)
+		}
+		chunk, lines = append(chunk, entry), append(lines, line)
+		size += len(entry.Payload)
+		if len(chunk) >= chunkEntries || size >= chunkBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return fmt.Errorf("line %d: longer than %d bytes (payloads are limited to %d)", line+1, maxLineBytes, eventlog.DefaultMaxPayloadBytes)
+		}
+		return fmt.Errorf("read: %w", err)
+	}
+	return flush()
+}
+
+// chunkError names the line of the entry an append error is about.
+func chunkError(err error, lines []int) error {
+	var (
+		ee *eventlog.EntryError
+		ce *eventlog.ConflictError
+		ae *projection.ApplyError
+	)
+	switch {
+	case errors.As(err, &ee) && ee.Index < len(lines):
+		return fmt.Errorf("line %d: %s: %w", lines[ee.Index], ee.Field, ee.Err)
+	case errors.As(err, &ce) && ce.Index < len(lines):
+		return fmt.Errorf("line %d: event id %q is already used by event %d with a different %s: use a new event id, or resend the stored event unchanged",
+			lines[ce.Index], ce.EventID, ce.Seq, ce.Field)
+	case errors.As(err, &ae):
+		return fmt.Errorf("lines %d-%d: %w", lines[0], lines[len(lines)-1], err)
+	}
+	return appendHint(err)
+}
+
+// ndjsonEntry is one line of append --file input.
+type ndjsonEntry struct {
+	Seq         json.RawMessage `json:"seq"` // ignored: query output carries it
+	Kind        string          `json:"kind"`
+	TS          string          `json:"ts"`
+	HostID      string          `json:"host_id"`
+	RolloutID   string          `json:"rollout_id"`
+	EventID     string          `json:"event_id"`
+	Payload     json.RawMessage `json:"payload"`
+	PayloadText *string         `json:"payload_text"`
+}
+
+// parseEntryLine decodes and validates one NDJSON line. The payload keeps
+// its bytes exactly as they appear in the line.
+func parseEntryLine(line []byte) (eventlog.Entry, error) {
+	var n ndjsonEntry
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&n); err != nil {
+		return eventlog.Entry{}, fmt.Errorf("not a JSON object with the fields kind, ts, host_id, rollout_id, event_id, payload: %v", err)
+	}
+	if dec.More() {
+		return eventlog.Entry{}, errors.New("more than one JSON value on the line: put one entry per line")
+	}
+	e := eventlog.Entry{Kind: eventlog.Kind(n.Kind), HostID: n.HostID, RolloutID: n.RolloutID, EventID: n.EventID, Payload: n.Payload}
+	if n.Kind == "" {
+		return e, errors.New(`"kind" is required`)
+	}
+	if err := e.Kind.Validate(); err != nil {
+		return e, fmt.Errorf("kind: %w", err)
+	}
+	switch {
+	case n.PayloadText != nil && n.Payload != nil:
+		return e, errors.New(`give "payload" or "payload_text", not both`)
+	case n.PayloadText != nil:
+		e.Payload = json.RawMessage(*n.PayloadText)
+	case n.Payload == nil:
+		return e, errors.New(`"payload" is required`)
+	}
+	if err := eventlog.ValidatePayload(e.Payload, eventlog.DefaultMaxPayloadBytes); err != nil {
+		return e, fmt.Errorf("payload: %w", err)
+	}
+	if n.TS != "" {
+		ts, err := time.Parse(time.RFC3339Nano, n.TS)
+		if err != nil {
+			return e, fmt.Errorf("ts %q is not an RFC 3339 time (e.g. 2026-05-16T01:00:00Z)", n.TS)
+		}
+		e.TS = ts
+	}
+	return e, precheck(e)
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/stretchr/testify/require"
+
+	"github.com/canonlog/canonlog/internal/dbtest"
+)
+
+// result is one run of the command line.
+type result struct {
+	out, err string
+	code     int
+}
+
+func runCLI(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	r := runIn(t, "", args...)
+	return r.out, r.err, r.code
+}
+
+// runIn runs the command tree with stdin as standard input.
+func runIn(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := runIO(context.Background(), args, strings.NewReader(stdin), &out, &errOut)
+	return result{out.String(), errOut.String(), code}
+}
+
+// cli is a database and a way to run commands against it.
+type cli struct {
+	t       *testing.T
+	backend dbtest.Backend
+	url     string
+}
+
+func newCLI(t *testing.T, backend string) *cli {
+	t.Helper()
+	b := dbtest.New(t, backend)
+	return &cli{t: t, backend: b, url: b.URL}
+}
+
+// run runs args with --database-url set; stdin optional.
+func (c *cli) run(stdin string, args ...string) result {
+	c.t.Helper()
+	return runIn(c.t, stdin, append([]string{"--database-url", c.url}, args...)...)
+}
+
+// ok runs args and requires exit 0.
+func (c *cli) ok(stdin string, args ...string) string {
+	c.t.Helper()
+	r := c.run(stdin, args...)
+	require.Equal(c.t, 0, r.code, "%v: stderr: %s", args, r.err)
+	return r.out
+}
+
+func (c *cli) migrated() *cli {
+	c.t.Helper()
+	c.ok("", "migrate", "up")
+	return c
+}
+
+// db opens a pool on the test's database.
+func (c *cli) db() *sqlx.DB {
+	c.t.Helper()
+	return c.backend.Open(c.t)
+}
+
+// counts returns the number of events and of probe_failures rows.
+func (c *cli) counts() (events, rows int) {
+	c.t.Helper()
+	db := c.db()
+	require.NoError(c.t, db.Get(&events, `SELECT COUNT(*) FROM event_log`))
+	require.NoError(c.t, db.Get(&rows, `SELECT COUNT(*) FROM probe_failures`))
+	return events, rows
+}
+
+// withPassword returns the test's PostgreSQL URL carrying a password,
+// which the trust-authenticated test server ignores.
+func withPassword(t *testing.T, raw, password string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	require.NoError(t, err)
+	u.User = url.UserPassword(u.User.Username(), password)
+	return u.String()
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a command writes it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+var _ io.Writer = (*syncBuffer)(nil)

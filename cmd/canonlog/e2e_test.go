@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/canonlog/canonlog/internal/dbtest"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+	buildOut  []byte
+)
+
+// binary builds the canonlog command once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "canonlog-e2e-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "canonlog")
+		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		buildOut, buildErr = cmd.CombinedOutput()
+	})
+	require.NoError(t, buildErr, "go build: %s", buildOut)
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// user runs the built binary as a shell user would: the database URL in
+// the environment, in a directory of its own.
+type user struct {
+	t   *testing.T
+	bin string
+	dir string
+	env []string
+}
+
+func newUser(t *testing.T, databaseURL string) *user {
+	t.Helper()
+	env := []string{}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CANONLOG_DATABASE_URL=") && !strings.HasPrefix(kv, "DATABASE_URL=") {
+			env = append(env, kv)
+		}
+	}
+	if databaseURL != "" {
+		env = append(env, "CANONLOG_DATABASE_URL="+databaseURL)
+	}
+	return &user{t: t, bin: binary(t), dir: t.TempDir(), env: env}
+}
+
+func (u *user) cmd(args ...string) *exec.Cmd {
+	cmd := exec.Command(u.bin, args...)
+	cmd.Dir, cmd.Env = u.dir, u.env
+	return cmd
+}
+
+// run runs the binary and returns its output and exit code.
+func (u *user) run(stdin string, args ...string) result {
+	u.t.Helper()
+	cmd := u.cmd(args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &out, &errOut
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(u.t, err)
+	}
+	return result{out.String(), errOut.String(), code}
+}
+
+func (u *user) ok(stdin string, args ...string) string {
+	u.t.Helper()
+	r := u.run(stdin, args...)
+	require.Equal(u.t, 0, r.code, "canonlog %v: %s", args, r.err)
+	return r.out
+}
+
+// pipe runs "canonlog a… | canonlog b…" and returns b's result.
+func (u *user) pipe(a, b []string) result {
+	u.t.Helper()
+	producer, consumer := u.cmd(a...), u.cmd(b...)
+	r, w, err := os.Pipe()
+	require.NoError(u.t, err)
+	var out, errOut, prodErr bytes.Buffer
+	producer.Stdout, producer.Stderr = w, &prodErr
+	consumer.Stdin, consumer.Stdout, consumer.Stderr = r, &out, &errOut
+	require.NoError(u.t, producer.Start())
+	require.NoError(u.t, consumer.Start())
+	w.Close()
+	r.Close()
+	require.NoError(u.t, producer.Wait(), prodErr.String())
+	err = consumer.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(u.t, err)
+	}
+	return result{out.String(), errOut.String(), code}
+}
+
+// TestEndToEnd drives the built binary through a user's session on each
+// backend: migrate, gen | append, query, tail, rebuild, verify, tamper,
+// verify again, status, and bad input that must change nothing.
+func TestEndToEnd(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		c := newCLI(t, backend)
+		u := newUser(t, c.url)
+
+		require.Contains(t, u.ok("", "migrate", "up"), "migrations applied")
+		r := u.pipe([]string{"gen", "--events", "3000", "--hosts", "40", "--fail-ratio", "0.3", "--seed", "9"}, []string{"append", "--file", "-"})
+		require.Equal(t, 0, r.code, r.err)
+		require.Contains(t, r.out, "appended 3000 new events (seqs 1-3000), 0 duplicates")
+		events, rows := c.counts()
+		require.Equal(t, 3000, events)
+		require.Positive(t, rows)
+
+		// Appending the same history again lands nothing.
+		r = u.pipe([]string{"gen", "--events", "3000", "--hosts", "40", "--fail-ratio", "0.3", "--seed", "9"}, []string{"append", "--file", "-"})
+		require.Equal(t, 0, r.code, r.err)
+		require.Contains(t, r.out, "appended 0 new events (seqs none), 3000 duplicates")
+
+		require.Len(t, ndjsonSeqs(t, u.ok("", "query", "--host", "host-00007", "--limit", "5", "-o", "ndjson")), 5)
+		require.Len(t, ndjsonSeqs(t, u.ok("", "tail", "-n", "4", "--kind", "agent_event", "-o", "ndjson")), 4)
+
+		r = u.run("", "rebuild", "--all")
+		require.Equal(t, 0, r.code, r.err)
+		require.Contains(t, r.out, "rebuilt probe_failures (version 1)")
+		require.Contains(t, r.err, "rebuild probe_failures: ", "plain progress lines: stderr is not a terminal")
+		require.NotContains(t, r.err, "\r")
+
+		require.Equal(t, 0, u.run("", "verify").code)
+		tamper(t, c)
+		r = u.run("", "verify")
+		require.Equal(t, 3, r.code, r.err)
+		require.Contains(t, r.out, "TAMPERED")
+		u.ok("", "rebuild", "probe_failures")
+		require.Equal(t, 0, u.run("", "verify").code)
+
+		status := u.ok("", "status")
+		require.Contains(t, status, "events:   3000 (last seq 3000)")
+		require.Contains(t, status, "probe_failures")
+
+		// Bad input: non-zero, a clear one-line message, nothing changed.
+		events, rows = c.counts()
+		for _, tc := range []struct {
+			stdin string
+			args  []string
+			want  string
+		}{
+			{"", []string{"append", "--kind", "agent_event", "--payload", `{"broken":`}, "--payload: invalid payload"},
+			{"", []string{"append", "--kind", "Agent-Event", "--payload", `{}`}, "--kind: invalid kind"},
+			{`{"kind":"effect","payload":{}}` + "\n" + `{"kind":"effect","payload":{} ` + "\n", []string{"append", "--file", "-"}, "line 2:"},
+			{"", []string{"rebuild", "no_such_view"}, "known projections are probe_failures"},
+			{"", []string{"verify", "no_such_view"}, "known projections are probe_failures"},
+			{"", []string{"--database-url", "postgres://x:%zz@host/db", "status"}, "malformed"},
+			{"", []string{"--database-url", "mysql://host/db", "append", "--kind", "effect", "--payload", "{}"}, "unknown scheme"},
+		} {
+			r := u.run(tc.stdin, tc.args...)
+			require.NotEqual(t, 0, r.code, "%v", tc.args)
+			require.Contains(t, r.err, tc.want, "%v", tc.args)
+			require.Equal(t, 1, strings.Count(strings.TrimSuffix(r.err, "Run 'canonlog --help' for usage.\n"), "\n"), "%v: %q", tc.args, r.err)
+			e2, r2 := c.counts()
+			require.Equal(t, events, e2, "%v", tc.args)
+			require.Equal(t, rows, r2, "%v", tc.args)
+		}
+	})
+}
+
+// TestEndToEndDemoTwice: the README's first command, twice, in a fresh
+// directory with no database URL anywhere.
+func TestEndToEndDemoTwice(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "")
+	out := u.ok("", "demo")
+	require.Contains(t, out, "database: sqlite:canonlog.db")
+	require.Contains(t, out, "appended 369 new events (0 already present)")
+	require.FileExists(t, filepath.Join(u.dir, "canonlog.db"))
+	out = u.ok("", "demo")
+	require.Contains(t, out, "appended 0 new events (369 already present)")
+	require.Contains(t, out, "verified probe_failures")
+}

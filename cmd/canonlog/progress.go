@@ -1,0 +1,125 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mattn/go-isatty"
+
+	"github.com/canonlog/canonlog/projection"
+)
+
+// Progress styles.
+const (
+	progressAuto  = "auto"  // bar on a terminal, lines otherwise
+	progressBar   = "bar"   // redrawn in place
+	progressLines = "lines" // a plain line every few seconds, for logs
+	progressNone  = "none"
+)
+
+// progressLineEvery spaces the plain progress lines.
+const progressLineEvery = 2 * time.Second
+
+// progressReporter shows a rebuild's progress on stderr.
+type progressReporter struct {
+	w     io.Writer
+	style string
+	now   func() time.Time
+
+	name      string
+	start     time.Time
+	lastDraw  time.Time
+	drawn     bool
+	lastShown projection.Progress
+}
+
+func newProgressReporter(w io.Writer, style string) *progressReporter {
+	if style == progressAuto {
+		style = progressLines
+		if f, ok := w.(*os.File); ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())) {
+			style = progressBar
+		}
+	}
+	return &progressReporter{w: w, style: style, now: time.Now}
+}
+
+// update is the projection.RebuildOptions.Progress callback.
+func (r *progressReporter) update(p projection.Progress) {
+	if r.style == progressNone {
+		return
+	}
+	now := r.now()
+	if p.Projection != r.name {
+		r.finish()
+		r.name, r.start, r.drawn = p.Projection, now, false
+		r.lastDraw = time.Time{}
+	}
+	final := p.Total > 0 && p.Done >= p.Total
+	switch r.style {
+	case progressBar:
+		if !final && now.Sub(r.lastDraw) < 100*time.Millisecond {
+			r.lastShown = p
+			return
+		}
+		fmt.Fprintf(r.w, "\r%s\x1b[K", r.bar(p, now))
+	default:
+		// The first and the last line always, the rest spaced out.
+		if r.drawn && !final && now.Sub(r.lastDraw) < progressLineEvery {
+			r.lastShown = p
+			return
+		}
+		if r.drawn && final && r.lastShown == p {
+			return
+		}
+		fmt.Fprintln(r.w, r.line(p, now))
+	}
+	r.drawn, r.lastDraw, r.lastShown = true, now, p
+}
+
+// finish ends the current projection's display.
+func (r *progressReporter) finish() {
+	if r.style == progressBar && r.drawn {
+		fmt.Fprintln(r.w)
+	}
+	r.drawn = false
+}
+
+func (r *progressReporter) rate(p projection.Progress, now time.Time) (perSec float64, eta string) {
+	elapsed := now.Sub(r.start).Seconds()
+	if elapsed <= 0 || p.Done == 0 {
+		return 0, "?"
+	}
+	perSec = float64(p.Done) / elapsed
+	left := time.Duration(float64(p.Total-p.Done) / perSec * float64(time.Second))
+	return perSec, left.Round(time.Second).String()
+}
+
+func (r *progressReporter) line(p projection.Progress, now time.Time) string {
+	perSec, eta := r.rate(p, now)
+	return fmt.Sprintf("rebuild %s: %d/%d events (%s), %s events/s, ETA %s", p.Projection, p.Done, p.Total, percent(p), formatRate(perSec), eta)
+}
+
+func (r *progressReporter) bar(p projection.Progress, now time.Time) string {
+	const width = 30
+	filled := width
+	if p.Total > 0 {
+		filled = int(int64(width) * p.Done / p.Total)
+	}
+	perSec, eta := r.rate(p, now)
+	return fmt.Sprintf("%s [%s%s] %s %d/%d events %s/s ETA %s", p.Projection,
+		strings.Repeat("=", filled), strings.Repeat(" ", width-filled), percent(p), p.Done, p.Total, formatRate(perSec), eta)
+}
+
+func percent(p projection.Progress) string {
+	if p.Total == 0 {
+		return "100%"
+	}
+	return fmt.Sprintf("%d%%", 100*p.Done/p.Total)
+}
+
+func formatRate(perSec float64) string {
+	return fmt.Sprintf("%.0f", perSec)
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/projection"
+)
+
+type rebuildOptions struct {
+	names     []string
+	all       bool
+	stale     bool
+	batchSize int
+	progress  string
+	output    string
+}
+
+func newRebuildCommand(g *globals) *cobra.Command {
+	var o rebuildOptions
+	cmd := &cobra.Command{
+		Use:   "rebuild [NAME…] [--all] [--stale]",
+		Short: "Re-derive projections from the log",
+		Long: `rebuild empties projections and replays the whole log into them from seq 1,
+each in one transaction: a failed or interrupted rebuild leaves the old view
+as it was. Appends keep working meanwhile (on PostgreSQL they wait for the
+projection's lock; on SQLite for the single writer, up to 10 s).
+
+Name the projections, or use --all, or --stale for those whose version
+changed or that were never built. Progress goes to stderr: a bar on a
+terminal, a plain line every few seconds otherwise.`,
+		Example: `  canonlog rebuild probe_failures
+  canonlog rebuild --stale
+  canonlog rebuild --all --progress lines`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.names = args
+			switch {
+			case len(args) == 0 && !o.all && !o.stale:
+				return usagef("name the projections to rebuild (%s), or use --all or --stale", strings.Join(newRegistry().Names(), ", "))
+			case len(args) > 0 && o.all:
+				return usagef("--all rebuilds every projection: drop the names, or drop --all")
+			case o.batchSize < 0 || o.batchSize > eventlog.MaxPageSize:
+				return usagef("--batch-size is %d, must be between 1 and %d (0 for the default)", o.batchSize, eventlog.MaxPageSize)
+			}
+			if err := checkProgress(o.progress); err != nil {
+				return err
+			}
+			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
+				return err
+			}
+			if err := checkNames(args); err != nil {
+				return err
+			}
+			return runRebuild(cmd.Context(), g, o)
+		},
+	}
+	fl := cmd.Flags()
+	fl.BoolVar(&o.all, "all", false, "rebuild every projection")
+	fl.BoolVar(&o.stale, "stale", false, "rebuild only stale projections (of those named, or of all)")
+	fl.IntVar(&o.batchSize, "batch-size", 0, fmt.Sprintf("events per page and per batch apply (default %d)", eventlog.DefaultPageSize))
+	fl.StringVar(&o.progress, "progress", progressAuto, "progress on stderr: auto (bar on a terminal, else lines), bar, lines, none")
+	addOutputFlag(cmd, &o.output, outputTable, outputJSON)
+	return cmd
+}
+
+func checkProgress(p string) error {
+	if !slices.Contains([]string{progressAuto, progressBar, progressLines, progressNone}, p) {
+		return usagef("--progress is %q: use auto, bar, lines or none", p)
+	}
+	return nil
+}
+
+// checkNames refuses unknown projection names before the database is
+// touched, listing the known ones.
+func checkNames(names []string) error {
+	reg := newRegistry()
+	for _, n := range names {
+		if _, ok := reg.Get(n); !ok {
+			return fmt.Errorf("unknown projection %q: known projections are %s", n, strings.Join(reg.Names(), ", "))
+		}
+	}
+	return nil
+}
+
+// rebuildReport is one projection's rebuild, as printed.
+type rebuildReport struct {
+	Name         string  `json:"name"`
+	Version      int     `json:"version"`
+	Events       int64   `json:"events"`
+	Rows         int64   `json:"rows"`
+	Seq          int64   `json:"seq"`
+	Seconds      float64 `json:"seconds"`
+	EventsPerSec float64 `json:"events_per_second"`
+}
+
+func runRebuild(ctx context.Context, g *globals, o rebuildOptions) error {
+	e, err := g.open(ctx, requireSchema)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	reports, err := rebuild(ctx, e, g.stderr, o)
+	if err != nil {
+		return err
+	}
+	if o.output == outputJSON {
+		return writeJSON(g.stdout, reports)
+	}
+	if len(reports) == 0 {
+		fmt.Fprintln(g.stdout, "nothing to rebuild: no projection is stale")
+	}
+	for _, r := range reports {
+		printRebuild(g.stdout, r)
+	}
+	return nil
+}
+
+// rebuild runs projection.Rebuild with progress on stderr.
+func rebuild(ctx context.Context, e *env, stderr io.Writer, o rebuildOptions) ([]rebuildReport, error) {
+	pr := newProgressReporter(stderr, o.progress)
+	res, err := projection.Rebuild(ctx, e.log, e.reg, &projection.RebuildOptions{
+		Names: o.names, StaleOnly: o.stale, BatchSize: o.batchSize, Progress: pr.update,
+	})
+	pr.finish()
+	reports := make([]rebuildReport, 0, len(res))
+	for _, r := range res {
+		rep := rebuildReport{Name: r.Name, Version: r.Version, Events: r.Events, Rows: r.Rows, Seq: r.Seq, Seconds: r.Duration.Seconds()}
+		if r.Duration > 0 {
+			rep.EventsPerSec = float64(r.Events) / r.Duration.Seconds()
+		}
+		reports = append(reports, rep)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return reports, fmt.Errorf("rebuild interrupted: the projection being rebuilt keeps its previous state")
+		}
+		return reports, fmt.Errorf("%w; the projection keeps its previous state", err)
+	}
+	return reports, nil
+}
+
+func printRebuild(w io.Writer, r rebuildReport) {
+	rows := fmt.Sprintf("%d rows", r.Rows)
+	if r.Rows < 0 {
+		rows = "rows not counted"
+	}
+	fmt.Fprintf(w, "rebuilt %s (version %d): %d events replayed, %s, up to seq %d, in %s (%s events/s)\n",
+		r.Name, r.Version, r.Events, rows, r.Seq, time.Duration(r.Seconds*float64(time.Second)).Round(time.Millisecond), formatRate(r.EventsPerSec))
+}

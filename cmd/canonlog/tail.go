@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/spf13/cobra"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dbtime"
+)
+
+type tailOptions struct {
+	filterFlags
+	after        int64
+	lines        int
+	follow       bool
+	pollInterval time.Duration
+	output       string
+}
+
+func newTailCommand(g *globals) *cobra.Command {
+	var o tailOptions
+	cmd := &cobra.Command{
+		Use:   "tail",
+		Short: "Print the latest events, and with -f follow new ones",
+		Long: `tail prints the last events of the log (the last 10 matching ones, or
+the events after --after SEQ) and, with -f, keeps printing new ones as
+they commit until interrupted (Ctrl-C exits 0).
+
+It reads the log the way a consumer must to miss nothing: on PostgreSQL a
+seq is assigned before its transaction commits, so following "seq > last"
+would skip an event whose transaction commits after a later one. tail
+follows in commit order instead (eventlog.Follower), so an event shows up
+once every transaction that started before it has ended, even if it
+prints after an event with a higher seq.`,
+		Example: `  canonlog tail -f
+  canonlog tail -n 50 --rollout r-42 --kind gate_decision
+  canonlog tail --after 1200 -f -o ndjson`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := o.filter()
+			if err != nil {
+				return err
+			}
+			switch {
+			case cmd.Flags().Changed("after") && cmd.Flags().Changed("lines"):
+				return usagef("--after and --lines do not mix: start after a seq, or from the last N events")
+			case o.after < 0:
+				return usagef("--after is %d, must not be negative", o.after)
+			case o.lines < 0:
+				return usagef("--lines is %d, must not be negative", o.lines)
+			case o.pollInterval <= 0:
+				return usagef("--poll-interval is %s, must be positive", o.pollInterval)
+			}
+			if err := checkOutput(o.output, outputTable, outputNDJSON); err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("after") {
+				o.after = -1
+			}
+			return runTail(cmd.Context(), g, f, o)
+		},
+	}
+	o.add(cmd)
+	fl := cmd.Flags()
+	fl.Int64Var(&o.after, "after", 0, "print the events with seq greater than this (default: the last --lines events)")
+	fl.IntVarP(&o.lines, "lines", "n", 10, "print the last N matching events first")
+	fl.BoolVarP(&o.follow, "follow", "f", false, "keep printing new events until interrupted")
+	fl.DurationVar(&o.pollInterval, "poll-interval", eventlog.DefaultPollInterval, "how often -f looks for new events")
+	addOutputFlag(cmd, &o.output, outputTable, outputNDJSON)
+	return cmd
+}
+
+func runTail(ctx context.Context, g *globals, f eventlog.Filter, o tailOptions) error {
+	e, err := g.open(ctx, requireSchema)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	after, lastN := o.after, o.after < 0
+	if lastN {
+		if after, err = lastNStart(ctx, e.db, f, o.lines); err != nil {
+			return err
+		}
+	}
+	ew := newEventWriter(g.stdout, o.output)
+	// What is committed now is printed from a plain snapshot read: a
+	// one-off look need not wait for transactions running elsewhere on the
+	// server, as a follower must. With -f the follower then takes over from
+	// the same seq, skipping what the snapshot printed (at most --lines
+	// events: an explicit --after is left to the follower alone, so this
+	// set stays small).
+	var printed map[int64]bool
+	if !o.follow || lastN {
+		printed = map[int64]bool{}
+		q := f
+		q.AfterSeq = after
+		for {
+			q.Limit = eventlog.MaxQueryLimit
+			page, err := e.log.Query(ctx, q)
+			if err != nil {
+				return fmt.Errorf("tail: %w", err)
+			}
+			for _, ev := range page {
+				if err := ew.write(ev); err != nil {
+					return err
+				}
+				if o.follow {
+					printed[ev.Seq] = true
+				}
+			}
+			if len(page) < q.Limit {
+				break
+			}
+			q.AfterSeq = page[len(page)-1].Seq
+		}
+		if !o.follow {
+			return nil
+		}
+	}
+	pos, err := e.log.PositionAfterSeq(ctx, after)
+	if err != nil {
+		return fmt.Errorf("tail: %w", err)
+	}
+	fol, err := e.log.NewFollower(pos, &eventlog.FollowOptions{Filter: f, PollInterval: o.pollInterval})
+	if err != nil {
+		return fmt.Errorf("tail: %w", err)
+	}
+	for ev, err := range fol.Events(ctx) {
+		if err != nil {
+			return fmt.Errorf("tail: %w", err)
+		}
+		if printed[ev.Seq] {
+			delete(printed, ev.Seq)
+			continue
+		}
+		if err := ew.write(ev); err != nil {
+			return err
+		}
+	}
+	// Events ends without an error only when ctx is done: an interrupt,
+	// which is how -f is meant to stop.
+	return nil
+}
+
+// lastNStart returns the seq after which the last n events matching f
+// begin (0 when fewer match).
+func lastNStart(ctx context.Context, db *sqlx.DB, f eventlog.Filter, n int) (int64, error) {
+	var (
+		conds []string
+		args  []any
+	)
+	if f.HostID != "" {
+		conds, args = append(conds, "host_id = ?"), append(args, f.HostID)
+	}
+	if f.RolloutID != "" {
+		conds, args = append(conds, "rollout_id = ?"), append(args, f.RolloutID)
+	}
+	if len(f.Kinds) > 0 {
+		marks := make([]string, len(f.Kinds))
+		for i, k := range f.Kinds {
+			marks[i], args = "?", append(args, string(k))
+		}
+		conds = append(conds, "kind IN ("+strings.Join(marks, ", ")+")")
+	}
+	if !f.Since.IsZero() {
+		conds, args = append(conds, "ts >= ?"), append(args, dbtime.Format(f.Since))
+	}
+	if !f.Until.IsZero() {
+		conds, args = append(conds, "ts < ?"), append(args, dbtime.Format(f.Until))
+	}
+	where := ""
+	if len(conds) > 0 {
+		where = " WHERE " + strings.Join(conds, " AND ")
+	}
+	// Walking the seq-ordered indexes backwards: the (n+1)-th last matching
+	// event is the one the last n come after.
+	rows, err := db.QueryxContext(ctx, db.Rebind(`SELECT seq FROM event_log`+where+` ORDER BY seq DESC LIMIT 1 OFFSET ?`), append(args, n)...)
+	if err != nil {
+		return 0, fmt.Errorf("tail: find the last %d events: %w", n, err)
+	}
+	defer rows.Close()
+	var seq int64
+	if rows.Next() {
+		if err := rows.Scan(&seq); err != nil {
+			return 0, fmt.Errorf("tail: %w", err)
+		}
+	}
+	return seq, rows.Err()
+}
