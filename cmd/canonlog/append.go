@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -361,6 +362,8 @@ func chunkError(err error, lines []int) error {
 	return appendHint(err)
 }
 
+const entryFields = "kind, ts, host_id, rollout_id, event_id, payload (or payload_text), seq (ignored)"
+
 // ndjsonEntry is one line of append --file input.
 type ndjsonEntry struct {
 	Seq         json.RawMessage `json:"seq"` // ignored: query output carries it
@@ -380,7 +383,21 @@ func parseEntryLine(line []byte) (eventlog.Entry, error) {
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&n); err != nil {
-		return eventlog.Entry{}, fmt.Errorf("not a JSON object with the fields kind, ts, host_id, rollout_id, event_id, payload: %v", err)
+		var (
+			se *json.SyntaxError
+			te *json.UnmarshalTypeError
+		)
+		switch {
+		case errors.As(err, &se):
+			return eventlog.Entry{}, fmt.Errorf("not valid JSON: %v (at byte %d)", err, se.Offset)
+		case errors.As(err, &te) && te.Field == "":
+			return eventlog.Entry{}, fmt.Errorf("not a JSON object: each line is one entry {%s}", entryFields)
+		case errors.As(err, &te):
+			return eventlog.Entry{}, fmt.Errorf("field %q must be a %s", te.Field, te.Type)
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return eventlog.Entry{}, fmt.Errorf("%s: the fields are %s", strings.TrimPrefix(err.Error(), "json: "), entryFields)
+		}
+		return eventlog.Entry{}, fmt.Errorf("not a JSON object with the fields %s: %v", entryFields, err)
 	}
 	if dec.More() {
 		return eventlog.Entry{}, errors.New("more than one JSON value on the line: put one entry per line")

@@ -88,10 +88,12 @@ func TestAppend(t *testing.T) {
 			for _, tc := range []struct {
 				name, bad, want string
 			}{
-				{"NotJSON", `{"kind":"plan_action","payload":{"ok":tru}}`, "line 3: not a JSON object"},
+				{"NotJSON", `{"kind":"plan_action","payload":{"ok":tru}}`, "line 3: not valid JSON"},
 				{"BadKind", `{"kind":"Plan Action","payload":{}}`, "line 3: kind: invalid kind"},
 				{"NoPayload", `{"kind":"plan_action"}`, `line 3: "payload" is required`},
-				{"UnknownField", `{"kind":"plan_action","host":"h","payload":{}}`, `line 3: not a JSON object with the fields`},
+				{"UnknownField", `{"kind":"plan_action","host":"h","payload":{}}`, `line 3: unknown field "host": the fields are kind, ts`},
+				{"WrongType", `{"kind":"plan_action","host_id":7,"payload":{}}`, `line 3: field "host_id" must be a string`},
+				{"NotObject", `[1,2]`, `line 3: `},
 				{"BadTS", `{"kind":"plan_action","ts":"yesterday","payload":{}}`, `line 3: ts "yesterday"`},
 				{"NUL", `{"kind":"plan_action","payload":"\u0000"}`, "line 3: payload: payload contains a NUL"},
 				{"MalformedProbe", `{"kind":"agent_event","host_id":"h","payload":{"type":"ProbeResult","mode":"enforce","status":"fail"}}`, "line 3: refused by probe_failures"},
