@@ -129,7 +129,9 @@ func (l *Log) NewFollower(from Position, opts *FollowOptions) (*Follower, error)
 		filterSQL: andRest(where), filterArgs: args}
 	if l.dialect == dialect.Postgres {
 		// The (tx_id, seq) index serves the row comparison and the order.
-		f.pageQuery = l.db.Rebind(`SELECT tx_id::text, ` + eventColumns + ` FROM event_log
+		// The text copy of tx_id needs a name of its own: ORDER BY tx_id
+		// would otherwise sort by the output column, as text.
+		f.pageQuery = l.db.Rebind(`SELECT tx_id::text AS tx_text, ` + eventColumns + ` FROM event_log
 WHERE (tx_id, seq) > (?::xid8, ?) AND tx_id < ?::xid8 AND seq > ?` + f.filterSQL + `
 ORDER BY tx_id, seq LIMIT ?`)
 	} else {

@@ -364,3 +364,39 @@ func TestFollowConcurrentWriters(t *testing.T) {
 	}
 	require.Len(t, delivered, len(committed))
 }
+
+// TestExplainFollow: the follower's page query reads the (tx_id, seq)
+// index in order, with no Sort — which also proves it orders by the xid8
+// column and not by its text form ("10" < "9"), a Sort the planner would
+// otherwise need.
+func TestExplainFollow(t *testing.T) {
+	t.Parallel()
+	dbtest.Admin(t)
+	b := dbtest.New(t, "postgres")
+	db := b.Migrated(t)
+	fillLog(t, db, 20_000)
+	_, err := db.Exec(`ANALYZE event_log`)
+	require.NoError(t, err)
+
+	rec := &recorder{}
+	log, err := eventlog.New(recordingDB(t, b.URL, rec), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = log.Close() })
+	f, err := log.NewFollower(eventlog.Position{}, &eventlog.FollowOptions{PageSize: 100})
+	require.NoError(t, err)
+	evs, err := f.Poll(context.Background())
+	require.NoError(t, err)
+	require.Len(t, evs, 100)
+
+	rec.mu.Lock()
+	queries := rec.queries
+	rec.mu.Unlock()
+	require.Len(t, queries, 2, "a horizon read and a page read: %+v", queries)
+	page := queries[1]
+	require.Contains(t, page.sql, "ORDER BY tx_id, seq")
+	plan := explain(t, db, page.sql, page.args)
+	require.Empty(t, plan.find("Sort", "Seq Scan", "Bitmap Heap Scan"), "%s", plan)
+	scans := plan.find("Index Scan")
+	require.Len(t, scans, 1, "%s", plan)
+	require.Equal(t, "event_log_tx_id_seq_idx", scans[0].IndexName, "%s", plan)
+}
