@@ -336,6 +336,9 @@ func (l *Log) PositionAfterSeq(ctx context.Context, seq int64) (Position, error)
 	if seq < 0 {
 		return Position{}, fmt.Errorf("eventlog: position after seq: %w: seq is %d, must not be negative", ErrInvalidFilter, seq)
 	}
+	if seq == 0 {
+		return Position{}, nil // the whole log: no need to look for where it starts
+	}
 	if l.dialect != dialect.Postgres {
 		return Position{Seq: seq, AfterSeq: seq}, nil
 	}

@@ -31,12 +31,13 @@ func newTailCommand(g *globals) *cobra.Command {
 the events after --after SEQ) and, with -f, keeps printing new ones as
 they commit until interrupted (Ctrl-C exits 0).
 
-It reads the log the way a consumer must to miss nothing: on PostgreSQL a
+-f reads the log the way a consumer must to miss nothing: on PostgreSQL a
 seq is assigned before its transaction commits, so following "seq > last"
-would skip an event whose transaction commits after a later one. tail
-follows in commit order instead (eventlog.Follower), so an event shows up
-once every transaction that started before it has ended, even if it
-prints after an event with a higher seq.`,
+would skip an event whose transaction commits after a later one. tail -f
+follows in commit order instead (eventlog.Follower): each event prints
+exactly once, once every transaction that started before it has ended,
+possibly after an event with a higher seq. The first events (-n, or tail
+without -f) come from a plain snapshot read.`,
 		Example: `  canonlog tail -f
   canonlog tail -n 50 --rollout r-42 --kind gate_decision
   canonlog tail --after 1200 -f -o ndjson`,
