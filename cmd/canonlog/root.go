@@ -259,6 +259,9 @@ func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	if p := urlPassword(g.resolveDatabaseURL()); len(p) >= 3 {
 		msg = strings.ReplaceAll(msg, p, "xxxxx")
 	}
+	// One line, whatever the error wrapped (a joined rollback error, a
+	// driver message with line breaks).
+	msg = strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", "; ")), " ")
 	fmt.Fprintf(stderr, "canonlog: %s\n", msg)
 	var (
 		ue usageError
