@@ -1,0 +1,322 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/probefailures"
+)
+
+// api serves fleetd's HTTP endpoints.
+type api struct {
+	log      *eventlog.Log
+	failures *probefailures.Store
+	progress *progressStore
+	logger   *slog.Logger
+}
+
+func newAPI(log *eventlog.Log, failures *probefailures.Store, progress *progressStore, logger *slog.Logger) *api {
+	return &api{log: log, failures: failures, progress: progress, logger: logger}
+}
+
+// newHandler routes fleetd's endpoints.
+func newHandler(a *api) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/agent-events", a.postAgentEvent)
+	mux.HandleFunc("GET /v1/rollouts/{id}/failing-hosts", a.failingHosts)
+	mux.HandleFunc("GET /v1/rollouts/{id}/summary", a.summary)
+	mux.HandleFunc("GET /v1/rollouts/{id}/hosts", a.hosts)
+	mux.HandleFunc("GET /healthz", a.healthz)
+	return mux
+}
+
+// agentEventRequest is the body of POST /v1/agent-events.
+type agentEventRequest struct {
+	HostID    string `json:"host_id"`
+	RolloutID string `json:"rollout_id"`
+	// EventID is the agent's idempotency key: a retried post with the same
+	// event_id lands once.
+	EventID string `json:"event_id"`
+	// TS is when the agent observed the event (RFC 3339); fleetd's clock
+	// stamps it when absent.
+	TS      string          `json:"ts"`
+	Payload json.RawMessage `json:"payload"`
+
+	ts time.Time // TS parsed
+}
+
+type agentEventResponse struct {
+	Seq       int64     `json:"seq"`
+	TS        time.Time `json:"ts"`
+	Duplicate bool      `json:"duplicate"`
+}
+
+// errorResponse is the body of every error: a message saying what to fix,
+// and the offending field when there is one.
+type errorResponse struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+	// Seq is the stored event an event_id conflict is with.
+	Seq int64 `json:"seq,omitempty"`
+}
+
+// bodyOverhead is what the request envelope may add to the payload.
+const bodyOverhead = 64 << 10
+
+// postAgentEvent appends one agent event. 201 with its seq; 200 with
+// duplicate=true when its event_id was already stored (the agent's retry);
+// 400 for a malformed body, 422 for a malformed probe result, 409 when
+// the event_id was used for a different event. Nothing is written unless
+// the answer is 201.
+func (a *api) postAgentEvent(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, int64(a.log.MaxPayloadBytes())+bodyOverhead)
+	req, err := decodeAgentEvent(r.Body)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeJSON(w, http.StatusRequestEntityTooLarge, errorResponse{
+				Error: fmt.Sprintf("body larger than %d bytes: payloads are limited to %d bytes", tooLarge.Limit, a.log.MaxPayloadBytes())})
+			return
+		}
+		writeJSON(w, http.StatusBadRequest, errorResponse{Error: err.Error()})
+		return
+	}
+	entry := eventlog.Entry{
+		Kind:      eventlog.KindAgentEvent,
+		HostID:    req.HostID,
+		RolloutID: req.RolloutID,
+		EventID:   req.EventID,
+		Payload:   req.Payload,
+	}
+	entry.TS = req.ts
+	res, err := a.log.Append(r.Context(), entry)
+	if err != nil {
+		a.appendError(w, r, err)
+		return
+	}
+	status := http.StatusCreated
+	if res.Duplicate {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, agentEventResponse{Seq: res.Event.Seq, TS: res.Event.TS, Duplicate: res.Duplicate})
+}
+
+// decodeAgentEvent reads exactly one JSON object with known fields and
+// checks what the log cannot: the fields an agent event needs.
+func decodeAgentEvent(body io.Reader) (agentEventRequest, error) {
+	var req agentEventRequest
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, describeDecodeError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return req, err
+		}
+		return req, errors.New("body must hold exactly one JSON object: found more after it")
+	}
+	switch {
+	case req.HostID == "":
+		return req, errors.New("host_id is required")
+	case req.EventID == "":
+		return req, errors.New("event_id is required: the agent's id for this event, kept across retries so a retried post lands once")
+	case len(req.Payload) == 0 || bytes.Equal(req.Payload, []byte("null")):
+		return req, errors.New(`payload is required: a JSON object such as {"type":"Heartbeat"}`)
+	case req.Payload[0] != '{':
+		return req, errors.New("payload must be a JSON object")
+	}
+	if req.TS != "" {
+		ts, err := time.Parse(time.RFC3339Nano, req.TS)
+		if err != nil {
+			return req, fmt.Errorf("ts %q: use an RFC 3339 timestamp such as 2026-05-16T01:00:00Z, or leave it out for the server's clock", req.TS)
+		}
+		req.ts = ts
+	}
+	return req, nil
+}
+
+func describeDecodeError(err error) error {
+	var (
+		syntax   *json.SyntaxError
+		typeErr  *json.UnmarshalTypeError
+		tooLarge *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &tooLarge):
+		return err
+	case errors.Is(err, io.EOF):
+		return errors.New(`empty body: send a JSON object with host_id, event_id and payload`)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("body is not valid JSON: it ends too early")
+	case errors.As(err, &syntax):
+		return fmt.Errorf("body is not valid JSON: %v (at byte %d)", syntax, syntax.Offset)
+	case errors.As(err, &typeErr):
+		if typeErr.Field == "" {
+			return errors.New("body must be a JSON object")
+		}
+		return fmt.Errorf("%s must be a JSON string, not a JSON %s", typeErr.Field, typeErr.Value)
+	default:
+		// encoding/json reports unknown fields only as text.
+		return fmt.Errorf("body: %v (known fields: host_id, rollout_id, event_id, ts, payload)", err)
+	}
+}
+
+// appendError answers a failed append with what the agent should do.
+func (a *api) appendError(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		invalid  *probefailures.ValidationError
+		conflict *eventlog.ConflictError
+		entry    *eventlog.EntryError
+	)
+	switch {
+	case errors.As(err, &invalid):
+		// Fields are named within the payload, except the event's host_id.
+		field := invalid.Field
+		if field != "host_id" {
+			field = "payload." + field
+		}
+		writeJSON(w, http.StatusUnprocessableEntity, errorResponse{
+			Error: fmt.Sprintf("payload is a malformed probe result: %s: %s; nothing was stored", field, invalid.Reason),
+			Field: field,
+		})
+	case errors.As(err, &conflict):
+		writeJSON(w, http.StatusConflict, errorResponse{
+			Error: fmt.Sprintf("event_id %q already belongs to event %d, which has a different %s: use a new event_id for a new event", conflict.EventID, conflict.Seq, conflict.Field),
+			Field: conflict.Field,
+			Seq:   conflict.Seq,
+		})
+	case errors.Is(err, eventlog.ErrPayloadTooLarge):
+		writeJSON(w, http.StatusRequestEntityTooLarge, errorResponse{Error: err.Error(), Field: "payload"})
+	case errors.As(err, &entry):
+		writeJSON(w, http.StatusBadRequest, errorResponse{Error: entry.Err.Error(), Field: entry.Field})
+	case eventlog.Retryable(err):
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: "the database is busy: retry with the same event_id"})
+	case r.Context().Err() != nil:
+		// The agent went away; it will retry with the same event_id.
+		a.logger.InfoContext(r.Context(), "fleetd: request cancelled", "err", err)
+	default:
+		a.logger.ErrorContext(r.Context(), "fleetd: append failed", "err", err)
+		writeJSON(w, http.StatusInternalServerError, errorResponse{Error: "internal error: retry with the same event_id"})
+	}
+}
+
+type failingHostsResponse struct {
+	RolloutID string   `json:"rollout_id"`
+	ControlID string   `json:"control_id"`
+	Hosts     []string `json:"hosts"`
+}
+
+// failingHosts answers GET /v1/rollouts/{id}/failing-hosts?control=ID
+// from probe_failures: the hosts failing a control in a rollout.
+func (a *api) failingHosts(w http.ResponseWriter, r *http.Request) {
+	rollout, control := r.PathValue("id"), r.URL.Query().Get("control")
+	if control == "" {
+		writeJSON(w, http.StatusBadRequest, errorResponse{Error: "query parameter control is required, e.g. ?control=CIS-5.2.1", Field: "control"})
+		return
+	}
+	hosts, err := a.failures.FailingHosts(r.Context(), rollout, control)
+	if err != nil {
+		a.queryError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, failingHostsResponse{RolloutID: rollout, ControlID: control, Hosts: hosts})
+}
+
+type summaryResponse struct {
+	RolloutID    string           `json:"rollout_id"`
+	FailingHosts int              `json:"failing_hosts"`
+	Controls     []controlSummary `json:"controls"`
+}
+
+type controlSummary struct {
+	ControlID    string `json:"control_id"`
+	Framework    string `json:"framework"`
+	FailingHosts int    `json:"failing_hosts"`
+}
+
+// summary answers GET /v1/rollouts/{id}/summary: the distinct failing
+// hosts of a rollout and, per failing control, how many hosts fail it.
+func (a *api) summary(w http.ResponseWriter, r *http.Request) {
+	rollout := r.PathValue("id")
+	n, err := a.failures.CountFailingHosts(r.Context(), rollout)
+	if err != nil {
+		a.queryError(w, r, err)
+		return
+	}
+	controls, err := a.failures.Summary(r.Context(), rollout)
+	if err != nil {
+		a.queryError(w, r, err)
+		return
+	}
+	out := summaryResponse{RolloutID: rollout, FailingHosts: n, Controls: make([]controlSummary, len(controls))}
+	for i, c := range controls {
+		out.Controls[i] = controlSummary(c)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+type hostsResponse struct {
+	RolloutID string         `json:"rollout_id"`
+	Hosts     []HostProgress `json:"hosts"`
+}
+
+// hosts answers GET /v1/rollouts/{id}/hosts[?after=HOST&limit=N] from
+// rollout_progress: each host's last event in the rollout, by host name.
+func (a *api) hosts(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 0
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, errorResponse{Error: fmt.Sprintf("limit %q: use a number from 1 to %d", v, maxHostsLimit), Field: "limit"})
+			return
+		}
+		limit = n
+	}
+	hosts, err := a.progress.Hosts(r.Context(), r.PathValue("id"), q.Get("after"), limit)
+	if err != nil {
+		a.queryError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, hostsResponse{RolloutID: r.PathValue("id"), Hosts: hosts})
+}
+
+func (a *api) queryError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, probefailures.ErrInvalidQuery), errors.Is(err, errInvalidQuery):
+		writeJSON(w, http.StatusBadRequest, errorResponse{Error: err.Error()})
+	case r.Context().Err() != nil:
+	default:
+		a.logger.ErrorContext(r.Context(), "fleetd: query failed", "path", r.URL.Path, "err", err)
+		writeJSON(w, http.StatusInternalServerError, errorResponse{Error: "internal error"})
+	}
+}
+
+// healthz reports whether the database answers.
+func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := a.log.DB().PingContext(ctx); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "database unreachable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// syncBuffer is a bytes.Buffer safe to share with a logger.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func noEnv(string) (string, bool) { return "", false }
+
+func envOf(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+}
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sqliteURL := func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "fleetd.db") }
+
+	for name, tc := range map[string]struct {
+		args []string
+		env  map[string]string
+		code int
+		want string
+	}{
+		"help":            {args: []string{"-h"}, code: exitOK, want: "fleetd [flags] rebuild [NAME…]"},
+		"unknown_flag":    {args: []string{"-port", "80"}, code: exitUsage, want: "flag provided but not defined: -port"},
+		"unknown_command": {args: []string{"serve"}, code: exitUsage, want: `unknown command "serve"`},
+		"bad_env":         {env: map[string]string{"CANONLOG_STALE_POLICY": "later"}, code: exitUsage, want: `CANONLOG_STALE_POLICY="later": use refuse, rebuild or ignore`},
+		"bad_timeout":     {args: []string{"-start-timeout", "0s"}, code: exitUsage, want: "-start-timeout"},
+		"bad_url":         {args: []string{"-database-url", "mysql://db", "rebuild"}, code: exitFailure, want: "unknown scheme"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr syncBuffer
+			code := run(ctx, tc.args, envOf(tc.env), &stdout, &stderr)
+			require.Equal(t, tc.code, code, stderr.String())
+			require.Contains(t, stderr.String(), tc.want)
+		})
+	}
+
+	t.Run("port_taken", func(t *testing.T) {
+		t.Parallel()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer ln.Close()
+		var stdout, stderr syncBuffer
+		code := run(ctx, []string{"-addr", ln.Addr().String(), "-database-url", sqliteURL(t)}, noEnv, &stdout, &stderr)
+		require.Equal(t, exitFailure, code)
+		require.Contains(t, stderr.String(), "listen on "+ln.Addr().String())
+	})
+
+	t.Run("addr_from_env", func(t *testing.T) {
+		t.Parallel()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer ln.Close()
+		var stdout, stderr syncBuffer
+		env := map[string]string{"FLEETD_ADDR": ln.Addr().String(), "CANONLOG_DATABASE_URL": sqliteURL(t)}
+		require.Equal(t, exitFailure, run(ctx, nil, envOf(env), &stdout, &stderr))
+		require.Contains(t, stderr.String(), "listen on "+ln.Addr().String())
+	})
+
+	t.Run("rebuild_all", func(t *testing.T) {
+		t.Parallel()
+		var stdout, stderr syncBuffer
+		require.Equal(t, exitOK, run(ctx, []string{"rebuild"}, envOf(map[string]string{"DATABASE_URL": sqliteURL(t)}), &stdout, &stderr), stderr.String())
+		require.Contains(t, stdout.String(), "rebuilt probe_failures (version 1): 0 events replayed")
+		require.Contains(t, stdout.String(), "rebuilt rollout_progress (version 1): 0 events replayed")
+	})
+}

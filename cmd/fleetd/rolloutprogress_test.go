@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/projectiontest"
+)
+
+// TestRolloutProgress proves the upsert guarded by seq: whatever the
+// interleaving of concurrent appends and rebuilds, the live view equals a
+// fresh derivation from the log.
+func TestRolloutProgress(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		db := dbtest.New(t, backend).Open(t)
+		types := []string{"Heartbeat", "ProbeResult", "ApplyFinished"}
+		statuses := []string{"ok", "fail", "pass"}
+		projectiontest.RequireRebuildEquivalent(t, db, rolloutProgress{}, func(r *rand.Rand) eventlog.Entry {
+			e := eventlog.Entry{
+				Kind:    eventlog.KindAgentEvent,
+				HostID:  fmt.Sprint("web-", r.IntN(6)),
+				EventID: fmt.Sprint("e-", r.IntN(400)),
+				Payload: json.RawMessage(fmt.Sprintf(`{"type":%q,"status":%q}`, types[r.IntN(3)], statuses[r.IntN(3)])),
+			}
+			switch r.IntN(10) {
+			case 0: // no rollout: not progress
+			case 1:
+				e.Payload = json.RawMessage(`[1, 2]`) // not an object: counts, typeless
+				e.RolloutID = "r-1"
+			default:
+				e.RolloutID = fmt.Sprint("r-", r.IntN(3))
+			}
+			return e
+		}, nil)
+	})
+}
+
+func TestTypeAndStatus(t *testing.T) {
+	t.Parallel()
+	for payload, want := range map[string][2]string{
+		`{"type":"Heartbeat","status":"ok"}`: {"Heartbeat", "ok"},
+		`{"type":"Heartbeat"}`:               {"Heartbeat", ""},
+		`{"type":7,"status":["x"]}`:          {"", ""},
+		`[1]`:                                {"", ""},
+		`"text"`:                             {"", ""},
+	} {
+		typ, status := typeAndStatus(json.RawMessage(payload))
+		require.Equal(t, want, [2]string{typ, status}, payload)
+	}
+}
+
+// TestRebuildCommand: `fleetd rebuild` re-derives fleetd's own projection,
+// which the canonlog command does not know.
+func TestRebuildCommand(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		f := setup(t, backend, noConfig)
+		c := newClient(t, f.handler)
+		for _, body := range []string{
+			probeBody("web-1", "r-1", "a", "C1"),
+			`{"host_id":"web-1","rollout_id":"r-1","event_id":"b","payload":{"type":"Heartbeat","status":"ok"}}`,
+			`{"host_id":"web-2","rollout_id":"r-1","event_id":"c","payload":{"type":"ApplyFinished","status":"ok"}}`,
+		} {
+			require.Equal(t, 201, c.do("POST", "/v1/agent-events", body, nil))
+		}
+		var want hostsResponse
+		require.Equal(t, 200, c.do("GET", "/v1/rollouts/r-1/hosts", "", &want))
+		_, err := f.db.ExecContext(ctx, `UPDATE rollout_progress SET last_status = 'tampered'`)
+		require.NoError(t, err)
+
+		var stdout, stderr syncBuffer
+		url := dbURL(t, f)
+		code := run(ctx, []string{"-database-url", url, "rebuild", "rollout_progress"}, noEnv, &stdout, &stderr)
+		require.Equal(t, exitOK, code, stderr.String())
+		require.Contains(t, stdout.String(), "rebuilt rollout_progress (version 1): 3 events replayed, 2 rows")
+
+		var got hostsResponse
+		require.Equal(t, 200, c.do("GET", "/v1/rollouts/r-1/hosts", "", &got))
+		require.Equal(t, want, got)
+
+		code = run(ctx, []string{"-database-url", url, "rebuild", "host_status"}, noEnv, &stdout, &stderr)
+		require.Equal(t, exitFailure, code)
+		require.Contains(t, stderr.String(), `unknown projection: "host_status"`)
+		require.Contains(t, stderr.String(), "rollout_progress")
+	})
+}
