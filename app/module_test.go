@@ -18,6 +18,7 @@ import (
 
 	"github.com/canonlog/canonlog/app"
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/eventlogtest"
 	"github.com/canonlog/canonlog/internal/dbtest"
 	"github.com/canonlog/canonlog/probefailures"
 	"github.com/canonlog/canonlog/projection"
@@ -364,6 +365,21 @@ func TestModuleRefuses(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestWithTestDB: the database of eventlogtest, already migrated for
+// canonlog's core, serves a service's unit tests.
+func TestWithTestDB(t *testing.T) {
+	t.Parallel()
+	db := eventlogtest.NewDB(t)
+	a, s := setup(t, app.Config{}, app.WithDB(db), app.AsProjection(hostSeen{}))
+	a.RequireStart()
+	defer a.RequireStop()
+	_, err := s.Log.Append(context.Background(), statusReport("web-1", "up", "e-1"))
+	require.NoError(t, err)
+	rows, err := hostSeenRows(context.Background(), db)
+	require.NoError(t, err)
+	require.Equal(t, []string{"web-1=up"}, rows)
 }
 
 // TestValidateApp checks the graph wiring without running a constructor.
