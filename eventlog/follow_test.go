@@ -240,6 +240,7 @@ func TestFollowHeldTransaction(t *testing.T) {
 	// holding the others back.
 	held2, err := db.BeginTxx(ctx, nil)
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = held2.Rollback() }) // a failure must not leave it blocking the schema's drop
 	_, err = log.AppendTx(ctx, held2, entry("e", `{"n":"e"}`))
 	require.NoError(t, err)
 	g, err := log.Append(ctx, entry("g", `{"n":"g"}`))
@@ -254,6 +255,7 @@ func TestFollowHeldTransaction(t *testing.T) {
 	// commits later, even though a lower-tx event was already readable.
 	held3, err := db.BeginTxx(ctx, nil)
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = held3.Rollback() }) // a failure must not leave it blocking the schema's drop
 	h, err := log.AppendTx(ctx, held3, entry("h", `{"n":"h"}`))
 	require.NoError(t, err)
 	i, err := log.Append(ctx, entry("i", `{"n":"i"}`))
