@@ -51,10 +51,12 @@ const connectTimeout = 30 * time.Second
 // longer).
 var Module = fx.Module("canonlog",
 	fx.Provide(New),
-	// Nothing may depend on the log, yet the schema must still be migrated
-	// and checked when the module is included.
-	fx.Invoke(func(*eventlog.Log) {}),
+	fx.Invoke(requireLog),
 )
+
+// requireLog makes fx build the log even when nothing depends on it: the
+// schema must still be migrated and checked when the module is included.
+func requireLog(*eventlog.Log) {}
 
 // Params are Module's dependencies.
 type Params struct {
@@ -106,6 +108,7 @@ func New(p Params) (Result, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 		defer cancel()
 		if db, err = eventlog.OpenDB(ctx, p.Config.databaseURL()); err != nil {
+			err = redactError(err, p.Config.databaseURL())
 			return Result{}, fmt.Errorf("app: open the database (Config.DatabaseURL, %s): %w", EnvDatabaseURL, err)
 		}
 		owned = true

@@ -346,6 +346,13 @@ func TestModuleRefuses(t *testing.T) {
 		require.ErrorContains(t, err, "unknown scheme")
 	})
 
+	t.Run("password_kept_out_of_errors", func(t *testing.T) {
+		t.Parallel()
+		err := startErr(t, app.Config{DatabaseURL: "postgres://svc@127.0.0.1:1/db?password=s3cret&sslmode=disable&connect_timeout=2"})
+		require.ErrorContains(t, err, "connect to")
+		require.NotContains(t, err.Error(), "s3cret")
+	})
+
 	t.Run("no_config", func(t *testing.T) {
 		t.Parallel()
 		err := fx.ValidateApp(fx.NopLogger, app.Module)
@@ -380,6 +387,24 @@ func TestWithTestDB(t *testing.T) {
 	rows, err := hostSeenRows(context.Background(), db)
 	require.NoError(t, err)
 	require.Equal(t, []string{"web-1=up"}, rows)
+}
+
+// TestNewWithoutGraph: New is an ordinary constructor; any fx.Lifecycle
+// runs its hooks.
+func TestNewWithoutGraph(t *testing.T) {
+	t.Parallel()
+	lc := fxtest.NewLifecycle(t)
+	res, err := app.New(app.Params{
+		Lifecycle:   lc,
+		Config:      app.Config{DatabaseURL: "sqlite::memory:"},
+		Projections: []projection.Projection{hostSeen{}, probefailures.New()},
+	})
+	require.NoError(t, err)
+	lc.RequireStart()
+	_, err = res.Log.Append(context.Background(), statusReport("web-1", "up", "e-1"))
+	require.NoError(t, err)
+	lc.RequireStop()
+	requireClosed(t, res.DB)
 }
 
 // TestValidateApp checks the graph wiring without running a constructor.

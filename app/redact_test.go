@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -17,4 +18,14 @@ func TestRedactURL(t *testing.T) {
 	} {
 		require.Equal(t, want, redactURL(in), in)
 	}
+}
+
+func TestRedactError(t *testing.T) {
+	t.Parallel()
+	raw := "postgres://u@db/x?password=s%26cret&sslmode=disable"
+	cause := errors.New("eventlog: connect to " + raw + ": connection refused")
+	err := redactError(cause, raw)
+	require.ErrorIs(t, err, cause)
+	require.Equal(t, "eventlog: connect to postgres://u@db/x?password=xxxxx&sslmode=disable: connection refused", err.Error())
+	require.Equal(t, cause, redactError(cause, "sqlite:x.db"))
 }

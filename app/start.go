@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"slices"
+	"strings"
 
 	"github.com/jmoiron/sqlx"
 
@@ -124,6 +125,35 @@ func (s *starter) stop(context.Context) error {
 	}
 	return nil
 }
+
+// redactError hides a password query parameter of rawURL in err's
+// message: eventlog.OpenDB hides the password in a URL's user part but
+// quotes its query as is, and lib/pq reads a password from either. The
+// result still unwraps to err.
+func redactError(err error, rawURL string) error {
+	u, perr := url.Parse(rawURL)
+	if err == nil || perr != nil {
+		return err
+	}
+	msg := err.Error()
+	for _, kv := range strings.Split(u.RawQuery, "&") {
+		if k, v, _ := strings.Cut(kv, "="); k == "password" && v != "" {
+			msg = strings.ReplaceAll(msg, kv, "password=xxxxx")
+		}
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &redactedError{msg: msg, err: err}
+}
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
 
 // redactURL hides the password of a database URL, in the user part or in
 // a password query parameter (lib/pq reads both), before it is logged.
