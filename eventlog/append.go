@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 
@@ -45,7 +46,7 @@ func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error
 	// Prepare the insert before the transaction takes a connection: with a
 	// one-connection pool (sqlite::memory:) preparing inside it would wait
 	// for itself.
-	if _, err := l.stmt(ctx, l.insertQuery(len(prepared))); err != nil {
+	if _, err := l.stmt(ctx, l.insertQuery(len(prepared), len(l.sharedLocks(prepared)))); err != nil {
 		return nil, fmt.Errorf("eventlog: append: %w", err)
 	}
 	var res []Result
@@ -106,7 +107,7 @@ func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []prepare
 			return nil, fmt.Errorf("eventlog: take the append lock: %w", err)
 		}
 	}
-	seqs, err := l.insert(ctx, tx, entries)
+	seqs, err := l.insert(ctx, tx, entries, l.sharedLocks(entries))
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: append: %w", err)
 	}
@@ -136,12 +137,33 @@ func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []prepare
 	return results, nil
 }
 
-// insertQuery returns the statement that inserts n entries.
-func (l *Log) insertQuery(n int) string {
-	if l.dialect == dialect.Postgres && n > 1 {
+// insertQuery returns the statement that inserts n entries taking
+// nLocks shared locks.
+func (l *Log) insertQuery(n, nLocks int) string {
+	switch {
+	case l.dialect != dialect.Postgres:
+		return l.q.insertOne
+	case n > 1:
 		return l.q.insertBatch
+	default:
+		return l.q.insertOneLocked(nLocks)
 	}
-	return l.q.insertOne
+}
+
+// sharedLocks returns the advisory locks a LockingHook needs for entries,
+// on PostgreSQL; nil otherwise.
+func (l *Log) sharedLocks(entries []preparedEntry) []string {
+	lh, ok := l.hook.(LockingHook)
+	if !ok || l.dialect != dialect.Postgres {
+		return nil
+	}
+	kinds := make([]Kind, 0, 1)
+	for _, e := range entries {
+		if !slices.Contains(kinds, e.Kind) {
+			kinds = append(kinds, e.Kind)
+		}
+	}
+	return lh.SharedLocks(kinds)
 }
 
 // txStmt returns query as a statement of tx: the log's prepared statement
@@ -159,22 +181,32 @@ func (l *Log) txStmt(ctx context.Context, tx *sqlx.Tx, query string) (*sqlx.Stmt
 
 // insert writes entries and returns, per entry, its new seq or 0 when its
 // event id was already taken.
-func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry) ([]int64, error) {
+func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string) ([]int64, error) {
 	seqs := make([]int64, len(entries))
-	st, err := l.txStmt(ctx, tx, l.insertQuery(len(entries)))
+	st, err := l.txStmt(ctx, tx, l.insertQuery(len(entries), len(locks)))
 	if err != nil {
 		return nil, err
 	}
 	if l.dialect == dialect.Postgres && len(entries) > 1 {
-		return seqs, l.insertBatchPostgres(ctx, st, entries, seqs)
+		return seqs, l.insertBatchPostgres(ctx, st, entries, locks, seqs)
+	}
+	// Only PostgreSQL single inserts carry locks (one column each).
+	dest := make([]any, 1+len(locks))
+	for i := 1; i < len(dest); i++ {
+		dest[i] = new(sql.RawBytes)
 	}
 	for i, e := range entries {
-		rows, err := st.QueryContext(ctx, dbtime.Format(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID)
+		args := []any{dbtime.Format(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID}
+		for _, name := range locks {
+			args = append(args, name)
+		}
+		rows, err := st.QueryContext(ctx, args...)
 		if err != nil {
 			return nil, err
 		}
 		if rows.Next() {
-			err = rows.Scan(&seqs[i])
+			dest[0] = &seqs[i]
+			err = rows.Scan(dest...)
 		}
 		if cerr := rows.Close(); err == nil {
 			err = cerr
@@ -189,7 +221,7 @@ func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry) 
 	return seqs, nil
 }
 
-func (l *Log) insertBatchPostgres(ctx context.Context, st *sqlx.Stmt, entries []preparedEntry, seqs []int64) error {
+func (l *Log) insertBatchPostgres(ctx context.Context, st *sqlx.Stmt, entries []preparedEntry, locks []string, seqs []int64) error {
 	n := len(entries)
 	ts, kinds, hosts, rollouts, payloads, ids := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, e := range entries {
@@ -197,7 +229,7 @@ func (l *Log) insertBatchPostgres(ctx context.Context, st *sqlx.Stmt, entries []
 	}
 	rows, err := st.QueryContext(ctx,
 		pq.StringArray(ts), pq.StringArray(kinds), pq.StringArray(hosts),
-		pq.StringArray(rollouts), pq.StringArray(payloads), pq.StringArray(ids))
+		pq.StringArray(rollouts), pq.StringArray(payloads), pq.StringArray(ids), pq.StringArray(locks))
 	if err != nil {
 		return err
 	}

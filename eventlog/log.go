@@ -24,6 +24,20 @@ type Hook interface {
 	AfterAppend(ctx context.Context, tx *sqlx.Tx, events []Event) error
 }
 
+// LockingHook is an optional extension of Hook. On PostgreSQL, before the
+// hook runs, the log takes a shared transaction-level advisory lock on each
+// name SharedLocks returns for the kinds being appended (the key is
+// internal/pglock's hash of the current schema and the name), inside the
+// very statement that inserts the events: it costs no extra round trip. A
+// holder of the same lock in exclusive mode (a projection rebuild) thereby
+// excludes appends of those kinds. SQLite ignores it: it has one writer.
+type LockingHook interface {
+	Hook
+	// SharedLocks returns the lock names for an append of entries of kinds
+	// (distinct, in entry order); nil or empty for none.
+	SharedLocks(kinds []Kind) []string
+}
+
 // Config configures a Log. A nil *Config means all defaults.
 type Config struct {
 	// Clock stamps entries appended with a zero TS. Defaults to SystemClock.

@@ -124,14 +124,18 @@ func sqliteDSN(path, query string, memory bool) string {
 	return path + "?" + strings.Join(params, "&")
 }
 
-// redactURL hides a password in a database URL before it goes into an error.
+// redactURL hides passwords in a database URL before it goes into an
+// error: the one in the user part, and a password query parameter (lib/pq
+// reads both).
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		if err != nil {
-			return "(unparsable URL)"
-		}
-		return raw
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
 }

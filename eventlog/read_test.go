@@ -199,6 +199,9 @@ func TestOpenDB(t *testing.T) {
 	_, err := eventlog.OpenDB(ctx, "postgres://alice:s3cret@127.0.0.1:1/db?sslmode=disable&connect_timeout=1")
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "s3cret", "passwords never reach error messages")
+	_, err = eventlog.OpenDB(ctx, "postgres://alice@127.0.0.1:1/db?sslmode=disable&password=s3cret&connect_timeout=1")
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "s3cret", "nor as a query parameter")
 
 	// Pragmas hold on every pooled connection of a file database.
 	db, err := eventlog.OpenDB(ctx, "sqlite:"+t.TempDir()+"/x.db")

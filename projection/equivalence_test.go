@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"pgregory.net/rapid"
@@ -158,4 +159,55 @@ func TestRebuildDuringConcurrentAppends(t *testing.T) {
 		}
 		t.Logf("%s: %d events appended across 5 rebuilds", backend, n)
 	})
+}
+
+// On PostgreSQL an append that applies to a projection holds its lock in
+// shared mode (taken in the insert statement), so it waits while a rebuild
+// holds it exclusively; an append of a kind the projection ignores does
+// not wait, and neither does one whose event id is already stored.
+func TestAppendsWaitForTheRebuildLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	view := &kindView{testView{kinds: []eventlog.Kind{eventlog.KindAgentEvent}}}
+	log, _, db := setup(t, "postgres", view)
+	dup := ev(eventlog.KindAgentEvent, "h", `{"d":1}`)
+	dup.EventID = "dup"
+	_, err := log.Append(ctx, dup)
+	require.NoError(t, err)
+
+	holder, err := db.BeginTxx(ctx, nil)
+	require.NoError(t, err)
+	_, err = holder.Exec(`SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':' || 'canonlog:projection:test_view', 0))`)
+	require.NoError(t, err)
+
+	// Not waiting: another kind, and a duplicate.
+	_, err = log.Append(ctx, ev(eventlog.KindPlanAction, "h", `{}`))
+	require.NoError(t, err)
+	res, err := log.Append(ctx, dup)
+	require.NoError(t, err)
+	require.True(t, res.Duplicate)
+
+	for _, batch := range [][]eventlog.Entry{
+		{ev(eventlog.KindAgentEvent, "h", `{"single":1}`)},
+		{ev(eventlog.KindPlanAction, "h", `{}`), ev(eventlog.KindAgentEvent, "h", `{"batch":1}`)},
+	} {
+		done := make(chan error, 1)
+		go func() { _, err := log.AppendBatch(ctx, batch); done <- err }()
+		select {
+		case err := <-done:
+			t.Fatalf("append applying to test_view finished while its lock was held exclusively: %v", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		var waiting int
+		require.NoError(t, db.Get(&waiting, `SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`))
+		require.Equal(t, 1, waiting)
+		require.NoError(t, holder.Commit())
+		require.NoError(t, <-done)
+		holder, err = db.BeginTxx(ctx, nil)
+		require.NoError(t, err)
+		_, err = holder.Exec(`SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':' || 'canonlog:projection:test_view', 0))`)
+		require.NoError(t, err)
+	}
+	require.NoError(t, holder.Rollback())
+	require.Equal(t, 3, count(t, db, "test_view"))
 }

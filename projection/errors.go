@@ -81,7 +81,7 @@ func (e *StaleError) Error() string {
 			parts[i] = fmt.Sprintf("%s (version %d, built at version %d)", s.Name, s.Version, s.BuiltVersion)
 		}
 	}
-	return fmt.Sprintf("stale projections, rebuild them first (canonlog rebuild --stale): %s", strings.Join(parts, ", "))
+	return fmt.Sprintf("stale projections, rebuild them before serving (projection.Rebuild with StaleOnly, or the stale policy \"rebuild\"): %s", strings.Join(parts, ", "))
 }
 
 func (e *StaleError) Unwrap() error { return ErrStale }

@@ -10,7 +10,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/dialect"
+	"github.com/canonlog/canonlog/internal/pglock"
 	"github.com/canonlog/canonlog/migrations"
 )
 
@@ -22,7 +22,7 @@ type Registry struct {
 	entries []*registered // sorted by name
 }
 
-var _ eventlog.Hook = (*Registry)(nil)
+var _ eventlog.LockingHook = (*Registry)(nil)
 
 // registered is a projection with its optional extensions resolved once.
 type registered struct {
@@ -198,12 +198,31 @@ func cmpString(a, b string) int {
 	return 0
 }
 
+// SharedLocks implements eventlog.LockingHook: an append holds, in shared
+// mode, the lock of every projection that wants one of its kinds, so that
+// a rebuild (which takes it exclusively) and appends never interleave. The
+// log takes them in the insert statement itself, before AfterAppend runs.
+func (r *Registry) SharedLocks(kinds []eventlog.Kind) []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var names []string
+	for _, e := range r.entries {
+		for _, k := range kinds {
+			if e.wants(k) {
+				names = append(names, pglock.ProjectionLock(e.name))
+				break
+			}
+		}
+	}
+	return names
+}
+
 // AfterAppend implements eventlog.Hook: it applies events to every
 // projection that wants them, in name order, inside the append's
-// transaction. On PostgreSQL it first takes each such projection's lock in
-// shared mode, so that a rebuild (which takes it exclusively) and appends
-// never interleave. The first error aborts the append; it is an
-// *ApplyError naming the projection and the event.
+// transaction. It relies on the log having taken SharedLocks (which
+// eventlog.Log does on PostgreSQL); call it only through a Log. The first
+// error aborts the append; it is an *ApplyError naming the projection and
+// the event.
 func (r *Registry) AfterAppend(ctx context.Context, tx *sqlx.Tx, events []eventlog.Event) error {
 	r.mu.RLock()
 	entries := r.entries
@@ -219,16 +238,6 @@ func (r *Registry) AfterAppend(ctx context.Context, tx *sqlx.Tx, events []eventl
 				break
 			}
 		}
-	}
-	if len(targets) == 0 {
-		return nil
-	}
-	d, err := dialect.ForDriver(tx.DriverName())
-	if err != nil {
-		return err
-	}
-	if err := lockShared(ctx, tx, d, targets); err != nil {
-		return err
 	}
 	for _, e := range targets {
 		if err := e.apply(ctx, tx, filterKinds(e, events)); err != nil {

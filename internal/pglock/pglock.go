@@ -1,0 +1,18 @@
+// Package pglock names canonlog's PostgreSQL advisory locks. A lock is
+// identified by a name; its key is a hash of the current schema and the
+// name, so that logs in different schemas of one database never contend.
+package pglock
+
+// KeyExpr returns the SQL expression for the lock key of the name given by
+// nameExpr (a placeholder or a column). Every place that takes one of
+// canonlog's named locks goes through here, so shared and exclusive
+// holders always agree on the key.
+func KeyExpr(nameExpr string) string {
+	return "hashtextextended(current_schema() || ':' || " + nameExpr + ", 0)"
+}
+
+// ProjectionLock returns the lock name of a projection: appends that apply
+// to it hold it shared, rebuild and verify hold it exclusively.
+func ProjectionLock(projection string) string {
+	return "canonlog:projection:" + projection
+}
