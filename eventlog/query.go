@@ -141,25 +141,35 @@ func (l *Log) query(ctx context.Context, q sqlx.QueryerContext, f Filter) ([]Eve
 		return nil, err
 	}
 	query := l.db.Rebind(`SELECT ` + eventColumns + ` FROM event_log` + where + ` ORDER BY seq LIMIT ?`)
-	return readEvents(ctx, q, query, append(args, f.Limit), f.Limit)
+	events, _, err := readEvents(ctx, q, query, append(args, f.Limit), f.Limit, 0)
+	return events, err
 }
 
-func readEvents(ctx context.Context, q sqlx.QueryerContext, query string, args []any, capHint int) ([]Event, error) {
+// readEvents runs query and scans its events. With maxBytes > 0 it stops
+// once the payloads read reach maxBytes (after at least one event) and
+// reports truncated; the rest of the result is discarded unread into
+// memory.
+func readEvents(ctx context.Context, q sqlx.QueryerContext, query string, args []any, capHint, maxBytes int) (events []Event, truncated bool, err error) {
 	rows, err := q.QueryxContext(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("eventlog: query: %w", err)
+		return nil, false, fmt.Errorf("eventlog: query: %w", err)
 	}
 	defer rows.Close()
-	events := make([]Event, 0, capHint)
+	events = make([]Event, 0, capHint)
+	size := 0
 	for rows.Next() {
 		var ev Event
 		if err := scanEvent(rows, &ev); err != nil {
-			return nil, fmt.Errorf("eventlog: query: %w", err)
+			return nil, false, fmt.Errorf("eventlog: query: %w", err)
 		}
 		events = append(events, ev)
+		if size += len(ev.Payload); maxBytes > 0 && size >= maxBytes {
+			truncated = true
+			break
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("eventlog: query: %w", err)
+		return nil, false, fmt.Errorf("eventlog: query: %w", err)
 	}
-	return events, nil
+	return events, truncated, nil
 }

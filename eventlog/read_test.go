@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -236,4 +237,42 @@ func TestOpenDB(t *testing.T) {
 	require.NoError(t, err)
 	_, err = m2.Exec(`SELECT * FROM only_in_m1`)
 	require.Error(t, err)
+}
+
+// Pages are bounded by payload bytes too: large payloads make short pages,
+// and every event still comes through once, in order.
+func TestPagesByteBudget(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		log, _ := setup(t, backend, nil)
+		big := `"` + strings.Repeat("x", 10_000) + `"`
+		var entries []eventlog.Entry
+		for i := range 60 {
+			p := `{}`
+			if i%2 == 0 {
+				p = big
+			}
+			entries = append(entries, entry("h", p))
+		}
+		_, err := log.AppendBatch(ctx, entries)
+		require.NoError(t, err)
+		var seqs []int64
+		for page, err := range log.Pages(ctx, 0, &eventlog.ReadOptions{PageSize: 50, MaxPageBytes: 35_000}) {
+			require.NoError(t, err)
+			size := 0
+			for _, ev := range page {
+				size += len(ev.Payload)
+				seqs = append(seqs, ev.Seq)
+			}
+			require.Less(t, size-len(page[len(page)-1].Payload), 35_000, "the page stopped once it reached the budget")
+		}
+		require.Len(t, seqs, 60)
+		for i := range seqs {
+			require.EqualValues(t, i+1, seqs[i])
+		}
+		for _, err := range log.Pages(ctx, 0, &eventlog.ReadOptions{MaxPageBytes: -1}) {
+			require.ErrorIs(t, err, eventlog.ErrInvalidFilter)
+		}
+	})
 }

@@ -15,6 +15,9 @@ const (
 	DefaultPageSize = 2000
 	// MaxPageSize is the largest ReadOptions.PageSize accepted.
 	MaxPageSize = 100000
+	// DefaultMaxPageBytes is the payload budget of a page when
+	// ReadOptions.MaxPageBytes is 0: 16 MiB.
+	DefaultMaxPageBytes = 16 << 20
 )
 
 // ReadOptions tunes a streaming read. A nil *ReadOptions means defaults.
@@ -24,6 +27,12 @@ type ReadOptions struct {
 	PageSize int
 	// Kinds, when set, keeps only events of these kinds.
 	Kinds []Kind
+	// MaxPageBytes bounds the payload bytes of one page: a page ends early
+	// once its payloads reach it (always holding at least one event), and
+	// the next page's size is scaled to the payloads seen, so memory stays
+	// bounded by bytes, not only by event count, when payloads are large.
+	// Defaults to DefaultMaxPageBytes.
+	MaxPageBytes int
 }
 
 // Pages streams every event with seq > afterSeq, in seq order, a page at a
@@ -79,6 +88,13 @@ func (l *Log) pages(ctx context.Context, q sqlx.QueryerContext, afterSeq int64, 
 		case o.PageSize == 0:
 			o.PageSize = DefaultPageSize
 		}
+		switch {
+		case o.MaxPageBytes < 0:
+			yield(nil, fmt.Errorf("eventlog: %w: MaxPageBytes is %d, must not be negative", ErrInvalidFilter, o.MaxPageBytes))
+			return
+		case o.MaxPageBytes == 0:
+			o.MaxPageBytes = DefaultMaxPageBytes
+		}
 		f := Filter{AfterSeq: afterSeq, Kinds: o.Kinds}
 		where, args, err := f.where()
 		if err != nil {
@@ -91,9 +107,10 @@ func (l *Log) pages(ctx context.Context, q sqlx.QueryerContext, afterSeq int64, 
 			where, args = " WHERE seq > ?"+andRest(where), append([]any{int64(0)}, args...)
 		}
 		query := l.db.Rebind(`SELECT ` + eventColumns + ` FROM event_log` + where + ` ORDER BY seq LIMIT ?`)
-		args = append(args, o.PageSize)
+		limit := o.PageSize
+		args = append(args, limit)
 		for {
-			page, err := readEvents(ctx, q, query, args, o.PageSize)
+			page, truncated, err := readEvents(ctx, q, query, args, limit, o.MaxPageBytes)
 			if err != nil {
 				yield(nil, err)
 				return
@@ -104,10 +121,22 @@ func (l *Log) pages(ctx context.Context, q sqlx.QueryerContext, afterSeq int64, 
 			if !yield(page, nil) {
 				return
 			}
-			if len(page) < o.PageSize {
+			if !truncated && len(page) < limit {
 				return
 			}
 			args[0] = page[len(page)-1].Seq
+			// Ask for about as many events as the budget holds at the
+			// average payload size seen, so large payloads are not read
+			// only to be dropped.
+			size := 0
+			for _, ev := range page {
+				size += len(ev.Payload)
+			}
+			limit = o.PageSize
+			if avg := size / len(page); avg > 0 {
+				limit = max(1, min(o.PageSize, o.MaxPageBytes/avg))
+			}
+			args[len(args)-1] = limit
 		}
 	}
 }
