@@ -165,6 +165,12 @@ func TestFollowStopsOnCancel(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		_, err := log.Append(ctx, entry("h", `{}`))
 		require.NoError(t, err)
+		// Wait until the event is readable (another transaction on the
+		// server may hold the horizon back for a moment), so that the
+		// hour-long interval below starts only after the first delivery.
+		probe, err := log.NewFollower(eventlog.Position{}, nil)
+		require.NoError(t, err)
+		pollUntil(t, probe, 1)
 		got := make(chan eventlog.Event, 10)
 		done := make(chan error, 1)
 		go func() {
