@@ -187,6 +187,10 @@ func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, 
 	if err != nil {
 		return nil, err
 	}
+	// Releases a statement prepared on tx alone at once (a long AppendTx
+	// loop would otherwise keep one per call until commit); for the log's
+	// own prepared statement it only drops tx's binding.
+	defer st.Close()
 	if l.dialect == dialect.Postgres && len(entries) > 1 {
 		return seqs, l.insertBatchPostgres(ctx, st, entries, locks, seqs)
 	}

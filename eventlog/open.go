@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -76,6 +77,12 @@ func parseDatabaseURL(raw string) (driver, dsn string, memory bool, err error) {
 	switch {
 	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
 		if _, err := url.Parse(raw); err != nil {
+			// *url.Error quotes the whole URL, password included: keep
+			// only its reason.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
 			return "", "", false, fmt.Errorf("eventlog: database URL %s: %w", redactURL(raw), err)
 		}
 		return dialect.DriverPostgres, raw, false, nil

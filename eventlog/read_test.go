@@ -203,6 +203,9 @@ func TestOpenDB(t *testing.T) {
 	_, err = eventlog.OpenDB(ctx, "postgres://alice@127.0.0.1:1/db?sslmode=disable&password=s3cret&connect_timeout=1")
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "s3cret", "nor as a query parameter")
+	_, err = eventlog.OpenDB(ctx, "postgres://alice:s3cret@host:bad-port/db")
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "s3cret", "nor from an unparsable URL")
 
 	// Pragmas hold on every pooled connection of a file database.
 	db, err := eventlog.OpenDB(ctx, "sqlite:"+t.TempDir()+"/x.db")
