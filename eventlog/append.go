@@ -3,6 +3,7 @@ package eventlog
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -144,7 +145,7 @@ func (l *Log) insertQuery(n, nLocks int) string {
 	case l.dialect != dialect.Postgres:
 		return l.q.insertOne
 	case n > 1:
-		return l.q.insertBatch
+		return l.q.allocSeqs
 	default:
 		return l.q.insertOneLocked(nLocks)
 	}
@@ -183,6 +184,9 @@ func (l *Log) txStmt(ctx context.Context, tx *sqlx.Tx, query string) (*sqlx.Stmt
 // event id was already taken.
 func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string) ([]int64, error) {
 	seqs := make([]int64, len(entries))
+	if l.dialect == dialect.Postgres && len(entries) > 1 {
+		return seqs, l.insertBatchPostgres(ctx, tx, entries, locks, seqs)
+	}
 	st, err := l.txStmt(ctx, tx, l.insertQuery(len(entries), len(locks)))
 	if err != nil {
 		return nil, err
@@ -191,9 +195,6 @@ func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, 
 	// loop would otherwise keep one per call until commit); for the log's
 	// own prepared statement it only drops tx's binding.
 	defer st.Close()
-	if l.dialect == dialect.Postgres && len(entries) > 1 {
-		return seqs, l.insertBatchPostgres(ctx, st, entries, locks, seqs)
-	}
 	// Only PostgreSQL single inserts carry locks (one column each).
 	dest := make([]any, 1+len(locks))
 	for i := 1; i < len(dest); i++ {
@@ -225,7 +226,90 @@ func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, 
 	return seqs, nil
 }
 
-func (l *Log) insertBatchPostgres(ctx context.Context, st *sqlx.Stmt, entries []preparedEntry, locks []string, seqs []int64) error {
+// insertBatchPostgres writes a batch with COPY, PostgreSQL's fastest way
+// in: it first takes the batch's seqs (and the hook's shared locks) in one
+// statement, then copies the rows with those seqs. COPY cannot skip a
+// duplicate event id, so a batch carrying event ids runs under a
+// savepoint, and on a unique violation it rolls back to it and inserts with
+// the ON CONFLICT statement instead (leaving a gap in seqs, as any rollback
+// does).
+func (l *Log) insertBatchPostgres(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string, seqs []int64) error {
+	alloc, err := l.txStmt(ctx, tx, l.q.allocSeqs)
+	if err != nil {
+		return err
+	}
+	defer alloc.Close()
+	var allocated []int64
+	if err := alloc.SelectContext(ctx, &allocated, len(entries), pq.StringArray(locks)); err != nil {
+		return err
+	}
+	if len(allocated) != len(entries) {
+		return fmt.Errorf("allocated %d seqs for %d entries", len(allocated), len(entries))
+	}
+	withIDs := slices.ContainsFunc(entries, func(e preparedEntry) bool { return e.EventID != "" })
+	if withIDs {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT canonlog_copy`); err != nil {
+			return err
+		}
+	}
+	err = copyEntries(ctx, tx, entries, allocated)
+	var pqErr *pq.Error
+	switch {
+	case err == nil:
+		if withIDs {
+			if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT canonlog_copy`); err != nil {
+				return err
+			}
+		}
+		copy(seqs, allocated)
+		return nil
+	case withIDs && errors.As(err, &pqErr) && pqErr.Code == "23505":
+		if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT canonlog_copy`); err != nil {
+			return err
+		}
+		// The locks alloc took predate the savepoint and are still held;
+		// the fallback statement takes them again, which is harmless.
+		return l.insertBatchOnConflict(ctx, tx, entries, locks, seqs)
+	default:
+		return err
+	}
+}
+
+// copyEntries COPYs entries into event_log with the given seqs.
+func copyEntries(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, seqs []int64) error {
+	st, err := tx.PrepareContext(ctx, `COPY event_log (seq, ts, kind, host_id, rollout_id, payload, event_id) FROM STDIN`)
+	if err != nil {
+		return err
+	}
+	for i, e := range entries {
+		if _, err := st.ExecContext(ctx, seqs[i], dbtime.Format(e.TS), string(e.Kind),
+			nullIfEmpty(e.HostID), nullIfEmpty(e.RolloutID), string(e.Payload), nullIfEmpty(e.EventID)); err != nil {
+			_ = st.Close()
+			return err
+		}
+	}
+	if _, err := st.ExecContext(ctx); err != nil {
+		_ = st.Close()
+		return err
+	}
+	return st.Close()
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// insertBatchOnConflict inserts a batch with one statement that skips
+// event ids already stored (or repeated within the batch).
+func (l *Log) insertBatchOnConflict(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string, seqs []int64) error {
+	st, err := l.txStmt(ctx, tx, l.q.insertBatch)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
 	n := len(entries)
 	ts, kinds, hosts, rollouts, payloads, ids := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, e := range entries {

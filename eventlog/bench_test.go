@@ -14,6 +14,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -41,7 +42,7 @@ var benchTS0 = time.Date(2026, 5, 16, 1, 0, 0, 0, time.UTC)
 
 // Pools of realistic column values, built once so that generating a row
 // costs both sides the same few nanoseconds. Payloads are probe results of
-// about 300 bytes, kept as bytes for canonlog and as strings for the raw
+// 315-325 bytes, kept as bytes for canonlog and as strings for the raw
 // side, so neither pays a conversion the other does not.
 var benchPayloads, benchPayloadStrings, benchHosts, benchRollouts = func() ([][]byte, []string, []string, []string) {
 	probes := []string{"ssh-hardening", "kernel-params", "auditd-config", "package-pins",
@@ -127,57 +128,163 @@ func reportRate(b *testing.B, events int) {
 	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
 }
 
-// benchSingle times op(0), op(1), … from one goroutine, after a few
-// warm-up calls that open the connection and prepare statements.
-func benchSingle(b *testing.B, op func(i int) error) {
-	b.Helper()
-	b.ReportAllocs()
-	for i := range 10 {
-		if err := op(benchWarmupBase + i); err != nil {
-			b.Fatal(err)
-		}
-	}
-	i := 0
-	for b.Loop() {
-		if err := op(i); err != nil {
-			b.Fatal(err)
-		}
-		i++
-	}
-	reportRate(b, i)
+// A benchSide is one side of a comparison. setup prepares what the side
+// needs (a fresh database for writers; readers get the shared, loaded one)
+// and returns op, which does the side's work for call number i: call i
+// writes rows [i*perOp, (i+1)*perOp), so event ids never repeat.
+type benchSide struct {
+	name  string
+	setup func(b *testing.B, shared *sqlx.DB) (op func(i int) error)
 }
 
-// benchConcurrent times b.N calls of op spread over benchConcurrency
-// goroutines, after a warm-up that opens one connection per goroutine.
-func benchConcurrent(b *testing.B, db *sql.DB, op func(i int) error) {
-	b.Helper()
-	b.ReportAllocs()
-	if max := db.Stats().MaxOpenConnections; max != 0 && max < benchConcurrency {
-		b.Fatalf("pool allows %d connections, the benchmark needs %d", max, benchConcurrency)
+// A benchPair is canonlog's side and its baseline (sides[0] and sides[1])
+// doing the same work, plus any extra canonlog variants after them.
+type benchPair struct {
+	perOp      int  // events per call of op
+	warm       int  // untimed calls of op before timing
+	concurrent bool // run op from benchConcurrency goroutines
+	// load, when set, builds the database every side reads.
+	load  func(b *testing.B) *sqlx.DB
+	sides []benchSide
+}
+
+// run runs each side as a sub-benchmark of its own, one after the other.
+func (p benchPair) run(b *testing.B) {
+	var shared *sqlx.DB
+	if p.load != nil {
+		shared = p.load(b)
 	}
-	runConcurrent(b, 2*benchConcurrency, func(i int) error { return op(benchWarmupBase + i) })
-	b.ResetTimer()
-	runConcurrent(b, b.N, op)
-	b.StopTimer()
-	reportRate(b, b.N)
+	for _, s := range p.sides {
+		b.Run(s.name, func(b *testing.B) {
+			b.ReportAllocs()
+			op := s.setup(b, shared)
+			p.warmUp(b, op)
+			if p.concurrent {
+				b.ResetTimer()
+				runConcurrent(b, b.N, op)
+				b.StopTimer()
+				reportRate(b, b.N*p.perOp)
+				return
+			}
+			i := 0
+			for b.Loop() {
+				if err := op(i); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+			reportRate(b, i*p.perOp)
+		})
+	}
+}
+
+func (p benchPair) warmUp(b *testing.B, op func(i int) error) {
+	b.Helper()
+	warm := func(i int) error { return op(benchWarmupBase/p.perOp + i) }
+	if p.concurrent {
+		runConcurrent(b, p.warm, warm)
+		return
+	}
+	for i := range p.warm {
+		if err := warm(i); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchSlice is how long one side runs before the next takes over in
+// runPaired.
+const benchSlice = 200 * time.Millisecond
+
+// runPaired measures all sides of p in one benchmark, taking turns in
+// slices of benchSlice and rotating which side goes first, so that load
+// from outside the benchmark (this machine is shared and noisy) falls on
+// every side alike. It reports each side's events/s and each side's ratio
+// to the baseline, which is what docs/performance.md publishes.
+func (p benchPair) runPaired(b *testing.B) {
+	var shared *sqlx.DB
+	if p.load != nil {
+		shared = p.load(b)
+	}
+	n := len(p.sides)
+	ops := make([]func(int) error, n)
+	for j, s := range p.sides {
+		ops[j] = s.setup(b, shared)
+		p.warmUp(b, ops[j])
+	}
+	var (
+		calls = make([]int, n) // calls made so far, per side: the next call's i
+		spent = make([]time.Duration, n)
+		turn  = 0
+	)
+	for b.Loop() {
+		for k := range n {
+			j := (turn + k) % n
+			// Collect the garbage of the previous slice now, untimed, so a
+			// side's allocations are not paid for by the next side.
+			runtime.GC()
+			start := time.Now()
+			if p.concurrent {
+				calls[j] += runSlice(b, calls[j], ops[j])
+			} else {
+				for first := true; first || time.Since(start) < benchSlice; first = false {
+					if err := ops[j](calls[j]); err != nil {
+						b.Fatal(err)
+					}
+					calls[j]++
+				}
+			}
+			spent[j] += time.Since(start)
+		}
+		turn++
+	}
+	rate := func(j int) float64 { return float64(calls[j]*p.perOp) / spent[j].Seconds() }
+	for j, s := range p.sides {
+		b.ReportMetric(rate(j), s.name+"-events/s")
+		if j != 1 {
+			b.ReportMetric(rate(j)/rate(1), s.name+"/"+p.sides[1].name)
+		}
+	}
 }
 
 // runConcurrent runs op(0) … op(n-1) from benchConcurrency goroutines.
 func runConcurrent(b *testing.B, n int, op func(i int) error) {
 	b.Helper()
+	var next atomic.Int64
+	runWorkers(b, func() (int, bool) {
+		i := int(next.Add(1) - 1)
+		return i, i < n
+	}, op)
+}
+
+// runSlice calls op(first), op(first+1), … from benchConcurrency
+// goroutines until benchSlice has passed, and returns how many calls it
+// made.
+func runSlice(b *testing.B, first int, op func(i int) error) int {
+	b.Helper()
+	var next atomic.Int64
+	deadline := time.Now().Add(benchSlice)
+	runWorkers(b, func() (int, bool) {
+		if time.Now().After(deadline) {
+			return 0, false
+		}
+		return first + int(next.Add(1)-1), true
+	}, op)
+	return int(next.Load())
+}
+
+// runWorkers calls op(i) from benchConcurrency goroutines for every i that
+// next hands out, until next says stop; it fails b on the first error.
+func runWorkers(b *testing.B, next func() (int, bool), op func(i int) error) {
+	b.Helper()
 	var (
-		next  atomic.Int64
 		wg    sync.WaitGroup
 		mu    sync.Mutex
 		first error
 	)
 	for range benchConcurrency {
 		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
+			for i, ok := next(); ok; i, ok = next() {
 				if err := op(i); err != nil {
 					mu.Lock()
 					if first == nil {
@@ -195,87 +302,104 @@ func runConcurrent(b *testing.B, n int, op func(i int) error) {
 	}
 }
 
-// benchBatch times op(first) for consecutive batches of benchBatchSize rows.
-func benchBatch(b *testing.B, op func(first int) error) {
-	b.Helper()
-	b.ReportAllocs()
-	if err := op(benchWarmupBase); err != nil {
-		b.Fatal(err)
-	}
-	n := 0
-	for b.Loop() {
-		if err := op(n); err != nil {
-			b.Fatal(err)
+// appendSide is canonlog's Log.Append of one row per call.
+func appendSide(backend string, cfg *eventlog.Config) func(b *testing.B, _ *sqlx.DB) func(i int) error {
+	return func(b *testing.B, _ *sqlx.DB) func(i int) error {
+		ctx := context.Background()
+		log := benchLog(b, benchDB(b, backend), cfg)
+		// BenchmarkAppendParallel16 needs a connection per goroutine.
+		if p := log.DB().Stats().MaxOpenConnections; backend == "postgres" && p != 0 && p < benchConcurrency {
+			b.Fatalf("pool allows %d connections, the benchmark needs %d", p, benchConcurrency)
 		}
-		n += benchBatchSize
+		return func(i int) error {
+			_, err := log.Append(ctx, rowN(i).entry())
+			return err
+		}
 	}
-	reportRate(b, n)
 }
 
-func appendBatch(ctx context.Context, log *eventlog.Log, first int) error {
-	entries := make([]eventlog.Entry, benchBatchSize)
-	for j := range entries {
-		entries[j] = rowN(first + j).entry()
+// appendBatchSide is canonlog's Log.AppendBatch of benchBatchSize rows per
+// call.
+func appendBatchSide(backend string) func(b *testing.B, _ *sqlx.DB) func(i int) error {
+	return func(b *testing.B, _ *sqlx.DB) func(i int) error {
+		ctx := context.Background()
+		log := benchLog(b, benchDB(b, backend), nil)
+		return func(i int) error {
+			entries := make([]eventlog.Entry, benchBatchSize)
+			for j := range entries {
+				entries[j] = rowN(i*benchBatchSize + j).entry()
+			}
+			_, err := log.AppendBatch(ctx, entries)
+			return err
+		}
 	}
-	_, err := log.AppendBatch(ctx, entries)
-	return err
 }
 
-// benchRead times reading the whole log (benchReadEvents events, loaded
-// into db by the caller) from seq 0: canonlog through Log.Events, the raw
-// side through rawReadAll. Both sides read the same table: reads change
-// nothing, and the table is settled (VACUUM sets hint bits and the
-// visibility map on PostgreSQL; a WAL checkpoint on SQLite) and read once
-// before either side is timed, so neither pays for touching it first.
-func benchRead(b *testing.B, db *sqlx.DB, rawReadAll func(context.Context, *sql.DB) (int, error)) {
-	b.Helper()
+// readSide is canonlog's Log.Events over the whole shared log.
+func readSide(b *testing.B, shared *sqlx.DB) func(i int) error {
 	ctx := context.Background()
-	settle := []string{`VACUUM (ANALYZE) event_log`, `CHECKPOINT`}
-	if db.DriverName() == "sqlite" {
-		settle = []string{`PRAGMA wal_checkpoint(TRUNCATE)`, `ANALYZE`}
-	}
-	for _, q := range settle {
-		if _, err := db.ExecContext(ctx, q); err != nil && q != `CHECKPOINT` {
-			b.Fatal(err)
-		}
-	}
-	if n, err := rawReadAll(ctx, db.DB); err != nil || n != benchReadEvents {
-		b.Fatalf("warm-up read: %d events, %v", n, err)
-	}
-	log := benchLog(b, db, nil)
-	b.Run("canonlog", func(b *testing.B) {
-		b.ReportAllocs()
-		total := 0
-		for b.Loop() {
-			n := 0
-			for _, err := range log.Events(ctx, 0, nil) {
-				if err != nil {
-					b.Fatal(err)
-				}
-				n++
-			}
-			if n != benchReadEvents {
-				b.Fatalf("read %d events, want %d", n, benchReadEvents)
-			}
-			total += n
-		}
-		reportRate(b, total)
-	})
-	b.Run("raw", func(b *testing.B) {
-		b.ReportAllocs()
-		total := 0
-		for b.Loop() {
-			n, err := rawReadAll(ctx, db.DB)
+	log := benchLog(b, shared, nil)
+	return func(int) error {
+		n := 0
+		for _, err := range log.Events(ctx, 0, nil) {
 			if err != nil {
+				return err
+			}
+			n++
+		}
+		if n != benchReadEvents {
+			return fmt.Errorf("read %d events, want %d", n, benchReadEvents)
+		}
+		return nil
+	}
+}
+
+// rawReadSide is a raw read of the whole shared log.
+func rawReadSide(readAll func(context.Context, *sql.DB) (int, error)) func(b *testing.B, shared *sqlx.DB) func(i int) error {
+	return func(b *testing.B, shared *sqlx.DB) func(i int) error {
+		return func(int) error {
+			n, err := readAll(context.Background(), shared.DB)
+			if err == nil && n != benchReadEvents {
+				err = fmt.Errorf("read %d events, want %d", n, benchReadEvents)
+			}
+			return err
+		}
+	}
+}
+
+// loadForRead returns a database of the backend holding benchReadEvents
+// rows written by insert, settled so that no side pays for touching the
+// table first: VACUUM sets hint bits and the visibility map on PostgreSQL
+// (autovacuum may be off), a WAL checkpoint moves SQLite's rows into the
+// main file, and one untimed read warms the caches. Read benchmarks share
+// it: reads change nothing.
+func loadForRead(backend string, insert func(ctx context.Context, db *sql.DB, first, n int) error,
+	readAll func(context.Context, *sql.DB) (int, error)) func(b *testing.B) *sqlx.DB {
+	return func(b *testing.B) *sqlx.DB {
+		ctx := context.Background()
+		db := benchDB(b, backend)
+		for first := 0; first < benchReadEvents; first += 10 * benchBatchSize {
+			if err := insert(ctx, db.DB, first, 10*benchBatchSize); err != nil {
 				b.Fatal(err)
 			}
-			if n != benchReadEvents {
-				b.Fatalf("read %d events, want %d", n, benchReadEvents)
-			}
-			total += n
 		}
-		reportRate(b, total)
-	})
+		settle := []string{`VACUUM (ANALYZE) event_log`}
+		if backend == "sqlite" {
+			settle = []string{`PRAGMA wal_checkpoint(TRUNCATE)`, `ANALYZE`}
+		}
+		for _, q := range settle {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if backend == "postgres" {
+			_, _ = db.ExecContext(ctx, `CHECKPOINT`) // best effort, as in benchDB
+		}
+		if n, err := readAll(ctx, db.DB); err != nil || n != benchReadEvents {
+			b.Fatalf("warm-up read: %d events, %v", n, err)
+		}
+		return db
+	}
 }
 
 // Raw PostgreSQL baselines: plain database/sql on lib/pq.
@@ -377,70 +501,6 @@ func rawReadAllPG(ctx context.Context, db *sql.DB) (int, error) {
 	}
 }
 
-func BenchmarkAppend(b *testing.B) {
-	ctx := context.Background()
-	b.Run("canonlog", func(b *testing.B) {
-		log := benchLog(b, benchDB(b, "postgres"), nil)
-		benchSingle(b, func(i int) error {
-			_, err := log.Append(ctx, rowN(i).entry())
-			return err
-		})
-	})
-	b.Run("raw", func(b *testing.B) {
-		appendRaw := rawAppenderPG(b, benchDB(b, "postgres").DB)
-		benchSingle(b, func(i int) error { return appendRaw(ctx, rowN(i)) })
-	})
-}
-
-// BenchmarkAppendParallel16 runs single-event appends from 16 goroutines.
-// OpenDB leaves the pool's open connections unbounded and keeps 16 idle, so
-// each goroutine holds a connection of its own.
-func BenchmarkAppendParallel16(b *testing.B) {
-	ctx := context.Background()
-	b.Run("canonlog", func(b *testing.B) {
-		log := benchLog(b, benchDB(b, "postgres"), nil)
-		benchConcurrent(b, log.DB().DB, func(i int) error {
-			_, err := log.Append(ctx, rowN(i).entry())
-			return err
-		})
-	})
-	b.Run("raw", func(b *testing.B) {
-		db := benchDB(b, "postgres").DB
-		appendRaw := rawAppenderPG(b, db)
-		benchConcurrent(b, db, func(i int) error { return appendRaw(ctx, rowN(i)) })
-	}) // The price of Config.SerializeAppends: one transaction at a time.
-	b.Run("canonlog_serialized", func(b *testing.B) {
-		log := benchLog(b, benchDB(b, "postgres"), &eventlog.Config{SerializeAppends: true})
-		benchConcurrent(b, log.DB().DB, func(i int) error {
-			_, err := log.Append(ctx, rowN(i).entry())
-			return err
-		})
-	})
-}
-
-func BenchmarkAppendBatch1000(b *testing.B) {
-	ctx := context.Background()
-	b.Run("canonlog", func(b *testing.B) {
-		log := benchLog(b, benchDB(b, "postgres"), nil)
-		benchBatch(b, func(first int) error { return appendBatch(ctx, log, first) })
-	})
-	b.Run("copy", func(b *testing.B) {
-		db := benchDB(b, "postgres").DB
-		benchBatch(b, func(first int) error { return rawCopyBatchPG(ctx, db, first, benchBatchSize) })
-	})
-}
-
-func BenchmarkRead(b *testing.B) {
-	ctx := context.Background()
-	db := benchDB(b, "postgres")
-	for first := 0; first < benchReadEvents; first += 10 * benchBatchSize {
-		if err := rawCopyBatchPG(ctx, db.DB, first, 10*benchBatchSize); err != nil {
-			b.Fatal(err)
-		}
-	}
-	benchRead(b, db, rawReadAllPG)
-}
-
 // Raw SQLite baselines: plain database/sql on modernc.org/sqlite, on the
 // pool eventlog.OpenDB configures (WAL, busy timeout, BEGIN IMMEDIATE), so
 // both sides pay the same per-connection settings.
@@ -452,19 +512,28 @@ VALUES (?, ?, ?, ?, ?, ?) RETURNING seq`
 	sqliteTSLayout = "2006-01-02T15:04:05.000000Z"
 )
 
-// rawAppendSQLite is BEGIN IMMEDIATE; INSERT … RETURNING seq; COMMIT.
-func rawAppendSQLite(ctx context.Context, db *sql.DB, r benchRow) error {
-	tx, err := db.BeginTx(ctx, nil)
+// rawAppenderSQLite is rawAppenderPG on SQLite: BEGIN IMMEDIATE; INSERT …
+// RETURNING seq; COMMIT, the INSERT prepared once.
+func rawAppenderSQLite(b *testing.B, db *sql.DB) func(ctx context.Context, r benchRow) error {
+	b.Helper()
+	st, err := db.Prepare(rawInsertSQLite)
 	if err != nil {
-		return err
+		b.Fatal(err)
 	}
-	defer func() { _ = tx.Rollback() }()
-	var seq int64
-	if err := tx.QueryRowContext(ctx, rawInsertSQLite, r.ts.Format(sqliteTSLayout), string(eventlog.KindAgentEvent),
-		r.host, r.rollout, r.payloadS, r.eventID).Scan(&seq); err != nil {
-		return err
+	b.Cleanup(func() { _ = st.Close() })
+	return func(ctx context.Context, r benchRow) error {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback() }()
+		var seq int64
+		if err := tx.StmtContext(ctx, st).QueryRowContext(ctx, r.ts.Format(sqliteTSLayout), string(eventlog.KindAgentEvent),
+			r.host, r.rollout, r.payloadS, r.eventID).Scan(&seq); err != nil {
+			return err
+		}
+		return tx.Commit()
 	}
-	return tx.Commit()
 }
 
 // rawBatchSQLite inserts rows [first, first+n) with one prepared INSERT …
@@ -533,40 +602,106 @@ func rawReadAllSQLite(ctx context.Context, db *sql.DB) (int, error) {
 	}
 }
 
-func BenchmarkSQLiteAppend(b *testing.B) {
-	ctx := context.Background()
-	b.Run("canonlog", func(b *testing.B) {
-		log := benchLog(b, benchDB(b, "sqlite"), nil)
-		benchSingle(b, func(i int) error {
-			_, err := log.Append(ctx, rowN(i).entry())
-			return err
-		})
-	})
-	b.Run("raw", func(b *testing.B) {
-		db := benchDB(b, "sqlite").DB
-		benchSingle(b, func(i int) error { return rawAppendSQLite(ctx, db, rowN(i)) })
-	})
+// The comparisons. Each runs as sub-benchmarks, one side after the other
+// (BenchmarkAppend/canonlog, BenchmarkAppend/raw, …: for profiling and
+// benchstat), and interleaved in BenchmarkPaired (for the published ratios).
+
+func pairAppend() benchPair {
+	return benchPair{perOp: 1, warm: 10, sides: []benchSide{
+		{"canonlog", appendSide("postgres", nil)},
+		{"raw", func(b *testing.B, _ *sqlx.DB) func(i int) error {
+			appendRaw := rawAppenderPG(b, benchDB(b, "postgres").DB)
+			return func(i int) error { return appendRaw(context.Background(), rowN(i)) }
+		}},
+	}}
 }
 
-func BenchmarkSQLiteAppendBatch1000(b *testing.B) {
-	ctx := context.Background()
-	b.Run("canonlog", func(b *testing.B) {
-		log := benchLog(b, benchDB(b, "sqlite"), nil)
-		benchBatch(b, func(first int) error { return appendBatch(ctx, log, first) })
-	})
-	b.Run("raw", func(b *testing.B) {
-		db := benchDB(b, "sqlite").DB
-		benchBatch(b, func(first int) error { return rawBatchSQLite(ctx, db, first, benchBatchSize) })
-	})
+// pairAppendParallel16: OpenDB leaves the pool's open connections unbounded
+// and keeps 16 idle, so each of the 16 goroutines holds a connection of its
+// own. canonlog_serialized is the price of Config.SerializeAppends.
+func pairAppendParallel16() benchPair {
+	p := pairAppend()
+	p.concurrent, p.warm = true, 2*benchConcurrency
+	p.sides = append(p.sides, benchSide{"canonlog_serialized", appendSide("postgres", &eventlog.Config{SerializeAppends: true})})
+	return p
 }
 
-func BenchmarkSQLiteRead(b *testing.B) {
-	ctx := context.Background()
-	db := benchDB(b, "sqlite")
-	for first := 0; first < benchReadEvents; first += 10 * benchBatchSize {
-		if err := rawBatchSQLite(ctx, db.DB, first, 10*benchBatchSize); err != nil {
-			b.Fatal(err)
-		}
+func pairAppendBatch1000() benchPair {
+	return benchPair{perOp: benchBatchSize, warm: 1, sides: []benchSide{
+		{"canonlog", appendBatchSide("postgres")},
+		{"copy", func(b *testing.B, _ *sqlx.DB) func(i int) error {
+			db := benchDB(b, "postgres").DB
+			return func(i int) error {
+				return rawCopyBatchPG(context.Background(), db, i*benchBatchSize, benchBatchSize)
+			}
+		}},
+	}}
+}
+
+func pairRead() benchPair {
+	return benchPair{perOp: benchReadEvents, warm: 1,
+		load: loadForRead("postgres", rawCopyBatchPG, rawReadAllPG),
+		sides: []benchSide{
+			{"canonlog", readSide},
+			{"raw", rawReadSide(rawReadAllPG)},
+		}}
+}
+
+func pairSQLiteAppend() benchPair {
+	return benchPair{perOp: 1, warm: 10, sides: []benchSide{
+		{"canonlog", appendSide("sqlite", nil)},
+		{"raw", func(b *testing.B, _ *sqlx.DB) func(i int) error {
+			appendRaw := rawAppenderSQLite(b, benchDB(b, "sqlite").DB)
+			return func(i int) error { return appendRaw(context.Background(), rowN(i)) }
+		}},
+	}}
+}
+
+func pairSQLiteAppendBatch1000() benchPair {
+	return benchPair{perOp: benchBatchSize, warm: 1, sides: []benchSide{
+		{"canonlog", appendBatchSide("sqlite")},
+		{"raw", func(b *testing.B, _ *sqlx.DB) func(i int) error {
+			db := benchDB(b, "sqlite").DB
+			return func(i int) error {
+				return rawBatchSQLite(context.Background(), db, i*benchBatchSize, benchBatchSize)
+			}
+		}},
+	}}
+}
+
+func pairSQLiteRead() benchPair {
+	return benchPair{perOp: benchReadEvents, warm: 1,
+		load: loadForRead("sqlite", rawBatchSQLite, rawReadAllSQLite),
+		sides: []benchSide{
+			{"canonlog", readSide},
+			{"raw", rawReadSide(rawReadAllSQLite)},
+		}}
+}
+
+func BenchmarkAppend(b *testing.B)                { pairAppend().run(b) }
+func BenchmarkAppendParallel16(b *testing.B)      { pairAppendParallel16().run(b) }
+func BenchmarkAppendBatch1000(b *testing.B)       { pairAppendBatch1000().run(b) }
+func BenchmarkRead(b *testing.B)                  { pairRead().run(b) }
+func BenchmarkSQLiteAppend(b *testing.B)          { pairSQLiteAppend().run(b) }
+func BenchmarkSQLiteAppendBatch1000(b *testing.B) { pairSQLiteAppendBatch1000().run(b) }
+func BenchmarkSQLiteRead(b *testing.B)            { pairSQLiteRead().run(b) }
+
+// BenchmarkPaired runs every comparison with its sides taking turns (see
+// runPaired). Its metrics are the published figures: NAME-events/s per side
+// and canonlog/BASELINE, the ratio.
+func BenchmarkPaired(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		pair benchPair
+	}{
+		{"Append", pairAppend()},
+		{"AppendParallel16", pairAppendParallel16()},
+		{"AppendBatch1000", pairAppendBatch1000()},
+		{"Read", pairRead()},
+		{"SQLiteAppend", pairSQLiteAppend()},
+		{"SQLiteAppendBatch1000", pairSQLiteAppendBatch1000()},
+		{"SQLiteRead", pairSQLiteRead()},
+	} {
+		b.Run(c.name, c.pair.runPaired)
 	}
-	benchRead(b, db, rawReadAllSQLite)
 }

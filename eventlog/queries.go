@@ -17,7 +17,8 @@ const eventColumns = `seq, ts, kind, host_id, rollout_id, payload, event_id`
 // the dialect's placeholders.
 type queries struct {
 	insertOne   string // one entry; returns seq, or no row for a duplicate
-	insertBatch string // PostgreSQL only: a whole batch in one statement
+	insertBatch string // PostgreSQL only: a whole batch in one statement, skipping duplicates
+	allocSeqs   string // PostgreSQL only: n seqs for a COPY, taking the hook's locks
 	lastSeq     string
 	get         string
 	serialize   string // takes the log-wide append lock; "" when not needed
@@ -38,6 +39,12 @@ RETURNING seq`),
 		// the INSERT takes rows in seq order, so of two entries sharing an
 		// event id the earlier one lands. Returning every input seq with an
 		// inserted flag maps results back without trusting RETURNING order.
+		// The seqs for a COPY: nextval n times, sorted (they are unique, so
+		// sorting gives them out in the entries' order), and the hook's
+		// shared locks, taken once.
+		q.allocSeqs = `SELECT s.seq FROM (SELECT nextval('event_log_seq_seq'::regclass) AS seq FROM generate_series(1, $1::int)) AS s
+CROSS JOIN (SELECT count(pg_advisory_xact_lock_shared(` + pglock.KeyExpr("l.name") + `)) AS taken FROM unnest($2::text[]) AS l(name)) AS locks
+ORDER BY s.seq`
 		// $7 names the shared advisory locks the hook needs (see
 		// LockingHook), taken once for the whole batch.
 		q.insertBatch = `WITH input AS MATERIALIZED (

@@ -46,6 +46,7 @@ import (
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dialect"
 	"github.com/canonlog/canonlog/migrations"
+	"github.com/canonlog/canonlog/probefailures"
 	"github.com/canonlog/canonlog/projection"
 )
 
@@ -56,6 +57,7 @@ type options struct {
 	memProfile  string
 	cpuProfile  string
 	payloadPad  int
+	projection  string
 }
 
 func main() {
@@ -66,6 +68,7 @@ func main() {
 	flag.StringVar(&o.memProfile, "memprofile", "", "write a heap profile taken halfway through the rebuild to this file")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the rebuild to this file")
 	flag.IntVar(&o.payloadPad, "payload-pad", 0, "add a string of this many bytes to every payload (0: none; payloads are then about 330 bytes)")
+	flag.StringVar(&o.projection, "projection", "seq_view", "the projection to rebuild: seq_view (one row per event) or probe_failures (the reference projection)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -92,7 +95,15 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 		return err
 	}
 
-	view := &seqView{}
+	var view projection.Projection
+	switch o.projection {
+	case "seq_view":
+		view = &seqView{}
+	case "probe_failures":
+		view = probefailures.New()
+	default:
+		return fmt.Errorf("-projection %q: use seq_view or probe_failures", o.projection)
+	}
 	reg := projection.Must(projection.NewRegistry(view))
 	log, err := eventlog.New(db, &eventlog.Config{Hook: reg})
 	if err != nil {
