@@ -1,12 +1,10 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/eventlogtest"
 	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/internal/testio"
 	"github.com/canonlog/canonlog/probefailures"
 	"github.com/canonlog/canonlog/projection"
 )
@@ -272,7 +271,7 @@ func TestModule(t *testing.T) {
 		t.Run("logs_start_up_facts", func(t *testing.T) {
 			t.Parallel()
 			b := dbtest.New(t, backend)
-			var buf syncBuffer
+			var buf testio.SyncBuffer
 			logger := slog.New(slog.NewTextHandler(&buf, nil))
 			a, _ := setup(t, app.Config{DatabaseURL: b.URL}, fx.Supply(logger), app.AsProjection(hostSeen{version: 3}))
 			a.RequireStart()
@@ -427,21 +426,3 @@ func TestValidateApp(t *testing.T) {
 type hostSeenCtor struct{ hostSeen }
 
 func (*hostSeenCtor) Name() string { return "host_seen_ctor" }
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/internal/testio"
 )
 
 // seedEvents appends n events over two hosts and two kinds; event i has
@@ -93,7 +94,7 @@ func TestTail(t *testing.T) {
 
 		// -f follows new events until the context ends, then exits 0.
 		ctx, cancel := context.WithCancel(context.Background())
-		var out, errOut syncBuffer
+		var out, errOut testio.SyncBuffer
 		done := make(chan int, 1)
 		go func() {
 			done <- runIO(ctx, []string{"--database-url", c.url, "tail", "-f", "-n", "1", "--kind", "effect", "--poll-interval", "10ms", "-o", "ndjson"},

@@ -1,33 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"path/filepath"
-	"sync"
 	"testing"
 
+	"github.com/canonlog/canonlog/internal/testio"
 	"github.com/stretchr/testify/require"
 )
-
-// syncBuffer is a bytes.Buffer safe to share with a logger.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func noEnv(string) (string, bool) { return "", false }
 
@@ -55,7 +36,7 @@ func TestRun(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			var stdout, stderr syncBuffer
+			var stdout, stderr testio.SyncBuffer
 			code := run(ctx, tc.args, envOf(tc.env), &stdout, &stderr)
 			require.Equal(t, tc.code, code, stderr.String())
 			require.Contains(t, stderr.String(), tc.want)
@@ -67,7 +48,7 @@ func TestRun(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		defer ln.Close()
-		var stdout, stderr syncBuffer
+		var stdout, stderr testio.SyncBuffer
 		code := run(ctx, []string{"-addr", ln.Addr().String(), "-database-url", sqliteURL(t)}, noEnv, &stdout, &stderr)
 		require.Equal(t, exitFailure, code)
 		require.Contains(t, stderr.String(), "listen on "+ln.Addr().String())
@@ -78,7 +59,7 @@ func TestRun(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		defer ln.Close()
-		var stdout, stderr syncBuffer
+		var stdout, stderr testio.SyncBuffer
 		env := map[string]string{"FLEETD_ADDR": ln.Addr().String(), "CANONLOG_DATABASE_URL": sqliteURL(t)}
 		require.Equal(t, exitFailure, run(ctx, nil, envOf(env), &stdout, &stderr))
 		require.Contains(t, stderr.String(), "listen on "+ln.Addr().String())
@@ -86,7 +67,7 @@ func TestRun(t *testing.T) {
 
 	t.Run("rebuild_all", func(t *testing.T) {
 		t.Parallel()
-		var stdout, stderr syncBuffer
+		var stdout, stderr testio.SyncBuffer
 		require.Equal(t, exitOK, run(ctx, []string{"rebuild"}, envOf(map[string]string{"DATABASE_URL": sqliteURL(t)}), &stdout, &stderr), stderr.String())
 		require.Contains(t, stdout.String(), "rebuilt probe_failures (version 1): 0 events replayed")
 		require.Contains(t, stdout.String(), "rebuilt rollout_progress (version 1): 0 events replayed")

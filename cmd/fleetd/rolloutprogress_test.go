@@ -11,6 +11,7 @@ import (
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/internal/testio"
 	"github.com/canonlog/canonlog/projectiontest"
 )
 
@@ -75,7 +76,7 @@ func TestRebuildCommand(t *testing.T) {
 		_, err := f.db.ExecContext(ctx, `UPDATE rollout_progress SET last_status = 'tampered'`)
 		require.NoError(t, err)
 
-		var stdout, stderr syncBuffer
+		var stdout, stderr testio.SyncBuffer
 		url := dbURL(t, f)
 		code := run(ctx, []string{"-database-url", url, "rebuild", "rollout_progress"}, noEnv, &stdout, &stderr)
 		require.Equal(t, exitOK, code, stderr.String())
