@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
@@ -180,7 +179,7 @@ func copyBatch(ctx context.Context, db *sqlx.DB, batch []eventlog.Entry) error {
 	if err := tx.GetContext(ctx, &last, `SELECT COALESCE(MAX(seq), 0) FROM event_log`); err != nil {
 		return err
 	}
-	stmt, err := tx.PrepareContext(ctx, pq.CopyIn("event_log", "ts", "kind", "host_id", "rollout_id", "payload"))
+	stmt, err := tx.PrepareContext(ctx, `COPY event_log (ts, kind, host_id, rollout_id, payload) FROM STDIN`)
 	if err != nil {
 		return err
 	}
