@@ -177,6 +177,9 @@ func TestAppendsWaitForTheRebuildLock(t *testing.T) {
 
 	holder, err := db.BeginTxx(ctx, nil)
 	require.NoError(t, err)
+	// However the test ends, release the lock, or a blocked append would
+	// keep the schema from being dropped.
+	t.Cleanup(func() { _ = holder.Rollback() })
 	_, err = holder.Exec(`SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':' || 'canonlog:projection:test_view', 0))`)
 	require.NoError(t, err)
 
@@ -198,8 +201,12 @@ func TestAppendsWaitForTheRebuildLock(t *testing.T) {
 			t.Fatalf("append applying to test_view finished while its lock was held exclusively: %v", err)
 		case <-time.After(300 * time.Millisecond):
 		}
+		// pg_locks is server-wide: count only waiters for this lock.
 		var waiting int
-		require.NoError(t, db.Get(&waiting, `SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`))
+		require.NoError(t, db.Get(&waiting, `SELECT COUNT(*) FROM pg_locks AS l,
+	(SELECT hashtextextended(current_schema() || ':' || 'canonlog:projection:test_view', 0) AS k) AS key
+WHERE l.locktype = 'advisory' AND NOT l.granted
+  AND l.classid::bigint = (key.k >> 32) & 4294967295 AND l.objid::bigint = key.k & 4294967295`))
 		require.Equal(t, 1, waiting)
 		require.NoError(t, holder.Commit())
 		require.NoError(t, <-done)
