@@ -34,19 +34,19 @@ RETURNING seq`),
 		get:     db.Rebind(`SELECT ` + eventColumns + ` FROM event_log WHERE seq = ?`),
 	}
 	if d == dialect.Postgres {
-		// The batch arrives as six parallel arrays. nextval runs in the
-		// arrays' order, so seqs increase with the entries' positions, and
-		// the INSERT takes rows in seq order, so of two entries sharing an
-		// event id the earlier one lands. Returning every input seq with an
-		// inserted flag maps results back without trusting RETURNING order.
 		// The seqs for a COPY: nextval n times, sorted (they are unique, so
 		// sorting gives them out in the entries' order), and the hook's
 		// shared locks, taken once.
 		q.allocSeqs = `SELECT s.seq FROM (SELECT nextval('event_log_seq_seq'::regclass) AS seq FROM generate_series(1, $1::int)) AS s
 CROSS JOIN (SELECT count(pg_advisory_xact_lock_shared(` + pglock.KeyExpr("l.name") + `)) AS taken FROM unnest($2::text[]) AS l(name)) AS locks
 ORDER BY s.seq`
-		// $7 names the shared advisory locks the hook needs (see
-		// LockingHook), taken once for the whole batch.
+		// The batch when COPY met a taken event id: six parallel arrays.
+		// nextval runs in the arrays' order, so seqs increase with the
+		// entries' positions, and the INSERT takes rows in seq order, so of
+		// two entries sharing an event id the earlier one lands. Returning
+		// every input seq with an inserted flag maps results back without
+		// trusting RETURNING order. $7 names the shared advisory locks the
+		// hook needs (see LockingHook), taken once for the whole batch.
 		q.insertBatch = `WITH input AS MATERIALIZED (
 	SELECT nextval('event_log_seq_seq'::regclass) AS seq, u.ord, u.ts, u.kind,
 	       NULLIF(u.host_id, '') AS host_id, NULLIF(u.rollout_id, '') AS rollout_id,
