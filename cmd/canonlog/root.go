@@ -235,6 +235,7 @@ See docs/cli.md.`,
 		newStatusCommand(g),
 		newDemoCommand(g),
 		newGenCommand(g),
+		newBenchCommand(g),
 	)
 	return root
 }
