@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,11 +50,12 @@ var benchTargets = map[string]float64{
 }
 
 type benchOptions struct {
-	scenarios []string
-	events    int
-	clients   int
-	rounds    int
-	output    string
+	scenarios  []string
+	events     int
+	clients    int
+	rounds     int
+	output     string
+	cpuProfile string
 }
 
 func newBenchCommand(g *globals) *cobra.Command {
@@ -109,6 +111,7 @@ Scenarios (` + strings.Join(benchScenarios, ", ") + `) and their sizes, from --e
 	fl.IntVar(&o.events, "events", 20000, "size of the run: log size for read, rebuild and query; appends are scaled from it")
 	fl.IntVar(&o.clients, "clients", 16, "concurrent clients of append-16")
 	fl.IntVar(&o.rounds, "rounds", 5, "rounds per scenario; each round runs both sides, in alternating order")
+	fl.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run (both sides, client side only) to this file, for go tool pprof")
 	addOutputFlag(cmd, &o.output, outputTable, outputJSON)
 	return cmd
 }
@@ -147,6 +150,17 @@ func runBench(ctx context.Context, g *globals, o benchOptions) (err error) {
 	}
 	defer func() { err = errors.Join(err, sc.close()) }()
 	fmt.Fprintf(g.stderr, "bench: %s, scratch %s\n", sc.d, sc.name())
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	r := &benchRunner{sc: sc, o: o, stderr: g.stderr}
 	rep := benchReport{Backend: sc.d.String(), Scratch: sc.id(), Events: o.events, Rounds: o.rounds, Clients: o.clients}
 	for _, name := range benchScenarios {

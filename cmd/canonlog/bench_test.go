@@ -57,7 +57,11 @@ func TestBench(t *testing.T) {
 
 		// The table carries one line per scenario asked for, with the peak
 		// RSS for rebuild.
-		out = c.ok("", "bench", "--events", "100", "--rounds", "1", "--scenario", "read,rebuild")
+		profile := filepath.Join(t.TempDir(), "cpu.out")
+		out = c.ok("", "bench", "--events", "100", "--rounds", "1", "--scenario", "read,rebuild", "--cpuprofile", profile)
+		fi, err := os.Stat(profile)
+		require.NoError(t, err)
+		require.Positive(t, fi.Size())
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		require.Len(t, lines, 4, out)
 		require.Contains(t, lines[1], "SCENARIO")
