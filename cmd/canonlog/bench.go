@@ -196,9 +196,10 @@ func printBench(w io.Writer, rep benchReport) {
 		if s.PeakRSS > 0 {
 			rss = fmt.Sprintf("%.1f MiB", float64(s.PeakRSS)/(1<<20))
 		}
-		fmt.Fprintf(tw, "%-13s %-7s %9d %12s %12s %6.2f %11s %7s %4s %s\n", s.Name, s.Unit, s.PerRound,
+		line := fmt.Sprintf("%-13s %-7s %9d %12s %12s %6.2f %11s %7s %4s %s", s.Name, s.Unit, s.PerRound,
 			formatRate(s.Canonlog), formatRate(s.Raw), s.Ratio, fmt.Sprintf("%.2f-%.2f", s.RatioMin, s.RatioMax),
 			fmt.Sprintf(">= %.2f", s.Target), met, rss)
+		fmt.Fprintln(tw, strings.TrimRight(line, " "))
 	}
 	_ = tw.Flush()
 }
