@@ -62,8 +62,7 @@ SELECT e.seq, e.rollout_id, e.host_id, e.payload->>'probe_name', s->>'control_id
        COALESCE((e.payload->>'observed_at')::timestamptz, e.ts)
 FROM event_log e CROSS JOIN LATERAL json_array_elements(e.payload->'sub_results') AS s
 WHERE e.kind = 'agent_event' AND e.payload->>'type' = 'ProbeResult'
-  AND e.payload->>'mode' = 'enforce' AND e.payload->>'status' = 'fail' AND s->>'status' = 'fail'
-ON CONFLICT DO NOTHING`
+  AND e.payload->>'mode' = 'enforce' AND e.payload->>'status' = 'fail' AND s->>'status' = 'fail'`
 
 // BenchmarkRebuildVsSQL rebuilds probe_failures with canonlog and with the
 // set-based SQL baseline, alternately, and reports the median rate of each
