@@ -240,3 +240,33 @@ func Generate(r *rand.Rand) eventlog.Entry {
 }
 
 func join(parts []string) string { return strings.Join(parts, ",") }
+
+// A poisoned event in the log (written behind canonlog's back) fails the
+// rebuild — prepared on another goroutine while earlier pages are written —
+// naming the event, and leaves the old view.
+func TestRebuildStopsAtAPoisonedEvent(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		log, reg, db := setup(t, backend)
+		var batch []eventlog.Entry
+		for i := range 300 {
+			batch = append(batch, probe(fmt.Sprint("web-", i%9), "r1", enforceFail))
+		}
+		_, err := log.AppendBatch(ctx, batch)
+		require.NoError(t, err)
+		_, err = db.Exec(db.Rebind(`INSERT INTO event_log (ts, kind, host_id, rollout_id, payload) VALUES (?, 'agent_event', 'web-1', 'r1', ?)`),
+			"2026-05-16T01:00:00.000000Z", `{"type":"ProbeResult","mode":"enforce","status":"fail"}`)
+		require.NoError(t, err)
+		_, err = log.AppendBatch(ctx, batch[:50])
+		require.NoError(t, err)
+		before := rows(t, db)
+
+		_, err = projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{BatchSize: 40})
+		require.ErrorIs(t, err, probefailures.ErrInvalidProbeResult)
+		var ae *projection.ApplyError
+		require.ErrorAs(t, err, &ae)
+		require.EqualValues(t, 301, ae.Seq)
+		require.Equal(t, before, rows(t, db))
+	})
+}

@@ -36,12 +36,12 @@ type Projection struct{}
 func New() *Projection { return &Projection{} }
 
 var (
-	_ projection.Projection   = (*Projection)(nil)
-	_ projection.KindFilter   = (*Projection)(nil)
-	_ projection.BatchApplier = (*Projection)(nil)
-	_ projection.Migrator     = (*Projection)(nil)
-	_ projection.Tabler       = (*Projection)(nil)
-	_ projection.Checksummer  = (*Projection)(nil)
+	_ projection.Projection  = (*Projection)(nil)
+	_ projection.KindFilter  = (*Projection)(nil)
+	_ projection.Pipeliner   = (*Projection)(nil)
+	_ projection.Migrator    = (*Projection)(nil)
+	_ projection.Tabler      = (*Projection)(nil)
+	_ projection.Checksummer = (*Projection)(nil)
 )
 
 // Name implements projection.Projection.
@@ -73,13 +73,30 @@ func (p *Projection) Apply(ctx context.Context, tx *sqlx.Tx, ev eventlog.Event) 
 // first (so a malformed probe result refuses the batch before anything is
 // written) and inserts all rows with one statement on PostgreSQL.
 func (p *Projection) ApplyBatch(ctx context.Context, tx *sqlx.Tx, events []eventlog.Event) error {
+	rows, err := p.PrepareBatch(events)
+	if err != nil {
+		return err
+	}
+	return p.WritePrepared(ctx, tx, rows)
+}
+
+// PrepareBatch implements projection.Pipeliner: it derives the rows of
+// events (a []Row) without touching the database.
+func (*Projection) PrepareBatch(events []eventlog.Event) (any, error) {
 	var rows []Row
 	for _, ev := range events {
 		var err error
 		if rows, err = Rows(rows, ev); err != nil {
-			return projection.EventError(ev.Seq, err)
+			return nil, projection.EventError(ev.Seq, err)
 		}
 	}
+	return rows, nil
+}
+
+// WritePrepared implements projection.Pipeliner: it inserts the rows
+// PrepareBatch derived.
+func (*Projection) WritePrepared(ctx context.Context, tx *sqlx.Tx, prepared any) error {
+	rows, _ := prepared.([]Row)
 	if len(rows) == 0 {
 		return nil
 	}

@@ -46,6 +46,18 @@ type BatchApplier interface {
 	ApplyBatch(ctx context.Context, tx *sqlx.Tx, events []eventlog.Event) error
 }
 
+// Pipeliner is a BatchApplier whose batch work splits into a pure part —
+// PrepareBatch: decoding and deriving rows, no database access, safe to run
+// on another goroutine — and WritePrepared, the database writes. Rebuild
+// then prepares the next page while the current one is written, so the
+// client's CPU work overlaps the database's. ApplyBatch must equal
+// PrepareBatch followed by WritePrepared.
+type Pipeliner interface {
+	BatchApplier
+	PrepareBatch(events []eventlog.Event) (any, error)
+	WritePrepared(ctx context.Context, tx *sqlx.Tx, prepared any) error
+}
+
 // Migrator is implemented by projections that bring their own tables. Their
 // goose migrations run after canonlog's core migrations, each projection
 // with its own version table (canonlog_migrations_<name>). The returned

@@ -3,6 +3,7 @@ package projection
 import (
 	"context"
 	"fmt"
+	"iter"
 	"slices"
 	"time"
 
@@ -141,19 +142,29 @@ func replay(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *registered, 
 		progress(Progress{Projection: e.name, Total: total})
 	}
 	var done int64
-	for page, err := range log.PagesTx(ctx, tx, 0, &eventlog.ReadOptions{PageSize: batchSize, Kinds: e.kindList()}) {
+	advance := func(page []eventlog.Event) error {
+		done += int64(len(page))
+		last = max(last, page[len(page)-1].Seq)
+		if progress != nil {
+			progress(Progress{Projection: e.name, Done: done, Total: max(total, done)})
+		}
+		return ctx.Err()
+	}
+	pages := log.PagesTx(ctx, tx, 0, &eventlog.ReadOptions{PageSize: batchSize, Kinds: e.kindList()})
+	if pl, ok := e.p.(Pipeliner); ok {
+		if err := replayPipelined(ctx, tx, e, pl, pages, advance); err != nil {
+			return 0, 0, err
+		}
+		return done, last, nil
+	}
+	for page, err := range pages {
 		if err != nil {
 			return 0, 0, fmt.Errorf("projection %s: read log: %w", e.name, err)
 		}
 		if err := e.apply(ctx, tx, page); err != nil {
 			return 0, 0, err
 		}
-		done += int64(len(page))
-		last = max(last, page[len(page)-1].Seq)
-		if progress != nil {
-			progress(Progress{Projection: e.name, Done: done, Total: max(total, done)})
-		}
-		if err := ctx.Err(); err != nil {
+		if err := advance(page); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -186,4 +197,51 @@ func countRows(ctx context.Context, tx *sqlx.Tx, tables []string) (int64, error)
 		total += n
 	}
 	return total, nil
+}
+
+// replayPipelined prepares page k+1 on another goroutine while page k is
+// written on tx. Reads and writes stay on tx, one at a time; at most two
+// pages are in memory.
+func replayPipelined(ctx context.Context, tx *sqlx.Tx, e *registered, pl Pipeliner, pages iter.Seq2[[]eventlog.Event, error], advance func([]eventlog.Event) error) error {
+	type prepared struct {
+		v   any
+		err error
+	}
+	type pending struct {
+		page []eventlog.Event
+		done chan prepared
+	}
+	write := func(p *pending) error {
+		r := <-p.done
+		err := r.err
+		if err == nil {
+			err = pl.WritePrepared(ctx, tx, r.v)
+		}
+		if err != nil {
+			return e.applyError(p.page, 0, err)
+		}
+		return advance(p.page)
+	}
+	var prev *pending
+	for page, err := range pages {
+		if err != nil {
+			return fmt.Errorf("projection %s: read log: %w", e.name, err)
+		}
+		cur := &pending{page: page, done: make(chan prepared, 1)}
+		go func() {
+			v, err := pl.PrepareBatch(cur.page)
+			cur.done <- prepared{v, err}
+		}()
+		if prev != nil {
+			if err := write(prev); err != nil {
+				<-cur.done // let the goroutine finish before returning
+				return err
+			}
+		}
+		prev = cur
+	}
+	if prev != nil {
+		return write(prev)
+	}
+	return nil
 }

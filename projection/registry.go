@@ -279,25 +279,27 @@ func (e *registered) apply(ctx context.Context, tx *sqlx.Tx, events []eventlog.E
 	}
 	if e.batch != nil && len(events) > 1 {
 		if err := e.batch.ApplyBatch(ctx, tx, events); err != nil {
-			ae := &ApplyError{Projection: e.name, FirstSeq: events[0].Seq, LastSeq: events[len(events)-1].Seq, Err: err}
-			var se *seqError
-			if errors.As(err, &se) {
-				ae.Seq, ae.Err = se.seq, se.err
-			}
-			return ae
+			return e.applyError(events, 0, err)
 		}
 		return nil
 	}
 	for _, ev := range events {
 		if err := e.p.Apply(ctx, tx, ev); err != nil {
-			var se *seqError
-			if errors.As(err, &se) {
-				err = se.err
-			}
-			return &ApplyError{Projection: e.name, Seq: ev.Seq, FirstSeq: ev.Seq, LastSeq: ev.Seq, Err: err}
+			return e.applyError([]eventlog.Event{ev}, ev.Seq, err)
 		}
 	}
 	return nil
+}
+
+// applyError wraps err from applying events; seq names the failing event
+// when known, else an EventError inside err may.
+func (e *registered) applyError(events []eventlog.Event, seq int64, err error) error {
+	ae := &ApplyError{Projection: e.name, Seq: seq, FirstSeq: events[0].Seq, LastSeq: events[len(events)-1].Seq, Err: err}
+	var se *seqError
+	if errors.As(err, &se) {
+		ae.Seq, ae.Err = se.seq, se.err
+	}
+	return ae
 }
 
 // Must returns r, or panics when err is not nil: for building a registry in
