@@ -19,7 +19,7 @@ import (
 // followTimeout bounds waits on a follower. On PostgreSQL the horizon is
 // server-wide: transactions of tests running in parallel (other packages
 // too) delay followers, so waits are generous.
-const followTimeout = 60 * time.Second
+const followTimeout = 3 * time.Minute
 
 func seqsOf(evs []eventlog.Event) []int64 {
 	out := []int64{}
