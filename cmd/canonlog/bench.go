@@ -25,6 +25,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dbtime"
 	"github.com/canonlog/canonlog/internal/dialect"
 	"github.com/canonlog/canonlog/probefailures"
 	"github.com/canonlog/canonlog/projection"
@@ -738,7 +739,7 @@ func (r *benchRunner) read(ctx context.Context) (scenarioStats, error) {
 					host, rollout, eventID sql.NullString
 					payload                []byte
 				)
-				if err := rows.Scan(&after, rawTime{&ts}, &kind, &host, &rollout, &payload, &eventID); err != nil {
+				if err := rows.Scan(&after, dbtime.Dest{T: &ts}, &kind, &host, &rollout, &payload, &eventID); err != nil {
 					_ = rows.Close()
 					return n, err
 				}
@@ -757,28 +758,6 @@ func (r *benchRunner) read(ctx context.Context) (scenarioStats, error) {
 		return scenarioStats{}, err
 	}
 	return r.alternate(ctx, scenarioRead, "events", ours, raw)
-}
-
-// rawTime scans a timestamp as each driver returns it: time.Time from
-// PostgreSQL, text from SQLite.
-type rawTime struct{ t *time.Time }
-
-func (r rawTime) Scan(src any) error {
-	var s string
-	switch v := src.(type) {
-	case time.Time:
-		*r.t = v
-		return nil
-	case string:
-		s = v
-	case []byte:
-		s = string(v)
-	default:
-		return fmt.Errorf("cannot scan %T into a timestamp", src)
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	*r.t = t
-	return err
 }
 
 // rebuild measures rebuilding probe_failures over the filled log:
@@ -892,7 +871,7 @@ GROUP BY control_id, framework ORDER BY control_id, framework`)
 			fs := make([]failure, 0, 100)
 			err := scanAll(ctx, db, qFailures, []any{rollout, 100}, func(rows *sql.Rows) error {
 				var f failure
-				err := rows.Scan(&f.seq, &f.rollout, &f.host, &f.probe, &f.control, &f.framework, rawTime{&f.observed})
+				err := rows.Scan(&f.seq, &f.rollout, &f.host, &f.probe, &f.control, &f.framework, dbtime.Dest{T: &f.observed})
 				fs = append(fs, f)
 				return err
 			})
@@ -931,7 +910,7 @@ GROUP BY control_id, framework ORDER BY control_id, framework`)
 					hostID, rolloutID, eid sql.NullString
 					payload                []byte
 				)
-				err := rows.Scan(&ev.Seq, rawTime{&ev.TS}, &kind, &hostID, &rolloutID, &payload, &eid)
+				err := rows.Scan(&ev.Seq, dbtime.Dest{T: &ev.TS}, &kind, &hostID, &rolloutID, &payload, &eid)
 				ev.Kind, ev.HostID, ev.RolloutID, ev.EventID = eventlog.Kind(kind), hostID.String, rolloutID.String, eid.String
 				ev.Payload = payload
 				evs = append(evs, ev)
