@@ -47,13 +47,14 @@ func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error
 	// Prepare the insert before the transaction takes a connection: with a
 	// one-connection pool (sqlite::memory:) preparing inside it would wait
 	// for itself.
-	if _, err := l.stmt(ctx, l.insertQuery(len(prepared), len(l.sharedLocks(prepared)))); err != nil {
+	locks := l.sharedLocks(prepared)
+	if _, err := l.stmt(ctx, l.insertQuery(len(prepared), len(locks))); err != nil {
 		return nil, fmt.Errorf("eventlog: append: %w", err)
 	}
 	var res []Result
 	err = dbutil.WithTx(ctx, l.db, nil, func(tx *sqlx.Tx) error {
 		var err error
-		res, err = l.appendPrepared(ctx, tx, prepared)
+		res, err = l.appendPrepared(ctx, tx, prepared, locks)
 		return err
 	})
 	if err != nil {
@@ -81,7 +82,7 @@ func (l *Log) AppendTx(ctx context.Context, tx *sqlx.Tx, entries ...Entry) ([]Re
 	if err != nil || len(prepared) == 0 {
 		return nil, err
 	}
-	return l.appendPrepared(ctx, tx, prepared)
+	return l.appendPrepared(ctx, tx, prepared, l.sharedLocks(prepared))
 }
 
 // preparedEntry is a validated entry as it will be stored.
@@ -102,13 +103,15 @@ func (l *Log) prepare(entries []Entry) ([]preparedEntry, error) {
 	return out, nil
 }
 
-func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry) ([]Result, error) {
+// appendPrepared appends validated entries in tx, taking locks (the hook's
+// shared locks, from sharedLocks) in the insert.
+func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string) ([]Result, error) {
 	if l.serialize && l.q.serialize != "" {
 		if _, err := tx.ExecContext(ctx, l.q.serialize); err != nil {
 			return nil, fmt.Errorf("eventlog: take the append lock: %w", err)
 		}
 	}
-	seqs, err := l.insert(ctx, tx, entries, l.sharedLocks(entries))
+	seqs, err := l.insert(ctx, tx, entries, locks)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: append: %w", err)
 	}
