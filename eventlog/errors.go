@@ -1,8 +1,12 @@
 package eventlog
 
 import (
+	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 
 	"github.com/lib/pq"
 	"modernc.org/sqlite"
@@ -80,22 +84,49 @@ func (e *ConflictError) Error() string {
 
 func (e *ConflictError) Unwrap() error { return ErrEventIDConflict }
 
-// Retryable reports whether err is a transient failure that a retry of the
-// same append (with the same event ids) may get past: a PostgreSQL
-// deadlock or serialization failure, or SQLite reporting the database busy
-// or locked for longer than the busy timeout. Retrying is always safe for
-// entries with an event id: at most one attempt lands.
+// Retryable reports whether err is a transient failure that the same
+// append may get past when tried again:
+//
+//   - a PostgreSQL serialization failure or deadlock (40001, 40P01);
+//   - a lost or refused PostgreSQL connection: database/sql's
+//     driver.ErrBadConn (lib/pq reports a connection that broke or that the
+//     server closed with a FATAL error this way), an unexpected EOF, a
+//     network error (connection refused or reset, i/o timeout), SQLSTATE
+//     class 08 (connection exception), 57P01 admin_shutdown, 57P02
+//     crash_shutdown, 57P03 cannot_connect_now (the server is starting up
+//     or shutting down);
+//   - SQLite reporting the database busy or locked for longer than the busy
+//     timeout.
+//
+// Validation errors, event id conflicts, constraint violations, a hook's
+// own errors and the caller's context being cancelled or past its deadline
+// are not retryable.
+//
+// The retry rule: an append that failed with a retryable error may or may
+// not have committed (a connection lost during COMMIT leaves it unknown), so
+// retrying is safe only for entries with an event id. After an error, retry
+// the same entries with the same event ids until the append succeeds or
+// fails with an error that is not retryable: each entry then lands exactly
+// once, and a retry of one that did land returns it with Duplicate=true and
+// its stored seq. An entry without an event id may land twice when retried
+// after such an error.
 func Retryable(err error) bool {
 	if err == nil {
+		return false
+	}
+	// The caller gave up: its context.DeadlineExceeded even satisfies
+	// net.Error, so this test comes first.
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
 	var pqErr *pq.Error
 	if errors.As(err, &pqErr) {
 		switch pqErr.Code {
-		case "40001", "40P01": // serialization_failure, deadlock_detected
+		case "40001", "40P01", // serialization_failure, deadlock_detected
+			"57P01", "57P02", "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
 			return true
 		}
-		return false
+		return pqErr.Code.Class() == "08" // connection_exception
 	}
 	var sqliteErr *sqlite.Error
 	if errors.As(err, &sqliteErr) {
@@ -103,6 +134,11 @@ func Retryable(err error) bool {
 		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
 			return true
 		}
+		return false
 	}
-	return false
+	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr)
 }
