@@ -85,10 +85,17 @@ func validateID(s string) error {
 	return nil
 }
 
+// maxPayloadDepth is how deeply a payload's arrays and objects may nest.
+// SQLite's JSON functions refuse anything deeper (its event_log CHECKs
+// json_valid(payload)), so a deeper payload could be appended on PostgreSQL
+// and not on SQLite; the log refuses it on both, with a clear error.
+const maxPayloadDepth = 1000
+
 // ValidatePayload reports whether p is a payload the log accepts with a size
 // limit of maxBytes: valid JSON, valid UTF-8, no NUL character (raw or
-// escaped), at most maxBytes long. The error wraps ErrPayloadTooLarge,
-// ErrPayloadNUL or ErrInvalidPayload.
+// escaped), arrays and objects nested at most 1000 levels deep, at most
+// maxBytes long. The error wraps ErrPayloadTooLarge, ErrPayloadNUL or
+// ErrInvalidPayload.
 func ValidatePayload(p []byte, maxBytes int) error {
 	return validatePayload(p, maxBytes)
 }
@@ -111,16 +118,28 @@ func validatePayload(p []byte, maxBytes int) error {
 	if !utf8.Valid(p) {
 		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidPayload)
 	}
-	// In valid JSON a backslash only occurs inside a string, and starts an
-	// escape whose next byte is the escaped character.
-	for i := 0; i+1 < len(p); i++ {
-		if p[i] != '\\' {
-			continue
+	// p is valid JSON: a quote outside a string opens one, an unescaped
+	// quote inside closes it; a backslash only occurs inside a string and
+	// starts an escape whose next byte is the escaped character (\u is
+	// followed by four hex digits); brackets outside strings nest.
+	depth, inString := 0, false
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case inString && c == '\\':
+			if p[i+1] == 'u' && i+6 <= len(p) && string(p[i+2:i+6]) == "0000" {
+				return fmt.Errorf("%w: \\u0000 escape at offset %d", ErrPayloadNUL, i)
+			}
+			i++ // skip the escaped character
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '[' || c == '{':
+			if depth++; depth > maxPayloadDepth {
+				return fmt.Errorf("%w: arrays and objects nested deeper than %d levels (at offset %d)", ErrInvalidPayload, maxPayloadDepth, i)
+			}
+		case c == ']' || c == '}':
+			depth--
 		}
-		if p[i+1] == 'u' && i+6 <= len(p) && string(p[i+2:i+6]) == "0000" {
-			return fmt.Errorf("%w: \\u0000 escape at offset %d", ErrPayloadNUL, i)
-		}
-		i++ // skip the escaped character
 	}
 	return nil
 }
