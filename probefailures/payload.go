@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtime"
@@ -105,6 +106,14 @@ func Rows(dst []Row, ev eventlog.Event) ([]Row, error) {
 	if out, ok := rowsFast(dst, ev); ok {
 		return out, nil
 	}
+	return rowsSlow(dst, ev)
+}
+
+// rowsSlow decodes every field on its own, to decide exactly whether ev is
+// a probe result and, if it is malformed, which field is wrong. On error
+// it returns dst as it was given.
+func rowsSlow(dst []Row, ev eventlog.Event) ([]Row, error) {
+	p := ev.Payload
 	var raw rawProbe
 	if err := json.Unmarshal(p, &raw); err != nil {
 		return dst, nil // not an object: not a probe result
@@ -153,18 +162,18 @@ func Rows(dst []Row, ev eventlog.Event) ([]Row, error) {
 	for i, sub := range subs {
 		subStatus, err := optionalString(fmt.Sprintf("sub_results[%d].status", i), sub.Status)
 		if err != nil {
-			return dst, err
+			return dst[:first], err
 		}
 		if subStatus != "fail" {
 			continue
 		}
 		control, ok := str(sub.ControlID)
 		if !ok || control == "" {
-			return dst, &ValidationError{Field: fmt.Sprintf("sub_results[%d].control_id", i), Reason: "a failing sub-result needs a non-empty string"}
+			return dst[:first], &ValidationError{Field: fmt.Sprintf("sub_results[%d].control_id", i), Reason: "a failing sub-result needs a non-empty string"}
 		}
 		framework, ok := str(sub.Framework)
 		if !ok || framework == "" {
-			return dst, &ValidationError{Field: fmt.Sprintf("sub_results[%d].framework", i), Reason: "a failing sub-result needs a non-empty string"}
+			return dst[:first], &ValidationError{Field: fmt.Sprintf("sub_results[%d].framework", i), Reason: "a failing sub-result needs a non-empty string"}
 		}
 		if emit && !seen(dst[first:], framework, control) {
 			dst = append(dst, Row{Seq: ev.Seq, RolloutID: ev.RolloutID, HostID: ev.HostID, ProbeName: probe,
@@ -246,8 +255,10 @@ func str(raw json.RawMessage) (string, bool) {
 	if len(raw) < 2 || raw[0] != '"' {
 		return "", false
 	}
-	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 {
-		return string(inner), true // no escapes: the common case, without a decoder
+	// No escapes: the common case, without a decoder. Invalid UTF-8 goes
+	// to the decoder, which turns it into U+FFFD as the fast path does.
+	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner), true
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
