@@ -1,0 +1,718 @@
+package soak_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/probefailures"
+	"github.com/canonlog/canonlog/projection"
+)
+
+const (
+	// smokeDuration is the writing phase when CANONLOG_SOAK is unset.
+	smokeDuration = 4 * time.Second
+	// writers is the number of concurrent appending goroutines.
+	writers = 32
+	// maxBatch bounds a batch append's size (drawn from 1..maxBatch).
+	maxBatch = 50
+	// rebuildEvery is the pause between probe_failures rebuilds (shorter
+	// for a short run, so that it still sees at least minRebuilds).
+	rebuildEvery = 3 * time.Second
+	minRebuilds  = 2
+	// followWait bounds the follower's catch-up once writers stop. On
+	// PostgreSQL its horizon is server-wide: transactions of other tests
+	// on the same server delay it (never make it skip), so it is generous.
+	followWait = 3 * time.Minute
+	// maxAttempts bounds the tries of one append failing with retryable
+	// errors.
+	maxAttempts = 1000
+)
+
+// TestSoak appends from 32 writers at once (singles and batches of mixed
+// kinds, every entry with an event id, some deliberately re-sent), follows
+// the log from seq 0 and rebuilds probe_failures every few seconds, then
+// checks: every acknowledged event is stored once at its acknowledged seq,
+// the follower saw exactly the log's events once each in (tx_id, seq)
+// order, and probe_failures equals a fresh derivation.
+//
+// CANONLOG_SOAK (a Go duration) sets the PostgreSQL run's writing phase;
+// unset, both backends run a smoke version of smokeDuration. The SQLite run
+// always has the smoke duration: PostgreSQL is the backend under load.
+func TestSoak(t *testing.T) {
+	dur := smokeDuration
+	if s := os.Getenv("CANONLOG_SOAK"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			t.Fatalf("CANONLOG_SOAK=%q: want a positive Go duration such as 5m", s)
+		}
+		dur = d
+	}
+	t.Run("postgres", func(t *testing.T) {
+		dbtest.Admin(t) // skip (or fail) early when the server is unreachable
+		runSoak(t, dbtest.New(t, "postgres"), dur)
+	})
+	t.Run("sqlite", func(t *testing.T) {
+		runSoak(t, dbtest.New(t, "sqlite"), smokeDuration)
+	})
+}
+
+// soak is one run's shared state.
+type soak struct {
+	t       *testing.T
+	backend string
+	log     *eventlog.Log
+	reg     *projection.Registry
+	db      *sqlx.DB
+	base    time.Time
+
+	failed  atomic.Bool
+	stopped atomic.Bool
+
+	// acks[w][n] is the seq acknowledged for writer w's n-th entry. Each
+	// writer only touches its own slice; read after the writers end.
+	acks [writers][]int64
+
+	appends         atomic.Int64 // successful append calls
+	entriesSent     atomic.Int64 // entries in successful append calls
+	newEvents       atomic.Int64 // results with Duplicate=false
+	dupDetected     atomic.Int64 // results with Duplicate=true
+	resentAcked     atomic.Int64 // acknowledged entries deliberately re-sent
+	resentUnacked   atomic.Int64 // entries re-sent after an abandoned append failed
+	unackedLanded   atomic.Int64 // ... of which the abandoned append had committed
+	abandoned       atomic.Int64 // appends given a context too short to finish
+	abandonedOK     atomic.Int64 // ... that finished anyway
+	retries         atomic.Int64 // appends retried after a retryable error
+	rebuildRetries  atomic.Int64
+	followerResumes atomic.Int64
+}
+
+func (s *soak) errorf(format string, args ...any) {
+	s.t.Helper()
+	s.t.Errorf(format, args...)
+	s.failed.Store(true)
+}
+
+func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration) {
+	ctx := context.Background()
+	db := b.Open(t)
+	if b.Name == "postgres" {
+		// Leave connections for the other tests sharing the server: writers
+		// beyond the pool wait for a connection, as a service's would.
+		db.SetMaxOpenConns(40)
+	}
+	reg := projection.Must(projection.NewRegistry(probefailures.New()))
+	log, err := eventlog.New(db, &eventlog.Config{Hook: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = log.Close() })
+	if _, err := projection.Migrate(ctx, log, reg); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	s := &soak{t: t, backend: b.Name, log: log, reg: reg, db: db,
+		base: time.Date(2026, 5, 16, 0, 0, 0, 0, time.UTC)}
+
+	interval := min(rebuildEvery, dur/3)
+
+	// Peak Go heap, sampled every second (and once at the end).
+	var peakHeap atomic.Uint64
+	sample := func() {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		if ms.HeapInuse > peakHeap.Load() {
+			peakHeap.Store(ms.HeapInuse)
+		}
+	}
+	samplerDone := make(chan struct{})
+	samplerStop := make(chan struct{})
+	go func() {
+		defer close(samplerDone)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			sample()
+			select {
+			case <-samplerStop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() {
+		select {
+		case <-samplerStop:
+		default:
+			close(samplerStop)
+		}
+		<-samplerDone
+	}()
+
+	// The follower, from the start of the log.
+	followCtx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	fs := &followState{}
+	followDone := make(chan struct{})
+	go func() {
+		defer close(followDone)
+		s.follow(followCtx, fs)
+	}()
+
+	// Rebuilds, every interval while writers run.
+	var (
+		rebuildMu  sync.Mutex
+		rebuildDur []time.Duration
+		rebuilds   atomic.Int64
+	)
+	rebuildStop := make(chan struct{})
+	rebuildDone := make(chan struct{})
+	go func() {
+		defer close(rebuildDone)
+		timer := time.NewTimer(interval)
+		defer timer.Stop()
+		for {
+			select {
+			case <-rebuildStop:
+				return
+			case <-timer.C:
+			}
+			start := time.Now()
+			_, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{Names: []string{probefailures.Name}})
+			switch {
+			case err == nil:
+				rebuildMu.Lock()
+				rebuildDur = append(rebuildDur, time.Since(start))
+				rebuildMu.Unlock()
+				rebuilds.Add(1)
+			case eventlog.Retryable(err):
+				s.rebuildRetries.Add(1)
+			default:
+				s.errorf("rebuild: %v", err)
+				s.stopped.Store(true)
+				return
+			}
+			timer.Reset(interval)
+		}
+	}()
+
+	// Writers, until the duration is over and enough rebuilds ran.
+	start := time.Now()
+	stopWriting := func() bool {
+		if s.stopped.Load() || s.failed.Load() {
+			return true
+		}
+		if time.Since(start) >= dur && rebuilds.Load() >= minRebuilds {
+			s.stopped.Store(true)
+			return true
+		}
+		return false
+	}
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.write(ctx, w, stopWriting)
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(rebuildStop)
+	<-rebuildDone
+	if s.failed.Load() {
+		stopFollow()
+		<-followDone
+		t.FailNow()
+	}
+
+	// Let the follower catch up with the log.
+	var logCount, logMax int64
+	if err := db.QueryRowxContext(ctx, `SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM event_log`).Scan(&logCount, &logMax); err != nil {
+		t.Fatalf("count the log: %v", err)
+	}
+	catchUp := time.Now()
+	for fs.count.Load() < logCount && !s.failed.Load() {
+		if time.Since(catchUp) > followWait {
+			stopFollow()
+			<-followDone
+			t.Fatalf("follower saw %d of %d events %s after writers stopped", fs.count.Load(), logCount, followWait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	catchUpDur := time.Since(catchUp)
+	// One more poll's worth: anything beyond the log's events would show.
+	time.Sleep(2 * followPoll)
+	stopFollow()
+	<-followDone
+	close(samplerStop)
+	<-samplerDone
+	sample()
+	if s.failed.Load() {
+		t.FailNow()
+	}
+
+	// Zero lost, zero duplicated: every row's event id is acknowledged at
+	// its seq, no row lacks one, and there are as many rows as acks.
+	s.checkLog(ctx, fs, logCount)
+
+	res, err := projection.Verify(ctx, log, reg, []string{probefailures.Name})
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if len(res) != 1 || !res[0].Equal {
+		t.Fatalf("verify probe_failures: %+v", res)
+	}
+	var failures int64
+	if err := db.GetContext(ctx, &failures, `SELECT COUNT(*) FROM probe_failures`); err != nil {
+		t.Fatal(err)
+	}
+	if failures == 0 {
+		t.Fatalf("probe_failures is empty: the soak appended no failing control")
+	}
+
+	// Report.
+	secs := elapsed.Seconds()
+	rebuildMu.Lock()
+	durs := slices.Clone(rebuildDur)
+	rebuildMu.Unlock()
+	slices.Sort(durs)
+	t.Logf("soak: backend=%s duration=%s writers=%d", s.backend, elapsed.Round(time.Millisecond), writers)
+	t.Logf("soak: events=%d appends=%d entries_sent=%d log_rows=%d max_seq=%d probe_failures_rows=%d",
+		s.newEvents.Load(), s.appends.Load(), s.entriesSent.Load(), logCount, logMax, failures)
+	t.Logf("soak: resent_acked=%d duplicates_detected=%d abandoned=%d abandoned_committed=%d resent_unacked=%d resent_unacked_already_stored=%d retries=%d",
+		s.resentAcked.Load(), s.dupDetected.Load(), s.abandoned.Load(), s.abandonedOK.Load(),
+		s.resentUnacked.Load(), s.unackedLanded.Load(), s.retries.Load())
+	t.Logf("soak: rate events_per_s=%.0f appends_per_s=%.0f", float64(s.newEvents.Load())/secs, float64(s.appends.Load())/secs)
+	t.Logf("soak: follower events=%d seq_below_max_seen=%d resumes=%d catch_up=%s",
+		fs.count.Load(), fs.inversions, s.followerResumes.Load(), catchUpDur.Round(time.Millisecond))
+	if len(durs) > 0 {
+		t.Logf("soak: rebuilds=%d retried=%d min=%s median=%s max=%s", len(durs), s.rebuildRetries.Load(),
+			durs[0].Round(time.Millisecond), durs[len(durs)/2].Round(time.Millisecond), durs[len(durs)-1].Round(time.Millisecond))
+	}
+	t.Logf("soak: memory peak_heap_inuse_mib=%.1f peak_rss_mib=%.1f", float64(peakHeap.Load())/(1<<20), float64(vmHWM(t))/(1<<20))
+	t.Logf("soak: lost=0 duplicated=0 follower_mismatch=0 verify=equal")
+}
+
+// followPoll is the follower's poll interval once caught up.
+const followPoll = 20 * time.Millisecond
+
+// followState is what the follower saw. count is read while it runs; the
+// rest only after it ends.
+type followState struct {
+	count      atomic.Int64
+	seen       []uint64 // bitset by seq
+	inversions int64    // events whose seq is below one seen before (PostgreSQL: commit order is not seq order)
+}
+
+func (f *followState) mark(seq int64) bool {
+	i := int(seq / 64)
+	for i >= len(f.seen) {
+		f.seen = append(f.seen, make([]uint64, max(len(f.seen), 1024))...)
+	}
+	bit := uint64(1) << (seq % 64)
+	if f.seen[i]&bit != 0 {
+		return false
+	}
+	f.seen[i] |= bit
+	return true
+}
+
+func (f *followState) has(seq int64) bool {
+	i := int(seq / 64)
+	return i < len(f.seen) && f.seen[i]&(uint64(1)<<(seq%64)) != 0
+}
+
+// follow tails the log from its start until ctx ends: positions must
+// strictly increase, and no seq may come twice.
+func (s *soak) follow(ctx context.Context, fs *followState) {
+	f, err := s.log.NewFollower(eventlog.Position{}, &eventlog.FollowOptions{PollInterval: followPoll})
+	if err != nil {
+		s.errorf("follower: %v", err)
+		return
+	}
+	var prev eventlog.Position
+	var maxSeq int64
+	for ctx.Err() == nil {
+		for ev, err := range f.Events(ctx) {
+			if err != nil {
+				if eventlog.Retryable(err) {
+					s.followerResumes.Add(1)
+					break // resume from f's position
+				}
+				s.errorf("follower: %v", err)
+				return
+			}
+			pos := f.Position()
+			if !(prev.TxID < pos.TxID || prev.TxID == pos.TxID && prev.Seq < pos.Seq) {
+				s.errorf("follower: position went from %s to %s (event %d)", prev, pos, ev.Seq)
+				return
+			}
+			prev = pos
+			if !fs.mark(ev.Seq) {
+				s.errorf("follower: seq %d delivered twice", ev.Seq)
+				return
+			}
+			if ev.Seq < maxSeq {
+				fs.inversions++
+			}
+			maxSeq = max(maxSeq, ev.Seq)
+			fs.count.Add(1)
+		}
+	}
+}
+
+// checkLog reads the whole log and compares it with the acks and with what
+// the follower saw.
+func (s *soak) checkLog(ctx context.Context, fs *followState, logCount int64) {
+	t := s.t
+	var acked int64
+	found := make([][]bool, writers)
+	for w := range writers {
+		acked += int64(len(s.acks[w]))
+		found[w] = make([]bool, len(s.acks[w]))
+	}
+	rows, err := s.db.QueryxContext(ctx, `SELECT seq, COALESCE(event_id, '') FROM event_log ORDER BY seq`)
+	if err != nil {
+		t.Fatalf("read the log: %v", err)
+	}
+	defer rows.Close()
+	var n, lost, dup, notFollowed int64
+	for rows.Next() {
+		var (
+			seq int64
+			id  string
+		)
+		if err := rows.Scan(&seq, &id); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if !fs.has(seq) {
+			notFollowed++
+			if notFollowed <= 5 {
+				t.Errorf("follower never saw seq %d (%s)", seq, id)
+			}
+		}
+		w, i, ok := parseID(id)
+		if !ok || w >= writers || i >= len(s.acks[w]) {
+			t.Errorf("seq %d has event id %q, which no writer acknowledged", seq, id)
+			continue
+		}
+		if found[w][i] {
+			dup++
+			t.Errorf("event id %q stored twice (again at seq %d)", id, seq)
+			continue
+		}
+		found[w][i] = true
+		if s.acks[w][i] != seq {
+			t.Errorf("event id %q acknowledged at seq %d, stored at %d", id, s.acks[w][i], seq)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for w := range writers {
+		for i, ok := range found[w] {
+			if !ok {
+				lost++
+				if lost <= 5 {
+					t.Errorf("acknowledged event %s (seq %d) is missing", eventID(w, i), s.acks[w][i])
+				}
+			}
+		}
+	}
+	if n != logCount {
+		t.Errorf("the log holds %d rows now, %d when the writers stopped", n, logCount)
+	}
+	if fs.count.Load() != n {
+		t.Errorf("follower saw %d events, the log holds %d", fs.count.Load(), n)
+	}
+	if n != acked {
+		t.Errorf("the log holds %d rows for %d acknowledged event ids", n, acked)
+	}
+	if lost+dup+notFollowed > 0 {
+		t.Fatalf("lost=%d duplicated=%d not_followed=%d", lost, dup, notFollowed)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+func eventID(w, n int) string { return fmt.Sprintf("soak-%02d-%d", w, n) }
+
+func parseID(id string) (w, n int, ok bool) {
+	rest, ok := strings.CutPrefix(id, "soak-")
+	if !ok {
+		return 0, 0, false
+	}
+	ws, ns, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, 0, false
+	}
+	w, err1 := strconv.Atoi(ws)
+	n, err2 := strconv.Atoi(ns)
+	return w, n, err1 == nil && err2 == nil && w >= 0 && n >= 0
+}
+
+var otherKinds = []eventlog.Kind{eventlog.KindPlanAction, eventlog.KindEffect, eventlog.KindGateDecision,
+	eventlog.KindVerifyOutcome, eventlog.KindManifestPoll, eventlog.KindRolloutEvent, "soak_note"}
+
+// entry returns writer w's n-th entry. It is a pure function of (w, n), so
+// a re-send is the very same entry.
+func (s *soak) entry(w, n int) eventlog.Entry {
+	r := rand.New(rand.NewPCG(uint64(w), uint64(n)))
+	e := eventlog.Entry{EventID: eventID(w, n), HostID: fmt.Sprintf("host-%03d", r.IntN(200))}
+	if r.IntN(8) > 0 {
+		e.RolloutID = fmt.Sprintf("rollout-%d", r.IntN(8))
+	}
+	switch k := r.IntN(10); {
+	case k < 4: // a probe result, explicitly timed
+		e.Kind = eventlog.KindAgentEvent
+		e.TS = s.base.Add(time.Duration(w)*time.Hour + time.Duration(n)*time.Millisecond + time.Duration(r.IntN(1000))*time.Nanosecond)
+		mode, status := "enforce", "fail"
+		if r.IntN(5) == 0 {
+			mode = "observe"
+		}
+		if r.IntN(4) == 0 {
+			status = "pass"
+		}
+		p := probefailures.ProbeResult{Type: probefailures.TypeProbeResult, Mode: mode, Status: status,
+			ProbeName: fmt.Sprintf("probe-%d", r.IntN(20))}
+		if r.IntN(2) == 0 {
+			p.ObservedAt = e.TS.Add(-time.Second).Format(time.RFC3339Nano)
+		}
+		for range 1 + r.IntN(6) {
+			sub := probefailures.SubResult{ControlID: fmt.Sprintf("CIS-5.2.%d", r.IntN(12)), Framework: "cis", Status: "fail"}
+			if r.IntN(3) == 0 {
+				sub.Framework, sub.ControlID = "nist", fmt.Sprintf("AC-%d", r.IntN(20))
+			}
+			if r.IntN(3) == 0 {
+				sub.Status = "pass"
+			}
+			p.SubResults = append(p.SubResults, sub)
+		}
+		e.Payload, _ = json.Marshal(p)
+	case k < 6: // another agent event, stamped by the log's clock
+		e.Kind = eventlog.KindAgentEvent
+		e.Payload = json.RawMessage(fmt.Sprintf(`{"type":"Heartbeat","writer":%d,"n":%d,"uptime_s":%d}`, w, n, r.IntN(1e6)))
+	default:
+		e.Kind = otherKinds[r.IntN(len(otherKinds))]
+		e.Payload = json.RawMessage(fmt.Sprintf(`{"writer":%d,"n":%d,"note":%q}`, w, n, strings.Repeat("x", r.IntN(200))))
+	}
+	return e
+}
+
+// pending is one entry of an append and what its result must be.
+type pending struct {
+	n      int
+	acked  bool  // a deliberate re-send of an acknowledged entry
+	seq    int64 // its acknowledged seq, when acked
+	unsure bool  // an abandoned append may or may not have stored it
+}
+
+// write is one writer's loop.
+func (s *soak) write(ctx context.Context, w int, stop func() bool) {
+	r := rand.New(rand.NewPCG(uint64(w), 0x50a4))
+	next := 0 // the next entry never sent
+	fresh := func(k int) []pending {
+		out := make([]pending, k)
+		for i := range out {
+			out[i] = pending{n: next}
+			next++
+		}
+		return out
+	}
+	old := func() pending {
+		i := r.IntN(len(s.acks[w]))
+		return pending{n: i, acked: true, seq: s.acks[w][i]}
+	}
+	for !stop() {
+		var batch []pending
+		single := r.IntN(2) == 0
+		size := 1
+		if !single {
+			size = 1 + r.IntN(maxBatch)
+		}
+		switch x := r.IntN(100); {
+		case x < 7 && len(s.acks[w]) > 0:
+			// Re-send acknowledged entries, alone.
+			for range 1 + r.IntN(3) {
+				batch = append(batch, old())
+			}
+			if single {
+				batch = batch[:1]
+			}
+		case x < 10 && len(s.acks[w]) > 0:
+			// Re-send acknowledged entries among new ones.
+			batch = fresh(size)
+			for range 1 + r.IntN(3) {
+				i := r.IntN(len(batch) + 1)
+				batch = slices.Insert(batch, i, old())
+			}
+		case x < 12:
+			// Abandon an append halfway (a client giving up), then re-send
+			// the same entries: each must land exactly once.
+			batch = fresh(size)
+			s.abandoned.Add(1)
+			actx, cancel := context.WithTimeout(ctx, time.Duration(r.IntN(3000))*time.Microsecond)
+			res, err := s.appendOnce(actx, w, batch)
+			cancel()
+			if err == nil {
+				s.abandonedOK.Add(1)
+				s.appends.Add(1)
+				s.entriesSent.Add(int64(len(batch)))
+				if !s.check(w, batch, res) {
+					return
+				}
+				for i := range batch {
+					s.acks[w] = append(s.acks[w], res[i].Event.Seq)
+					batch[i] = pending{n: batch[i].n, acked: true, seq: res[i].Event.Seq}
+				}
+			} else {
+				for i := range batch {
+					batch[i].unsure = true
+				}
+			}
+		default:
+			batch = fresh(size)
+		}
+		res, ok := s.appendRetry(ctx, w, batch)
+		if !ok || !s.check(w, batch, res) {
+			return
+		}
+		for i, p := range batch {
+			switch {
+			case p.acked:
+				s.resentAcked.Add(1)
+			case p.unsure:
+				s.resentUnacked.Add(1)
+				if res[i].Duplicate {
+					s.unackedLanded.Add(1)
+				}
+			}
+			if !p.acked {
+				s.acks[w] = append(s.acks[w], res[i].Event.Seq)
+			}
+		}
+	}
+}
+
+func (s *soak) entries(w int, batch []pending) []eventlog.Entry {
+	out := make([]eventlog.Entry, len(batch))
+	for i, p := range batch {
+		out[i] = s.entry(w, p.n)
+	}
+	return out
+}
+
+func (s *soak) appendOnce(ctx context.Context, w int, batch []pending) ([]eventlog.Result, error) {
+	entries := s.entries(w, batch)
+	if len(entries) == 1 {
+		res, err := s.log.Append(ctx, entries[0])
+		if err != nil {
+			return nil, err
+		}
+		return []eventlog.Result{res}, nil
+	}
+	return s.log.AppendBatch(ctx, entries)
+}
+
+// appendRetry appends batch, retrying the same entries after a retryable
+// error, with a growing backoff.
+func (s *soak) appendRetry(ctx context.Context, w int, batch []pending) ([]eventlog.Result, bool) {
+	backoff := 2 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		res, err := s.appendOnce(ctx, w, batch)
+		if err == nil {
+			s.appends.Add(1)
+			s.entriesSent.Add(int64(len(batch)))
+			return res, true
+		}
+		if !eventlog.Retryable(err) {
+			s.errorf("writer %d: append of %d entries (first %s): %v", w, len(batch), eventID(w, batch[0].n), err)
+			return nil, false
+		}
+		if attempt >= maxAttempts {
+			s.errorf("writer %d: still retryable after %d attempts: %v", w, attempt, err)
+			return nil, false
+		}
+		s.retries.Add(1)
+		time.Sleep(backoff + time.Duration(rand.Int64N(int64(backoff))))
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+// check compares an append's results with what each entry expects.
+func (s *soak) check(w int, batch []pending, res []eventlog.Result) bool {
+	if len(res) != len(batch) {
+		s.errorf("writer %d: %d results for %d entries", w, len(res), len(batch))
+		return false
+	}
+	var prev int64
+	for i, p := range batch {
+		r := res[i]
+		id := eventID(w, p.n)
+		switch {
+		case r.Event.EventID != id:
+			s.errorf("writer %d: result %d is event %q, want %q", w, i, r.Event.EventID, id)
+			return false
+		case p.acked && (!r.Duplicate || r.Event.Seq != p.seq):
+			s.errorf("writer %d: re-sent %s (acknowledged at seq %d) came back duplicate=%v seq=%d",
+				w, id, p.seq, r.Duplicate, r.Event.Seq)
+			return false
+		case !p.acked && !p.unsure && r.Duplicate:
+			s.errorf("writer %d: new entry %s came back as a duplicate of seq %d", w, id, r.Event.Seq)
+			return false
+		case r.Event.Seq <= 0:
+			s.errorf("writer %d: %s got seq %d", w, id, r.Event.Seq)
+			return false
+		}
+		if r.Duplicate {
+			s.dupDetected.Add(1)
+			continue
+		}
+		s.newEvents.Add(1)
+		if r.Event.Seq <= prev {
+			s.errorf("writer %d: new entries got seqs out of entry order (%d after %d)", w, r.Event.Seq, prev)
+			return false
+		}
+		prev = r.Event.Seq
+	}
+	return true
+}
+
+// vmHWM returns the process's peak resident set size in bytes, or 0 where
+// /proc/self/status is missing.
+func vmHWM(t *testing.T) int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				t.Errorf("VmHWM %q: %v", rest, err)
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
+}
