@@ -25,8 +25,10 @@ import (
 )
 
 const (
-	// smokeDuration is the writing phase when CANONLOG_SOAK is unset.
-	smokeDuration = 4 * time.Second
+	// smokeDuration is the PostgreSQL writing phase when CANONLOG_SOAK is
+	// unset; sqliteDuration is SQLite's, always.
+	smokeDuration  = 4 * time.Second
+	sqliteDuration = 2 * time.Second
 	// writers is the number of concurrent appending goroutines.
 	writers = 32
 	// maxBatch bounds a batch append's size (drawn from 1..maxBatch).
@@ -52,23 +54,33 @@ const (
 // order, and probe_failures equals a fresh derivation.
 //
 // CANONLOG_SOAK (a Go duration) sets the PostgreSQL run's writing phase;
-// unset, both backends run a smoke version of smokeDuration. The SQLite run
-// always has the smoke duration: PostgreSQL is the backend under load.
+// unset, PostgreSQL runs a smoke version of smokeDuration. The SQLite run
+// is always a short one (sqliteDuration): PostgreSQL is the backend under
+// load, SQLite has one writer at a time.
 func TestSoak(t *testing.T) {
-	dur := smokeDuration
+	dur, long := smokeDuration, false
 	if s := os.Getenv("CANONLOG_SOAK"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
 			t.Fatalf("CANONLOG_SOAK=%q: want a positive Go duration such as 5m", s)
 		}
-		dur = d
+		dur, long = d, true
+	}
+	// The smoke runs side by side, to keep the test short; a long run has
+	// the machine to itself, so that its figures are PostgreSQL's.
+	parallel := func(t *testing.T) {
+		if !long {
+			t.Parallel()
+		}
 	}
 	t.Run("postgres", func(t *testing.T) {
+		parallel(t)
 		dbtest.Admin(t) // skip (or fail) early when the server is unreachable
 		runSoak(t, dbtest.New(t, "postgres"), dur)
 	})
 	t.Run("sqlite", func(t *testing.T) {
-		runSoak(t, dbtest.New(t, "sqlite"), smokeDuration)
+		parallel(t)
+		runSoak(t, dbtest.New(t, "sqlite"), sqliteDuration)
 	})
 }
 
@@ -568,7 +580,7 @@ func (s *soak) write(ctx context.Context, w int, stop func() bool) {
 			// the same entries: each must land exactly once.
 			batch = fresh(size)
 			s.abandoned.Add(1)
-			actx, cancel := context.WithTimeout(ctx, time.Duration(r.IntN(3000))*time.Microsecond)
+			actx, cancel := context.WithTimeout(ctx, time.Duration(r.IntN(20000))*time.Microsecond)
 			res, err := s.appendOnce(actx, w, batch)
 			cancel()
 			if err == nil {
