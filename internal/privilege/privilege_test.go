@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"strings"
@@ -19,7 +20,10 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxtest"
 
+	"github.com/canonlog/canonlog/app"
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
 	"github.com/canonlog/canonlog/migrations"
@@ -41,8 +45,8 @@ func script(t *testing.T, file string, vars map[string]string) string {
 	return s
 }
 
-// as opens a pool on the test server as role, with search_path=schema.
-func as(t *testing.T, role, schema string) *sqlx.DB {
+// roleURL returns the test server's URL as role, with search_path=schema.
+func roleURL(t *testing.T, role, schema string) string {
 	t.Helper()
 	u, err := url.Parse(dbtest.PostgresURL())
 	require.NoError(t, err)
@@ -50,9 +54,15 @@ func as(t *testing.T, role, schema string) *sqlx.DB {
 	q := u.Query()
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// as opens a pool on the test server as role, with search_path=schema.
+func as(t *testing.T, role, schema string) *sqlx.DB {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	db, err := eventlog.OpenDB(ctx, u.String())
+	db, err := eventlog.OpenDB(ctx, roleURL(t, role, schema))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	return db
@@ -258,6 +268,29 @@ WHERE n.nspname = $1 AND pg_get_userbyid(c.relowner) = $2`, schema, svc))
 			require.NoError(t, admin.GetContext(ctx, &has, `SELECT has_table_privilege($1, $2, $3)`,
 				svc, schema+".event_log", priv))
 			require.False(t, has, "service has %s on event_log", priv)
+		}
+	})
+	t.Run("ServiceRunsTheApp", func(t *testing.T) {
+		// The module as a service runs it: with migrations off, and with
+		// migrations on start (the default), which has nothing to apply
+		// once the owner migrated and so needs no DDL.
+		for _, skip := range []bool{true, false} {
+			var (
+				log   *eventlog.Log
+				store *probefailures.Store
+			)
+			a := fxtest.New(t, fx.NopLogger,
+				fx.Supply(app.Config{DatabaseURL: roleURL(t, svc, schema), SkipMigrate: skip}),
+				app.Module, app.ProbeFailuresModule, fx.Populate(&log, &store))
+			a.RequireStart()
+			before, err := store.CountFailingHosts(ctx, "r1")
+			require.NoError(t, err)
+			_, err = log.Append(ctx, probeEntry(fmt.Sprintf("app-%t", skip), fmt.Sprintf("app-%t", skip)))
+			require.NoError(t, err)
+			after, err := store.CountFailingHosts(ctx, "r1")
+			require.NoError(t, err)
+			require.Equal(t, before+1, after)
+			a.RequireStop()
 		}
 	})
 }
