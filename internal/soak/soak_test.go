@@ -99,6 +99,8 @@ type soak struct {
 	// acks[w][n] is the seq acknowledged for writer w's n-th entry. Each
 	// writer only touches its own slice; read after the writers end.
 	acks [writers][]int64
+	// latency[w] holds writer w's append latencies, retries included.
+	latency [writers][]time.Duration
 
 	appends         atomic.Int64 // successful append calls
 	entriesSent     atomic.Int64 // entries in successful append calls
@@ -189,6 +191,7 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration) {
 	var (
 		rebuildMu  sync.Mutex
 		rebuildDur []time.Duration
+		firstBatch []time.Duration // until the first replayed batch: mostly the wait for the lock
 		rebuilds   atomic.Int64
 	)
 	rebuildStop := make(chan struct{})
@@ -204,11 +207,18 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration) {
 			case <-timer.C:
 			}
 			start := time.Now()
-			_, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{Names: []string{probefailures.Name}})
+			var first time.Duration
+			_, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{Names: []string{probefailures.Name},
+				Progress: func(projection.Progress) {
+					if first == 0 {
+						first = time.Since(start)
+					}
+				}})
 			switch {
 			case err == nil:
 				rebuildMu.Lock()
 				rebuildDur = append(rebuildDur, time.Since(start))
+				firstBatch = append(firstBatch, first)
 				rebuildMu.Unlock()
 				rebuilds.Add(1)
 			case eventlog.Retryable(err):
@@ -244,8 +254,10 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	phase := time.Now()
 	close(rebuildStop)
 	<-rebuildDone
+	rebuildStopDur := time.Since(phase)
 	if s.failed.Load() {
 		stopFollow()
 		<-followDone
@@ -280,9 +292,13 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration) {
 
 	// Zero lost, zero duplicated: every row's event id is acknowledged at
 	// its seq, no row lacks one, and there are as many rows as acks.
+	phase = time.Now()
 	s.checkLog(ctx, fs, logCount)
+	checkDur := time.Since(phase)
 
+	phase = time.Now()
 	res, err := projection.Verify(ctx, log, reg, []string{probefailures.Name})
+	verifyDur := time.Since(phase)
 	if err != nil {
 		t.Fatalf("verify: %v", err)
 	}
@@ -301,8 +317,21 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration) {
 	secs := elapsed.Seconds()
 	rebuildMu.Lock()
 	durs := slices.Clone(rebuildDur)
+	firsts := slices.Clone(firstBatch)
 	rebuildMu.Unlock()
 	slices.Sort(durs)
+	slices.Sort(firsts)
+	var lat []time.Duration
+	for w := range writers {
+		lat = append(lat, s.latency[w]...)
+	}
+	slices.Sort(lat)
+	pct := func(d []time.Duration, p float64) time.Duration {
+		if len(d) == 0 {
+			return 0
+		}
+		return d[min(len(d)-1, int(float64(len(d))*p))].Round(time.Millisecond)
+	}
 	t.Logf("soak: backend=%s duration=%s writers=%d", s.backend, elapsed.Round(time.Millisecond), writers)
 	t.Logf("soak: events=%d appends=%d entries_sent=%d log_rows=%d max_seq=%d probe_failures_rows=%d",
 		s.newEvents.Load(), s.appends.Load(), s.entriesSent.Load(), logCount, logMax, failures)
@@ -315,7 +344,12 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration) {
 	if len(durs) > 0 {
 		t.Logf("soak: rebuilds=%d retried=%d min=%s median=%s max=%s", len(durs), s.rebuildRetries.Load(),
 			durs[0].Round(time.Millisecond), durs[len(durs)/2].Round(time.Millisecond), durs[len(durs)-1].Round(time.Millisecond))
+		t.Logf("soak: rebuild_first_batch min=%s median=%s max=%s",
+			firsts[0].Round(time.Millisecond), firsts[len(firsts)/2].Round(time.Millisecond), firsts[len(firsts)-1].Round(time.Millisecond))
 	}
+	t.Logf("soak: append_latency p50=%s p99=%s max=%s", pct(lat, 0.5), pct(lat, 0.99), pct(lat, 1))
+	t.Logf("soak: after_writers rebuild_stop=%s catch_up=%s check=%s verify=%s",
+		rebuildStopDur.Round(time.Millisecond), catchUpDur.Round(time.Millisecond), checkDur.Round(time.Millisecond), verifyDur.Round(time.Millisecond))
 	t.Logf("soak: memory peak_heap_inuse_mib=%.1f peak_rss_mib=%.1f", float64(peakHeap.Load())/(1<<20), float64(vmHWM(t))/(1<<20))
 	t.Logf("soak: lost=0 duplicated=0 follower_mismatch=0 verify=equal")
 }
@@ -647,9 +681,11 @@ func (s *soak) appendOnce(ctx context.Context, w int, batch []pending) ([]eventl
 // error, with a growing backoff.
 func (s *soak) appendRetry(ctx context.Context, w int, batch []pending) ([]eventlog.Result, bool) {
 	backoff := 2 * time.Millisecond
+	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		res, err := s.appendOnce(ctx, w, batch)
 		if err == nil {
+			s.latency[w] = append(s.latency[w], time.Since(start))
 			s.appends.Add(1)
 			s.entriesSent.Add(int64(len(batch)))
 			return res, true
