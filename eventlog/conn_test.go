@@ -58,6 +58,7 @@ func TestRetryable(t *testing.T) {
 		{"invalid kind", &eventlog.EntryError{Field: "kind", Err: eventlog.ErrInvalidKind}, false},
 		{"invalid payload", &eventlog.EntryError{Field: "payload", Err: eventlog.ErrInvalidPayload}, false},
 		{"payload too large", &eventlog.EntryError{Field: "payload", Err: eventlog.ErrPayloadTooLarge}, false},
+		{"invalid payload wrapping an EOF", &eventlog.EntryError{Field: "payload", Err: fmt.Errorf("%w: %w", eventlog.ErrInvalidPayload, io.ErrUnexpectedEOF)}, false},
 		{"event id conflict", &eventlog.ConflictError{EventID: "x", Seq: 1, Field: "payload"}, false},
 		{"context canceled", fmt.Errorf("begin transaction: %w", context.Canceled), false},
 		// context.DeadlineExceeded satisfies net.Error: it must still not count.

@@ -99,8 +99,8 @@ func (e *ConflictError) Unwrap() error { return ErrEventIDConflict }
 //     timeout.
 //
 // Validation errors, event id conflicts, constraint violations, a hook's
-// own errors and the caller's context being cancelled or past its deadline
-// are not retryable.
+// own errors (unless they wrap one of the above) and the caller's context
+// being cancelled or past its deadline are not retryable.
 //
 // The retry rule: an append that failed with a retryable error may or may
 // not have committed (a connection lost during COMMIT leaves it unknown), so
@@ -115,8 +115,11 @@ func Retryable(err error) bool {
 		return false
 	}
 	// The caller gave up: its context.DeadlineExceeded even satisfies
-	// net.Error, so this test comes first.
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	// net.Error, so this test comes first. A refused entry stays refused,
+	// whatever error its reason wraps.
+	var entryErr *EntryError
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &entryErr) || errors.Is(err, ErrEventIDConflict) {
 		return false
 	}
 	var pqErr *pq.Error
