@@ -165,6 +165,11 @@ func TestServerRestart(t *testing.T) {
 		require.True(t, containsAny(err.Error(), reasons), "unclear error: %v", err)
 		seen[err.Error()]++
 	}
+	refused := false
+	for msg := range seen {
+		refused = refused || strings.Contains(msg, "connection refused")
+	}
+	require.True(t, refused, "the writers never met the server down: %v", seen)
 	t.Logf("%d appends acknowledged, %d failed attempts, %d entries found already stored by a retry; errors: %v",
 		w.ackedOnce, len(w.errs), w.landed, seen)
 
