@@ -73,6 +73,20 @@ func (e Entry) prepare(index int, clock Clock, maxPayload int) (Entry, error) {
 	return e, nil
 }
 
+// Validate makes the checks an append makes of e, with a payload size
+// limit of maxPayloadBytes, without touching a database: a tool reading
+// entries can report a bad one where it read it rather than when its batch
+// is appended. A zero TS passes (the log's clock fills it in). The error is
+// an *EntryError (Index 0) naming the field; it wraps ErrInvalidKind,
+// ErrInvalidPayload, ErrPayloadNUL, ErrPayloadTooLarge or ErrInvalidEntry.
+func (e Entry) Validate(maxPayloadBytes int) error {
+	if e.TS.IsZero() {
+		e.TS = maxTS // any valid time: only the caller's own TS is checked
+	}
+	_, err := e.prepare(0, SystemClock{}, maxPayloadBytes)
+	return err
+}
+
 func validateID(s string) error {
 	switch {
 	case len(s) > maxIDBytes:

@@ -152,6 +152,14 @@ func FuzzValidatePayload(f *testing.F) {
 		case want != nil && !isExpected(err, want):
 			t.Fatalf("ValidatePayload(%s) = %v, want an error wrapping %v", short(p), err, want)
 		}
+		// Entry.Validate makes the same decision.
+		var ee *eventlog.EntryError
+		switch verr := (eventlog.Entry{Kind: eventlog.KindEffect, Payload: p}).Validate(maxBytes); {
+		case (verr == nil) != (err == nil):
+			t.Fatalf("Entry.Validate of payload %s = %v, ValidatePayload = %v", short(p), verr, err)
+		case verr != nil && (!errors.As(verr, &ee) || ee.Field != "payload" || !isExpected(verr, want)):
+			t.Fatalf("Entry.Validate of payload %s = %v, want an EntryError on payload wrapping %v", short(p), verr, want)
+		}
 		if limit > 0 {
 			return // the log's own limit is the default
 		}
@@ -165,7 +173,6 @@ func FuzzValidatePayload(f *testing.F) {
 		defer func() { _ = tx.Rollback() }()
 		res, appendErr := l.AppendTx(ctx, tx, eventlog.Entry{Kind: eventlog.KindEffect, Payload: p})
 		if err != nil {
-			var ee *eventlog.EntryError
 			if !errors.As(appendErr, &ee) || ee.Field != "payload" || !isExpected(appendErr, want) {
 				t.Fatalf("AppendTx of a refused payload %s: %v, want an EntryError on payload wrapping %v", short(p), appendErr, want)
 			}

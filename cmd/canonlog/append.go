@@ -123,9 +123,6 @@ func (o appendOptions) entry(g *globals) (eventlog.Entry, error) {
 			return e, fmt.Errorf("--payload %s: %w", o.payload, err)
 		}
 	}
-	if err := eventlog.ValidatePayload(payload, eventlog.DefaultMaxPayloadBytes); err != nil {
-		return e, usagef("--payload: %v", err)
-	}
 	e.Payload = payload
 	if o.ts != "" {
 		ts, err := parseTime("ts", o.ts)
@@ -134,11 +131,24 @@ func (o appendOptions) entry(g *globals) (eventlog.Entry, error) {
 		}
 		e.TS = ts
 	}
+	// Every check the log makes, so that a bad value is a usage error
+	// naming its flag rather than a refusal after connecting.
+	if err := e.Validate(eventlog.DefaultMaxPayloadBytes); err != nil {
+		var ee *eventlog.EntryError
+		if errors.As(err, &ee) {
+			return e, usagef("--%s: %v", entryFlags[ee.Field], ee.Err)
+		}
+		return e, usagef("%v", err)
+	}
 	if err := precheck(e); err != nil {
 		return e, usagef("%v", err)
 	}
 	return e, nil
 }
+
+// entryFlags names the flag of each field an *eventlog.EntryError names.
+var entryFlags = map[string]string{"kind": "kind", "payload": "payload", "ts": "ts",
+	"host_id": "host", "rollout_id": "rollout", "event_id": "event-id"}
 
 // precheck refuses what a registered projection would refuse, so that the
 // error can name the line (or flag) instead of a seq that never landed.
@@ -417,15 +427,21 @@ func parseEntryLine(line []byte) (eventlog.Entry, error) {
 	case n.Payload == nil:
 		return e, errors.New(`"payload" is required`)
 	}
-	if err := eventlog.ValidatePayload(e.Payload, eventlog.DefaultMaxPayloadBytes); err != nil {
-		return e, fmt.Errorf("payload: %w", err)
-	}
 	if n.TS != "" {
 		ts, err := time.Parse(time.RFC3339Nano, n.TS)
 		if err != nil {
 			return e, fmt.Errorf("ts %q is not an RFC 3339 time (e.g. 2026-05-16T01:00:00Z)", n.TS)
 		}
 		e.TS = ts
+	}
+	// Every check the log makes, here, so that a bad line is reported as
+	// it is read, not when its chunk is appended.
+	if err := e.Validate(eventlog.DefaultMaxPayloadBytes); err != nil {
+		var ee *eventlog.EntryError
+		if errors.As(err, &ee) {
+			return e, fmt.Errorf("%s: %w", ee.Field, ee.Err)
+		}
+		return e, err
 	}
 	return e, precheck(e)
 }
