@@ -404,6 +404,8 @@ func parseEntryLine(line []byte) (eventlog.Entry, error) {
 			return eventlog.Entry{}, fmt.Errorf("not a JSON object: each line is one entry {%s}", entryFields)
 		case errors.As(err, &te):
 			return eventlog.Entry{}, fmt.Errorf("field %q must be a %s", te.Field, te.Type)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return eventlog.Entry{}, errors.New("not valid JSON: the line ends inside its JSON object (cut short?)")
 		case strings.HasPrefix(err.Error(), "json: unknown field"):
 			return eventlog.Entry{}, fmt.Errorf("%s: the fields are %s", strings.TrimPrefix(err.Error(), "json: "), entryFields)
 		}

@@ -53,7 +53,10 @@ func writeJSON(w io.Writer, v any) error {
 // the same event) keeps its bytes. encoding/json cannot do that: it
 // compacts raw messages. A payload holding a line break (insignificant
 // whitespace, the only place JSON allows a raw one) cannot sit on one line
-// as is: it goes as "payload_text", a JSON string of the exact bytes.
+// as is, and one with whitespace before or after its value would lose it
+// (a JSON decoder hands over a field's value without the whitespace
+// around it): either goes as "payload_text", a JSON string of the exact
+// bytes.
 func appendEventJSON(dst []byte, ev eventlog.Event, withSeq bool) []byte {
 	dst = append(dst, '{')
 	if withSeq {
@@ -69,7 +72,7 @@ func appendEventJSON(dst []byte, ev eventlog.Event, withSeq bool) []byte {
 			dst = appendJSONString(dst, f.v)
 		}
 	}
-	if bytes.ContainsAny(ev.Payload, "\r\n") {
+	if p := ev.Payload; bytes.ContainsAny(p, "\r\n") || len(p) > 0 && (isJSONSpace(p[0]) || isJSONSpace(p[len(p)-1])) {
 		dst = append(dst, `,"payload_text":`...)
 		dst = appendJSONString(dst, string(ev.Payload))
 	} else {
@@ -78,6 +81,9 @@ func appendEventJSON(dst []byte, ev eventlog.Event, withSeq bool) []byte {
 	}
 	return append(dst, '}')
 }
+
+// isJSONSpace reports whether c is insignificant whitespace in JSON.
+func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 func appendJSONString(dst []byte, s string) []byte {
 	var buf bytes.Buffer

@@ -14,10 +14,12 @@ type filterFlags struct {
 	host, rollout string
 	kinds         []string
 	since, until  string
+	changed       func(flag string) bool // the command's Flags().Changed
 }
 
 func (f *filterFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
+	f.changed = fl.Changed
 	fl.StringVar(&f.host, "host", "", "only events of this host id")
 	fl.StringVar(&f.rollout, "rollout", "", "only events of this rollout id")
 	fl.StringSliceVar(&f.kinds, "kind", nil, "only events of these kinds (repeat or comma-separate)")
@@ -29,6 +31,11 @@ func (f *filterFlags) add(cmd *cobra.Command) {
 // limit).
 func (f *filterFlags) filter() (eventlog.Filter, error) {
 	out := eventlog.Filter{HostID: f.host, RolloutID: f.rollout}
+	// --kind "" parses as no kinds at all: it would drop the filter the
+	// caller asked for and print every kind.
+	if len(f.kinds) == 0 && f.changed != nil && f.changed("kind") {
+		return out, usagef("--kind is empty: name one or more kinds, or leave the flag out for all kinds")
+	}
 	for _, k := range f.kinds {
 		kind := eventlog.Kind(k)
 		if err := kind.Validate(); err != nil {

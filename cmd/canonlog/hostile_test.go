@@ -1,0 +1,177 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dbtest"
+)
+
+// hostileSeed is what the log holds before the hostile input: two events,
+// one of them a failing probe result with a probe_failures row.
+const hostileSeed = `{"kind":"effect","host_id":"h1","payload":{"n":1}}
+{"kind":"agent_event","host_id":"h1","rollout_id":"r1","event_id":"h1/1","payload":{"type":"ProbeResult","mode":"enforce","status":"fail","probe_name":"ssh","sub_results":[{"control_id":"C1","framework":"cis","status":"fail"}]}}
+`
+
+// logState is what hostile input must leave unchanged.
+type logState struct {
+	Events, MaxSeq, ProbeRows int
+}
+
+func (c *cli) state() logState {
+	c.t.Helper()
+	var s logState
+	db := c.db()
+	require.NoError(c.t, db.Get(&s.Events, `SELECT COUNT(*) FROM event_log`))
+	require.NoError(c.t, db.Get(&s.MaxSeq, `SELECT COALESCE(MAX(seq), 0) FROM event_log`))
+	require.NoError(c.t, db.Get(&s.ProbeRows, `SELECT COUNT(*) FROM probe_failures`))
+	return s
+}
+
+// TestHostileInput runs the real binary on each backend with one hostile
+// input per row. Each must fail with a one-line message on stderr naming
+// the problem, exit 2 when a flag or argument is wrong and 1 when input
+// read from a file is (docs/cli.md), never panic, and write nothing: the
+// event count, the last seq and probe_failures stay as they were.
+func TestHostileInput(t *testing.T) {
+	t.Parallel()
+	files := t.TempDir()
+	file := func(name, content string) string {
+		path := filepath.Join(files, name)
+		require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+		return path
+	}
+	line := func(payload string) string { return `{"kind":"effect","payload":` + payload + "}\n" }
+	deep := func(n int) string { return strings.Repeat("[", n) + strings.Repeat("]", n) }
+	good := `{"kind":"agent_event","host_id":"h2","payload":{"type":"ProbeResult","mode":"enforce","status":"fail","probe_name":"ssh","sub_results":[{"control_id":"C9","framework":"cis","status":"fail"}]}}` + "\n"
+	overLimit := `"` + strings.Repeat("x", eventlog.DefaultMaxPayloadBytes-1) + `"` // 1 byte over the limit
+
+	// What was refused (the offending byte counts are in the messages).
+	rows := []struct {
+		name  string
+		stdin string
+		args  []string
+		code  int
+		want  string
+	}{
+		{"payload flag not UTF-8", "", []string{"append", "--kind", "effect", "--payload", "{\"a\":\"\xff\xfe\"}"}, 2, "--payload: invalid payload: not valid UTF-8"},
+		{"payload file line not UTF-8", "", []string{"append", "--file", file("utf8.ndjson", line("{\"a\":\"\xc3\x28\"}"))}, 1, "line 1: payload: invalid payload: not valid UTF-8; nothing was appended"},
+		{"payload flag NUL escape", "", []string{"append", "--kind", "effect", "--payload", `{"a":"x\u0000"}`}, 2, `--payload: payload contains a NUL character: \u0000 escape at offset 7`},
+		{"payload flag raw NUL from @file", "", []string{"append", "--kind", "effect", "--payload", "@" + file("nul.json", "{\"a\":\"\x00\"}")}, 2, "--payload: payload contains a NUL character: raw NUL byte at offset 6"},
+		{"payload file NUL escape", "", []string{"append", "--file", file("nul-escape.ndjson", line(`{"a":"\u0000"}`))}, 1, `line 1: payload: payload contains a NUL character: \u0000 escape`},
+		{"payload file raw NUL", "", []string{"append", "--file", file("nul-raw.ndjson", line("{\"a\":\"\x00\"}"))}, 1, `line 1: not valid JSON: invalid character '\x00' in string literal`},
+		{"payload stdin raw NUL", "{\"kind\":\"effect\",\"payload\":\"\x00\"}\n", []string{"append", "--file", "-"}, 1, "append from standard input: line 1: not valid JSON"},
+		{"payload flag nested 100000 deep", "", []string{"append", "--kind", "effect", "--payload", "@" + file("deep.json", deep(100000))}, 2, "--payload: invalid payload: not JSON: invalid character '[' exceeded max depth"},
+		{"payload file nested 100000 deep", "", []string{"append", "--file", file("deep.ndjson", line(deep(100000)))}, 1, "line 1: not valid JSON: invalid character '[' exceeded max depth"},
+		{"payload flag nested 1001 deep", "", []string{"append", "--kind", "effect", "--payload", deep(1001)}, 2, "--payload: invalid payload: arrays and objects nested deeper than 1000 levels"},
+		{"payload file nested 1001 deep", "", []string{"append", "--file", file("deep1001.ndjson", good+line(deep(1001)))}, 1, "line 2: payload: invalid payload: arrays and objects nested deeper than 1000 levels"},
+		{"file line of 10 MB", "", []string{"append", "--file", file("huge.ndjson", good+line(`"`+strings.Repeat("x", 10<<20)+`"`))}, 1, "line 2: longer than 2162688 bytes (payloads are limited to 1048576)"},
+		{"file payload 1 byte over the limit", "", []string{"append", "--file", file("over.ndjson", good+line(overLimit))}, 1, "line 2: payload: payload too large: 1048577 bytes, the limit is 1048576"},
+		{"payload flag 1 byte over the limit", "", []string{"append", "--kind", "effect", "--payload", "@" + file("over.json", overLimit)}, 2, "--payload: payload too large: 1048577 bytes, the limit is 1048576"},
+		{"batch whose last line is bad", "", []string{"append", "--file", file("last-bad.ndjson", good+good+line(`{}`)+`{"kind":"effect","payload":{}`+"\n")}, 1, "line 4: not valid JSON: the line ends inside its JSON object"},
+		{"batch whose last line reuses an event id", "", []string{"append", "--file", file("last-conflict.ndjson", good+`{"kind":"effect","event_id":"h1/1","payload":{}}`+"\n")}, 1, `line 2: event id "h1/1" is already used by event 2 with a different kind`},
+		{"batch whose last line is a malformed probe result", "", []string{"append", "--file", file("last-probe.ndjson", good+`{"kind":"agent_event","host_id":"h3","payload":{"type":"ProbeResult","mode":"enforce","status":"fail","probe_name":"ssh","sub_results":[{"framework":"cis","status":"fail"}]}}`+"\n")}, 1, "line 2: refused by probe_failures: invalid probe result: sub_results[0].control_id"},
+		{"append bad kind", "", []string{"append", "--kind", "Agent-Event", "--payload", "{}"}, 2, `--kind: invalid kind: "Agent-Event" does not match ^[a-z][a-z0-9_]{0,63}$`},
+		{"append kind with SQL", "", []string{"append", "--kind", "x'; DROP TABLE event_log; --", "--payload", "{}"}, 2, "--kind: invalid kind"},
+		{"file bad kind", "", []string{"append", "--file", file("kind.ndjson", good+`{"kind":"effect ","payload":{}}`+"\n")}, 1, `line 2: kind: invalid kind: "effect "`},
+		{"query bad kind", "", []string{"query", "--kind", "effect,BAD"}, 2, `--kind: invalid kind: "BAD"`},
+		{"tail empty kind", "", []string{"tail", "--kind", ""}, 2, "--kind is empty"},
+		{"query kind list with an empty kind", "", []string{"query", "--kind", "effect,"}, 2, `--kind: invalid kind: ""`},
+		{"host id not UTF-8", "", []string{"append", "--kind", "effect", "--host", "h\xff", "--payload", "{}"}, 2, "--host: invalid entry: not valid UTF-8"},
+		{"host id over 512 bytes", "", []string{"append", "--kind", "effect", "--host", strings.Repeat("h", 513), "--payload", "{}"}, 2, "--host: invalid entry: 513 bytes, at most 512 allowed"},
+		{"file event id with NUL", "", []string{"append", "--file", file("id-nul.ndjson", `{"kind":"effect","event_id":"e\u0000","payload":{}}`+"\n")}, 1, "line 1: event_id: invalid entry: contains a NUL byte"},
+		{"file rollout id over 512 bytes", "", []string{"append", "--file", file("id-long.ndjson", good+`{"kind":"effect","rollout_id":"`+strings.Repeat("r", 600)+`","payload":{}}`+"\n")}, 1, "line 2: rollout_id: invalid entry: 600 bytes, at most 512 allowed"},
+		{"query limit beyond int64", "", []string{"query", "--limit", "99999999999999999999"}, 2, `invalid argument "99999999999999999999" for "--limit" flag`},
+		{"tail lines beyond int64", "", []string{"tail", "--lines", "99999999999999999999"}, 2, `invalid argument "99999999999999999999" for "-n, --lines" flag`},
+		{"query after -1", "", []string{"query", "--after", "-1"}, 2, "--after is -1, must not be negative"},
+		{"query after -5", "", []string{"query", "--after", "-5"}, 2, "--after is -5, must not be negative"},
+		{"tail after -1", "", []string{"tail", "--after", "-1"}, 2, "--after is -1, must not be negative"},
+		{"query limit -1", "", []string{"query", "--limit", "-1"}, 2, "--limit is -1"},
+		{"tail lines -1", "", []string{"tail", "-n", "-1"}, 2, "--lines is -1, must not be negative"},
+		{"ts not a time", "", []string{"append", "--kind", "effect", "--payload", "{}", "--ts", "yesterday"}, 2, `--ts "yesterday" is not an RFC 3339 time`},
+		{"ts month 13", "", []string{"append", "--kind", "effect", "--payload", "{}", "--ts", "2026-13-01T00:00:00Z"}, 2, `--ts "2026-13-01T00:00:00Z" is not an RFC 3339 time`},
+		{"ts year 0000", "", []string{"append", "--kind", "effect", "--payload", "{}", "--ts", "0000-06-01T00:00:00Z"}, 2, "--ts: invalid entry: 0000-06-01T00:00:00Z is outside years 0001-9999"},
+		{"ts past year 9999 in UTC", "", []string{"append", "--kind", "effect", "--payload", "{}", "--ts", "9999-12-31T23:30:00-01:00"}, 2, "--ts: invalid entry: 10000-01-01T00:30:00Z is outside years 0001-9999"},
+		{"file ts not a time", "", []string{"append", "--file", file("ts.ndjson", good+`{"kind":"effect","ts":"2026-02-30T00:00:00Z","payload":{}}`+"\n")}, 1, `line 2: ts "2026-02-30T00:00:00Z" is not an RFC 3339 time`},
+		{"file ts year 0000", "", []string{"append", "--file", file("ts0.ndjson", good+`{"kind":"effect","ts":"0000-01-01T00:00:00Z","payload":{}}`+"\n")}, 1, "line 2: ts: invalid entry: 0000-01-01T00:00:00Z is outside years 0001-9999"},
+		{"file ts a number", "", []string{"append", "--file", file("tsnum.ndjson", `{"kind":"effect","ts":1747357200,"payload":{}}`+"\n")}, 1, `line 1: field "ts" must be a string`},
+		{"query since not a time", "", []string{"query", "--since", "2026-05-16"}, 2, `--since "2026-05-16" is not an RFC 3339 time`},
+		{"tail until not after since", "", []string{"tail", "--since", "2026-05-16T00:00:00Z", "--until", "2026-05-15T00:00:00Z"}, 2, "--until (2026-05-15T00:00:00Z) must be after --since (2026-05-16T00:00:00Z)"},
+	}
+
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		c := newCLI(t, backend)
+		u := newUser(t, c.url)
+		u.ok("", "migrate", "up")
+		u.ok(hostileSeed, "append", "--file", "-")
+		before := c.state()
+		require.Equal(t, logState{Events: 2, MaxSeq: 2, ProbeRows: 1}, before)
+		for _, tc := range rows {
+			t.Run(tc.name, func(t *testing.T) {
+				r := u.run(tc.stdin, tc.args...)
+				all := r.out + r.err
+				require.Equal(t, tc.code, r.code, "stderr %q", r.err)
+				require.Contains(t, r.err, "canonlog: ")
+				require.Contains(t, r.err, tc.want)
+				require.NotContains(t, all, "panic:")
+				require.NotContains(t, all, "goroutine ")
+				msg := strings.TrimSuffix(r.err, "Run 'canonlog --help' for usage.\n")
+				require.Equal(t, 1, strings.Count(msg, "\n"), "stderr is not one line: %q", r.err)
+				require.Equal(t, before, c.state(), "something was written")
+			})
+		}
+	})
+}
+
+// TestHostileIDsWithSQLStoredVerbatim: host, rollout and event ids holding
+// SQL metacharacters are values like any other: stored byte for byte,
+// found again by the filters, and the tables are untouched.
+func TestHostileIDsWithSQLStoredVerbatim(t *testing.T) {
+	t.Parallel()
+	const (
+		host    = `x'; DROP TABLE event_log; --`
+		rollout = `r" OR 1=1; DELETE FROM probe_failures; /*`
+		eventID = `e'); DROP TABLE probe_failures; SELECT ('`
+	)
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		c := newCLI(t, backend)
+		u := newUser(t, c.url)
+		u.ok("", "migrate", "up")
+		u.ok(hostileSeed, "append", "--file", "-")
+		probe := `{"type":"ProbeResult","mode":"enforce","status":"fail","probe_name":"ssh","sub_results":[{"control_id":"C1","framework":"cis","status":"fail"}]}`
+		out := u.ok("", "append", "--kind", "agent_event", "--host", host, "--rollout", rollout, "--event-id", eventID, "--payload", probe)
+		require.Contains(t, out, "seq 3")
+		// Through --file too, with the ids escaped in JSON.
+		out = u.ok(`{"kind":"effect","host_id":"x'; DROP TABLE event_log; --","rollout_id":"r\" OR 1=1; DELETE FROM probe_failures; /*","event_id":"e2'; --","payload":{}}`+"\n", "append", "--file", "-")
+		require.Contains(t, out, "line 1: seq 4")
+		// Appending the first again is a duplicate: the event id matched verbatim.
+		out = u.ok("", "append", "--kind", "agent_event", "--host", host, "--rollout", rollout, "--event-id", eventID, "--payload", probe)
+		require.Contains(t, out, "seq 3 duplicate")
+
+		require.Equal(t, logState{Events: 4, MaxSeq: 4, ProbeRows: 2}, c.state(), "both tables still there, nothing deleted")
+		var stored struct {
+			Host    string `db:"host_id"`
+			Rollout string `db:"rollout_id"`
+			EventID string `db:"event_id"`
+		}
+		require.NoError(t, c.db().Get(&stored, c.db().Rebind(`SELECT host_id, rollout_id, event_id FROM event_log WHERE seq = ?`), 3))
+		require.Equal(t, host, stored.Host)
+		require.Equal(t, rollout, stored.Rollout)
+		require.Equal(t, eventID, stored.EventID)
+
+		require.Equal(t, []int64{3, 4}, ndjsonSeqs(t, u.ok("", "query", "--host", host, "-o", "ndjson")))
+		require.Equal(t, []int64{3, 4}, ndjsonSeqs(t, u.ok("", "query", "--rollout", rollout, "-o", "ndjson")))
+		require.Equal(t, []int64{3, 4}, ndjsonSeqs(t, u.ok("", "tail", "--host", host, "-o", "ndjson")))
+		require.Empty(t, ndjsonSeqs(t, u.ok("", "query", "--host", "x' OR '1'='1", "-o", "ndjson")))
+		// The ids round-trip through query output and append --file: to
+		// the same log, every line is a duplicate.
+		export := u.ok("", "query", "--host", host, "-o", "ndjson")
+		require.Contains(t, u.ok(export, "append", "--file", "-"), "appended 0 new events (seqs none), 2 duplicates")
+		require.Equal(t, logState{Events: 4, MaxSeq: 4, ProbeRows: 2}, c.state())
+	})
+}
