@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -44,6 +45,8 @@ const (
 	// maxAttempts bounds the tries of one append failing with retryable
 	// errors.
 	maxAttempts = 1000
+	// killEvery is the pause between two connection kills.
+	killEvery = 300 * time.Millisecond
 )
 
 // TestSoak appends from 32 writers at once (singles and batches of mixed
@@ -55,8 +58,11 @@ const (
 //
 // CANONLOG_SOAK (a Go duration) sets the PostgreSQL run's writing phase;
 // unset, PostgreSQL runs a smoke version of smokeDuration. The SQLite run
-// is always a short one (sqliteDuration): PostgreSQL is the backend under
-// load, SQLite has one writer at a time.
+// is always a short one (sqliteDuration), and skipped under -race:
+// PostgreSQL is the backend under load, SQLite has one writer at a time.
+// postgres_kills repeats the PostgreSQL run while terminating the soak's
+// own connections; CANONLOG_SOAK_KILLS (a Go duration) sets its length,
+// smokeDuration by default.
 func TestSoak(t *testing.T) {
 	dur, long := smokeDuration, false
 	if s := os.Getenv("CANONLOG_SOAK"); s != "" {
@@ -76,11 +82,33 @@ func TestSoak(t *testing.T) {
 	t.Run("postgres", func(t *testing.T) {
 		parallel(t)
 		dbtest.Admin(t) // skip (or fail) early when the server is unreachable
-		runSoak(t, dbtest.New(t, "postgres"), dur)
+		runSoak(t, dbtest.New(t, "postgres"), dur, false)
 	})
 	t.Run("sqlite", func(t *testing.T) {
+		if raceEnabled {
+			// modernc.org/sqlite is C translated to Go: under the race
+			// detector every statement is instrumented, and 32 writers
+			// contending through SQLite's busy handler take minutes.
+			t.Skip("SQLite soak skipped under -race; run it without -race")
+		}
 		parallel(t)
-		runSoak(t, dbtest.New(t, "sqlite"), sqliteDuration)
+		runSoak(t, dbtest.New(t, "sqlite"), sqliteDuration, false)
+	})
+	// The same on PostgreSQL, while the soak's own connections are
+	// terminated one at a time, every killEvery: appends must come through
+	// by retrying (eventlog.Retryable), each entry landing exactly once.
+	killDur := smokeDuration
+	if s := os.Getenv("CANONLOG_SOAK_KILLS"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			t.Fatalf("CANONLOG_SOAK_KILLS=%q: want a positive Go duration such as 5m", s)
+		}
+		killDur = d
+	}
+	t.Run("postgres_kills", func(t *testing.T) {
+		parallel(t)
+		dbtest.Admin(t)
+		runSoak(t, dbtest.New(t, "postgres"), killDur, true)
 	})
 }
 
@@ -109,11 +137,25 @@ type soak struct {
 	resentAcked     atomic.Int64 // acknowledged entries deliberately re-sent
 	resentUnacked   atomic.Int64 // entries re-sent after an abandoned append failed
 	unackedLanded   atomic.Int64 // ... of which the abandoned append had committed
+	retriedLanded   atomic.Int64 // entries retried whose failed attempt had committed
 	abandoned       atomic.Int64 // appends given a context too short to finish
 	abandonedOK     atomic.Int64 // ... that finished anyway
 	retries         atomic.Int64 // appends retried after a retryable error
 	rebuildRetries  atomic.Int64
 	followerResumes atomic.Int64
+
+	errMu     sync.Mutex
+	retryErrs []string // the first distinct retryable errors met
+}
+
+// noteRetryable records err's text among the first few distinct ones.
+func (s *soak) noteRetryable(err error) {
+	msg := err.Error()
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	if len(s.retryErrs) < 8 && !slices.Contains(s.retryErrs, msg) {
+		s.retryErrs = append(s.retryErrs, msg)
+	}
 }
 
 func (s *soak) errorf(format string, args ...any) {
@@ -122,8 +164,22 @@ func (s *soak) errorf(format string, args ...any) {
 	s.failed.Store(true)
 }
 
-func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration) {
+func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration, kill bool) {
 	ctx := context.Background()
+	var appName string
+	if kill {
+		// A name of its own tells the soak's connections from every other
+		// session on the server: only they are terminated.
+		appName = "canonlog_soak_" + b.Schema
+		u, err := url.Parse(b.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := u.Query()
+		q.Set("application_name", appName)
+		u.RawQuery = q.Encode()
+		b.URL = u.String()
+	}
 	db := b.Open(t)
 	if b.Name == "postgres" {
 		// Leave connections for the other tests sharing the server: writers
@@ -223,6 +279,7 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration) {
 				rebuilds.Add(1)
 			case eventlog.Retryable(err):
 				s.rebuildRetries.Add(1)
+				s.noteRetryable(err)
 			default:
 				s.errorf("rebuild: %v", err)
 				s.stopped.Store(true)
@@ -231,6 +288,40 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration) {
 			timer.Reset(interval)
 		}
 	}()
+
+	// Connection kills, while writers run.
+	var kills atomic.Int64
+	killStop := make(chan struct{})
+	killDone := make(chan struct{})
+	if kill {
+		admin := dbtest.Admin(t)
+		go func() {
+			defer close(killDone)
+			tick := time.NewTicker(killEvery)
+			defer tick.Stop()
+			for {
+				select {
+				case <-killStop:
+					return
+				case <-tick.C:
+				}
+				// One statement: the pid terminated is one of the soak's
+				// connections as of this very snapshot.
+				var killed []bool
+				if err := admin.SelectContext(ctx, &killed, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE application_name = $1 AND datname = current_database() AND pid <> pg_backend_pid()
+ORDER BY random() LIMIT 1`, appName); err != nil {
+					s.errorf("kill a connection: %v", err)
+					return
+				}
+				if len(killed) == 1 && killed[0] {
+					kills.Add(1)
+				}
+			}
+		}()
+	} else {
+		close(killDone)
+	}
 
 	// Writers, until the duration is over and enough rebuilds ran.
 	start := time.Now()
@@ -254,6 +345,8 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	close(killStop)
+	<-killDone
 	phase := time.Now()
 	close(rebuildStop)
 	<-rebuildDone
@@ -335,9 +428,9 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration) {
 	t.Logf("soak: backend=%s duration=%s writers=%d", s.backend, elapsed.Round(time.Millisecond), writers)
 	t.Logf("soak: events=%d appends=%d entries_sent=%d log_rows=%d max_seq=%d probe_failures_rows=%d",
 		s.newEvents.Load(), s.appends.Load(), s.entriesSent.Load(), logCount, logMax, failures)
-	t.Logf("soak: resent_acked=%d duplicates_detected=%d abandoned=%d abandoned_committed=%d resent_unacked=%d resent_unacked_already_stored=%d retries=%d",
+	t.Logf("soak: resent_acked=%d duplicates_detected=%d abandoned=%d abandoned_committed=%d resent_unacked=%d resent_unacked_already_stored=%d retries=%d retried_already_stored=%d",
 		s.resentAcked.Load(), s.dupDetected.Load(), s.abandoned.Load(), s.abandonedOK.Load(),
-		s.resentUnacked.Load(), s.unackedLanded.Load(), s.retries.Load())
+		s.resentUnacked.Load(), s.unackedLanded.Load(), s.retries.Load(), s.retriedLanded.Load())
 	t.Logf("soak: rate events_per_s=%.0f appends_per_s=%.0f", float64(s.newEvents.Load())/secs, float64(s.appends.Load())/secs)
 	t.Logf("soak: follower events=%d seq_below_max_seen=%d resumes=%d catch_up=%s",
 		fs.count.Load(), fs.inversions, s.followerResumes.Load(), catchUpDur.Round(time.Millisecond))
@@ -350,6 +443,14 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration) {
 	t.Logf("soak: append_latency p50=%s p99=%s max=%s", pct(lat, 0.5), pct(lat, 0.99), pct(lat, 1))
 	t.Logf("soak: after_writers rebuild_stop=%s catch_up=%s check=%s verify=%s",
 		rebuildStopDur.Round(time.Millisecond), catchUpDur.Round(time.Millisecond), checkDur.Round(time.Millisecond), verifyDur.Round(time.Millisecond))
+	if kill {
+		t.Logf("soak: kills=%d every=%s", kills.Load(), killEvery)
+	}
+	s.errMu.Lock()
+	for _, e := range s.retryErrs {
+		t.Logf("soak: retryable_error %q", e)
+	}
+	s.errMu.Unlock()
 	t.Logf("soak: memory peak_heap_inuse_mib=%.1f peak_rss_mib=%.1f", float64(peakHeap.Load())/(1<<20), float64(vmHWM(t))/(1<<20))
 	t.Logf("soak: lost=0 duplicated=0 follower_mismatch=0 verify=equal")
 }
@@ -398,6 +499,7 @@ func (s *soak) follow(ctx context.Context, fs *followState) {
 			if err != nil {
 				if eventlog.Retryable(err) {
 					s.followerResumes.Add(1)
+					s.noteRetryable(err)
 					break // resume from f's position
 				}
 				s.errorf("follower: %v", err)
@@ -568,6 +670,9 @@ type pending struct {
 	acked  bool  // a deliberate re-send of an acknowledged entry
 	seq    int64 // its acknowledged seq, when acked
 	unsure bool  // an abandoned append may or may not have stored it
+	// retried: an attempt failed with a retryable error, which may or may
+	// not have stored it (a connection lost during COMMIT).
+	retried bool
 }
 
 // write is one writer's loop.
@@ -646,9 +751,12 @@ func (s *soak) write(ctx context.Context, w int, stop func() bool) {
 				s.resentAcked.Add(1)
 			case p.unsure:
 				s.resentUnacked.Add(1)
-				if res[i].Duplicate {
+				if res[i].Duplicate && !p.retried {
 					s.unackedLanded.Add(1)
 				}
+			}
+			if p.retried && res[i].Duplicate {
+				s.retriedLanded.Add(1)
 			}
 			if !p.acked {
 				s.acks[w] = append(s.acks[w], res[i].Event.Seq)
@@ -699,6 +807,10 @@ func (s *soak) appendRetry(ctx context.Context, w int, batch []pending) ([]event
 			return nil, false
 		}
 		s.retries.Add(1)
+		s.noteRetryable(err)
+		for i := range batch {
+			batch[i].retried = !batch[i].acked
+		}
 		time.Sleep(backoff + time.Duration(rand.Int64N(int64(backoff))))
 		backoff = min(2*backoff, 200*time.Millisecond)
 	}
@@ -722,7 +834,7 @@ func (s *soak) check(w int, batch []pending, res []eventlog.Result) bool {
 			s.errorf("writer %d: re-sent %s (acknowledged at seq %d) came back duplicate=%v seq=%d",
 				w, id, p.seq, r.Duplicate, r.Event.Seq)
 			return false
-		case !p.acked && !p.unsure && r.Duplicate:
+		case !p.acked && !p.unsure && !p.retried && r.Duplicate:
 			s.errorf("writer %d: new entry %s came back as a duplicate of seq %d", w, id, r.Event.Seq)
 			return false
 		case r.Event.Seq <= 0:
