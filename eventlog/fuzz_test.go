@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jmoiron/sqlx"
@@ -236,4 +237,58 @@ func FuzzKindValidate(f *testing.F) {
 			t.Fatalf("kind %q: the SQLite CHECK says %v, the rule says %v", k, sqliteOK, want)
 		}
 	})
+}
+
+// TestEntryValidate: Entry.Validate refuses what an append refuses, naming
+// the same field, and accepts what it accepts, without a database.
+func TestEntryValidate(t *testing.T) {
+	t.Parallel()
+	db, l := memoryLog(t)
+	ctx := context.Background()
+	ok := eventlog.Entry{Kind: eventlog.KindEffect, Payload: []byte(`{}`)}
+	with := func(f func(e *eventlog.Entry)) eventlog.Entry { e := ok; f(&e); return e }
+	for _, tc := range []struct {
+		name  string
+		entry eventlog.Entry
+		field string // "" when valid
+		want  error
+	}{
+		{"valid", ok, "", nil},
+		{"valid with everything", with(func(e *eventlog.Entry) {
+			e.TS, e.HostID, e.RolloutID, e.EventID = time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC), "h", "r", strings.Repeat("e", 512)
+		}), "", nil},
+		{"bad kind", with(func(e *eventlog.Entry) { e.Kind = "Effect" }), "kind", eventlog.ErrInvalidKind},
+		{"payload not JSON", with(func(e *eventlog.Entry) { e.Payload = []byte(`{`) }), "payload", eventlog.ErrInvalidPayload},
+		{"payload NUL escape", with(func(e *eventlog.Entry) { e.Payload = []byte(`"\u0000"`) }), "payload", eventlog.ErrPayloadNUL},
+		{"payload too deep", with(func(e *eventlog.Entry) { e.Payload = []byte(strings.Repeat("[", 1001) + strings.Repeat("]", 1001)) }), "payload", eventlog.ErrInvalidPayload},
+		{"ts year 0", with(func(e *eventlog.Entry) { e.TS = time.Date(0, 6, 1, 0, 0, 0, 0, time.UTC) }), "ts", eventlog.ErrInvalidEntry},
+		{"ts year 10000 in UTC", with(func(e *eventlog.Entry) {
+			e.TS = time.Date(9999, 12, 31, 23, 30, 0, 0, time.FixedZone("-01:00", -3600))
+		}), "ts", eventlog.ErrInvalidEntry},
+		{"host not UTF-8", with(func(e *eventlog.Entry) { e.HostID = "h\xff" }), "host_id", eventlog.ErrInvalidEntry},
+		{"rollout with NUL", with(func(e *eventlog.Entry) { e.RolloutID = "r\x00" }), "rollout_id", eventlog.ErrInvalidEntry},
+		{"event id 513 bytes", with(func(e *eventlog.Entry) { e.EventID = strings.Repeat("e", 513) }), "event_id", eventlog.ErrInvalidEntry},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.entry.Validate(eventlog.DefaultMaxPayloadBytes)
+			tx, txErr := db.BeginTxx(ctx, nil)
+			if txErr != nil {
+				t.Fatal(txErr)
+			}
+			defer func() { _ = tx.Rollback() }()
+			_, appendErr := l.AppendTx(ctx, tx, tc.entry)
+			if tc.field == "" {
+				if err != nil || appendErr != nil {
+					t.Fatalf("Validate = %v, AppendTx = %v; want both to accept", err, appendErr)
+				}
+				return
+			}
+			for _, got := range []error{err, appendErr} {
+				var ee *eventlog.EntryError
+				if !errors.As(got, &ee) || ee.Field != tc.field || !errors.Is(got, tc.want) {
+					t.Fatalf("Validate = %v, AppendTx = %v; want EntryErrors on %s wrapping %v", err, appendErr, tc.field, tc.want)
+				}
+			}
+		})
+	}
 }
