@@ -38,6 +38,11 @@ const (
 	// for a short run, so that it still sees at least minRebuilds).
 	rebuildEvery = 3 * time.Second
 	minRebuilds  = 2
+	// killSmokeDuration is postgres_kills' writing phase when
+	// CANONLOG_SOAK_KILLS is unset. Killed rebuilds start over, so that run
+	// waits for one rebuild only (minKillRebuilds).
+	killSmokeDuration = 3 * time.Second
+	minKillRebuilds   = 1
 	// followWait bounds the follower's catch-up once writers stop. On
 	// PostgreSQL its horizon is server-wide: transactions of other tests
 	// on the same server delay it (never make it skip), so it is generous.
@@ -62,7 +67,7 @@ const (
 // PostgreSQL is the backend under load, SQLite has one writer at a time.
 // postgres_kills repeats the PostgreSQL run while terminating the soak's
 // own connections; CANONLOG_SOAK_KILLS (a Go duration) sets its length,
-// smokeDuration by default.
+// killSmokeDuration by default.
 func TestSoak(t *testing.T) {
 	dur, long := smokeDuration, false
 	if s := os.Getenv("CANONLOG_SOAK"); s != "" {
@@ -97,7 +102,7 @@ func TestSoak(t *testing.T) {
 	// The same on PostgreSQL, while the soak's own connections are
 	// terminated one at a time, every killEvery: appends must come through
 	// by retrying (eventlog.Retryable), each entry landing exactly once.
-	killDur := smokeDuration
+	killDur := killSmokeDuration
 	if s := os.Getenv("CANONLOG_SOAK_KILLS"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
@@ -199,6 +204,10 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration, kill bool) {
 		base: time.Date(2026, 5, 16, 0, 0, 0, 0, time.UTC)}
 
 	interval := min(rebuildEvery, dur/3)
+	wantRebuilds := int64(minRebuilds)
+	if kill {
+		wantRebuilds = minKillRebuilds
+	}
 
 	// Peak Go heap, sampled every second (and once at the end).
 	var peakHeap atomic.Uint64
@@ -329,7 +338,7 @@ ORDER BY random() LIMIT 1`, appName); err != nil {
 		if s.stopped.Load() || s.failed.Load() {
 			return true
 		}
-		if time.Since(start) >= dur && rebuilds.Load() >= minRebuilds {
+		if time.Since(start) >= dur && rebuilds.Load() >= wantRebuilds {
 			s.stopped.Store(true)
 			return true
 		}
