@@ -18,6 +18,12 @@ const hostileSeed = `{"kind":"effect","host_id":"h1","payload":{"n":1}}
 {"kind":"agent_event","host_id":"h1","rollout_id":"r1","event_id":"h1/1","payload":{"type":"ProbeResult","mode":"enforce","status":"fail","probe_name":"ssh","sub_results":[{"control_id":"C1","framework":"cis","status":"fail"}]}}
 `
 
+// lineOfLength returns an NDJSON line of exactly n bytes.
+func lineOfLength(n int) string {
+	const head, tail = `{"kind":"effect","payload_text":"`, `"}`
+	return head + strings.Repeat("x", n-len(head)-len(tail)) + tail
+}
+
 // logState is what hostile input must leave unchanged.
 type logState struct {
 	Events, MaxSeq, ProbeRows int
@@ -71,6 +77,7 @@ func TestHostileInput(t *testing.T) {
 		{"payload flag nested 1001 deep", "", []string{"append", "--kind", "effect", "--payload", deep(1001)}, 2, "--payload: invalid payload: arrays and objects nested deeper than 1000 levels"},
 		{"payload file nested 1001 deep", "", []string{"append", "--file", file("deep1001.ndjson", good+line(deep(1001)))}, 1, "line 2: payload: invalid payload: arrays and objects nested deeper than 1000 levels"},
 		{"file line of 10 MB", "", []string{"append", "--file", file("huge.ndjson", good+line(`"`+strings.Repeat("x", 10<<20)+`"`))}, 1, "line 2: longer than 2162688 bytes (payloads are limited to 1048576)"},
+		{"file line 1 byte over the line limit", "", []string{"append", "--file", file("long-line.ndjson", good+lineOfLength(maxLineBytes+1)+"\n")}, 1, "line 2: longer than 2162688 bytes"},
 		{"file payload 1 byte over the limit", "", []string{"append", "--file", file("over.ndjson", good+line(overLimit))}, 1, "line 2: payload: payload too large: 1048577 bytes, the limit is 1048576"},
 		{"payload flag 1 byte over the limit", "", []string{"append", "--kind", "effect", "--payload", "@" + file("over.json", overLimit)}, 2, "--payload: payload too large: 1048577 bytes, the limit is 1048576"},
 		{"batch whose last line is bad", "", []string{"append", "--file", file("last-bad.ndjson", good+good+line(`{}`)+`{"kind":"effect","payload":{}`+"\n")}, 1, "line 4: not valid JSON: the line ends inside its JSON object"},
