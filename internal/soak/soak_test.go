@@ -256,7 +256,7 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration, kill bool) {
 	var (
 		rebuildMu  sync.Mutex
 		rebuildDur []time.Duration
-		firstBatch []time.Duration // until the first replayed batch: mostly the wait for the lock
+		firstBatch []time.Duration // until Rebuild's first progress report (Done=0, before any batch): the lock wait plus counting the events
 		rebuilds   atomic.Int64
 	)
 	rebuildStop := make(chan struct{})
