@@ -12,18 +12,45 @@ import (
 	"github.com/canonlog/canonlog/migrations"
 )
 
-// Migrate applies canonlog's core migrations, then each registered
-// projection's own, then installs projections that have no checkpoint yet:
-// one installed on a log that holds no event of its kinds is complete by
-// definition and is recorded as built at its version. One installed on a
-// log that already holds such events stays "never built" (stale) until
-// rebuilt.
+// Migrate applies canonlog's core migrations, installs projections that
+// have no checkpoint yet, then applies each registered projection's own
+// migrations. A projection installed on a log that holds no event of its
+// kinds is complete by definition and is recorded as built at its version.
+// One installed on a log that already holds such events stays "never built"
+// (stale) until rebuilt.
+//
+// The checkpoint is written before the projection's tables exist, not
+// after: each step commits on its own, and a process killed between the
+// two must not leave tables without a checkpoint. Appends would fill such
+// tables inline, and the next Migrate would then find events and leave the
+// projection stale for good. Killed the other way round, the projection has
+// a checkpoint and no tables: appends through the registry fail until the
+// next Migrate creates them.
 func Migrate(ctx context.Context, log *eventlog.Log, reg *Registry) ([]migrations.Result, error) {
-	res, err := migrations.Up(ctx, log.DB(), reg.MigrationSets()...)
+	sets := append([]migrations.Set{migrations.Core()}, reg.MigrationSets()...)
+	ms := make([]*migrations.Migrator, len(sets))
+	for i, set := range sets {
+		m, err := migrations.New(log.DB(), set)
+		if err != nil {
+			return nil, err
+		}
+		ms[i] = m
+	}
+	res, err := ms[0].Up(ctx)
 	if err != nil {
 		return res, err
 	}
-	return res, Install(ctx, log, reg)
+	if err := Install(ctx, log, reg); err != nil {
+		return res, err
+	}
+	for _, m := range ms[1:] {
+		r, err := m.Up(ctx)
+		res = append(res, r...)
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
 }
 
 // Install records a checkpoint for each registered projection that has none
