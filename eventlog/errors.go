@@ -22,7 +22,8 @@ var (
 	ErrInvalidKind = errors.New("invalid kind")
 
 	// ErrInvalidPayload is returned by the append methods when a payload is
-	// not valid JSON (or not valid UTF-8). Nothing is written.
+	// not valid JSON, not valid UTF-8, or nested more than 1000 levels deep
+	// (SQLite's json_valid refuses deeper documents). Nothing is written.
 	ErrInvalidPayload = errors.New("invalid payload")
 
 	// ErrPayloadNUL is returned by the append methods when a payload holds a
