@@ -58,9 +58,23 @@ func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, outcomeError(err)
 	}
 	return res, nil
+}
+
+// outcomeError names a failed BEGIN or COMMIT as an append's, and says
+// what a caller must know of a COMMIT whose answer was lost: the events may
+// be stored, so only a retry with the same event ids is safe.
+func outcomeError(err error) error {
+	var ce *dbutil.CommitError
+	switch {
+	case errors.As(err, &ce) && Retryable(err):
+		return fmt.Errorf("eventlog: append: %w (the append may have committed: retry with the same event ids)", err)
+	case errors.As(err, &ce), errors.Is(err, dbutil.ErrBegin):
+		return fmt.Errorf("eventlog: append: %w", err)
+	}
+	return err
 }
 
 // AppendTx appends entries inside the caller's transaction tx, so that they

@@ -268,7 +268,7 @@ func appendHint(err error) error {
 	case errors.As(err, &ce):
 		return fmt.Errorf("%w: use a new event id, or resend the stored event unchanged", err)
 	case eventlog.Retryable(err):
-		return fmt.Errorf("%w: the database was busy; retry (entries with event ids land once)", err)
+		return fmt.Errorf("%w: the database was busy or unreachable; retry (entries with event ids land once)", err)
 	}
 	return err
 }

@@ -202,7 +202,7 @@ func (a *api) appendError(w http.ResponseWriter, r *http.Request, err error) {
 		writeJSON(w, http.StatusBadRequest, errorResponse{Error: entry.Err.Error(), Field: entry.Field})
 	case eventlog.Retryable(err):
 		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: "the database is busy: retry with the same event_id"})
+		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: "the database is busy or unreachable: retry with the same event_id"})
 	case r.Context().Err() != nil:
 		// The agent went away; it will retry with the same event_id.
 		a.logger.InfoContext(r.Context(), "fleetd: request cancelled", "err", err)

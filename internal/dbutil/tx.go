@@ -4,18 +4,32 @@ package dbutil
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
 )
 
+// ErrBegin is wrapped by the error of a WithTx whose BEGIN failed: nothing
+// ran.
+var ErrBegin = errors.New("begin transaction")
+
+// CommitError is returned by WithTx when the COMMIT itself fails. Its
+// outcome is unknown when the connection was lost: the server may have
+// committed before the answer was lost on the way back.
+type CommitError struct{ Err error }
+
+func (e *CommitError) Error() string { return "commit: " + e.Err.Error() }
+
+func (e *CommitError) Unwrap() error { return e.Err }
+
 // WithTx runs fn inside a transaction on db: it commits when fn returns nil
 // and rolls back otherwise (also when fn panics, before re-panicking).
 func WithTx(ctx context.Context, db *sqlx.DB, opts *sql.TxOptions, fn func(tx *sqlx.Tx) error) (err error) {
 	tx, err := db.BeginTxx(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
+		return fmt.Errorf("%w: %w", ErrBegin, err)
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -30,7 +44,7 @@ func WithTx(ctx context.Context, db *sqlx.DB, opts *sql.TxOptions, fn func(tx *s
 		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return &CommitError{Err: err}
 	}
 	return nil
 }
@@ -38,8 +52,9 @@ func WithTx(ctx context.Context, db *sqlx.DB, opts *sql.TxOptions, fn func(tx *s
 func rollback(tx *sqlx.Tx) error {
 	// database/sql rolls back by itself a transaction whose context was
 	// cancelled; the Rollback here then reports ErrTxDone, which is no error
-	// for the caller.
-	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+	// for the caller. Nor is a lost connection: the server rolls back the
+	// transaction of a connection that goes away.
+	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) && !errors.Is(err, driver.ErrBadConn) {
 		return err
 	}
 	return nil
