@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -145,12 +146,35 @@ func Admin(t testing.TB) *sqlx.DB {
 	return db
 }
 
+// NewName returns a fresh name for a test schema or role on the shared
+// server: canonlog_test_ and 12 random hex digits. CI fails a run that
+// leaves such a name behind.
+func NewName() string {
+	var buf [6]byte
+	_, _ = rand.Read(buf[:])
+	return "canonlog_test_" + hex.EncodeToString(buf[:])
+}
+
+// URL returns the test server's URL (PostgresURL) as user (the URL's own
+// when user is ""), with search_path pinned to schema.
+func URL(user, schema string) (string, error) {
+	u, err := url.Parse(PostgresURL())
+	if err != nil {
+		return "", fmt.Errorf("TEST_DATABASE_URL: %w", err)
+	}
+	if user != "" {
+		u.User = url.User(user)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
 func newPostgres(t testing.TB) Backend {
 	t.Helper()
 	admin := Admin(t)
-	var buf [6]byte
-	_, _ = rand.Read(buf[:])
-	schema := "canonlog_test_" + hex.EncodeToString(buf[:])
+	schema := NewName()
 	ctx := context.Background()
 	if _, err := admin.ExecContext(ctx, `CREATE SCHEMA `+schema); err != nil {
 		t.Fatalf("dbtest: create schema: %v", err)
@@ -166,12 +190,9 @@ func newPostgres(t testing.TB) Backend {
 		}
 		t.Errorf("dbtest: drop schema %s: %v", schema, err)
 	})
-	u, err := url.Parse(PostgresURL())
+	u, err := URL("", schema)
 	if err != nil {
-		t.Fatalf("dbtest: TEST_DATABASE_URL: %v", err)
+		t.Fatalf("dbtest: %v", err)
 	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return Backend{Name: "postgres", Dialect: dialect.Postgres, URL: u.String(), Schema: schema}
+	return Backend{Name: "postgres", Dialect: dialect.Postgres, URL: u, Schema: schema}
 }

@@ -5,12 +5,9 @@ package privilege_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -48,13 +45,9 @@ func script(t *testing.T, file string, vars map[string]string) string {
 // roleURL returns the test server's URL as role, with search_path=schema.
 func roleURL(t *testing.T, role, schema string) string {
 	t.Helper()
-	u, err := url.Parse(dbtest.PostgresURL())
+	u, err := dbtest.URL(role, schema)
 	require.NoError(t, err)
-	u.User = url.User(role)
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
+	return u
 }
 
 // as opens a pool on the test server as role, with search_path=schema.
@@ -88,9 +81,7 @@ func TestLeastPrivilege(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	var buf [6]byte
-	_, _ = rand.Read(buf[:])
-	base := "canonlog_test_" + hex.EncodeToString(buf[:])
+	base := dbtest.NewName()
 	schema, owner, svc := base, base+"_owner", base+"_svc"
 	// Registered first, so it runs last: after the pools below are closed.
 	t.Cleanup(func() {
