@@ -133,17 +133,24 @@ func (o appendOptions) entry(g *globals) (eventlog.Entry, error) {
 	}
 	// Every check the log makes, so that a bad value is a usage error
 	// naming its flag rather than a refusal after connecting.
-	if err := e.Validate(eventlog.DefaultMaxPayloadBytes); err != nil {
-		var ee *eventlog.EntryError
-		if errors.As(err, &ee) {
-			return e, usagef("--%s: %v", entryFlags[ee.Field], ee.Err)
-		}
+	if err := validateEntry(e, func(field string) string { return "--" + entryFlags[field] }); err != nil {
 		return e, usagef("%v", err)
 	}
 	if err := precheck(e); err != nil {
 		return e, usagef("%v", err)
 	}
 	return e, nil
+}
+
+// validateEntry makes the log's checks of e (eventlog.Entry.Validate); a
+// refusal names the field as name says.
+func validateEntry(e eventlog.Entry, name func(field string) string) error {
+	err := e.Validate(eventlog.DefaultMaxPayloadBytes)
+	var ee *eventlog.EntryError
+	if errors.As(err, &ee) {
+		return fmt.Errorf("%s: %w", name(ee.Field), ee.Err)
+	}
+	return err
 }
 
 // entryFlags names the flag of each field an *eventlog.EntryError names.
@@ -438,11 +445,7 @@ func parseEntryLine(line []byte) (eventlog.Entry, error) {
 	}
 	// Every check the log makes, here, so that a bad line is reported as
 	// it is read, not when its chunk is appended.
-	if err := e.Validate(eventlog.DefaultMaxPayloadBytes); err != nil {
-		var ee *eventlog.EntryError
-		if errors.As(err, &ee) {
-			return e, fmt.Errorf("%s: %w", ee.Field, ee.Err)
-		}
+	if err := validateEntry(e, func(field string) string { return field }); err != nil {
 		return e, err
 	}
 	return e, precheck(e)
