@@ -30,7 +30,7 @@ import (
 // random moments and checks, after each kill, what a restarted service
 // would find. Environment:
 //
-//	CANONLOG_CRASH_KILLS  kills per backend (default 50)
+//	CANONLOG_CRASH_KILLS  kills per backend (default 20; the long run is 200)
 //	CANONLOG_CRASH_SEED   seed of the random choices (default: from the clock; logged)
 const (
 	envCrashMode  = "CANONLOG_CRASH_HELPER" // selects the helper's mode; unset in a normal test run
@@ -44,7 +44,7 @@ const (
 	// would pay for.
 	envCrashMigrate = "CANONLOG_CRASH_MIGRATE"
 
-	defaultCrashKills = 50
+	defaultCrashKills = 20
 )
 
 var (
@@ -323,6 +323,13 @@ type crashState struct {
 	cycle                 int
 }
 
+// sessionTag names the server sessions of the process this cycle kills
+// (dbtest.Backend.SessionURL): the schema keeps it unique when two suites
+// run side by side.
+func (st *crashState) sessionTag(process string) string {
+	return fmt.Sprintf("%s_%s%d", st.b.Schema, process, st.cycle)
+}
+
 // TestCrashRecovery SIGKILLs processes writing to the log — a writer that
 // appends batches and rebuilds probe_failures (TestCrashHelperProcess),
 // 'canonlog append --file' of a multi-line batch, and 'canonlog rebuild
@@ -427,7 +434,8 @@ func crashWriter(t *testing.T, st *crashState, seed uint64, rng *rand.Rand, tall
 	t.Helper()
 	run := fmt.Sprintf("w%d", st.cycle)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), envCrashMode+"=writer", envCrashURL+"="+st.b.URL, envCrashRun+"="+run,
+	tag := st.sessionTag("w")
+	cmd.Env = append(os.Environ(), envCrashMode+"=writer", envCrashURL+"="+st.b.SessionURL(tag), envCrashRun+"="+run,
 		fmt.Sprintf("%s=%d", envCrashSeed, seed))
 	if !st.migrated {
 		cmd.Env = append(cmd.Env, envCrashMigrate+"=1")
@@ -448,6 +456,7 @@ func crashWriter(t *testing.T, st *crashState, seed uint64, rng *rand.Rand, tall
 	_ = cmd.Process.Kill()
 	err := cmd.Wait()
 	require.True(t, killed(err), "writer %s ended before the kill (%v): %s", run, err, errOut.String())
+	st.b.WaitSessionsGone(t, tag)
 
 	lines := out.lines()
 	var inFlight, last string
@@ -499,7 +508,8 @@ func crashCLIAppend(t *testing.T, st *crashState, bin string, seed uint64, rng *
 	entries := crashBatch(seed, id, 1000)
 	file := filepath.Join(t.TempDir(), "batch.ndjson")
 	require.NoError(t, os.WriteFile(file, crashNDJSON(t, entries), 0o600))
-	cmd := exec.Command(bin, "--database-url", st.b.URL, "append", "--file", file, "-o", "json")
+	tag := st.sessionTag("a")
+	cmd := exec.Command(bin, "--database-url", st.b.SessionURL(tag), "append", "--file", file, "-o", "json")
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	require.NoError(t, cmd.Start())
@@ -509,6 +519,7 @@ func crashCLIAppend(t *testing.T, st *crashState, bin string, seed uint64, rng *
 		require.NoError(t, err, "canonlog append: %s", errOut.String())
 		tally.missed++
 	}
+	st.b.WaitSessionsGone(t, tag)
 	// Append the same file again: the batch lands exactly once.
 	retry := exec.Command(bin, "--database-url", st.b.URL, "append", "--file", file, "-o", "json")
 	retry.Stderr = &errOut
@@ -531,7 +542,8 @@ func crashCLIRebuild(t *testing.T, st *crashState, bin string, rng *rand.Rand, t
 	if !st.migrated {
 		crashMigrate(t, st, bin)
 	}
-	cmd := exec.Command(bin, "--database-url", st.b.URL, "rebuild", probefailures.Name)
+	tag := st.sessionTag("r")
+	cmd := exec.Command(bin, "--database-url", st.b.SessionURL(tag), "rebuild", probefailures.Name)
 	var errOut bytes.Buffer
 	cmd.Stderr = &errOut
 	require.NoError(t, cmd.Start())
@@ -541,6 +553,7 @@ func crashCLIRebuild(t *testing.T, st *crashState, bin string, rng *rand.Rand, t
 		require.NoError(t, err, "canonlog rebuild: %s", errOut.String())
 		tally.missed++
 	}
+	st.b.WaitSessionsGone(t, tag)
 }
 
 func crashMigrate(t *testing.T, st *crashState, bin string) {
@@ -785,7 +798,8 @@ func TestCrashMigrateBeforeCheckpoint(t *testing.T) {
 	_, err = tx.Exec(`SELECT pg_advisory_xact_lock_shared($1)`, key)
 	require.NoError(t, err)
 
-	migrate := exec.Command(bin, "--database-url", b.URL, "migrate", "up")
+	tag := b.Schema + "_migrate"
+	migrate := exec.Command(bin, "--database-url", b.SessionURL(tag), "migrate", "up")
 	out := newLineWriter("")
 	migrate.Stdout, migrate.Stderr = out, out
 	require.NoError(t, migrate.Start())
@@ -808,6 +822,9 @@ AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1`, int64(uint64(
 	err = migrate.Wait()
 	require.True(t, killed(err), "canonlog migrate up: %v %q", err, out.lines())
 	require.NoError(t, tx.Rollback())
+	// The killed migration's session gets the lock now and ends; what it
+	// leaves is settled only once it has gone.
+	b.WaitSessionsGone(t, tag)
 
 	u := newUser(t, b.URL)
 	file := filepath.Join(t.TempDir(), "batch.ndjson")

@@ -171,6 +171,57 @@ func URL(user, schema string) (string, error) {
 	return u.String(), nil
 }
 
+// SessionURL returns b.URL with its PostgreSQL sessions tagged by tag (as
+// their application_name), so that WaitSessionsGone can tell when a process
+// using it has no session left on the server. On SQLite it is b.URL.
+func (b Backend) SessionURL(tag string) string {
+	if b.Dialect != dialect.Postgres {
+		return b.URL
+	}
+	u, err := url.Parse(b.URL)
+	if err != nil {
+		return b.URL // b.URL came from URL, which parsed it
+	}
+	q := u.Query()
+	q.Set("application_name", tag)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// WaitSessionsGone waits until the server has no session tagged tag (see
+// SessionURL) left. A killed client's session outlives it: its backend
+// finishes the statement in hand — a COMMIT included — before it notices
+// the client is gone. Only once the backend has exited is the outcome of
+// the killed client's work settled, so tests that judge what a killed
+// process left must wait for this first. On SQLite it returns at once: a
+// killed process's transaction dies with it.
+func (b Backend) WaitSessionsGone(t testing.TB, tag string) {
+	t.Helper()
+	if b.Dialect != dialect.Postgres {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db, err := eventlog.OpenDB(ctx, PostgresURL())
+	if err != nil {
+		t.Fatalf("dbtest: wait for sessions %s: %v", tag, err)
+	}
+	defer db.Close()
+	var left []string
+	for {
+		left = left[:0]
+		err := db.SelectContext(ctx, &left, `SELECT pid || ' ' || coalesce(state, '') || ': ' || left(query, 60)
+FROM pg_stat_activity WHERE application_name = $1`, tag)
+		if err == nil && len(left) == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("dbtest: sessions of %s still on the server after 2m: %q (%v)", tag, left, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func newPostgres(t testing.TB) Backend {
 	t.Helper()
 	admin := Admin(t)
