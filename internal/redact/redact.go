@@ -65,7 +65,10 @@ func Message(msg, raw string) string {
 		return msg
 	}
 	red, secrets := scan(raw)
-	if red != raw {
+	// A bare word (--database-url postgres) is hidden in URL's output by
+	// rule, but replacing it in free text would garble the message around
+	// it ("use (hidden)://…").
+	if red != raw && strings.ContainsAny(raw, ":@=") {
 		msg = strings.ReplaceAll(msg, raw, red)
 	}
 	// Longest first, so that a secret holding a shorter one is replaced

@@ -89,9 +89,10 @@ func TestURL(t *testing.T) {
 			}
 			require.Equal(t, tc.want, got)
 			// A message quoting the URL, as it is or as *url.Error quotes
-			// it, is redacted the same way.
+			// it, is redacted the same way; not a bare word, which
+			// Message leaves alone (TestError).
 			msg := Message(fmt.Sprintf("open %s: %v", tc.in, &url.Error{Op: "parse", URL: tc.in, Err: errors.New("x")}), tc.in)
-			if !strings.ContainsAny(tc.in, "\t\n\\") { // %q escapes these
+			if !strings.ContainsAny(tc.in, "\t\n\\") && strings.ContainsAny(tc.in, ":@=") { // %q escapes the former
 				for _, s := range tc.secrets {
 					require.NotContains(t, msg, s)
 				}
@@ -131,6 +132,11 @@ func TestError(t *testing.T) {
 		require.Contains(t, msg, "pq: something quoted xxxxx and ", raw)
 	}
 	require.NoError(t, Error(nil, raw))
+
+	// A bare word is not hunted in free text either: the message names
+	// the schemes it knows.
+	require.Equal(t, "database URL (hidden): unknown scheme: use postgres://…",
+		Message("database URL "+URL("postgres")+": unknown scheme: use postgres://…", "postgres"))
 
 	// A secret shorter than 3 bytes is hidden in the URL but not hunted
 	// in free text, where it would garble every word holding it.
