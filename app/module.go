@@ -14,6 +14,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/redact"
 	"github.com/canonlog/canonlog/projection"
 )
 
@@ -108,7 +109,9 @@ func New(p Params) (Result, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 		defer cancel()
 		if db, err = eventlog.OpenDB(ctx, p.Config.databaseURL()); err != nil {
-			err = redactError(err, p.Config.databaseURL())
+			// OpenDB shows the URL redacted; this catches a secret any
+			// other part of its error (the driver's) might quote.
+			err = redact.Error(err, p.Config.databaseURL())
 			return Result{}, fmt.Errorf("app: open the database (Config.DatabaseURL, %s): %w", EnvDatabaseURL, err)
 		}
 		owned = true

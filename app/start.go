@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"slices"
-	"strings"
 
 	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/redact"
 	"github.com/canonlog/canonlog/projection"
 )
 
@@ -41,12 +40,12 @@ func (s *starter) start(ctx context.Context) error {
 func (s *starter) prepare(ctx context.Context) error {
 	attrs := []any{"backend", s.db.DriverName()}
 	if s.owned {
-		attrs = append(attrs, "url", redactURL(s.cfg.databaseURL()))
+		attrs = append(attrs, "url", redact.URL(s.cfg.databaseURL()))
 	} else {
 		attrs = append(attrs, "supplied", true)
 		if s.cfg.DatabaseURL != "" {
 			s.logger.WarnContext(ctx, "canonlog: using the database supplied with app.WithDB/ProvideDB; Config.DatabaseURL is ignored",
-				"ignored_url", redactURL(s.cfg.DatabaseURL))
+				"ignored_url", redact.URL(s.cfg.DatabaseURL))
 		}
 	}
 	s.logger.InfoContext(ctx, "canonlog: database", attrs...)
@@ -124,47 +123,4 @@ func (s *starter) stop(context.Context) error {
 		return fmt.Errorf("app: stop: %w", err)
 	}
 	return nil
-}
-
-// redactError hides a password query parameter of rawURL in err's
-// message: eventlog.OpenDB hides the password in a URL's user part but
-// quotes its query as is, and lib/pq reads a password from either. The
-// result still unwraps to err.
-func redactError(err error, rawURL string) error {
-	u, perr := url.Parse(rawURL)
-	if err == nil || perr != nil {
-		return err
-	}
-	msg := err.Error()
-	for _, kv := range strings.Split(u.RawQuery, "&") {
-		if k, v, _ := strings.Cut(kv, "="); k == "password" && v != "" {
-			msg = strings.ReplaceAll(msg, kv, "password=xxxxx")
-		}
-	}
-	if msg == err.Error() {
-		return err
-	}
-	return &redactedError{msg: msg, err: err}
-}
-
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }
-
-// redactURL hides the password of a database URL, in the user part or in
-// a password query parameter (lib/pq reads both), before it is logged.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
 }

@@ -3,6 +3,7 @@ package eventlog
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 	"unicode/utf8"
@@ -62,12 +63,12 @@ func (e Entry) prepare(index int, clock Clock, maxPayload int) (Entry, error) {
 		e.TS = clock.Now()
 	}
 	e.TS = dbtime.Normalize(e.TS)
-	if e.TS.Before(minTS) || e.TS.After(maxTS) {
-		return fail("ts", fmt.Errorf("%w: %s is outside years 0001-9999", ErrInvalidEntry, e.TS.Format(time.RFC3339Nano)))
+	if err := checkTS(e.TS); err != nil {
+		return fail("ts", fmt.Errorf("%w: %w", ErrInvalidEntry, err))
 	}
 	for _, f := range []struct{ name, v string }{{"host_id", e.HostID}, {"rollout_id", e.RolloutID}, {"event_id", e.EventID}} {
-		if err := validateID(f.v); err != nil {
-			return fail(f.name, err)
+		if err := checkID(f.v); err != nil {
+			return fail(f.name, fmt.Errorf("%w: %w", ErrInvalidEntry, err))
 		}
 	}
 	return e, nil
@@ -87,14 +88,29 @@ func (e Entry) Validate(maxPayloadBytes int) error {
 	return err
 }
 
-func validateID(s string) error {
+// checkID says why s cannot be a host, rollout or event id, or returns
+// nil. Entries and filters share it: PostgreSQL refuses text that is not
+// UTF-8 or holds a NUL (SQLite would store it), so both backends refuse it
+// up front, and a filter value no entry can hold is refused the same way.
+func checkID(s string) error {
 	switch {
 	case len(s) > maxIDBytes:
-		return fmt.Errorf("%w: %d bytes, at most %d allowed", ErrInvalidEntry, len(s), maxIDBytes)
+		return fmt.Errorf("%d bytes, at most %d allowed", len(s), maxIDBytes)
 	case !utf8.ValidString(s):
-		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidEntry)
+		return errors.New("not valid UTF-8")
 	case bytes.IndexByte([]byte(s), 0) >= 0:
-		return fmt.Errorf("%w: contains a NUL byte", ErrInvalidEntry)
+		return errors.New("contains a NUL byte")
+	}
+	return nil
+}
+
+// checkTS says why t (normalized: UTC, microseconds) is outside the years
+// both backends store, or returns nil. Entries and filters share it: the
+// text timestamps are written as (internal/dbtime) keep time order on
+// SQLite only with four-digit years, and PostgreSQL has no year 0.
+func checkTS(t time.Time) error {
+	if t.Before(minTS) || t.After(maxTS) {
+		return fmt.Errorf("%s is outside years 0001-9999", t.Format(time.RFC3339Nano))
 	}
 	return nil
 }

@@ -49,9 +49,11 @@ var (
 	// ErrNotFound is returned by Get when no event has the seq.
 	ErrNotFound = errors.New("event not found")
 
-	// ErrInvalidFilter is returned by Query, Events and Pages for a
-	// malformed filter: a negative seq, a limit out of range, an empty time
-	// range.
+	// ErrInvalidFilter is returned by Query, Events, Pages and NewFollower
+	// for a malformed filter or option: a negative seq, a limit out of
+	// range, an empty time range, an id or kind no entry can hold, a time
+	// outside years 0001-9999. A refused Filter field comes as a
+	// *FilterError. Nothing reaches the database.
 	ErrInvalidFilter = errors.New("invalid filter")
 )
 
@@ -68,6 +70,20 @@ func (e *EntryError) Error() string {
 }
 
 func (e *EntryError) Unwrap() error { return e.Err }
+
+// FilterError reports which field of a Filter was refused and why
+// (Filter.Validate). It unwraps to ErrInvalidFilter and to Err, which
+// wraps ErrInvalidKind for a malformed kind.
+type FilterError struct {
+	Field string // "AfterSeq", "HostID", "RolloutID", "Kinds", "Since" or "Until"
+	Err   error  // the reason
+}
+
+func (e *FilterError) Error() string {
+	return fmt.Sprintf("eventlog: %v: %s: %v", ErrInvalidFilter, e.Field, e.Err)
+}
+
+func (e *FilterError) Unwrap() []error { return []error{ErrInvalidFilter, e.Err} }
 
 // ConflictError reports an event id that is already stored with different
 // content. It unwraps to ErrEventIDConflict.

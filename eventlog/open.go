@@ -2,7 +2,6 @@ package eventlog
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/canonlog/canonlog/internal/dialect"
+	"github.com/canonlog/canonlog/internal/redact"
 )
 
 // DefaultDatabaseURL is the embedded default: a SQLite file in the working
@@ -46,7 +46,7 @@ func OpenDB(ctx context.Context, databaseURL string) (*sqlx.DB, error) {
 	}
 	db, err := sqlx.Open(driver, dsn)
 	if err != nil {
-		return nil, fmt.Errorf("eventlog: open %s: %w", redactURL(databaseURL), err)
+		return nil, fmt.Errorf("eventlog: open %s: %w", redact.URL(databaseURL), redact.Error(err, databaseURL))
 	}
 	switch {
 	case memory:
@@ -68,7 +68,7 @@ func OpenDB(ctx context.Context, databaseURL string) (*sqlx.DB, error) {
 	}
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("eventlog: connect to %s: %w", redactURL(databaseURL), err)
+		return nil, fmt.Errorf("eventlog: connect to %s: %w", redact.URL(databaseURL), redact.Error(err, databaseURL))
 	}
 	return db, nil
 }
@@ -77,13 +77,10 @@ func parseDatabaseURL(raw string) (driver, dsn string, memory bool, err error) {
 	switch {
 	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
 		if _, err := url.Parse(raw); err != nil {
-			// *url.Error quotes the whole URL, password included: keep
-			// only its reason.
-			var ue *url.Error
-			if errors.As(err, &ue) {
-				err = ue.Err
-			}
-			return "", "", false, fmt.Errorf("eventlog: database URL %s: %w", redactURL(raw), err)
+			// *url.Error quotes the whole URL, password included, and its
+			// reason may quote a piece of it: keep the reason's words.
+			return "", "", false, fmt.Errorf("eventlog: database URL %s is malformed: %s (percent-encode special characters such as @ : / ? # %% in the user name and password)",
+				redact.URL(raw), redact.ParseReason(err))
 		}
 		return dialect.DriverPostgres, raw, false, nil
 	case raw == "sqlite::memory:", strings.HasPrefix(raw, "sqlite::memory:?"):
@@ -93,7 +90,7 @@ func parseDatabaseURL(raw string) (driver, dsn string, memory bool, err error) {
 		rest = strings.TrimPrefix(rest, "//") // sqlite:///abs/path and sqlite://rel both work
 		path, query, _ := strings.Cut(rest, "?")
 		if path == "" {
-			return "", "", false, fmt.Errorf("eventlog: database URL %q has no file path (use sqlite:PATH, or sqlite::memory: for a private in-memory database)", raw)
+			return "", "", false, fmt.Errorf("eventlog: database URL %q has no file path (use sqlite:PATH, or sqlite::memory: for a private in-memory database)", redact.URL(raw))
 		}
 		if query != "" {
 			query = "?" + query
@@ -109,7 +106,7 @@ func parseDatabaseURL(raw string) (driver, dsn string, memory bool, err error) {
 	case raw == "":
 		return "", "", false, fmt.Errorf("eventlog: empty database URL (use postgres://…, sqlite:PATH or sqlite::memory:)")
 	default:
-		return "", "", false, fmt.Errorf("eventlog: database URL %s: unknown scheme: use postgres://…, postgresql://…, sqlite:PATH, sqlite::memory: or file:…", redactURL(raw))
+		return "", "", false, fmt.Errorf("eventlog: database URL %s: unknown scheme: use postgres://…, postgresql://…, sqlite:PATH, sqlite::memory: or file:…", redact.URL(raw))
 	}
 }
 
@@ -129,20 +126,4 @@ func sqliteDSN(path, query string, memory bool) string {
 		params = append(params, user)
 	}
 	return path + "?" + strings.Join(params, "&")
-}
-
-// redactURL hides passwords in a database URL before it goes into an
-// error: the one in the user part, and a password query parameter (lib/pq
-// reads both).
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	q := u.Query()
-	if q.Has("password") {
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
 }

@@ -40,15 +40,58 @@ type Filter struct {
 	Limit int
 }
 
-// where renders the filter's conditions with ? placeholders.
+// Validate checks f's conditions as Query, QueryTx, Pages, Events and
+// NewFollower do before anything reaches the database, the same on both
+// backends: a negative AfterSeq; a HostID or RolloutID that no entry can
+// hold (not UTF-8, a NUL, over 512 bytes: the rules of Entry.Validate); a
+// malformed kind; a Since or Until outside years 0001-9999 (after moving
+// it to UTC); an Until not after Since. The error is a *FilterError naming
+// the field; it wraps ErrInvalidFilter (and ErrInvalidKind for a kind).
+// Limit is checked by each method, whose ranges differ.
+func (f Filter) Validate() error {
+	fail := func(field string, err error) error { return &FilterError{Field: field, Err: err} }
+	if f.AfterSeq < 0 {
+		return fail("AfterSeq", fmt.Errorf("%d, must not be negative", f.AfterSeq))
+	}
+	if err := checkID(f.HostID); err != nil {
+		return fail("HostID", err)
+	}
+	if err := checkID(f.RolloutID); err != nil {
+		return fail("RolloutID", err)
+	}
+	for _, k := range f.Kinds {
+		if err := k.Validate(); err != nil {
+			return fail("Kinds", err)
+		}
+	}
+	for _, t := range []struct {
+		field string
+		ts    time.Time
+	}{{"Since", f.Since}, {"Until", f.Until}} {
+		if t.ts.IsZero() {
+			continue
+		}
+		if err := checkTS(dbtime.Normalize(t.ts)); err != nil {
+			return fail(t.field, err)
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
+		return fail("Until", fmt.Errorf("%s is not after Since (%s)",
+			f.Until.Format(time.RFC3339Nano), f.Since.Format(time.RFC3339Nano)))
+	}
+	return nil
+}
+
+// where validates the filter and renders its conditions with ?
+// placeholders.
 func (f Filter) where() (string, []any, error) {
+	if err := f.Validate(); err != nil {
+		return "", nil, err
+	}
 	var (
 		conds []string
 		args  []any
 	)
-	if f.AfterSeq < 0 {
-		return "", nil, fmt.Errorf("eventlog: %w: AfterSeq is %d, must not be negative", ErrInvalidFilter, f.AfterSeq)
-	}
 	if f.AfterSeq > 0 {
 		conds, args = append(conds, "seq > ?"), append(args, f.AfterSeq)
 	}
@@ -63,16 +106,10 @@ func (f Filter) where() (string, []any, error) {
 	case 1:
 		// A single kind stays an equality so the (kind, seq) index serves it
 		// in seq order.
-		if err := f.Kinds[0].Validate(); err != nil {
-			return "", nil, fmt.Errorf("eventlog: filter: %w", err)
-		}
 		conds, args = append(conds, "kind = ?"), append(args, string(f.Kinds[0]))
 	default:
 		marks := make([]string, len(f.Kinds))
 		for i, k := range f.Kinds {
-			if err := k.Validate(); err != nil {
-				return "", nil, fmt.Errorf("eventlog: filter: %w", err)
-			}
 			marks[i] = "?"
 			args = append(args, string(k))
 		}
@@ -82,10 +119,6 @@ func (f Filter) where() (string, []any, error) {
 		conds, args = append(conds, "ts >= ?"), append(args, dbtime.Format(f.Since))
 	}
 	if !f.Until.IsZero() {
-		if !f.Since.IsZero() && !f.Until.After(f.Since) {
-			return "", nil, fmt.Errorf("eventlog: %w: Until (%s) is not after Since (%s)", ErrInvalidFilter,
-				f.Until.Format(time.RFC3339Nano), f.Since.Format(time.RFC3339Nano))
-		}
 		conds, args = append(conds, "ts < ?"), append(args, dbtime.Format(f.Until))
 	}
 	if len(conds) == 0 {

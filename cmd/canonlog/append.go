@@ -82,7 +82,7 @@ written for them, and the output says so.`,
 				}
 				return runAppendFile(cmd.Context(), g, o)
 			}
-			entry, err := o.entry(g)
+			entry, err := o.entry(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
@@ -103,7 +103,7 @@ written for them, and the output says so.`,
 
 // entry validates the single-entry flags before anything touches the
 // database.
-func (o appendOptions) entry(g *globals) (eventlog.Entry, error) {
+func (o appendOptions) entry(ctx context.Context, g *globals) (eventlog.Entry, error) {
 	if o.kind == "" || o.payload == "" {
 		return eventlog.Entry{}, usagef("append needs --kind and --payload (or --file with NDJSON entries)")
 	}
@@ -112,15 +112,10 @@ func (o appendOptions) entry(g *globals) (eventlog.Entry, error) {
 		return e, usagef("--kind: %v", err)
 	}
 	payload := []byte(o.payload)
-	if name, ok := bytes.CutPrefix(payload, []byte("@")); ok {
+	if name, ok := strings.CutPrefix(o.payload, "@"); ok {
 		var err error
-		if string(name) == "-" {
-			payload, err = io.ReadAll(io.LimitReader(g.stdin, eventlog.DefaultMaxPayloadBytes+1))
-		} else {
-			payload, err = os.ReadFile(string(name))
-		}
-		if err != nil {
-			return e, fmt.Errorf("--payload %s: %w", o.payload, err)
+		if payload, err = readPayload(ctx, g.stdin, name, eventlog.DefaultMaxPayloadBytes); err != nil {
+			return e, err
 		}
 	}
 	e.Payload = payload
@@ -140,6 +135,65 @@ func (o appendOptions) entry(g *globals) (eventlog.Entry, error) {
 		return e, usagef("%v", err)
 	}
 	return e, nil
+}
+
+// readPayload reads the payload of --payload @name: standard input for
+// "-", else the file. It reads at most limit+1 bytes, so that an endless
+// source (/dev/zero, a pipe that is never closed) is refused as too large
+// instead of filling memory, and it returns when ctx is done (SIGINT,
+// SIGTERM) even while the read blocks. A regular file is refused by its
+// size, without reading it.
+func readPayload(ctx context.Context, stdin io.Reader, name string, limit int) ([]byte, error) {
+	type result struct {
+		payload []byte
+		size    int64 // of a regular file over the limit; -1 otherwise
+		err     error
+	}
+	done := make(chan result, 1)
+	opened := make(chan *os.File, 1)
+	go func() {
+		in := stdin
+		if name != "-" {
+			f, err := os.Open(name)
+			if err != nil {
+				done <- result{err: err}
+				return
+			}
+			defer f.Close()
+			opened <- f
+			if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > int64(limit) {
+				done <- result{size: fi.Size()}
+				return
+			}
+			in = f
+		}
+		p, err := io.ReadAll(io.LimitReader(in, int64(limit)+1))
+		done <- result{payload: p, size: -1, err: err}
+	}()
+	var res result
+	select {
+	case res = <-done:
+	case <-ctx.Done():
+		// A read blocked on a pipe or FIFO returns at once at a deadline
+		// in the past. open(2) of a FIFO that no writer has opened cannot
+		// be interrupted: that goroutine ends with the process, which is
+		// about to exit.
+		select {
+		case f := <-opened:
+			_ = f.SetReadDeadline(time.Now())
+		default:
+		}
+		return nil, fmt.Errorf("append: interrupted while reading --payload @%s; nothing was appended", name)
+	}
+	switch {
+	case res.err != nil:
+		return nil, fmt.Errorf("--payload @%s: %w", name, res.err)
+	case res.size >= 0:
+		return nil, usagef("--payload: %w: %d bytes, the limit is %d (@%s)", eventlog.ErrPayloadTooLarge, res.size, limit, name)
+	case len(res.payload) > limit:
+		return nil, usagef("--payload: %w: larger than the limit of %d bytes (@%s)", eventlog.ErrPayloadTooLarge, limit, name)
+	}
+	return res.payload, nil
 }
 
 // validateEntry makes the log's checks of e (eventlog.Entry.Validate); a

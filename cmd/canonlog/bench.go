@@ -27,6 +27,7 @@ import (
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtime"
 	"github.com/canonlog/canonlog/internal/dialect"
+	"github.com/canonlog/canonlog/internal/redact"
 	"github.com/canonlog/canonlog/probefailures"
 	"github.com/canonlog/canonlog/projection"
 )
@@ -225,7 +226,7 @@ func newScratch(ctx context.Context, raw string) (*scratch, error) {
 	if strings.HasPrefix(raw, "postgres://") || strings.HasPrefix(raw, "postgresql://") {
 		u, err := url.Parse(raw)
 		if err != nil {
-			return nil, fmt.Errorf("database URL %s is malformed: %v", redactURL(raw), err)
+			return nil, fmt.Errorf("database URL %s is malformed: %s", redact.URL(raw), redact.ParseReason(err))
 		}
 		admin, err := eventlog.OpenDB(ctx, raw)
 		if err != nil {

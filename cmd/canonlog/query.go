@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -53,8 +54,21 @@ func (f *filterFlags) filter() (eventlog.Filter, error) {
 	if !out.Since.IsZero() && !out.Until.IsZero() && !out.Until.After(out.Since) {
 		return out, usagef("--until (%s) must be after --since (%s)", f.until, f.since)
 	}
+	// The log's own checks, so that a value it would refuse (an id that
+	// is not UTF-8, a year 0000) is a usage error naming its flag rather
+	// than a refusal after connecting.
+	var fe *eventlog.FilterError
+	if err := out.Validate(); errors.As(err, &fe) {
+		return out, usagef("--%s: %v", filterFieldFlags[fe.Field], fe.Err)
+	} else if err != nil {
+		return out, usagef("%v", err)
+	}
 	return out, nil
 }
+
+// filterFieldFlags names the flag of each field an *eventlog.FilterError
+// names.
+var filterFieldFlags = map[string]string{"HostID": "host", "RolloutID": "rollout", "Kinds": "kind", "Since": "since", "Until": "until"}
 
 type queryOptions struct {
 	filterFlags

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strings"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/redact"
 	"github.com/canonlog/canonlog/probefailures"
 	"github.com/canonlog/canonlog/projection"
 )
@@ -105,17 +105,6 @@ func (g *globals) open(ctx context.Context, mode openMode) (*env, error) {
 			}
 		}
 	}
-	if strings.Contains(raw, "://") {
-		// eventlog.OpenDB's parse error would quote the URL whole,
-		// password included: report the reason alone.
-		if _, err := url.Parse(raw); err != nil {
-			var ue *url.Error
-			if errors.As(err, &ue) {
-				err = ue.Err
-			}
-			return nil, fmt.Errorf("database URL %s is malformed: %v (percent-encode special characters in the user name and password)", redactURL(raw), err)
-		}
-	}
 	db, err := eventlog.OpenDB(ctx, raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w (check --database-url, CANONLOG_DATABASE_URL or DATABASE_URL, and that the database is running)", err)
@@ -126,7 +115,7 @@ func (g *globals) open(ctx context.Context, mode openMode) (*env, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	e := &env{db: db, log: log, reg: reg, url: redactURL(raw)}
+	e := &env{db: db, log: log, reg: reg, url: redact.URL(raw)}
 	switch mode {
 	case migrateSchema:
 		if _, err := projection.Migrate(ctx, log, reg); err != nil {
@@ -169,42 +158,6 @@ func sqliteFile(raw string) (string, bool) {
 	rest := strings.TrimPrefix(strings.TrimPrefix(raw, "sqlite:"), "//")
 	path, _, _ := strings.Cut(rest, "?")
 	return path, path != ""
-}
-
-// redactURL hides the password of a database URL.
-func redactURL(raw string) string {
-	if !strings.Contains(raw, "://") {
-		return raw // sqlite:PATH has no credentials
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
-}
-
-// urlPassword returns the password in a database URL, "" when none. For
-// a URL that does not parse it takes what stands between "user:" and the
-// last "@".
-func urlPassword(raw string) string {
-	u, err := url.Parse(raw)
-	if err == nil {
-		if u.User == nil {
-			return ""
-		}
-		p, _ := u.User.Password()
-		return p
-	}
-	_, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		return ""
-	}
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return ""
-	}
-	_, p, _ := strings.Cut(rest[:at], ":")
-	return p
 }
 
 func newRootCommand(g *globals) *cobra.Command {
@@ -256,10 +209,8 @@ func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	}
 	msg := err.Error()
 	// The library redacts URLs it reports; this catches any other path a
-	// password could take into a message.
-	if p := urlPassword(g.resolveDatabaseURL()); len(p) >= 3 {
-		msg = strings.ReplaceAll(msg, p, "xxxxx")
-	}
+	// secret could take into a message.
+	msg = redact.Message(msg, g.resolveDatabaseURL())
 	// One line, whatever the error wrapped (a joined rollback error, a
 	// driver message with line breaks).
 	msg = strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", "; ")), " ")

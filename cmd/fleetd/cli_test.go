@@ -65,6 +65,25 @@ func TestRun(t *testing.T) {
 		require.Contains(t, stderr.String(), "listen on "+ln.Addr().String())
 	})
 
+	// A database fleetd cannot open is named without its password, in
+	// whichever form the password was given.
+	t.Run("password_hidden", func(t *testing.T) {
+		t.Parallel()
+		const secret = "s3cret-pw-42"
+		for _, url := range []string{
+			"postgres://svc:" + secret + "@127.0.0.1:1/db?sslmode=disable&connect_timeout=2",
+			"postgres://svc@127.0.0.1:1/db?password=" + secret + "&sslmode=disable&connect_timeout=2",
+			"host=127.0.0.1 user=svc password='" + secret + "' dbname=db",
+		} {
+			for _, args := range [][]string{{"-database-url", url, "rebuild"}, {"-database-url", url, "-addr", "127.0.0.1:0"}} {
+				var stdout, stderr testio.SyncBuffer
+				require.Equal(t, exitFailure, run(ctx, args, noEnv, &stdout, &stderr))
+				require.Contains(t, stderr.String(), "xxxxx", "the database is named, its password hidden")
+				require.NotContains(t, stdout.String()+stderr.String(), secret)
+			}
+		}
+	})
+
 	t.Run("rebuild_all", func(t *testing.T) {
 		t.Parallel()
 		var stdout, stderr testio.SyncBuffer

@@ -1,0 +1,122 @@
+package eventlog_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dbtest"
+)
+
+// badFilters are filter values PostgreSQL would refuse with a driver error
+// (22008 datetime out of range, 22021 invalid byte sequence) and SQLite
+// would run: the log refuses them before either sees them, naming the
+// field.
+var badFilters = []struct {
+	name  string
+	f     eventlog.Filter
+	field string
+	want  string
+}{
+	{"host not UTF-8", eventlog.Filter{HostID: "\xff"}, "HostID", "not valid UTF-8"},
+	{"host with NUL", eventlog.Filter{HostID: "h\x00"}, "HostID", "contains a NUL byte"},
+	{"host over 512 bytes", eventlog.Filter{HostID: strings.Repeat("h", 513)}, "HostID", "513 bytes, at most 512 allowed"},
+	{"rollout not UTF-8", eventlog.Filter{RolloutID: "r\xc3\x28"}, "RolloutID", "not valid UTF-8"},
+	{"rollout with NUL", eventlog.Filter{RolloutID: "\x00"}, "RolloutID", "contains a NUL byte"},
+	{"kind not UTF-8", eventlog.Filter{Kinds: []eventlog.Kind{"effect", "\xff"}}, "Kinds", "invalid kind"},
+	{"since year 0000", eventlog.Filter{Since: time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC)}, "Since", "0000-01-01T00:00:00Z is outside years 0001-9999"},
+	{"since year 0000 in UTC", eventlog.Filter{Since: time.Date(1, 1, 1, 0, 30, 0, 0, time.FixedZone("", 3600))}, "Since", "0000-12-31T23:30:00Z is outside years 0001-9999"},
+	{"until year 10000", eventlog.Filter{Until: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, "Until", "10000-01-01T00:00:00Z is outside years 0001-9999"},
+	{"until past year 9999 in UTC", eventlog.Filter{Until: time.Date(9999, 12, 31, 23, 30, 0, 0, time.FixedZone("", -3600))}, "Until", "10000-01-01T00:30:00Z is outside years 0001-9999"},
+	{"until not after since", eventlog.Filter{Since: t0, Until: t0}, "Until", "is not after Since"},
+	{"negative seq", eventlog.Filter{AfterSeq: -1}, "AfterSeq", "-1, must not be negative"},
+}
+
+// requireFilterError checks err is the refusal tc describes.
+func requireFilterError(t *testing.T, err error, field, want string) {
+	t.Helper()
+	require.ErrorIs(t, err, eventlog.ErrInvalidFilter)
+	var fe *eventlog.FilterError
+	require.ErrorAs(t, err, &fe)
+	require.Equal(t, field, fe.Field)
+	require.ErrorContains(t, err, want)
+	require.False(t, eventlog.Retryable(err))
+}
+
+func TestFilterValidate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range badFilters {
+		requireFilterError(t, tc.f.Validate(), tc.field, tc.want)
+	}
+	err := eventlog.Filter{Kinds: []eventlog.Kind{"Bad"}}.Validate()
+	require.ErrorIs(t, err, eventlog.ErrInvalidKind, "a kind's refusal is both")
+	require.ErrorIs(t, err, eventlog.ErrInvalidFilter)
+
+	// The edges of what is stored are accepted, as for entries.
+	for _, ok := range []eventlog.Filter{
+		{},
+		{HostID: strings.Repeat("h", 512), RolloutID: "ünïcode ✓"},
+		{Since: time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), Until: time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)},
+		{Since: time.Date(1, 1, 1, 1, 0, 0, 0, time.FixedZone("", 3600))},
+	} {
+		require.NoError(t, ok.Validate(), "%+v", ok)
+		require.NoError(t, eventlog.Entry{Kind: "effect", Payload: []byte("{}"), HostID: ok.HostID, RolloutID: ok.RolloutID, TS: ok.Since}.Validate(eventlog.DefaultMaxPayloadBytes),
+			"what a filter accepts, an entry accepts")
+	}
+}
+
+// TestFilterRefusedBeforeTheDatabase: Query, QueryTx, NewFollower and
+// Pages refuse a bad filter with the same error on both backends, without
+// a statement: on a closed pool, which fails any statement, the refusal is
+// the same.
+func TestFilterRefusedBeforeTheDatabase(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		log, db := setup(t, backend, nil)
+		_, err := log.Append(ctx, entry("h1", `{}`))
+		require.NoError(t, err)
+
+		for _, tc := range badFilters {
+			t.Run(tc.name, func(t *testing.T) {
+				_, err := log.Query(ctx, tc.f)
+				requireFilterError(t, err, tc.field, tc.want)
+
+				tx, err := db.BeginTxx(ctx, nil)
+				require.NoError(t, err)
+				_, err = log.QueryTx(ctx, tx, tc.f)
+				requireFilterError(t, err, tc.field, tc.want)
+				require.NoError(t, tx.Rollback(), "the transaction is intact: no statement failed in it")
+
+				if tc.f.AfterSeq == 0 {
+					_, err = log.NewFollower(eventlog.Position{}, &eventlog.FollowOptions{Filter: tc.f})
+					requireFilterError(t, err, tc.field, tc.want)
+				}
+			})
+		}
+		for _, err := range log.Pages(ctx, 0, &eventlog.ReadOptions{Kinds: []eventlog.Kind{"\xff"}}) {
+			requireFilterError(t, err, "Kinds", "invalid kind")
+		}
+		for _, err := range log.Events(ctx, -1, nil) {
+			requireFilterError(t, err, "AfterSeq", "must not be negative")
+		}
+
+		// Nothing reaches the database: with the pool closed, a good
+		// filter fails on the statement and a bad one is refused as before.
+		closed := dbtest.New(t, backend).Migrated(t)
+		clog, err := eventlog.New(closed, nil)
+		require.NoError(t, err)
+		require.NoError(t, clog.Close())
+		require.NoError(t, closed.Close())
+		_, err = clog.Query(ctx, eventlog.Filter{HostID: "h1"})
+		require.ErrorContains(t, err, "database is closed")
+		for _, tc := range badFilters {
+			_, err := clog.Query(ctx, tc.f)
+			requireFilterError(t, err, tc.field, tc.want)
+		}
+	})
+}
