@@ -4,12 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbutil"
+	"github.com/canonlog/canonlog/internal/entryjson"
 	"github.com/canonlog/canonlog/probefailures"
 	"github.com/canonlog/canonlog/projection"
 )
@@ -60,6 +59,9 @@ per line,
 where only kind and payload are required. A "seq" field is ignored, so the
 output of 'canonlog query -o ndjson' is valid input; "payload_text" (a
 JSON string holding the payload's exact text) may stand for "payload".
+Field names are exact (case-sensitive) and given once each; text that
+would not be stored as written (invalid UTF-8, a lone surrogate escape
+such as \ud800, the zero time as ts) is refused, never replaced.
 All lines are appended in one transaction: if any line is malformed or
 refused, nothing is appended and the error names the line.
 
@@ -433,69 +435,21 @@ func chunkError(err error, lines []int) error {
 	return appendHint(err)
 }
 
-const entryFields = "kind, ts, host_id, rollout_id, event_id, payload (or payload_text), seq (ignored)"
-
-// ndjsonEntry is one line of append --file input.
-type ndjsonEntry struct {
-	Seq         json.RawMessage `json:"seq"` // ignored: query output carries it
-	Kind        string          `json:"kind"`
-	TS          string          `json:"ts"`
-	HostID      string          `json:"host_id"`
-	RolloutID   string          `json:"rollout_id"`
-	EventID     string          `json:"event_id"`
-	Payload     json.RawMessage `json:"payload"`
-	PayloadText *string         `json:"payload_text"`
-}
+// lineFormat is a line of append --file input: what query -o ndjson
+// writes, seq included (and ignored).
+var lineFormat = entryjson.MustFormat(entryjson.Kind, entryjson.TS, entryjson.HostID, entryjson.RolloutID,
+	entryjson.EventID, entryjson.Payload, entryjson.PayloadText, entryjson.Seq)
 
 // parseEntryLine decodes and validates one NDJSON line. The payload keeps
-// its bytes exactly as they appear in the line.
+// its bytes exactly as they appear in the line; what cannot be stored as
+// given is refused (entryjson).
 func parseEntryLine(line []byte) (eventlog.Entry, error) {
-	var n ndjsonEntry
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&n); err != nil {
-		var (
-			se *json.SyntaxError
-			te *json.UnmarshalTypeError
-		)
-		switch {
-		case errors.As(err, &se):
-			return eventlog.Entry{}, fmt.Errorf("not valid JSON: %v (at byte %d)", err, se.Offset)
-		case errors.As(err, &te) && te.Field == "":
-			return eventlog.Entry{}, fmt.Errorf("not a JSON object: each line is one entry {%s}", entryFields)
-		case errors.As(err, &te):
-			return eventlog.Entry{}, fmt.Errorf("field %q must be a %s", te.Field, te.Type)
-		case errors.Is(err, io.ErrUnexpectedEOF):
-			return eventlog.Entry{}, errors.New("not valid JSON: the line ends inside its JSON object (cut short?)")
-		case strings.HasPrefix(err.Error(), "json: unknown field"):
-			return eventlog.Entry{}, fmt.Errorf("%s: the fields are %s", strings.TrimPrefix(err.Error(), "json: "), entryFields)
-		}
-		return eventlog.Entry{}, fmt.Errorf("not a JSON object with the fields %s: %v", entryFields, err)
+	e, err := lineFormat.Decode(line)
+	if err != nil {
+		return e, err
 	}
-	if dec.More() {
-		return eventlog.Entry{}, errors.New("more than one JSON value on the line: put one entry per line")
-	}
-	e := eventlog.Entry{Kind: eventlog.Kind(n.Kind), HostID: n.HostID, RolloutID: n.RolloutID, EventID: n.EventID, Payload: n.Payload}
-	if n.Kind == "" {
+	if e.Kind == "" {
 		return e, errors.New(`"kind" is required`)
-	}
-	if err := e.Kind.Validate(); err != nil {
-		return e, fmt.Errorf("kind: %w", err)
-	}
-	switch {
-	case n.PayloadText != nil && n.Payload != nil:
-		return e, errors.New(`give "payload" or "payload_text", not both`)
-	case n.PayloadText != nil:
-		e.Payload = json.RawMessage(*n.PayloadText)
-	case n.Payload == nil:
-		return e, errors.New(`"payload" is required`)
-	}
-	if n.TS != "" {
-		ts, err := time.Parse(time.RFC3339Nano, n.TS)
-		if err != nil {
-			return e, fmt.Errorf("ts %q is not an RFC 3339 time (e.g. 2026-05-16T01:00:00Z)", n.TS)
-		}
-		e.TS = ts
 	}
 	// Every check the log makes, here, so that a bad line is reported as
 	// it is read, not when its chunk is appended.

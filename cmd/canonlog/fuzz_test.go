@@ -62,6 +62,24 @@ var fuzzLineSeeds = []string{
 	`{"kind":"agent_event","payload":{"type":"ProbeResult","mode":"enforce","status":"fail","probe_name":""}}`,
 	`{"kind":"agent_event","payload":{"type":"ProbeResult","probe_name":"ssh"}}`,
 	`[]`, `null`, `"x"`, `{`, `{"kind":`, `}`, ``,
+	// What encoding/json would substitute: refused (entryjson).
+	"{\"kind\":\"effect\xff\",\"payload\":{}}",
+	"{\"kind\":\"effect\",\"rollout_id\":\"\xed\xa0\x80\",\"payload\":{}}",
+	"{\"kind\":\"effect\",\"ts\":\"2026-05-16T01:00:00Z\xff\",\"payload\":{}}",
+	"{\"kind\xff\":\"effect\",\"payload\":{}}",
+	`{"kind":"effect","rollout_id":"\udc00","event_id":"\ud800\u0041","payload":{}}`,
+	`{"kind":"effect","payload_text":"\"\ud800\""}`,
+	`{"kind":"effect","ts":"0001-01-01T00:00:00Z","payload":{}}`,
+	`{"kind":"effect","ts":"0001-01-01T01:00:00+01:00","payload":{}}`,
+	`{"kind":"effect","ts":"0001-01-01T00:00:00.0000001Z","payload":{}}`,
+	`{"kind":"effect","ts":"","payload":{}}`,
+	`{"kind":"effect","host_id":null,"payload":{}}`,
+	`{"seq":1,"seq":2,"kind":"effect","payload":{}}`,
+	`{"kind":"effect","payload":{},"Host_Id":"h"}`,
+	// Stored as given.
+	`{"kind":"effect","payload":null}`,
+	`{"kind":"effect","host_id":"\ud83d\ude00","event\u005fid":"\u00e9","payload":{"lone":"\ud800"}}`,
+	`{"kind":"effect","ts":"0001-01-01T00:00:00.000001Z","payload":{}}`,
 }
 
 func FuzzParseEntryLine(f *testing.F) {
@@ -81,6 +99,14 @@ func FuzzParseEntryLine(f *testing.F) {
 				t.Fatalf("parseEntryLine(%q): error %q is not one line", line, msg)
 			}
 			return
+		}
+		// Nothing was substituted: a U+FFFD in the entry was written in
+		// the line, raw or escaped.
+		wrote := bytes.Contains(line, []byte("\uFFFD")) || bytes.Contains(bytes.ToLower(line), []byte(`\ufffd`))
+		for _, v := range []string{string(entry.Kind), entry.HostID, entry.RolloutID, entry.EventID, string(entry.Payload)} {
+			if strings.ContainsRune(v, '\uFFFD') && !wrote {
+				t.Fatalf("parseEntryLine(%q): %q holds a U+FFFD the line did not write", line, v)
+			}
 		}
 		// An accepted line is an entry the log takes.
 		tx, err := e.db.BeginTxx(ctx, nil)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/entryjson"
 	"github.com/canonlog/canonlog/probefailures"
 )
 
@@ -39,20 +40,12 @@ func newHandler(a *api) http.Handler {
 	return mux
 }
 
-// agentEventRequest is the body of POST /v1/agent-events.
-type agentEventRequest struct {
-	HostID    string `json:"host_id"`
-	RolloutID string `json:"rollout_id"`
-	// EventID is the agent's idempotency key: a retried post with the same
-	// event_id lands once.
-	EventID string `json:"event_id"`
-	// TS is when the agent observed the event (RFC 3339); fleetd's clock
-	// stamps it when absent.
-	TS      string          `json:"ts"`
-	Payload json.RawMessage `json:"payload"`
-
-	ts time.Time // TS parsed
-}
+// agentEventFormat is the body of POST /v1/agent-events: host_id,
+// rollout_id, event_id (the agent's idempotency key: a retried post with
+// the same event_id lands once), ts (when the agent observed the event;
+// fleetd's clock stamps it when absent) and payload. It decodes as
+// canonlog append --file reads a line.
+var agentEventFormat = entryjson.MustFormat(entryjson.HostID, entryjson.RolloutID, entryjson.EventID, entryjson.TS, entryjson.Payload)
 
 type agentEventResponse struct {
 	Seq       int64     `json:"seq"`
@@ -79,7 +72,7 @@ const bodyOverhead = 64 << 10
 // the answer is 201.
 func (a *api) postAgentEvent(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, int64(a.log.MaxPayloadBytes())+bodyOverhead)
-	req, err := decodeAgentEvent(r.Body)
+	entry, err := decodeAgentEvent(r.Body)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -87,17 +80,14 @@ func (a *api) postAgentEvent(w http.ResponseWriter, r *http.Request) {
 				Error: fmt.Sprintf("body larger than %d bytes: payloads are limited to %d bytes", tooLarge.Limit, a.log.MaxPayloadBytes())})
 			return
 		}
-		writeJSON(w, http.StatusBadRequest, errorResponse{Error: err.Error()})
+		resp := errorResponse{Error: err.Error()}
+		var fe *entryjson.Error
+		if errors.As(err, &fe) {
+			resp.Field = fe.Field
+		}
+		writeJSON(w, http.StatusBadRequest, resp)
 		return
 	}
-	entry := eventlog.Entry{
-		Kind:      eventlog.KindAgentEvent,
-		HostID:    req.HostID,
-		RolloutID: req.RolloutID,
-		EventID:   req.EventID,
-		Payload:   req.Payload,
-	}
-	entry.TS = req.ts
 	res, err := a.log.Append(r.Context(), entry)
 	if err != nil {
 		a.appendError(w, r, err)
@@ -110,66 +100,37 @@ func (a *api) postAgentEvent(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, agentEventResponse{Seq: res.Event.Seq, TS: res.Event.TS, Duplicate: res.Duplicate})
 }
 
-// decodeAgentEvent reads exactly one JSON object with known fields and
-// checks what the log cannot: the fields an agent event needs.
-func decodeAgentEvent(body io.Reader) (agentEventRequest, error) {
-	var req agentEventRequest
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return req, describeDecodeError(err)
+// decodeAgentEvent reads the body, exactly one JSON object, as an agent
+// event and checks what the log cannot: the fields an agent event needs.
+// A refusal is an *entryjson.Error naming the field, or the body's read
+// error (*http.MaxBytesError when it is too large).
+func decodeAgentEvent(body io.Reader) (eventlog.Entry, error) {
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return eventlog.Entry{}, err
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return req, err
-		}
-		return req, errors.New("body must hold exactly one JSON object: found more after it")
+	if len(bytes.Trim(data, " \t\r\n")) == 0 {
+		return eventlog.Entry{}, &entryjson.Error{Err: entryjson.ErrSyntax, Reason: "empty body: send a JSON object with host_id, event_id and payload"}
+	}
+	e, err := agentEventFormat.Decode(data)
+	if err != nil {
+		return e, err
+	}
+	e.Kind = eventlog.KindAgentEvent
+	required := func(field, reason string) error {
+		return &entryjson.Error{Field: field, Err: entryjson.ErrRequired, Reason: reason}
 	}
 	switch {
-	case req.HostID == "":
-		return req, errors.New("host_id is required")
-	case req.EventID == "":
-		return req, errors.New("event_id is required: the agent's id for this event, kept across retries so a retried post lands once")
-	case len(req.Payload) == 0 || bytes.Equal(req.Payload, []byte("null")):
-		return req, errors.New(`payload is required: a JSON object such as {"type":"Heartbeat"}`)
-	case req.Payload[0] != '{':
-		return req, errors.New("payload must be a JSON object")
+	case e.HostID == "":
+		return e, required("host_id", "host_id is required")
+	case e.EventID == "":
+		return e, required("event_id", "event_id is required: the agent's id for this event, kept across retries so a retried post lands once")
+	case e.Payload[0] != '{':
+		// Payload null is a JSON document like any other to the log (and
+		// to canonlog append); an agent event's is an object.
+		return e, &entryjson.Error{Field: "payload", Err: entryjson.ErrWrongType, Reason: `payload must be a JSON object such as {"type":"Heartbeat"}`}
 	}
-	if req.TS != "" {
-		ts, err := time.Parse(time.RFC3339Nano, req.TS)
-		if err != nil {
-			return req, fmt.Errorf("ts %q: use an RFC 3339 timestamp such as 2026-05-16T01:00:00Z, or leave it out for the server's clock", req.TS)
-		}
-		req.ts = ts
-	}
-	return req, nil
-}
-
-func describeDecodeError(err error) error {
-	var (
-		syntax   *json.SyntaxError
-		typeErr  *json.UnmarshalTypeError
-		tooLarge *http.MaxBytesError
-	)
-	switch {
-	case errors.As(err, &tooLarge):
-		return err
-	case errors.Is(err, io.EOF):
-		return errors.New(`empty body: send a JSON object with host_id, event_id and payload`)
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return errors.New("body is not valid JSON: it ends too early")
-	case errors.As(err, &syntax):
-		return fmt.Errorf("body is not valid JSON: %v (at byte %d)", syntax, syntax.Offset)
-	case errors.As(err, &typeErr):
-		if typeErr.Field == "" {
-			return errors.New("body must be a JSON object")
-		}
-		return fmt.Errorf("%s must be a JSON string, not a JSON %s", typeErr.Field, typeErr.Value)
-	default:
-		// encoding/json reports unknown fields only as text.
-		return fmt.Errorf("body: %v (known fields: host_id, rollout_id, event_id, ts, payload)", err)
-	}
+	return e, nil
 }
 
 // appendError answers a failed append with what the agent should do.
