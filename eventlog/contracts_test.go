@@ -269,6 +269,30 @@ func TestTimestamps(t *testing.T) {
 		_, err = log.Append(ctx, e)
 		require.ErrorIs(t, err, eventlog.ErrInvalidEntry)
 		require.Equal(t, 2, countEvents(t, db))
+
+		// So is an explicit time that would be stored as the zero time:
+		// read back, it would mean "now" to the next append.
+		for _, ts := range []time.Time{
+			time.Date(1, 1, 1, 0, 0, 0, 999, time.UTC),
+			time.Date(1, 1, 1, 1, 0, 0, 500, time.FixedZone("+01:00", 3600)),
+		} {
+			e.TS = ts
+			_, err = log.Append(ctx, e)
+			var ee *eventlog.EntryError
+			require.ErrorAs(t, err, &ee, "%s", ts)
+			require.Equal(t, "ts", ee.Field)
+			require.ErrorIs(t, err, eventlog.ErrInvalidEntry)
+			require.ErrorIs(t, e.Validate(eventlog.DefaultMaxPayloadBytes), eventlog.ErrInvalidEntry)
+		}
+		require.Equal(t, 2, countEvents(t, db))
+		// The first storable microsecond is stored as given.
+		e.TS = time.Date(1, 1, 1, 0, 0, 0, 1000, time.UTC)
+		res, err = log.Append(ctx, e)
+		require.NoError(t, err)
+		require.Equal(t, e.TS, res.Event.TS)
+		got, err = log.Get(ctx, res.Event.Seq)
+		require.NoError(t, err)
+		require.Equal(t, e.TS, got.TS)
 	})
 }
 

@@ -59,12 +59,19 @@ func (e Entry) prepare(index int, clock Clock, maxPayload int) (Entry, error) {
 	if err := validatePayload(e.Payload, maxPayload); err != nil {
 		return fail("payload", err)
 	}
-	if e.TS.IsZero() {
+	explicit := !e.TS.IsZero()
+	if !explicit {
 		e.TS = clock.Now()
 	}
 	e.TS = dbtime.Normalize(e.TS)
 	if err := checkTS(e.TS); err != nil {
 		return fail("ts", fmt.Errorf("%w: %w", ErrInvalidEntry, err))
+	}
+	if explicit && e.TS.IsZero() {
+		// Stored, it would read back as the zero time, which means "stamp
+		// with the clock": re-appending the event would change it.
+		return fail("ts", fmt.Errorf("%w: %s is within a microsecond of the zero time 0001-01-01T00:00:00Z, which means \"now\": give a later time or none",
+			ErrInvalidEntry, e.TS.Format(time.RFC3339Nano)))
 	}
 	for _, f := range []struct{ name, v string }{{"host_id", e.HostID}, {"rollout_id", e.RolloutID}, {"event_id", e.EventID}} {
 		if err := checkID(f.v); err != nil {

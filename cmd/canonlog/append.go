@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -125,6 +126,10 @@ func (o appendOptions) entry(ctx context.Context, g *globals) (eventlog.Entry, e
 		ts, err := parseTime("ts", o.ts)
 		if err != nil {
 			return e, err
+		}
+		if ts.IsZero() {
+			// The log would stamp it with the clock instead.
+			return e, usagef("--ts %s is the zero time, which means \"now\": give a later time or leave --ts out", o.ts)
 		}
 		e.TS = ts
 	}

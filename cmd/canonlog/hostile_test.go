@@ -128,6 +128,8 @@ func TestHostileInput(t *testing.T) {
 		{"tail lines -1", "", []string{"tail", "-n", "-1"}, 2, "--lines is -1, must not be negative"},
 		{"ts not a time", "", []string{"append", "--kind", "effect", "--payload", "{}", "--ts", "yesterday"}, 2, `--ts "yesterday" is not an RFC 3339 time`},
 		{"ts month 13", "", []string{"append", "--kind", "effect", "--payload", "{}", "--ts", "2026-13-01T00:00:00Z"}, 2, `--ts "2026-13-01T00:00:00Z" is not an RFC 3339 time`},
+		{"ts the zero time", "", []string{"append", "--kind", "effect", "--payload", "{}", "--ts", "0001-01-01T00:00:00Z"}, 2, `--ts 0001-01-01T00:00:00Z is the zero time, which means "now"`},
+		{"ts within a microsecond of the zero time", "", []string{"append", "--kind", "effect", "--payload", "{}", "--ts", "0001-01-01T00:00:00.0000001Z"}, 2, "--ts: invalid entry: 0001-01-01T00:00:00Z is within a microsecond of the zero time"},
 		{"ts year 0000", "", []string{"append", "--kind", "effect", "--payload", "{}", "--ts", "0000-06-01T00:00:00Z"}, 2, "--ts: invalid entry: 0000-06-01T00:00:00Z is outside years 0001-9999"},
 		{"ts past year 9999 in UTC", "", []string{"append", "--kind", "effect", "--payload", "{}", "--ts", "9999-12-31T23:30:00-01:00"}, 2, "--ts: invalid entry: 10000-01-01T00:30:00Z is outside years 0001-9999"},
 		{"file ts not a time", "", []string{"append", "--file", file("ts.ndjson", good+`{"kind":"effect","ts":"2026-02-30T00:00:00Z","payload":{}}`+"\n")}, 1, `line 2: ts "2026-02-30T00:00:00Z" is not an RFC 3339 time`},
