@@ -51,7 +51,9 @@ var (
 
 	// ErrInvalidFilter is returned by Query, Events and Pages for a
 	// malformed filter: a negative seq, a limit out of range, an empty time
-	// range.
+	// range. NewFollower and the start positions (PositionAfterSeq,
+	// PositionAtHeadTx) return it too: for a bad option, a malformed
+	// Position, or a transaction that cannot hold a start position.
 	ErrInvalidFilter = errors.New("invalid filter")
 )
 
