@@ -53,7 +53,10 @@ var (
 	// for a malformed filter or option: a negative seq, a limit out of
 	// range, an empty time range, an id or kind no entry can hold, a time
 	// outside years 0001-9999. A refused Filter field comes as a
-	// *FilterError. Nothing reaches the database.
+	// *FilterError. Nothing reaches the database. NewFollower and the start
+	// positions (PositionAfterSeq, PositionAtHead, PositionAtHeadTx) return
+	// it too for a malformed Position, or a transaction that cannot hold a
+	// start position.
 	ErrInvalidFilter = errors.New("invalid filter")
 )
 

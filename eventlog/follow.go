@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"iter"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/internal/dialect"
 )
@@ -16,14 +19,21 @@ const DefaultPollInterval = 500 * time.Millisecond
 
 // Position is a follower's cursor in the log: everything up to it has been
 // delivered (or skipped by the filter), and following resumes after it.
-// Persist it (its fields are plain numbers, JSON-friendly) to resume a
+// Persist it (plain numbers and a string, JSON-friendly) to resume a
 // follower where it stopped: each event is then delivered exactly once
 // across restarts, as long as the position is saved after the events it
 // covers are handled.
 //
-// The zero Position starts at the beginning of the log. To start after a
-// seq, use Log.PositionAfterSeq: a seq alone is not a cursor on
-// PostgreSQL (see Follower).
+// The zero Position starts at the beginning of the log. To start anywhere
+// else take a start position from the log: PositionAtHead (from now on),
+// PositionAtHeadTx (after what a transaction reads), PositionAfterSeq
+// (after a seq). A start position promises that a follower delivers every
+// event that commits after the position was taken, whatever its seq — on
+// PostgreSQL an event can take its seq long before it commits, so "seq
+// greater than the head" would skip it — and, of the events committed
+// before, exactly those above its floor (none from the head): nothing is
+// skipped and nothing repeated. A position saved mid-way keeps that
+// promise when resumed.
 type Position struct {
 	// TxID is the PostgreSQL transaction id (xid8) the cursor is in; events
 	// are followed in (TxID, Seq) order. Always 0 on SQLite, where commit
@@ -32,18 +42,35 @@ type Position struct {
 	// Seq is the seq the cursor is at within TxID (on SQLite: the last seq
 	// delivered or skipped).
 	Seq int64 `json:"seq"`
-	// AfterSeq additionally skips every event with seq <= AfterSeq. Set by
-	// PositionAfterSeq; kept as the cursor moves, so that a resumed
-	// follower keeps the same promise.
+	// AfterSeq is the start's floor: of the events committed when the
+	// position was taken (those visible in Snapshot), only those with seq >
+	// AfterSeq are delivered. Set by the start positions on PostgreSQL,
+	// together with Snapshot, and dropped with it once the cursor has
+	// passed every transaction of the snapshot.
+	//
+	// A position saved by an earlier canonlog may hold AfterSeq without a
+	// Snapshot: the floor then applies to every event, as it did then, and
+	// so skips an event that was still being appended at its start with a
+	// seq at or below the floor. Take a new start position for the full
+	// promise.
 	AfterSeq int64 `json:"after_seq,omitempty"`
+	// Snapshot is the PostgreSQL snapshot taken with the start position, in
+	// pg_current_snapshot's text form "xmin:xmax:xip,…": it tells the
+	// events committed before the start (visible in it) from those
+	// committed after. Empty on SQLite, and once the cursor reaches the
+	// snapshot's xmax: every later transaction began after the start.
+	Snapshot string `json:"snapshot,omitempty"`
 }
 
-// String renders the position for logs: "tx/seq", with "+after" when
-// AfterSeq is set.
+// String renders the position for logs: "tx/seq", with "+afterN" when
+// AfterSeq is set and "@snapshot" when Snapshot is.
 func (p Position) String() string {
 	s := fmt.Sprintf("%d/%d", p.TxID, p.Seq)
 	if p.AfterSeq > 0 {
 		s += fmt.Sprintf("+after%d", p.AfterSeq)
+	}
+	if p.Snapshot != "" {
+		s += "@" + p.Snapshot
 	}
 	return s
 }
@@ -83,12 +110,21 @@ type FollowOptions struct {
 // duration. On SQLite there is one writer at a time, so seq order is
 // commit order and the cursor is the seq.
 //
+// The same trap awaits a start position: "from seq N on" would skip an
+// event that took a seq below N before the start and commits after it.
+// The start positions (PositionAtHead, PositionAtHeadTx, PositionAfterSeq)
+// therefore record which transactions had committed at the start (see
+// Position), so that such an event is delivered however low its seq.
+//
 // A Follower is not safe for concurrent use; run one per consumer.
 type Follower struct {
 	log      *Log
 	pos      Position
 	pageSize int
 	interval time.Duration
+	// snapXmax is the xmax of pos.Snapshot, 0 when there is none: once the
+	// cursor reaches it, the snapshot and floor are dropped.
+	snapXmax uint64
 
 	// Rendered once: the filter's conditions and their arguments.
 	filterSQL  string
@@ -97,7 +133,9 @@ type Follower struct {
 }
 
 // NewFollower returns a Follower that delivers the events after from,
-// filtered by opts.
+// filtered by opts: from the zero Position every event, from a start
+// position what it promises (see Position). A malformed position or option
+// is an error wrapping ErrInvalidFilter.
 func (l *Log) NewFollower(from Position, opts *FollowOptions) (*Follower, error) {
 	var o FollowOptions
 	if opts != nil {
@@ -114,6 +152,16 @@ func (l *Log) NewFollower(from Position, opts *FollowOptions) (*Follower, error)
 			ErrInvalidFilter, o.PollInterval, DefaultPollInterval)
 	case from.Seq < 0 || from.AfterSeq < 0:
 		return nil, fmt.Errorf("eventlog: follow: %w: position %s has a negative seq", ErrInvalidFilter, from)
+	case from.Snapshot != "" && l.dialect != dialect.Postgres:
+		return nil, fmt.Errorf("eventlog: follow: %w: position %s holds a PostgreSQL snapshot, but this log is on %s: take the position from this log",
+			ErrInvalidFilter, from, l.dialect)
+	}
+	var xmax uint64
+	if from.Snapshot != "" {
+		var err error
+		if _, xmax, err = parseSnapshot(from.Snapshot); err != nil {
+			return nil, fmt.Errorf("eventlog: follow: %w: position %s: %w", ErrInvalidFilter, from, err)
+		}
 	}
 	if o.PageSize == 0 {
 		o.PageSize = DefaultPageSize
@@ -125,14 +173,21 @@ func (l *Log) NewFollower(from Position, opts *FollowOptions) (*Follower, error)
 	if err != nil {
 		return nil, err
 	}
-	f := &Follower{log: l, pos: from, pageSize: o.PageSize, interval: o.PollInterval,
+	f := &Follower{log: l, pos: from, pageSize: o.PageSize, interval: o.PollInterval, snapXmax: xmax,
 		filterSQL: andRest(where), filterArgs: args}
+	f.moveTo(from.TxID, from.Seq) // a saved position may already be past its snapshot
 	if l.dialect == dialect.Postgres {
 		// The (tx_id, seq) index serves the row comparison and the order.
 		// The text copy of tx_id needs a name of its own: ORDER BY tx_id
 		// would otherwise sort by the output column, as text.
+		//
+		// The floor applies only to events visible in the start snapshot:
+		// those committed before the start. pg_visible_in_snapshot is
+		// strict, so without a snapshot (NULL) the OR leaves the plain
+		// floor of positions saved before snapshots were recorded.
 		f.pageQuery = l.db.Rebind(`SELECT tx_id::text AS tx_text, ` + eventColumns + ` FROM event_log
-WHERE (tx_id, seq) > (?::xid8, ?) AND tx_id < ?::xid8 AND seq > ?` + f.filterSQL + `
+WHERE (tx_id, seq) > (?::xid8, ?) AND tx_id < ?::xid8
+  AND (seq > ? OR NOT pg_visible_in_snapshot(tx_id, ?::pg_snapshot))` + f.filterSQL + `
 ORDER BY tx_id, seq LIMIT ?`)
 	} else {
 		f.pageQuery = l.db.Rebind(`SELECT '0', ` + eventColumns + ` FROM event_log
@@ -159,14 +214,31 @@ func (l *Log) Follow(ctx context.Context, from Position, opts *FollowOptions) it
 // can appear before a later point. Save it to resume with NewFollower.
 func (f *Follower) Position() Position { return f.pos }
 
+// moveTo moves the cursor to (tx, seq). The start's floor and snapshot
+// stay until the cursor reaches the snapshot's xmax: every transaction
+// from there on began after the start, so all of its events are delivered
+// and neither the floor nor the snapshot can exclude anything any more.
+func (f *Follower) moveTo(tx uint64, seq int64) {
+	f.pos.TxID, f.pos.Seq = tx, seq
+	switch {
+	case f.snapXmax != 0 && tx >= f.snapXmax:
+		f.pos.AfterSeq, f.pos.Snapshot, f.snapXmax = 0, "", 0
+	case f.log.dialect != dialect.Postgres && f.pos.AfterSeq <= seq:
+		// On SQLite the cursor is a seq: past the floor, the floor says
+		// nothing more.
+		f.pos.AfterSeq = 0
+	}
+}
+
 // followPage is one poll's result.
 type followPage struct {
 	events []Event
 	txIDs  []uint64
 	// caughtUp reports a short page: every event below the horizon has
-	// been read, so the cursor may jump to next.
+	// been read, so the cursor may jump to (nextTx, nextSeq).
 	caughtUp bool
-	next     Position
+	nextTx   uint64
+	nextSeq  int64
 }
 
 // Poll reads the events that became readable after the cursor, at most
@@ -179,10 +251,10 @@ func (f *Follower) Poll(ctx context.Context) ([]Event, error) {
 		return nil, err
 	}
 	if n := len(p.events); n > 0 {
-		f.pos.TxID, f.pos.Seq = p.txIDs[n-1], p.events[n-1].Seq
+		f.moveTo(p.txIDs[n-1], p.events[n-1].Seq)
 	}
 	if p.caughtUp {
-		f.pos = p.next
+		f.moveTo(p.nextTx, p.nextSeq)
 	}
 	return p.events, nil
 }
@@ -210,7 +282,7 @@ func (f *Follower) Events(ctx context.Context) iter.Seq2[Event, error] {
 				return
 			}
 			for i, ev := range p.events {
-				f.pos.TxID, f.pos.Seq = p.txIDs[i], ev.Seq
+				f.moveTo(p.txIDs[i], ev.Seq)
 				if !yield(ev, nil) {
 					return
 				}
@@ -221,7 +293,7 @@ func (f *Follower) Events(ctx context.Context) iter.Seq2[Event, error] {
 				}
 				continue // a full page: more is readable now
 			}
-			f.pos = p.next
+			f.moveTo(p.nextTx, p.nextSeq)
 			if timer == nil {
 				timer = time.NewTimer(f.interval)
 			} else {
@@ -256,20 +328,25 @@ func (f *Follower) poll(ctx context.Context) (followPage, error) {
 		if err != nil {
 			return p, fmt.Errorf("eventlog: follow: horizon %q: %w", horizon, err)
 		}
-		args = append(args, strconv.FormatUint(pos.TxID, 10), pos.Seq, horizon, pos.AfterSeq)
+		var snapshot any // NULL: no start snapshot
+		if pos.Snapshot != "" {
+			snapshot = pos.Snapshot
+		}
+		args = append(args, strconv.FormatUint(pos.TxID, 10), pos.Seq, horizon, pos.AfterSeq, snapshot)
 		// Everything below h is read once the page comes back short;
 		// (h, 0) sorts before every event of transaction h, since seqs
 		// start at 1.
-		p.next = Position{TxID: h, Seq: 0, AfterSeq: pos.AfterSeq}
+		p.nextTx, p.nextSeq = h, 0
 	} else {
 		// One writer at a time: every seq up to the current maximum is
-		// committed (or gone for good, as AUTOINCREMENT never reuses one).
+		// committed (or gone for good, as AUTOINCREMENT never reuses a
+		// committed one).
 		var horizon int64
 		if err := l.db.QueryRowxContext(ctx, l.q.lastSeq).Scan(&horizon); err != nil {
 			return p, fmt.Errorf("eventlog: follow: read the horizon: %w", err)
 		}
 		args = append(args, max(pos.Seq, pos.AfterSeq), horizon)
-		p.next = Position{Seq: horizon, AfterSeq: pos.AfterSeq}
+		p.nextSeq = horizon
 	}
 	args = append(args, f.filterArgs...)
 	args = append(args, f.pageSize)
@@ -297,22 +374,26 @@ func (f *Follower) poll(ctx context.Context) (followPage, error) {
 		return p, fmt.Errorf("eventlog: follow: %w", err)
 	}
 	p.caughtUp = len(p.events) < f.pageSize
+	if !p.caughtUp {
+		return p, nil
+	}
 	// The horizon never moves backwards, but a cursor built by hand might
 	// be ahead of it: never move the cursor back.
-	if p.caughtUp && positionLess(p.next, pos) {
-		p.next = pos
+	if cursorLess(p.nextTx, p.nextSeq, pos.TxID, pos.Seq) {
+		p.nextTx, p.nextSeq = pos.TxID, pos.Seq
 	}
-	if n := len(p.events); p.caughtUp && n > 0 && positionLess(p.next, Position{TxID: p.txIDs[n-1], Seq: p.events[n-1].Seq}) {
-		p.next = Position{TxID: p.txIDs[n-1], Seq: p.events[n-1].Seq, AfterSeq: pos.AfterSeq}
+	if n := len(p.events); n > 0 && cursorLess(p.nextTx, p.nextSeq, p.txIDs[n-1], p.events[n-1].Seq) {
+		p.nextTx, p.nextSeq = p.txIDs[n-1], p.events[n-1].Seq
 	}
 	return p, nil
 }
 
-func positionLess(a, b Position) bool {
-	if a.TxID != b.TxID {
-		return a.TxID < b.TxID
+// cursorLess reports whether cursor (atx, aseq) sorts before (btx, bseq).
+func cursorLess(atx uint64, aseq int64, btx uint64, bseq int64) bool {
+	if atx != btx {
+		return atx < btx
 	}
-	return a.Seq < b.Seq
+	return aseq < bseq
 }
 
 // prefixScanner scans a leading tx_id column before the event's columns.
@@ -325,13 +406,85 @@ func (s prefixScanner) Scan(dest ...any) error {
 	return s.r.Scan(append([]any{s.tx}, dest...)...)
 }
 
-// PositionAfterSeq returns the position from which a Follower delivers
-// exactly the events with seq > seq, each once, including those of
-// transactions still running now. On SQLite that is simply the seq. On
-// PostgreSQL the cursor starts at the oldest transaction that appended (or
-// may still append) an event after seq, and the position keeps seq as a
-// floor (AfterSeq) so that older events of later transactions are
-// skipped.
+// PositionAtHead returns the start position at the head of the log: a
+// Follower from it delivers every event that commits after this call —
+// including the events of transactions already running now, whatever
+// their seqs — and none that committed before it.
+//
+// On PostgreSQL the position holds the snapshot of the statement that read
+// the head (see Position); on SQLite, with one writer at a time, it is the
+// last committed seq.
+func (l *Log) PositionAtHead(ctx context.Context) (Position, error) {
+	return l.positionAtHead(ctx, l.db, false)
+}
+
+// PositionAtHeadTx is PositionAtHead inside the caller's transaction, so
+// that "before" means exactly what the transaction reads: read the log's
+// current state in tx (QueryTx, PagesTx), then follow from the position,
+// and every event is seen once, either by the reads or by the follower.
+//
+// On PostgreSQL tx must be REPEATABLE READ or SERIALIZABLE (every statement
+// reads one snapshot; in READ COMMITTED each statement takes its own) and
+// must not have written: a transaction's own appends are visible to its
+// reads but commit after the position, so they would be seen twice. Use a
+// read-only transaction:
+//
+//	tx, err := db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+//
+// Both mistakes are refused with an error wrapping ErrInvalidFilter. On
+// SQLite any transaction reads one snapshot.
+func (l *Log) PositionAtHeadTx(ctx context.Context, tx *sqlx.Tx) (Position, error) {
+	return l.positionAtHead(ctx, tx, true)
+}
+
+func (l *Log) positionAtHead(ctx context.Context, q sqlx.QueryerContext, inTx bool) (Position, error) {
+	if l.dialect != dialect.Postgres {
+		var head int64
+		if err := q.QueryRowxContext(ctx, l.q.lastSeq).Scan(&head); err != nil {
+			return Position{}, fmt.Errorf("eventlog: position at head: %w", err)
+		}
+		return Position{Seq: head}, nil
+	}
+	// The snapshot and the head come from one statement, so from one
+	// snapshot: every event visible in it has seq <= head.
+	var (
+		snap, isolation string
+		head            int64
+		written         bool
+	)
+	err := q.QueryRowxContext(ctx, `SELECT pg_current_snapshot()::text, COALESCE((SELECT max(seq) FROM event_log), 0),
+	current_setting('transaction_isolation'), pg_current_xact_id_if_assigned() IS NOT NULL`).Scan(&snap, &head, &isolation, &written)
+	if err != nil {
+		return Position{}, fmt.Errorf("eventlog: position at head: %w", err)
+	}
+	if inTx {
+		switch {
+		case isolation != "repeatable read" && isolation != "serializable":
+			return Position{}, fmt.Errorf("eventlog: position at head: %w: the transaction is %s, so its statements do not share the position's snapshot: begin it with sql.LevelRepeatableRead",
+				ErrInvalidFilter, strings.ToUpper(isolation))
+		case written:
+			return Position{}, fmt.Errorf("eventlog: position at head: %w: the transaction has written, and its own appends would be seen twice: take the position in a read-only transaction",
+				ErrInvalidFilter)
+		}
+	}
+	return startPosition(snap, "", head)
+}
+
+// PositionAfterSeq returns the start position after seq: a Follower from
+// it delivers the events with seq > seq that had committed when this is
+// called, and every event that commits after — including the events of
+// transactions already running now, whatever their seqs. Each once.
+//
+// A seq beyond the last committed one starts at the head: an event that
+// commits later is delivered even if its seq is at most seq, since nothing
+// about a seq says when its event commits. PositionAfterSeq(ctx, 0) is the
+// zero Position: the whole log.
+//
+// On PostgreSQL the cursor starts at the oldest transaction that appended,
+// or may still append, an event to deliver, and the position keeps seq as
+// the floor for the events committed before, with the snapshot that tells
+// them apart (see Position); on SQLite, with one writer at a time, it is
+// the seq itself (at most the last committed one).
 func (l *Log) PositionAfterSeq(ctx context.Context, seq int64) (Position, error) {
 	if seq < 0 {
 		return Position{}, fmt.Errorf("eventlog: position after seq: %w: seq is %d, must not be negative", ErrInvalidFilter, seq)
@@ -340,20 +493,82 @@ func (l *Log) PositionAfterSeq(ctx context.Context, seq int64) (Position, error)
 		return Position{}, nil // the whole log: no need to look for where it starts
 	}
 	if l.dialect != dialect.Postgres {
-		return Position{Seq: seq, AfterSeq: seq}, nil
+		var head int64
+		if err := l.db.QueryRowxContext(ctx, l.q.lastSeq).Scan(&head); err != nil {
+			return Position{}, fmt.Errorf("eventlog: position after seq %d: %w", seq, err)
+		}
+		return Position{Seq: min(seq, head)}, nil
 	}
-	// A transaction still running may yet insert an event after seq: its
-	// id is at least the horizon, so the cursor must start no later.
-	var start string
-	err := l.db.QueryRowxContext(ctx, l.db.Rebind(`SELECT LEAST(
-	(SELECT min(tx_id) FROM event_log WHERE seq > ?),
-	pg_snapshot_xmin(pg_current_snapshot()))::text`), seq).Scan(&start)
+	// One statement, so one snapshot: the oldest transaction among the
+	// committed events after seq, the head and the snapshot agree.
+	var (
+		snap, first string
+		head        int64
+	)
+	err := l.db.QueryRowxContext(ctx, l.db.Rebind(`SELECT pg_current_snapshot()::text,
+	COALESCE((SELECT min(tx_id) FROM event_log WHERE seq > ?)::text, ''),
+	COALESCE((SELECT max(seq) FROM event_log), 0)`), seq).Scan(&snap, &first, &head)
 	if err != nil {
 		return Position{}, fmt.Errorf("eventlog: position after seq %d: %w", seq, err)
 	}
-	tx, err := strconv.ParseUint(start, 10, 64)
+	pos, err := startPosition(snap, first, min(seq, head))
 	if err != nil {
-		return Position{}, fmt.Errorf("eventlog: position after seq %d: tx_id %q: %w", seq, start, err)
+		return Position{}, fmt.Errorf("eventlog: position after seq %d: %w", seq, err)
 	}
-	return Position{TxID: tx, Seq: 0, AfterSeq: seq}, nil
+	return pos, nil
+}
+
+// startPosition builds a PostgreSQL start position from the snapshot snap
+// and, read in the same statement, the floor and first, the oldest tx_id
+// among the committed events above the floor ("" for none).
+func startPosition(snap, first string, floor int64) (Position, error) {
+	xmin, _, err := parseSnapshot(snap)
+	if err != nil {
+		return Position{}, fmt.Errorf("eventlog: start position: %w", err)
+	}
+	// Transactions below xmin had all finished: the only events to
+	// deliver among them are committed ones above the floor, from first
+	// on. The others start at xmin or later.
+	start := xmin
+	if first != "" {
+		tx, err := strconv.ParseUint(first, 10, 64)
+		if err != nil {
+			return Position{}, fmt.Errorf("eventlog: start position: tx_id %q: %w", first, err)
+		}
+		start = min(start, tx)
+	}
+	if floor == 0 {
+		// Nothing committed is to be skipped: every event from start on
+		// is delivered, and the snapshot has nothing to tell apart.
+		return Position{TxID: start}, nil
+	}
+	return Position{TxID: start, AfterSeq: floor, Snapshot: snap}, nil
+}
+
+// parseSnapshot checks a pg_snapshot's text form, "xmin:xmax:xip,…" (as
+// PostgreSQL's own input function does: xmin <= every xip < xmax, xips
+// ascending), and returns its bounds.
+func parseSnapshot(s string) (xmin, xmax uint64, err error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 {
+		return 0, 0, fmt.Errorf("snapshot %q is not of the form xmin:xmax:xip,…", s)
+	}
+	if xmin, err = strconv.ParseUint(parts[0], 10, 64); err != nil || xmin == 0 {
+		return 0, 0, fmt.Errorf("snapshot %q: xmin is not a positive transaction id", s)
+	}
+	if xmax, err = strconv.ParseUint(parts[1], 10, 64); err != nil || xmax < xmin {
+		return 0, 0, fmt.Errorf("snapshot %q: xmax is not a transaction id at or above xmin", s)
+	}
+	if parts[2] == "" {
+		return xmin, xmax, nil
+	}
+	last := xmin
+	for _, x := range strings.Split(parts[2], ",") {
+		id, err := strconv.ParseUint(x, 10, 64)
+		if err != nil || id < last || id >= xmax {
+			return 0, 0, fmt.Errorf("snapshot %q: running transaction %q is not ascending within [xmin, xmax)", s, x)
+		}
+		last = id
+	}
+	return xmin, xmax, nil
 }

@@ -2,6 +2,7 @@ package eventlog_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -10,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/migrations"
 )
 
 // followTimeout bounds waits on a follower. On PostgreSQL the horizon is
@@ -417,4 +420,332 @@ func TestExplainFollow(t *testing.T) {
 	scans := plan.find("Index Scan")
 	require.Len(t, scans, 1, "%s", plan)
 	require.Equal(t, "event_log_tx_id_seq_idx", scans[0].IndexName, "%s", plan)
+}
+
+// startScenario is a log at the moment a start position is taken: events
+// committed before it, and a held transaction that appended before it and
+// commits after it.
+type startScenario struct {
+	log    *eventlog.Log
+	db     *sqlx.DB
+	before []eventlog.Event // committed before the start, in seq order
+	held   []eventlog.Event // appended before the start, committed after it
+	tx     *sqlx.Tx
+}
+
+// newStartScenario commits four events and opens a transaction that
+// appends n events (a batch, or a single one) and stays open. On
+// PostgreSQL one more event then commits, so the held events have seqs
+// below the head: exactly the events a seq floor skips. SQLite's single
+// writer rules that interleaving out (the later append would wait for the
+// held transaction), which is why a floor is safe there.
+func newStartScenario(t *testing.T, backend string, n int) *startScenario {
+	t.Helper()
+	ctx := context.Background()
+	log, db := setup(t, backend, nil)
+	s := &startScenario{log: log, db: db}
+	var entries []eventlog.Entry
+	for i := range 4 {
+		entries = append(entries, entry("before", fmt.Sprintf(`{"before":%d}`, i)))
+	}
+	res, err := log.AppendBatch(ctx, entries)
+	require.NoError(t, err)
+	s.before = resultsEvents(res)
+
+	s.tx, err = db.BeginTxx(ctx, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.tx.Rollback() }) // a failure must not leave it blocking the schema's drop
+	entries = nil
+	for i := range n {
+		entries = append(entries, entry("held", fmt.Sprintf(`{"held":%d}`, i)))
+	}
+	res, err = log.AppendTx(ctx, s.tx, entries...)
+	require.NoError(t, err)
+	s.held = resultsEvents(res)
+
+	if backend == "postgres" {
+		mid, err := log.Append(ctx, entry("mid", `{"mid":true}`))
+		require.NoError(t, err)
+		s.before = append(s.before, mid.Event)
+		require.Less(t, s.held[n-1].Seq, mid.Event.Seq, "the held events took their seqs before the head")
+	}
+	return s
+}
+
+// finish commits the held transaction and then one more event, the last
+// to commit, and returns it.
+func (s *startScenario) finish(t *testing.T) eventlog.Event {
+	t.Helper()
+	require.NoError(t, s.tx.Commit())
+	late, err := s.log.Append(context.Background(), entry("late", `{"late":true}`))
+	require.NoError(t, err)
+	return late.Event
+}
+
+// followUntil polls f until it has delivered the event with seq last, and
+// returns every event it delivered. On PostgreSQL a follower delivers in
+// commit order, so when last is the last event to commit nothing can
+// follow it.
+func followUntil(t *testing.T, f *eventlog.Follower, last int64) []eventlog.Event {
+	t.Helper()
+	var got []eventlog.Event
+	deadline := time.Now().Add(followTimeout)
+	for {
+		evs, err := f.Poll(context.Background())
+		require.NoError(t, err)
+		got = append(got, evs...)
+		for _, ev := range evs {
+			if ev.Seq == last {
+				return got
+			}
+		}
+		if len(evs) == 0 {
+			require.True(t, time.Now().Before(deadline), "follower delivered %v, still waiting for seq %d", seqsOf(got), last)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// roundTrip persists a position as JSON and reads it back, as a consumer
+// that saves its position does.
+func roundTrip(t *testing.T, pos eventlog.Position) eventlog.Position {
+	t.Helper()
+	b, err := json.Marshal(pos)
+	require.NoError(t, err)
+	var back eventlog.Position
+	require.NoError(t, json.Unmarshal(b, &back))
+	require.Equal(t, pos, back, "%s", b)
+	return back
+}
+
+// TestFollowStartPositions: a follower from a start position delivers
+// every event that commits after the start — a batch or a single event
+// appended before the start and committed after it included, however low
+// their seqs — exactly once, and of the events committed before the start
+// exactly those the position promises.
+func TestFollowStartPositions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	starts := []struct {
+		name string
+		// take returns the start position and the events committed before
+		// the start that a follower from it must deliver.
+		take func(t *testing.T, s *startScenario) (eventlog.Position, []eventlog.Event)
+	}{
+		{"Head", func(t *testing.T, s *startScenario) (eventlog.Position, []eventlog.Event) {
+			pos, err := s.log.PositionAtHead(ctx)
+			require.NoError(t, err)
+			return pos, nil
+		}},
+		{"AfterSeqOfHead", func(t *testing.T, s *startScenario) (eventlog.Position, []eventlog.Event) {
+			pos, err := s.log.PositionAfterSeq(ctx, s.before[len(s.before)-1].Seq)
+			require.NoError(t, err)
+			return pos, nil
+		}},
+		{"AfterSeqInside", func(t *testing.T, s *startScenario) (eventlog.Position, []eventlog.Event) {
+			pos, err := s.log.PositionAfterSeq(ctx, s.before[1].Seq)
+			require.NoError(t, err)
+			return pos, s.before[2:]
+		}},
+		{"AfterSeqBeyondHead", func(t *testing.T, s *startScenario) (eventlog.Position, []eventlog.Event) {
+			// Nothing about a seq says when its event commits: events
+			// committing later are delivered whatever their seqs.
+			pos, err := s.log.PositionAfterSeq(ctx, s.before[len(s.before)-1].Seq+1000)
+			require.NoError(t, err)
+			return pos, nil
+		}},
+		{"Zero", func(t *testing.T, s *startScenario) (eventlog.Position, []eventlog.Event) {
+			return eventlog.Position{}, s.before
+		}},
+	}
+	for _, shape := range []struct {
+		name string
+		n    int
+	}{{"Batch", 30}, {"Single", 1}} {
+		for _, start := range starts {
+			t.Run(start.name+"/"+shape.name, func(t *testing.T) {
+				t.Parallel()
+				dbtest.Run(t, func(t *testing.T, backend string) {
+					s := newStartScenario(t, backend, shape.n)
+					pos, wantBefore := start.take(t, s)
+					late := s.finish(t)
+
+					f, err := s.log.NewFollower(roundTrip(t, pos), &eventlog.FollowOptions{PageSize: 7})
+					require.NoError(t, err)
+					got := followUntil(t, f, late.Seq)
+					want := append(append(append([]eventlog.Event{}, wantBefore...), s.held...), late)
+					require.ElementsMatch(t, seqsOf(want), seqsOf(got), "from %s", pos)
+					if backend == "postgres" {
+						// Past every transaction of the start, the position
+						// is a plain cursor again.
+						require.Empty(t, f.Position().Snapshot, "%s", f.Position())
+						require.Zero(t, f.Position().AfterSeq, "%s", f.Position())
+					}
+				})
+			})
+		}
+	}
+}
+
+// TestFollowPositionAtHeadTx: the log's state read in a transaction plus a
+// follower from PositionAtHeadTx of that transaction see every event
+// exactly once — here the last two events read in it, then a batch that
+// was running when the transaction began and commits before the position
+// is taken, but after the transaction's snapshot.
+func TestFollowPositionAtHeadTx(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		s := newStartScenario(t, backend, 30)
+		read, err := s.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+		require.NoError(t, err)
+		defer func() { _ = read.Rollback() }()
+		all, err := s.log.QueryTx(ctx, read, eventlog.Filter{Limit: eventlog.MaxQueryLimit})
+		require.NoError(t, err)
+		require.Equal(t, seqsOf(s.before), seqsOf(all), "the transaction reads what had committed")
+		last2 := all[len(all)-2:]
+
+		late := s.finish(t) // commits after the transaction's snapshot
+		pos, err := s.log.PositionAtHeadTx(ctx, read)
+		require.NoError(t, err)
+		require.NoError(t, read.Rollback())
+
+		f, err := s.log.NewFollower(roundTrip(t, pos), nil)
+		require.NoError(t, err)
+		got := followUntil(t, f, late.Seq)
+		require.ElementsMatch(t, seqsOf(append(append([]eventlog.Event{}, s.held...), late)), seqsOf(got))
+		require.NotContains(t, seqsOf(got), last2[0].Seq)
+		require.NotContains(t, seqsOf(got), last2[1].Seq)
+	})
+}
+
+// TestFollowResumeFromStart: a position saved mid-way through what a start
+// position promised, still holding the start's snapshot, keeps the promise
+// after a JSON round trip: the rest of a held batch with seqs below the
+// start's floor is delivered, each event once.
+func TestFollowResumeFromStart(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		s := newStartScenario(t, backend, 30)
+		pos, err := s.log.PositionAtHead(ctx)
+		require.NoError(t, err)
+		late := s.finish(t)
+
+		f, err := s.log.NewFollower(pos, &eventlog.FollowOptions{PageSize: 5})
+		require.NoError(t, err)
+		got := pollUntil(t, f, 1)
+		require.Equal(t, seqsOf(s.held[:5]), seqsOf(got), "the first page is the start of the held batch")
+		saved := f.Position()
+		if backend == "postgres" {
+			require.NotEmpty(t, saved.Snapshot, "mid-way, the position still needs the start's snapshot: %s", saved)
+			require.Positive(t, saved.AfterSeq, "%s", saved)
+		}
+
+		f2, err := s.log.NewFollower(roundTrip(t, saved), &eventlog.FollowOptions{PageSize: 5})
+		require.NoError(t, err)
+		got = append(got, followUntil(t, f2, late.Seq)...)
+		require.ElementsMatch(t, seqsOf(append(append([]eventlog.Event{}, s.held...), late)), seqsOf(got))
+	})
+}
+
+// TestFollowStartPositionRefused: malformed start positions and
+// transactions that cannot hold one are refused with ErrInvalidFilter.
+func TestFollowStartPositionRefused(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		log, db := setup(t, backend, nil)
+		_, err := log.Append(ctx, entry("h", `{}`))
+		require.NoError(t, err)
+
+		if backend == "sqlite" {
+			_, err := log.NewFollower(eventlog.Position{AfterSeq: 1, Snapshot: "5:10:"}, nil)
+			require.ErrorIs(t, err, eventlog.ErrInvalidFilter)
+			require.ErrorContains(t, err, "holds a PostgreSQL snapshot")
+			return
+		}
+		for _, snap := range []string{"x", "5:10", "0:10:", "10:5:", "5:10:12", "5:10:4", "5:10:8,7", "5:10:a"} {
+			_, err := log.NewFollower(eventlog.Position{TxID: 5, AfterSeq: 1, Snapshot: snap}, nil)
+			require.ErrorIs(t, err, eventlog.ErrInvalidFilter, snap)
+			require.ErrorContains(t, err, "snapshot", snap)
+		}
+		_, err = log.NewFollower(eventlog.Position{TxID: 5, AfterSeq: 1, Snapshot: "5:10:7,7,9"}, nil)
+		require.NoError(t, err, "PostgreSQL accepts a repeated running transaction")
+
+		committed, err := db.BeginTxx(ctx, nil) // READ COMMITTED: a snapshot per statement
+		require.NoError(t, err)
+		defer func() { _ = committed.Rollback() }()
+		_, err = log.PositionAtHeadTx(ctx, committed)
+		require.ErrorIs(t, err, eventlog.ErrInvalidFilter)
+		require.ErrorContains(t, err, "READ COMMITTED")
+
+		wrote, err := db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
+		require.NoError(t, err)
+		defer func() { _ = wrote.Rollback() }()
+		_, err = log.AppendTx(ctx, wrote, entry("h", `{}`))
+		require.NoError(t, err)
+		_, err = log.PositionAtHeadTx(ctx, wrote)
+		require.ErrorIs(t, err, eventlog.ErrInvalidFilter)
+		require.ErrorContains(t, err, "has written")
+	})
+}
+
+// Read the log's current state, then follow what commits after it: the
+// read and the follower share one snapshot, so every event is seen once.
+func ExampleLog_PositionAtHeadTx() {
+	ctx := context.Background()
+	db, err := eventlog.OpenDB(ctx, "sqlite::memory:")
+	if err != nil {
+		panic(err)
+	}
+	defer db.Close()
+	if _, err := migrations.Up(ctx, db); err != nil {
+		panic(err)
+	}
+	log, err := eventlog.New(db, &eventlog.Config{Clock: eventlog.NewFakeClock(t0)})
+	if err != nil {
+		panic(err)
+	}
+	for _, p := range []string{`{"n":1}`, `{"n":2}`} {
+		if _, err := log.Append(ctx, eventlog.Entry{Kind: eventlog.KindEffect, Payload: json.RawMessage(p)}); err != nil {
+			panic(err)
+		}
+	}
+
+	tx, err := db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	if err != nil {
+		panic(err)
+	}
+	state, err := log.QueryTx(ctx, tx, eventlog.Filter{})
+	if err != nil {
+		panic(err)
+	}
+	pos, err := log.PositionAtHeadTx(ctx, tx)
+	if err != nil {
+		panic(err)
+	}
+	_ = tx.Rollback()
+	for _, ev := range state {
+		fmt.Println("state:", string(ev.Payload))
+	}
+
+	if _, err := log.Append(ctx, eventlog.Entry{Kind: eventlog.KindEffect, Payload: json.RawMessage(`{"n":3}`)}); err != nil {
+		panic(err)
+	}
+	f, err := log.NewFollower(pos, nil)
+	if err != nil {
+		panic(err)
+	}
+	news, err := f.Poll(ctx)
+	if err != nil {
+		panic(err)
+	}
+	for _, ev := range news {
+		fmt.Println("new:", string(ev.Payload))
+	}
+	// Output:
+	// state: {"n":1}
+	// state: {"n":2}
+	// new: {"n":3}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -36,8 +37,10 @@ seq is assigned before its transaction commits, so following "seq > last"
 would skip an event whose transaction commits after a later one. tail -f
 follows in commit order instead (eventlog.Follower): each event prints
 exactly once, once every transaction that started before it has ended,
-possibly after an event with a higher seq. The first events (-n, or tail
-without -f) come from a plain snapshot read.`,
+possibly after an event with a higher seq. The first events (-n, --after)
+come from one snapshot read and print at once; -f then prints exactly the
+events that commit after that snapshot, whatever their seqs: an append
+already running when tail starts prints in full when it commits.`,
 		Example: `  canonlog tail -f
   canonlog tail -n 50 --rollout r-42 --kind gate_decision
   canonlog tail --after 1200 -f -o ndjson`,
@@ -82,50 +85,10 @@ func runTail(ctx context.Context, g *globals, f eventlog.Filter, o tailOptions) 
 		return err
 	}
 	defer e.Close()
-	after, lastN := o.after, o.after < 0
-	if lastN {
-		if after, err = lastNStart(ctx, e.db, f, o.lines); err != nil {
-			return err
-		}
-	}
 	ew := newEventWriter(g.stdout, o.output)
-	// What is committed now is printed from a plain snapshot read: a
-	// one-off look need not wait for transactions running elsewhere on the
-	// server, as a follower must. With -f the follower then takes over from
-	// the same seq, skipping what the snapshot printed (at most --lines
-	// events: an explicit --after is left to the follower alone, so this
-	// set stays small).
-	var printed map[int64]bool
-	if !o.follow || lastN {
-		printed = map[int64]bool{}
-		q := f
-		q.AfterSeq = after
-		for {
-			q.Limit = eventlog.MaxQueryLimit
-			page, err := e.log.Query(ctx, q)
-			if err != nil {
-				return fmt.Errorf("tail: %w", err)
-			}
-			for _, ev := range page {
-				if err := ew.write(ev); err != nil {
-					return err
-				}
-				if o.follow {
-					printed[ev.Seq] = true
-				}
-			}
-			if len(page) < q.Limit {
-				break
-			}
-			q.AfterSeq = page[len(page)-1].Seq
-		}
-		if !o.follow {
-			return nil
-		}
-	}
-	pos, err := e.log.PositionAfterSeq(ctx, after)
-	if err != nil {
-		return fmt.Errorf("tail: %w", err)
+	pos, err := printCommitted(ctx, e, f, o, ew)
+	if err != nil || !o.follow {
+		return err
 	}
 	fol, err := e.log.NewFollower(pos, &eventlog.FollowOptions{Filter: f, PollInterval: o.pollInterval})
 	if err != nil {
@@ -134,10 +97,6 @@ func runTail(ctx context.Context, g *globals, f eventlog.Filter, o tailOptions) 
 	for ev, err := range fol.Events(ctx) {
 		if err != nil {
 			return fmt.Errorf("tail: %w", err)
-		}
-		if printed[ev.Seq] {
-			delete(printed, ev.Seq)
-			continue
 		}
 		if err := ew.write(ev); err != nil {
 			return err
@@ -148,9 +107,60 @@ func runTail(ctx context.Context, g *globals, f eventlog.Filter, o tailOptions) 
 	return nil
 }
 
+// printCommitted prints the first events — the last o.lines matching ones,
+// or those after o.after — and, with -f, returns the position the follower
+// starts from. Both come from one read snapshot: the follower then prints
+// exactly the events that commit after it, however low their seqs (an
+// append running now may hold seqs below the head), so nothing is printed
+// twice or skipped. Unlike the follower, the snapshot read waits for no
+// transaction running elsewhere on the server: the first events print at
+// once.
+func printCommitted(ctx context.Context, e *env, f eventlog.Filter, o tailOptions, ew *eventWriter) (eventlog.Position, error) {
+	// Read-only, the transaction takes no write lock on SQLite and no
+	// transaction id on PostgreSQL, so it holds no follower back.
+	tx, err := e.db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	if err != nil {
+		return eventlog.Position{}, fmt.Errorf("tail: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }() // it only read
+	var pos eventlog.Position
+	if o.follow {
+		if pos, err = e.log.PositionAtHeadTx(ctx, tx); err != nil {
+			return pos, fmt.Errorf("tail: %w", err)
+		}
+	}
+	after := o.after
+	if after < 0 {
+		if o.lines == 0 {
+			return pos, nil
+		}
+		if after, err = lastNStart(ctx, tx, f, o.lines); err != nil {
+			return pos, err
+		}
+	}
+	q := f
+	q.AfterSeq = after
+	for {
+		q.Limit = eventlog.MaxQueryLimit
+		page, err := e.log.QueryTx(ctx, tx, q)
+		if err != nil {
+			return pos, fmt.Errorf("tail: %w", err)
+		}
+		for _, ev := range page {
+			if err := ew.write(ev); err != nil {
+				return pos, err
+			}
+		}
+		if len(page) < q.Limit {
+			return pos, nil
+		}
+		q.AfterSeq = page[len(page)-1].Seq
+	}
+}
+
 // lastNStart returns the seq after which the last n events matching f
 // begin (0 when fewer match).
-func lastNStart(ctx context.Context, db *sqlx.DB, f eventlog.Filter, n int) (int64, error) {
+func lastNStart(ctx context.Context, tx *sqlx.Tx, f eventlog.Filter, n int) (int64, error) {
 	var (
 		conds []string
 		args  []any
@@ -180,7 +190,7 @@ func lastNStart(ctx context.Context, db *sqlx.DB, f eventlog.Filter, n int) (int
 	}
 	// Walking the seq-ordered indexes backwards: the (n+1)-th last matching
 	// event is the one the last n come after.
-	rows, err := db.QueryxContext(ctx, db.Rebind(`SELECT seq FROM event_log`+where+` ORDER BY seq DESC LIMIT 1 OFFSET ?`), append(args, n)...)
+	rows, err := tx.QueryxContext(ctx, tx.Rebind(`SELECT seq FROM event_log`+where+` ORDER BY seq DESC LIMIT 1 OFFSET ?`), append(args, n)...)
 	if err != nil {
 		return 0, fmt.Errorf("tail: find the last %d events: %w", n, err)
 	}
