@@ -2,14 +2,17 @@ package eventlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq"  // registers the "postgres" driver
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	_ "github.com/lib/pq" // registers the "postgres" driver
+	"modernc.org/sqlite"  // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/canonlog/canonlog/internal/dialect"
 	"github.com/canonlog/canonlog/internal/redact"
@@ -34,13 +37,18 @@ const sqliteBusyTimeout = 10 * time.Second
 //     second query on the DB while holding one of its transactions.
 //   - file:… — a SQLite URI, passed to modernc.org/sqlite as is.
 //
-// Every SQLite connection gets foreign_keys=ON, a busy timeout of 10s,
-// journal_mode=WAL (files only) and BEGIN IMMEDIATE for transactions, so a
-// writer takes the write lock when it begins instead of failing halfway.
+// Every SQLite connection gets a busy timeout of 10s, foreign_keys=ON and
+// BEGIN IMMEDIATE for transactions, so a writer takes the write lock when it
+// begins instead of failing halfway. A SQLite file is switched to
+// journal_mode=WAL (a setting stored in the file) once, here, waiting up to
+// the busy timeout for another process that is creating or writing it —
+// unless the URL sets a journal mode itself (_pragma=journal_mode(…) or
+// _journal_mode=…, e.g. for a file system without the shared memory WAL
+// needs), which is then left as given.
 //
 // The caller owns the returned DB and closes it.
 func OpenDB(ctx context.Context, databaseURL string) (*sqlx.DB, error) {
-	driver, dsn, memory, err := parseDatabaseURL(databaseURL)
+	driver, dsn, memory, userJournal, err := parseDatabaseURL(databaseURL)
 	if err != nil {
 		return nil, err
 	}
@@ -66,64 +74,140 @@ func OpenDB(ctx context.Context, databaseURL string) (*sqlx.DB, error) {
 		db.SetMaxIdleConns(16)
 		db.SetConnMaxIdleTime(5 * time.Minute)
 	}
-	if err := db.PingContext(ctx); err != nil {
+	connect := db.PingContext
+	if driver == dialect.DriverSQLite && !memory && !userJournal {
+		connect = func(ctx context.Context) error { return enableWAL(ctx, db) }
+	}
+	if err := connect(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("eventlog: connect to %s: %w", redact.URL(databaseURL), redact.Error(err, databaseURL))
 	}
 	return db, nil
 }
 
-func parseDatabaseURL(raw string) (driver, dsn string, memory bool, err error) {
+// enableWAL switches the database file to WAL. It is not a per-connection
+// DSN pragma because SQLite cannot wait for it: the switch upgrades a read
+// transaction to an exclusive lock, and SQLite refuses such an upgrade with
+// SQLITE_BUSY at once, without calling the busy handler, while another
+// connection holds the write lock (the deadlock rule). Two processes opening
+// a new file together therefore failed at connect. Retrying here waits for
+// the other writer instead; once the file is in WAL, further connections,
+// in this process or any other, find it so and need no lock.
+func enableWAL(ctx context.Context, db *sqlx.DB) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	deadline := time.Now().Add(sqliteBusyTimeout)
+	pause := time.Millisecond
+	for {
+		// SQLite answers with the mode in effect and keeps the old one,
+		// without an error, where WAL cannot be had (a file opened with
+		// mode=ro that is not in WAL yet): that database still reads.
+		var mode string
+		err := conn.QueryRowContext(ctx, `PRAGMA journal_mode = WAL`).Scan(&mode)
+		if err == nil {
+			return nil
+		}
+		if !isSQLiteBusy(err) || !time.Now().Before(deadline) {
+			return fmt.Errorf("switch to WAL: %w", err)
+		}
+		// Jittered, so that openers that collided do not collide again.
+		wait := pause/2 + rand.N(pause)
+		pause = min(2*pause, 50*time.Millisecond)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("switch to WAL: %w (the file stayed locked: %v)", ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+func isSQLiteBusy(err error) bool {
+	var sqliteErr *sqlite.Error
+	return errors.As(err, &sqliteErr) && sqliteErr.Code()&0xff == sqlite3.SQLITE_BUSY
+}
+
+// parseDatabaseURL returns the driver and its DSN, whether the database is a
+// private in-memory SQLite one, and whether the URL sets SQLite's journal
+// mode itself.
+func parseDatabaseURL(raw string) (driver, dsn string, memory, userJournal bool, err error) {
 	switch {
 	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
 		if _, err := url.Parse(raw); err != nil {
 			// *url.Error quotes the whole URL, password included, and its
 			// reason may quote a piece of it: keep the reason's words.
-			return "", "", false, fmt.Errorf("eventlog: database URL %s is malformed: %s (percent-encode special characters such as @ : / ? # %% in the user name and password)",
+			return "", "", false, false, fmt.Errorf("eventlog: database URL %s is malformed: %s (percent-encode special characters such as @ : / ? # %% in the user name and password)",
 				redact.URL(raw), redact.ParseReason(err))
 		}
-		return dialect.DriverPostgres, raw, false, nil
+		return dialect.DriverPostgres, raw, false, false, nil
 	case raw == "sqlite::memory:", strings.HasPrefix(raw, "sqlite::memory:?"):
-		return dialect.DriverSQLite, sqliteDSN("file::memory:", strings.TrimPrefix(raw, "sqlite::memory:"), true), true, nil
+		query := strings.TrimPrefix(raw, "sqlite::memory:")
+		return dialect.DriverSQLite, sqliteDSN("file::memory:", query), true, setsJournalMode(query), nil
 	case strings.HasPrefix(raw, "sqlite:"):
 		rest := strings.TrimPrefix(raw, "sqlite:")
 		rest = strings.TrimPrefix(rest, "//") // sqlite:///abs/path and sqlite://rel both work
 		path, query, _ := strings.Cut(rest, "?")
 		if path == "" {
-			return "", "", false, fmt.Errorf("eventlog: database URL %q has no file path (use sqlite:PATH, or sqlite::memory: for a private in-memory database)", redact.URL(raw))
+			return "", "", false, false, fmt.Errorf("eventlog: database URL %q has no file path (use sqlite:PATH, or sqlite::memory: for a private in-memory database)", redact.URL(raw))
 		}
 		if query != "" {
 			query = "?" + query
 		}
-		return dialect.DriverSQLite, sqliteDSN("file:"+path, query, false), false, nil
+		return dialect.DriverSQLite, sqliteDSN("file:"+path, query), false, setsJournalMode(query), nil
 	case strings.HasPrefix(raw, "file:"):
 		path, query, _ := strings.Cut(raw, "?")
 		if query != "" {
 			query = "?" + query
 		}
 		memory := strings.Contains(raw, ":memory:") || strings.Contains(query, "mode=memory")
-		return dialect.DriverSQLite, sqliteDSN(path, query, memory), memory, nil
+		return dialect.DriverSQLite, sqliteDSN(path, query), memory, setsJournalMode(query), nil
 	case raw == "":
-		return "", "", false, fmt.Errorf("eventlog: empty database URL (use postgres://…, sqlite:PATH or sqlite::memory:)")
+		return "", "", false, false, fmt.Errorf("eventlog: empty database URL (use postgres://…, sqlite:PATH or sqlite::memory:)")
 	default:
-		return "", "", false, fmt.Errorf("eventlog: database URL %s: unknown scheme: use postgres://…, postgresql://…, sqlite:PATH, sqlite::memory: or file:…", redact.URL(raw))
+		return "", "", false, false, fmt.Errorf("eventlog: database URL %s: unknown scheme: use postgres://…, postgresql://…, sqlite:PATH, sqlite::memory: or file:…", redact.URL(raw))
 	}
 }
 
 // sqliteDSN appends canonlog's per-connection settings to a SQLite URI,
 // followed by the parameters the user gave in query.
-func sqliteDSN(path, query string, memory bool) string {
+//
+// The busy timeout is the driver's _busy_timeout key, which it applies
+// before every _pragma whatever the order in the DSN, so that a pragma that
+// needs a lock waits for it; a user's _pragma=busy_timeout(…) comes later
+// and wins. Journal mode is not set here: see enableWAL.
+func sqliteDSN(path, query string) string {
 	params := []string{
+		fmt.Sprintf("_busy_timeout=%d", sqliteBusyTimeout.Milliseconds()),
 		"_pragma=foreign_keys(1)",
-		fmt.Sprintf("_pragma=busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()),
 		"_txlock=immediate",
-	}
-	if !memory {
-		params = append(params, "_pragma=journal_mode(WAL)")
 	}
 	user := strings.TrimPrefix(query, "?")
 	if user != "" {
 		params = append(params, user)
 	}
 	return path + "?" + strings.Join(params, "&")
+}
+
+// setsJournalMode reports whether a SQLite URL's query ("?…" or "") sets
+// the journal mode, through the driver's shorthand keys or a _pragma.
+func setsJournalMode(query string) bool {
+	q, err := url.ParseQuery(strings.TrimPrefix(query, "?"))
+	if err != nil {
+		return false // the driver refuses the DSN with its own error
+	}
+	if q.Has("_journal_mode") || q.Has("_journal") {
+		return true
+	}
+	for _, p := range q["_pragma"] {
+		name, _, _ := strings.Cut(strings.ToLower(strings.TrimSpace(p)), "(")
+		name, _, _ = strings.Cut(name, "=")
+		if strings.TrimSpace(name) == "journal_mode" {
+			return true
+		}
+	}
+	return false
 }

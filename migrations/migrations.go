@@ -2,6 +2,7 @@ package migrations
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -88,6 +89,8 @@ type MigrationStatus struct {
 type Migrator struct {
 	set      Set
 	provider *goose.Provider
+	db       *sql.DB
+	dialect  dialect.Dialect
 }
 
 // New returns a Migrator for set on db. It never closes db.
@@ -122,15 +125,33 @@ func New(db *sqlx.DB, set Set) (*Migrator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("migrations: set %s: %w", set.label(), err)
 	}
-	return &Migrator{set: set, provider: p}, nil
+	return &Migrator{set: set, provider: p, db: db.DB, dialect: d}, nil
+}
+
+// lock serializes a run of this Migrator with every other migration run on
+// the same database, of any set, in this process or another. On PostgreSQL
+// goose takes the lock itself (pgLocker), per set; on a SQLite file it is
+// one lock per file (lockSQLite), held around everything goose does,
+// including creating the version table.
+func (m *Migrator) lock(ctx context.Context) (unlock func(), err error) {
+	if m.dialect != dialect.SQLite {
+		return func() {}, nil
+	}
+	return lockSQLite(ctx, m.db)
 }
 
 // Up applies every pending migration of the set.
 func (m *Migrator) Up(ctx context.Context) ([]Result, error) {
-	// goose's Up first checks for pending migrations without the lock,
-	// creating the version table there; concurrent first runs then collide
-	// and goose retries after a fixed one-second sleep. Reading the version
-	// first creates the table under the lock.
+	unlock, err := m.lock(ctx)
+	if err != nil {
+		return nil, m.wrap("up", err)
+	}
+	defer unlock()
+	// goose's Up first checks for pending migrations without its own lock
+	// (pgLocker), creating the version table there; concurrent first runs
+	// then collide and goose retries after a fixed one-second sleep.
+	// Reading the version first creates the table under the lock. (The
+	// SQLite lock is held already.)
 	if _, err := m.provider.GetDBVersion(ctx); err != nil {
 		return nil, m.wrap("up", err)
 	}
@@ -141,6 +162,11 @@ func (m *Migrator) Up(ctx context.Context) ([]Result, error) {
 // Down rolls back the most recent applied migration of the set. It returns
 // a nil Result when nothing is applied.
 func (m *Migrator) Down(ctx context.Context) (*Result, error) {
+	unlock, err := m.lock(ctx)
+	if err != nil {
+		return nil, m.wrap("down", err)
+	}
+	defer unlock()
 	res, err := m.provider.Down(ctx)
 	if errors.Is(err, goose.ErrNoNextVersion) {
 		return nil, nil
@@ -155,12 +181,25 @@ func (m *Migrator) Down(ctx context.Context) (*Result, error) {
 // DownTo rolls back applied migrations until version is the newest applied
 // one; DownTo(ctx, 0) removes the whole set.
 func (m *Migrator) DownTo(ctx context.Context, version int64) ([]Result, error) {
+	unlock, err := m.lock(ctx)
+	if err != nil {
+		return nil, m.wrap("down", err)
+	}
+	defer unlock()
 	res, err := m.provider.DownTo(ctx, version)
 	return m.results(res), m.wrap("down", err)
 }
 
 // Status lists every migration of the set and whether it is applied.
+//
+// goose creates the version table when it is missing, so Status takes the
+// migration lock too and waits for a run in progress.
 func (m *Migrator) Status(ctx context.Context) ([]MigrationStatus, error) {
+	unlock, err := m.lock(ctx)
+	if err != nil {
+		return nil, m.wrap("status", err)
+	}
+	defer unlock()
 	sts, err := m.provider.Status(ctx)
 	if err != nil {
 		return nil, m.wrap("status", err)

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +25,7 @@ import (
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
 	"github.com/canonlog/canonlog/migrations"
+	"github.com/canonlog/canonlog/probefailures"
 )
 
 // dialectDir maps a dbtest backend to its folder of core migrations.
@@ -656,73 +659,114 @@ func lockIsFree(t *testing.T, db *sqlx.DB) bool {
 	return got
 }
 
-func TestMigrateConcurrentPostgres(t *testing.T) {
+// TestMigrateConcurrent starts migration runs on one fresh database at
+// once, as replicas of a service starting together do: goroutines, each
+// opening a pool of its own, and processes. Half the runners run
+// migrations.Up with demoSet, half projection.Migrate with probe_failures
+// (`canonlog migrate up`, a service's start), so the sets of both paths
+// interleave. Every run must succeed and every migration run exactly once.
+// Without the lock the runners collide only some of the time, so a few
+// fresh databases race at once.
+func TestMigrateConcurrent(t *testing.T) {
 	t.Parallel()
-	t.Run("postgres", func(t *testing.T) {
-		// Without the lock the runners collide only some of the time, so a
-		// few fresh schemas race at once.
-		for round := range 3 {
+	// Rounds per backend: enough that runs without the SQLite lock fail in
+	// nearly every test run; PostgreSQL's advisory lock needs fewer.
+	rounds := map[string]int{"sqlite": 5, "postgres": 3}
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		for round := range rounds[backend] {
 			t.Run(fmt.Sprintf("round%d", round), func(t *testing.T) {
 				t.Parallel()
-				concurrentUp(t, 4)
+				concurrentUp(t, backend, 6, 2)
 			})
 		}
 	})
 }
 
-// concurrentUp runs `runners` migrations.Up (core and demoSet) at once, each
-// on a pool of its own, against one fresh schema, and checks that every
-// migration ran exactly once.
-func concurrentUp(t *testing.T, runners int) {
-	ctx := context.Background()
-	b := dbtest.New(t, "postgres")
-	files := coreFiles(t, "postgres")
-	dbs := make([]*sqlx.DB, runners)
-	for i := range dbs {
-		dbs[i] = b.Open(t) // OpenDB pings: each pool has a live connection
+// setFiles lists a set's migrations for backend, in version order.
+func setFiles(t *testing.T, set migrations.Set, backend string) []coreFile {
+	t.Helper()
+	fsys := set.SQLite
+	if backend == "postgres" {
+		fsys = set.Postgres
 	}
+	names, err := fs.Glob(fsys, "*.sql")
+	require.NoError(t, err)
+	var out []coreFile
+	for _, name := range names {
+		v, err := goose.NumericComponent(name)
+		require.NoError(t, err)
+		out = append(out, coreFile{name: name, version: v})
+	}
+	slices.SortFunc(out, func(a, b coreFile) int { return int(a.version - b.version) })
+	return out
+}
 
+// concurrentUp runs `goroutines` runners in this process and `processes`
+// in helper processes, all at once, against one fresh database, and checks
+// that every migration ran exactly once.
+func concurrentUp(t *testing.T, backend string, goroutines, processes int) {
+	ctx := context.Background()
+	b := dbtest.New(t, backend)
+	kind := func(i int) string { return []string{kindUp, kindProjection}[i%2] }
+
+	helpers := make([]*helper, processes)
+	for i := range helpers {
+		helpers[i] = startHelper(t, b.URL, kind(i+1)) // the first goroutine runs kindUp
+	}
 	var (
 		start   = make(chan struct{})
 		wg      sync.WaitGroup
-		results = make([][]migrations.Result, runners)
-		errs    = make([]error, runners)
+		n       = goroutines + processes
+		results = make([][]migrations.Result, n)
+		errs    = make([]error, n)
 	)
-	for i, db := range dbs {
+	for i := range goroutines {
 		wg.Go(func() {
 			<-start
-			results[i], errs[i] = migrations.Up(ctx, db, demoSet())
+			results[i], errs[i] = runMigrate(ctx, b.URL, kind(i))
 		})
+	}
+	for i, h := range helpers {
+		_ = h.stdin.Close() // its start signal
+		wg.Go(func() { results[goroutines+i], errs[goroutines+i] = h.result() })
 	}
 	close(start)
 	wg.Wait()
 
-	var core, demo []migrations.Result
-	for i := range runners {
+	bySet := map[string][]migrations.Result{}
+	for i := range n {
 		require.NoError(t, errs[i], "runner %d", i)
 		for _, r := range results[i] {
-			if r.Set == "core" {
-				core = append(core, r)
-			} else {
-				demo = append(demo, r)
-			}
+			bySet[r.Set] = append(bySet[r.Set], r)
 		}
 	}
 	// Each migration ran exactly once across all runners, in order.
-	requireResults(t, core, "core", "up", files)
-	requireResults(t, demo, "demo", "up", demoFiles)
+	files := coreFiles(t, backend)
+	pf := probefailures.New().Migrations()
+	pfFiles := setFiles(t, pf, backend)
+	requireResults(t, bySet["core"], "core", "up", files)
+	requireResults(t, bySet["demo"], "demo", "up", demoFiles)
+	requireResults(t, bySet["probe_failures"], "probe_failures", "up", pfFiles)
+	require.Len(t, bySet, 3, "sets: %v", slices.Collect(maps.Keys(bySet)))
 
-	db := dbs[0]
+	db := b.Open(t)
 	require.Equal(t, onePerVersion(versionsOf(files)...), versionRows(t, db, migrations.CoreTable))
-	require.Equal(t, onePerVersion(1, 2), versionRows(t, db, "canonlog_migrations_demo"))
-	var n int
-	require.NoError(t, db.Get(&n, `SELECT COUNT(*) FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
+	require.Equal(t, onePerVersion(versionsOf(demoFiles)...), versionRows(t, db, "canonlog_migrations_demo"))
+	require.Equal(t, onePerVersion(versionsOf(pfFiles)...), versionRows(t, db, "canonlog_migrations_probe_failures"))
+	switch backend {
+	case "postgres":
+		var n int
+		require.NoError(t, db.Get(&n, `SELECT COUNT(*) FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
 WHERE ns.nspname = current_schema() AND c.relname = 'event_log'`))
-	require.Equal(t, 1, n)
-	require.NoError(t, db.Get(&n, `SELECT COUNT(*) FROM pg_trigger WHERE tgrelid = 'event_log'::regclass AND NOT tgisinternal`))
-	require.Equal(t, 1, n)
+		require.Equal(t, 1, n)
+		require.NoError(t, db.Get(&n, `SELECT COUNT(*) FROM pg_trigger WHERE tgrelid = 'event_log'::regclass AND NOT tgisinternal`))
+		require.Equal(t, 1, n)
+		require.True(t, lockIsFree(t, db), "every runner released the migration lock")
+	case "sqlite":
+		requireIntegrity(t, db)
+		require.True(t, sqliteLockIsFree(t, db), "every runner released the migration lock")
+	}
 	appendOne(t, db)
-	require.True(t, lockIsFree(t, db), "every runner released the migration lock")
 }
 
 func TestMigrateLockPostgres(t *testing.T) {

@@ -107,7 +107,7 @@ func (g *globals) open(ctx context.Context, mode openMode) (*env, error) {
 	}
 	db, err := eventlog.OpenDB(ctx, raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w (check --database-url, CANONLOG_DATABASE_URL or DATABASE_URL, and that the database is running)", err)
+		return nil, fmt.Errorf("%w (%s)", err, connectHint(raw, err))
 	}
 	reg := newRegistry()
 	log, err := eventlog.New(db, &eventlog.Config{Hook: reg})
@@ -129,6 +129,20 @@ func (g *globals) open(ctx context.Context, mode openMode) (*env, error) {
 		}
 	}
 	return e, nil
+}
+
+// connectHint says what to look at when connecting to raw failed with err.
+// A SQLite database is a file, not a server that may be down: it fails to
+// open for want of a writable directory, or stays locked by another
+// process past the busy timeout.
+func connectHint(raw string, err error) string {
+	if !strings.HasPrefix(raw, "sqlite:") && !strings.HasPrefix(raw, "file:") {
+		return "check --database-url, CANONLOG_DATABASE_URL or DATABASE_URL, and that the database is running"
+	}
+	if eventlog.Retryable(err) { // SQLite's busy or locked
+		return "another process kept the SQLite database locked for longer than the busy timeout, 10 s; try again when it is done"
+	}
+	return "check --database-url, CANONLOG_DATABASE_URL or DATABASE_URL, and that the SQLite file's directory exists and that you may read and write there"
 }
 
 // checkSchema makes sure the event log and every projection's tables
