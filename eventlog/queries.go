@@ -27,6 +27,9 @@ type queries struct {
 
 func queriesFor(db *sqlx.DB, d dialect.Dialect) queries {
 	q := queries{
+		// On SQLite the schema's insert trigger refuses a stored event id
+		// before ON CONFLICT is consulted; insert reads that refusal as a
+		// duplicate (see storedEventIDRefused).
 		insertOne: db.Rebind(`INSERT INTO event_log (ts, kind, host_id, rollout_id, payload, event_id)
 VALUES (?, ?, NULLIF(?, ''), NULLIF(?, ''), ?, NULLIF(?, ''))
 ON CONFLICT (event_id) DO NOTHING
