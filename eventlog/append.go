@@ -148,7 +148,7 @@ func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []prepare
 		fresh = append(fresh, ev)
 	}
 	if len(dupIdx) > 0 {
-		if err := l.resolveDuplicates(ctx, tx, entries, dupIdx, results); err != nil {
+		if err := l.resolveDuplicates(ctx, tx, entries, seqs, dupIdx, results); err != nil {
 			return nil, err
 		}
 	}
@@ -417,7 +417,8 @@ func (l *Log) insertBatchOnConflict(ctx context.Context, tx *sqlx.Tx, entries []
 
 // resolveDuplicates fills results[i] for every entry i in dupIdx with the
 // stored event owning its event id, or fails when the content differs.
-func (l *Log) resolveDuplicates(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, dupIdx []int, results []Result) error {
+// seqs are the seqs this call inserted (0 for the duplicates).
+func (l *Log) resolveDuplicates(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, seqs []int64, dupIdx []int, results []Result) error {
 	ids := make([]string, 0, len(dupIdx))
 	for _, i := range dupIdx {
 		ids = append(ids, entries[i].EventID)
@@ -456,6 +457,12 @@ func (l *Log) resolveDuplicates(ctx context.Context, tx *sqlx.Tx, entries []prep
 			return fmt.Errorf("eventlog: entry %d: event id %q is held by a transaction this one cannot see; retry the append", i, e.EventID)
 		}
 		if same, field := sameContent(ev, e.Entry, e.explicitTS); !same {
+			if j := slices.Index(seqs, ev.Seq); j >= 0 {
+				// The owner is an earlier entry of this call, which this
+				// error fails as a whole: its seq is never stored, and on
+				// SQLite the next append takes it. Name the entry instead.
+				return &ConflictError{Index: i, EventID: e.EventID, OtherIndex: j, Field: field}
+			}
 			return &ConflictError{Index: i, EventID: e.EventID, Seq: ev.Seq, Field: field}
 		}
 		results[i] = Result{Event: ev, Duplicate: true}

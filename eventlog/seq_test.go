@@ -3,6 +3,7 @@ package eventlog_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -13,6 +14,50 @@ import (
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
 )
+
+// Seqs are not gap-free on PostgreSQL, and on SQLite the seqs of a failed
+// append go to the next event (docs/architecture.md, "Seqs").
+func TestSeqGaps(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		boom := errors.New("boom")
+		hook := &recordingHook{}
+		log, _ := setup(t, backend, &eventlog.Config{Hook: hook})
+		e := eventlog.Entry{Kind: "k", Payload: json.RawMessage(`{}`), EventID: "once"}
+		first, err := log.Append(ctx, e)
+		require.NoError(t, err)
+
+		// A duplicate, alone and in a batch.
+		dup, err := log.Append(ctx, e)
+		require.NoError(t, err)
+		require.True(t, dup.Duplicate)
+		res, err := log.AppendBatch(ctx, []eventlog.Entry{e, e})
+		require.NoError(t, err)
+		require.True(t, res[0].Duplicate)
+		afterDup, err := log.Append(ctx, entry("h", `{}`))
+		require.NoError(t, err)
+
+		// A failed append, alone and as a batch of 3.
+		hook.fail = boom
+		_, err = log.Append(ctx, entry("h", `{}`))
+		require.ErrorIs(t, err, boom)
+		_, err = log.AppendBatch(ctx, []eventlog.Entry{entry("h", `{}`), entry("h", `{}`), entry("h", `{}`)})
+		require.ErrorIs(t, err, boom)
+		hook.fail = nil
+		afterFail, err := log.Append(ctx, entry("h", `{}`))
+		require.NoError(t, err)
+
+		if backend == "sqlite" {
+			require.Equal(t, first.Event.Seq+1, afterDup.Event.Seq, "a duplicate takes no seq")
+			require.Equal(t, afterDup.Event.Seq+1, afterFail.Event.Seq, "a failed append's seqs go to the next event")
+			return
+		}
+		require.Greater(t, afterDup.Event.Seq, first.Event.Seq+1, "a duplicate draws a seq")
+		// The single append drew 1, the batch 3.
+		require.GreaterOrEqual(t, afterFail.Event.Seq, afterDup.Event.Seq+5, "a failed append's seqs are never handed out again")
+	})
+}
 
 // The database assigns seq and tx_id: the trigger refuses explicit ones
 // even from a role with every privilege (here the test's superuser
