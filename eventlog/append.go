@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/canonlog/canonlog/internal/dbtime"
 	"github.com/canonlog/canonlog/internal/dbutil"
@@ -37,8 +40,8 @@ func (l *Log) Append(ctx context.Context, e Entry) (Result, error) {
 }
 
 // AppendBatch appends entries in one transaction: all of them and the
-// hook's writes commit together, or nothing does. On PostgreSQL the whole
-// batch is one statement. See AppendTx for the rules.
+// hook's writes commit together, or nothing does. On PostgreSQL the rows
+// go in with one COPY. See AppendTx for the rules.
 func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error) {
 	prepared, err := l.prepare(entries)
 	if err != nil || len(prepared) == 0 {
@@ -48,8 +51,10 @@ func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error
 	// one-connection pool (sqlite::memory:) preparing inside it would wait
 	// for itself.
 	locks := l.sharedLocks(prepared)
-	if _, err := l.stmt(ctx, l.insertQuery(len(prepared), len(locks))); err != nil {
-		return nil, fmt.Errorf("eventlog: append: %w", err)
+	for _, query := range l.insertQueries(len(prepared), len(locks)) {
+		if _, err := l.stmt(ctx, query); err != nil {
+			return nil, fmt.Errorf("eventlog: append: %w", err)
+		}
 	}
 	var res []Result
 	err = dbutil.WithTx(ctx, l.db, nil, func(tx *sqlx.Tx) error {
@@ -143,7 +148,7 @@ func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []prepare
 		fresh = append(fresh, ev)
 	}
 	if len(dupIdx) > 0 {
-		if err := l.resolveDuplicates(ctx, tx, entries, dupIdx, results); err != nil {
+		if err := l.resolveDuplicates(ctx, tx, entries, seqs, dupIdx, results); err != nil {
 			return nil, err
 		}
 	}
@@ -155,16 +160,19 @@ func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []prepare
 	return results, nil
 }
 
-// insertQuery returns the statement that inserts n entries taking
-// nLocks shared locks.
-func (l *Log) insertQuery(n, nLocks int) string {
+// insertQueries returns the statements that insert n entries taking
+// nLocks shared locks: all of them but the COPY, which cannot be prepared
+// ahead, and the ON CONFLICT fallback, rarely needed.
+func (l *Log) insertQueries(n, nLocks int) []string {
 	switch {
 	case l.dialect != dialect.Postgres:
-		return l.q.insertOne
+		return []string{l.q.insertOne}
+	case n > 1 && nLocks > 0:
+		return []string{l.q.lockShared, l.q.copiedSeqs}
 	case n > 1:
-		return l.q.allocSeqs
+		return []string{l.q.copiedSeqs}
 	default:
-		return l.q.insertOneLocked(nLocks)
+		return []string{l.q.insertOneLocked(nLocks)}
 	}
 }
 
@@ -204,7 +212,7 @@ func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, 
 	if l.dialect == dialect.Postgres && len(entries) > 1 {
 		return seqs, l.insertBatchPostgres(ctx, tx, entries, locks, seqs)
 	}
-	st, err := l.txStmt(ctx, tx, l.insertQuery(len(entries), len(locks)))
+	st, err := l.txStmt(ctx, tx, l.insertQueries(len(entries), len(locks))[0])
 	if err != nil {
 		return nil, err
 	}
@@ -223,20 +231,22 @@ func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, 
 			args = append(args, name)
 		}
 		rows, err := st.QueryContext(ctx, args...)
-		if err != nil {
-			return nil, err
-		}
-		if rows.Next() {
-			dest[0] = &seqs[i]
-			err = rows.Scan(dest...)
-		}
-		if cerr := rows.Close(); err == nil {
-			err = cerr
-		}
 		if err == nil {
-			err = rows.Err()
+			if rows.Next() {
+				dest[0] = &seqs[i]
+				err = rows.Scan(dest...)
+			}
+			if cerr := rows.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = rows.Err()
+			}
 		}
 		if err != nil {
+			if e.EventID != "" && storedEventIDRefused(err) {
+				continue // a duplicate: seqs[i] stays 0
+			}
 			return nil, err
 		}
 	}
@@ -244,24 +254,26 @@ func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, 
 }
 
 // insertBatchPostgres writes a batch with COPY, PostgreSQL's fastest way
-// in: it first takes the batch's seqs (and the hook's shared locks) in one
-// statement, then copies the rows with those seqs. COPY cannot skip a
-// duplicate event id, so a batch carrying event ids runs under a
-// savepoint, and on a unique violation it rolls back to it and inserts with
-// the ON CONFLICT statement instead (leaving a gap in seqs, as any rollback
-// does).
+// in: it takes the hook's shared locks, copies the rows (the database
+// assigns their seqs: the schema refuses explicit ones) and reads back the
+// seqs they got. COPY cannot skip a duplicate event id, so a batch carrying
+// event ids runs under a savepoint, and on a unique violation it rolls back
+// to it and inserts with the ON CONFLICT statement instead (leaving a gap in
+// seqs, as any rollback does).
 func (l *Log) insertBatchPostgres(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string, seqs []int64) error {
-	alloc, err := l.txStmt(ctx, tx, l.q.allocSeqs)
-	if err != nil {
-		return err
-	}
-	defer alloc.Close()
-	var allocated []int64
-	if err := alloc.SelectContext(ctx, &allocated, len(entries), pq.StringArray(locks)); err != nil {
-		return err
-	}
-	if len(allocated) != len(entries) {
-		return fmt.Errorf("allocated %d seqs for %d entries", len(allocated), len(entries))
+	if len(locks) > 0 {
+		// Before the COPY, as the single insert takes them in its own
+		// statement: a rebuild holding one exclusively keeps the batch out
+		// until it is done.
+		st, err := l.txStmt(ctx, tx, l.q.lockShared)
+		if err != nil {
+			return err
+		}
+		_, err = st.ExecContext(ctx, pq.StringArray(locks))
+		_ = st.Close()
+		if err != nil {
+			return err
+		}
 	}
 	withIDs := slices.ContainsFunc(entries, func(e preparedEntry) bool { return e.EventID != "" })
 	if withIDs {
@@ -269,7 +281,7 @@ func (l *Log) insertBatchPostgres(ctx context.Context, tx *sqlx.Tx, entries []pr
 			return err
 		}
 	}
-	err = copyEntries(ctx, tx, entries, allocated)
+	err := copyEntries(ctx, tx, entries)
 	var pqErr *pq.Error
 	switch {
 	case err == nil:
@@ -278,28 +290,27 @@ func (l *Log) insertBatchPostgres(ctx context.Context, tx *sqlx.Tx, entries []pr
 				return err
 			}
 		}
-		copy(seqs, allocated)
-		return nil
+		return l.copiedSeqs(ctx, tx, seqs)
 	case withIDs && errors.As(err, &pqErr) && pqErr.Code == "23505":
+		// The locks were taken before the savepoint, so they are still held.
 		if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT canonlog_copy`); err != nil {
 			return err
 		}
-		// The locks alloc took predate the savepoint and are still held;
-		// the fallback statement takes them again, which is harmless.
-		return l.insertBatchOnConflict(ctx, tx, entries, locks, seqs)
+		return l.insertBatchOnConflict(ctx, tx, entries, seqs)
 	default:
 		return err
 	}
 }
 
-// copyEntries COPYs entries into event_log with the given seqs.
-func copyEntries(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, seqs []int64) error {
-	st, err := tx.PrepareContext(ctx, `COPY event_log (seq, ts, kind, host_id, rollout_id, payload, event_id) FROM STDIN`)
+// copyEntries COPYs entries into event_log; the database assigns seq and
+// tx_id.
+func copyEntries(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry) error {
+	st, err := tx.PrepareContext(ctx, `COPY event_log (ts, kind, host_id, rollout_id, payload, event_id) FROM STDIN`)
 	if err != nil {
 		return err
 	}
-	for i, e := range entries {
-		if _, err := st.ExecContext(ctx, seqs[i], dbtime.Format(e.TS), string(e.Kind),
+	for _, e := range entries {
+		if _, err := st.ExecContext(ctx, dbtime.Format(e.TS), string(e.Kind),
 			nullIfEmpty(e.HostID), nullIfEmpty(e.RolloutID), string(e.Payload), nullIfEmpty(e.EventID)); err != nil {
 			_ = st.Close()
 			return err
@@ -312,6 +323,27 @@ func copyEntries(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, seqs
 	return st.Close()
 }
 
+// copiedSeqs fills seqs with the seqs a COPY of len(seqs) rows just got, in
+// the rows' order.
+func (l *Log) copiedSeqs(ctx context.Context, tx *sqlx.Tx, seqs []int64) error {
+	st, err := l.txStmt(ctx, tx, l.q.copiedSeqs)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var got []int64
+	if err := st.SelectContext(ctx, &got, len(seqs)); err != nil {
+		return err
+	}
+	if len(got) != len(seqs) {
+		return fmt.Errorf("copied %d rows but found %d of them", len(seqs), len(got))
+	}
+	for i, seq := range got {
+		seqs[len(seqs)-1-i] = seq
+	}
+	return nil
+}
+
 func nullIfEmpty(s string) any {
 	if s == "" {
 		return nil
@@ -320,8 +352,11 @@ func nullIfEmpty(s string) any {
 }
 
 // insertBatchOnConflict inserts a batch with one statement that skips
-// event ids already stored (or repeated within the batch).
-func (l *Log) insertBatchOnConflict(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string, seqs []int64) error {
+// event ids already stored (or repeated within the batch). The statement
+// returns the inserted rows in seq order, which is the entries' order (see
+// queriesFor); an entry was inserted when it has no event id, or when it is
+// the first in the batch with its event id and that id came back.
+func (l *Log) insertBatchOnConflict(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, seqs []int64) error {
 	st, err := l.txStmt(ctx, tx, l.q.insertBatch)
 	if err != nil {
 		return err
@@ -334,44 +369,56 @@ func (l *Log) insertBatchOnConflict(ctx context.Context, tx *sqlx.Tx, entries []
 	}
 	rows, err := st.QueryContext(ctx,
 		pq.StringArray(ts), pq.StringArray(kinds), pq.StringArray(hosts),
-		pq.StringArray(rollouts), pq.StringArray(payloads), pq.StringArray(ids), pq.StringArray(locks))
+		pq.StringArray(rollouts), pq.StringArray(payloads), pq.StringArray(ids))
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	i := 0
-	var prev int64
+	type inserted struct {
+		seq     int64
+		eventID string
+	}
+	var got []inserted
+	landed := make(map[string]bool)
 	for rows.Next() {
-		var (
-			seq      int64
-			inserted bool
-		)
-		if err := rows.Scan(&seq, &inserted); err != nil {
+		var r inserted
+		if err := rows.Scan(&r.seq, &r.eventID); err != nil {
 			return err
 		}
-		if i >= n || seq <= prev {
-			// Guards the ordering argument in queriesFor: never hand out
-			// seqs that disagree with the entries' order.
-			return fmt.Errorf("batch insert returned seqs out of entry order")
+		got = append(got, r)
+		if r.eventID != "" {
+			landed[r.eventID] = true
 		}
-		prev = seq
-		if inserted {
-			seqs[i] = seq
-		}
-		i++
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	if i != n {
-		return fmt.Errorf("batch insert returned %d rows for %d entries", i, n)
+	next := 0
+	for i, e := range entries {
+		if e.EventID != "" {
+			if !landed[e.EventID] {
+				continue // stored before, or earlier in this batch
+			}
+			landed[e.EventID] = false
+		}
+		// Guards the ordering argument in queriesFor: never hand out seqs
+		// that disagree with the entries' order.
+		if next >= len(got) || got[next].eventID != e.EventID {
+			return fmt.Errorf("batch insert returned rows out of entry order")
+		}
+		seqs[i] = got[next].seq
+		next++
+	}
+	if next != len(got) {
+		return fmt.Errorf("batch insert returned %d rows for %d inserted entries", len(got), next)
 	}
 	return nil
 }
 
 // resolveDuplicates fills results[i] for every entry i in dupIdx with the
 // stored event owning its event id, or fails when the content differs.
-func (l *Log) resolveDuplicates(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, dupIdx []int, results []Result) error {
+// seqs are the seqs this call inserted (0 for the duplicates).
+func (l *Log) resolveDuplicates(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, seqs []int64, dupIdx []int, results []Result) error {
 	ids := make([]string, 0, len(dupIdx))
 	for _, i := range dupIdx {
 		ids = append(ids, entries[i].EventID)
@@ -410,9 +457,34 @@ func (l *Log) resolveDuplicates(ctx context.Context, tx *sqlx.Tx, entries []prep
 			return fmt.Errorf("eventlog: entry %d: event id %q is held by a transaction this one cannot see; retry the append", i, e.EventID)
 		}
 		if same, field := sameContent(ev, e.Entry, e.explicitTS); !same {
+			if j := slices.Index(seqs, ev.Seq); j >= 0 {
+				// The owner is an earlier entry of this call, which this
+				// error fails as a whole: its seq is never stored, and on
+				// SQLite the next append takes it. Name the entry instead.
+				return &ConflictError{Index: i, EventID: e.EventID, OtherIndex: j, Field: field}
+			}
 			return &ConflictError{Index: i, EventID: e.EventID, Seq: ev.Seq, Field: field}
 		}
 		results[i] = Result{Event: ev, Duplicate: true}
 	}
 	return nil
+}
+
+// sqliteStoredEventID is the message of the SQLite trigger
+// event_log_no_overwrite (migrations/sqlite/00003_event_log_no_overwrite.sql)
+// for an insert of a stored event id.
+const sqliteStoredEventID = "event_log is append-only: INSERT over a stored event_id refused"
+
+// storedEventIDRefused reports whether err is SQLite's insert trigger
+// refusing a stored event id. The trigger refuses it before ON CONFLICT
+// DO NOTHING can skip the row, so that INSERT OR REPLACE cannot overwrite
+// an event; for an append it means what a skipped row would: a duplicate.
+// The refusal aborts only the statement, not the transaction. Asking the
+// database instead (INSERT … SELECT … WHERE NOT EXISTS) made SQLite batch
+// appends about 8% slower than reading the refusal: an INSERT whose SELECT
+// reads its own table goes through a temporary table.
+func storedEventIDRefused(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_TRIGGER &&
+		strings.Contains(se.Error(), sqliteStoredEventID)
 }

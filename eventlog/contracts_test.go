@@ -63,6 +63,26 @@ func TestExactlyOnce(t *testing.T) {
 			require.Equal(t, 2, countEvents(t, db))
 		})
 
+		t.Run("SameIDDifferentContentInOneBatch", func(t *testing.T) {
+			// The owner of the id is an entry of the failing batch itself:
+			// its seq is never stored (and on SQLite the next append takes
+			// it), so the error names the entry, not a seq.
+			log, db := setup(t, backend, nil)
+			_, err := log.Append(ctx, entry("h", `{"seed":1}`))
+			require.NoError(t, err)
+			before := dumpLog(t, db)
+			a := eventlog.Entry{Kind: "k", Payload: json.RawMessage(`{"v":1}`), EventID: "twice"}
+			b := a
+			b.Payload = json.RawMessage(`{"v":2}`)
+			_, err = log.AppendBatch(ctx, []eventlog.Entry{entry("h", `{}`), a, entry("h", `{}`), b})
+			require.ErrorIs(t, err, eventlog.ErrEventIDConflict)
+			var ce *eventlog.ConflictError
+			require.ErrorAs(t, err, &ce)
+			require.Equal(t, eventlog.ConflictError{Index: 3, EventID: "twice", OtherIndex: 1, Field: "payload"}, *ce)
+			require.Equal(t, `eventlog: entry 3: event id "twice" is already used by entry 1 of the same append with a different payload`, err.Error())
+			require.Equal(t, before, dumpLog(t, db))
+		})
+
 		t.Run("DifferentContentIsAConflict", func(t *testing.T) {
 			log, db := setup(t, backend, nil)
 			ts := t0.Add(time.Minute)

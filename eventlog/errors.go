@@ -89,15 +89,25 @@ func (e *FilterError) Error() string {
 func (e *FilterError) Unwrap() []error { return []error{ErrInvalidFilter, e.Err} }
 
 // ConflictError reports an event id that is already stored with different
-// content. It unwraps to ErrEventIDConflict.
+// content, or that an earlier entry of the same call carries with
+// different content. It unwraps to ErrEventIDConflict.
 type ConflictError struct {
 	Index   int    // position of the refused entry in the batch
 	EventID string // the reused event id
-	Seq     int64  // seq of the stored event that owns EventID
-	Field   string // first field that differs
+	// Seq is the seq of the stored event that owns EventID, or 0 when the
+	// owner is an earlier entry of the same call (OtherIndex). That entry
+	// is not stored either, since the call fails as a whole, so no seq
+	// names it.
+	Seq        int64
+	OtherIndex int    // when Seq is 0: position of the earlier entry in the batch
+	Field      string // first field that differs
 }
 
 func (e *ConflictError) Error() string {
+	if e.Seq == 0 {
+		return fmt.Sprintf("eventlog: entry %d: event id %q is already used by entry %d of the same append with a different %s",
+			e.Index, e.EventID, e.OtherIndex, e.Field)
+	}
 	return fmt.Sprintf("eventlog: entry %d: event id %q is already used by event %d with a different %s",
 		e.Index, e.EventID, e.Seq, e.Field)
 }

@@ -18,7 +18,8 @@ const eventColumns = `seq, ts, kind, host_id, rollout_id, payload, event_id`
 type queries struct {
 	insertOne   string // one entry; returns seq, or no row for a duplicate
 	insertBatch string // PostgreSQL only: a whole batch in one statement, skipping duplicates
-	allocSeqs   string // PostgreSQL only: n seqs for a COPY, taking the hook's locks
+	lockShared  string // PostgreSQL only: takes the hook's shared locks, named by one text[]
+	copiedSeqs  string // PostgreSQL only: the last $1 seqs this transaction inserted, highest first
 	lastSeq     string
 	get         string
 	serialize   string // takes the log-wide append lock; "" when not needed
@@ -26,6 +27,9 @@ type queries struct {
 
 func queriesFor(db *sqlx.DB, d dialect.Dialect) queries {
 	q := queries{
+		// On SQLite the schema's insert trigger refuses a stored event id
+		// before ON CONFLICT is consulted; insert reads that refusal as a
+		// duplicate (see storedEventIDRefused).
 		insertOne: db.Rebind(`INSERT INTO event_log (ts, kind, host_id, rollout_id, payload, event_id)
 VALUES (?, ?, NULLIF(?, ''), NULLIF(?, ''), ?, NULLIF(?, ''))
 ON CONFLICT (event_id) DO NOTHING
@@ -34,35 +38,34 @@ RETURNING seq`),
 		get:     db.Rebind(`SELECT ` + eventColumns + ` FROM event_log WHERE seq = ?`),
 	}
 	if d == dialect.Postgres {
-		// The seqs for a COPY: nextval n times, sorted (they are unique, so
-		// sorting gives them out in the entries' order), and the hook's
-		// shared locks, taken once.
-		q.allocSeqs = `SELECT s.seq FROM (SELECT nextval('event_log_seq_seq'::regclass) AS seq FROM generate_series(1, $1::int)) AS s
-CROSS JOIN (SELECT count(pg_advisory_xact_lock_shared(` + pglock.KeyExpr("l.name") + `)) AS taken FROM unnest($2::text[]) AS l(name)) AS locks
-ORDER BY s.seq`
+		// The hook's shared locks, for a batch, which takes them before its
+		// COPY.
+		q.lockShared = `SELECT count(pg_advisory_xact_lock_shared(` + pglock.KeyExpr("l.name") + `)) FROM unnest($1::text[]) AS l(name)`
+		// A COPY cannot return the seqs the database gave its rows: read
+		// them back through the (tx_id, seq) index. The transaction's
+		// earlier rows (AppendTx may follow other appends in it) drew their
+		// seqs earlier, so they are lower: the highest n are the COPY's, in
+		// its rows' order.
+		q.copiedSeqs = `SELECT seq FROM event_log WHERE tx_id = pg_current_xact_id() ORDER BY seq DESC LIMIT $1`
 		// The batch when COPY met a taken event id: six parallel arrays.
-		// nextval runs in the arrays' order, so seqs increase with the
-		// entries' positions, and the INSERT takes rows in seq order, so of
-		// two entries sharing an event id the earlier one lands. Returning
-		// every input seq with an inserted flag maps results back without
-		// trusting RETURNING order. $7 names the shared advisory locks the
-		// hook needs (see LockingHook), taken once for the whole batch.
+		// The INSERT takes the rows in the entries' order and the database
+		// draws each row's seq as it inserts it, so seqs increase with the
+		// entries' positions, and of two entries sharing an event id the
+		// earlier one lands. It returns the inserted rows in seq order;
+		// insertBatchOnConflict maps them back to the entries. The batch
+		// took the hook's locks before its COPY, and holds them still.
 		q.insertBatch = `WITH input AS MATERIALIZED (
-	SELECT nextval('event_log_seq_seq'::regclass) AS seq, u.ord, u.ts, u.kind,
-	       NULLIF(u.host_id, '') AS host_id, NULLIF(u.rollout_id, '') AS rollout_id,
+	SELECT u.ord, u.ts, u.kind, NULLIF(u.host_id, '') AS host_id, NULLIF(u.rollout_id, '') AS rollout_id,
 	       u.payload, NULLIF(u.event_id, '') AS event_id
 	FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
 	     WITH ORDINALITY AS u(ts, kind, host_id, rollout_id, payload, event_id, ord)
-), locks AS MATERIALIZED (
-	SELECT count(pg_advisory_xact_lock_shared(` + pglock.KeyExpr("l.name") + `)) AS taken
-	FROM unnest($7::text[]) AS l(name)
 ), ins AS (
-	INSERT INTO event_log (seq, ts, kind, host_id, rollout_id, payload, event_id) OVERRIDING SYSTEM VALUE
-	SELECT seq, ts, kind, host_id, rollout_id, payload::json, event_id FROM input ORDER BY seq
+	INSERT INTO event_log (ts, kind, host_id, rollout_id, payload, event_id)
+	SELECT ts, kind, host_id, rollout_id, payload::json, event_id FROM input ORDER BY ord
 	ON CONFLICT (event_id) DO NOTHING
-	RETURNING seq
+	RETURNING seq, event_id
 )
-SELECT input.seq, ins.seq IS NOT NULL FROM input LEFT JOIN ins USING (seq) CROSS JOIN locks ORDER BY input.ord`
+SELECT seq, COALESCE(event_id, '') FROM ins ORDER BY seq`
 		// Per schema, so logs in different schemas of one database do not
 		// serialize each other.
 		q.serialize = `SELECT pg_advisory_xact_lock(hashtextextended('canonlog:serialize:' || current_schema(), 0))`

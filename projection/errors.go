@@ -37,11 +37,23 @@ type ApplyError struct {
 	// one; FirstSeq and LastSeq bound the batch.
 	Seq               int64
 	FirstSeq, LastSeq int64
-	Err               error
+	// Appending reports that the events were being appended (the error
+	// came from AfterAppend), not replayed from the log. Their seqs are
+	// then the ones the failed append was given, and no stored event has
+	// them: on PostgreSQL they stay unused, on SQLite the next append may
+	// take them. The message says so.
+	Appending bool
+	Err       error
 }
 
 func (e *ApplyError) Error() string {
-	if e.Seq != 0 {
+	const notStored = " (not stored: the append was rolled back)"
+	switch {
+	case e.Appending && e.Seq != 0:
+		return fmt.Sprintf("projection %s: event at seq %d%s: %v", e.Projection, e.Seq, notStored, e.Err)
+	case e.Appending:
+		return fmt.Sprintf("projection %s: events at seqs %d..%d%s: %v", e.Projection, e.FirstSeq, e.LastSeq, notStored, e.Err)
+	case e.Seq != 0:
 		return fmt.Sprintf("projection %s: event %d: %v", e.Projection, e.Seq, e.Err)
 	}
 	return fmt.Sprintf("projection %s: events %d..%d: %v", e.Projection, e.FirstSeq, e.LastSeq, e.Err)

@@ -160,10 +160,25 @@ func TestDispatch(t *testing.T) {
 				var ae *projection.ApplyError
 				require.ErrorAs(t, err, &ae)
 				require.Equal(t, "test_view", ae.Projection)
+				require.True(t, ae.Appending)
 				require.Greater(t, ae.Seq, last, "the error names the failing event's seq")
-				require.Contains(t, err.Error(), "projection test_view: event ")
+				// ... as one that no stored event has.
+				require.Contains(t, err.Error(), fmt.Sprintf("projection test_view: event at seq %d (not stored: the append was rolled back): ", ae.Seq))
 				require.Equal(t, 1, count(t, db, "event_log"), "the event is absent")
 				require.Equal(t, before, viewRows(t, db), "the view is unchanged")
+			}
+
+			// Why the message says so: on SQLite the next event takes the
+			// seq the failed append had.
+			_, err = log.Append(ctx, ev("k", "h2", `{"poison":3}`))
+			var ae *projection.ApplyError
+			require.ErrorAs(t, err, &ae)
+			next, err := log.Append(ctx, ev("k", "h3", `{"ok":4}`))
+			require.NoError(t, err)
+			if backend == "sqlite" {
+				require.Equal(t, ae.Seq, next.Event.Seq)
+			} else {
+				require.Greater(t, next.Event.Seq, ae.Seq)
 			}
 		})
 
@@ -181,6 +196,28 @@ func TestDispatch(t *testing.T) {
 			require.Equal(t, []string{"1:agent_event:h1", "3:agent_event:h2"}, viewRows(t, db))
 		})
 	})
+}
+
+// An ApplyError names events by seq plainly only when they are stored
+// (replayed by a rebuild); during an append it says the seq is not stored.
+func TestApplyErrorMessage(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  projection.ApplyError
+		want string
+	}{
+		{projection.ApplyError{Projection: "v", Seq: 7, FirstSeq: 7, LastSeq: 7, Err: errPoison},
+			"projection v: event 7: poisoned payload"},
+		{projection.ApplyError{Projection: "v", FirstSeq: 7, LastSeq: 9, Err: errPoison},
+			"projection v: events 7..9: poisoned payload"},
+		{projection.ApplyError{Projection: "v", Seq: 8, FirstSeq: 7, LastSeq: 9, Appending: true, Err: errPoison},
+			"projection v: event at seq 8 (not stored: the append was rolled back): poisoned payload"},
+		{projection.ApplyError{Projection: "v", FirstSeq: 7, LastSeq: 9, Appending: true, Err: errPoison},
+			"projection v: events at seqs 7..9 (not stored: the append was rolled back): poisoned payload"},
+	} {
+		require.Equal(t, tc.want, tc.err.Error())
+		require.ErrorIs(t, &tc.err, errPoison)
+	}
 }
 
 func TestRebuild(t *testing.T) {
@@ -269,6 +306,9 @@ func TestRebuild(t *testing.T) {
 			var ae *projection.ApplyError
 			require.ErrorAs(t, err, &ae)
 			require.EqualValues(t, 121, ae.Seq)
+			// A replayed event is stored: the message names it plainly.
+			require.False(t, ae.Appending)
+			require.Contains(t, err.Error(), "projection test_view: event 121: ")
 			require.Equal(t, before, viewRows(t, db))
 			require.Equal(t, cpBefore, checkpoints(t, db))
 		})

@@ -222,7 +222,7 @@ func (r *Registry) SharedLocks(kinds []eventlog.Kind) []string {
 // transaction. It relies on the log having taken SharedLocks (which
 // eventlog.Log does on PostgreSQL); call it only through a Log. The first
 // error aborts the append; it is an *ApplyError naming the projection and
-// the event.
+// the event, with Appending set: that event's seq is not stored.
 func (r *Registry) AfterAppend(ctx context.Context, tx *sqlx.Tx, events []eventlog.Event) error {
 	r.mu.RLock()
 	entries := r.entries
@@ -241,6 +241,10 @@ func (r *Registry) AfterAppend(ctx context.Context, tx *sqlx.Tx, events []eventl
 	}
 	for _, e := range targets {
 		if err := e.apply(ctx, tx, filterKinds(e, events)); err != nil {
+			var ae *ApplyError
+			if errors.As(err, &ae) {
+				ae.Appending = true
+			}
 			return err
 		}
 	}

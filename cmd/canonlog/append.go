@@ -385,7 +385,7 @@ func appendNDJSON(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, in io.Rea
 		}
 		res, err := log.AppendTx(ctx, tx, chunk...)
 		if err != nil {
-			return chunkError(err, lines)
+			return chunkError(err, lines, &report.ranges)
 		}
 		for i, r := range res {
 			report.add(lines[i], r)
@@ -421,8 +421,10 @@ func appendNDJSON(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, in io.Rea
 	return flush()
 }
 
-// chunkError names the line of the entry an append error is about.
-func chunkError(err error, lines []int) error {
+// chunkError names the line of the entry an append error is about. added
+// holds the seqs the earlier chunks of the input took: rolled back with the
+// failed input, so an error must not name them as events.
+func chunkError(err error, lines []int, added *seqRanges) error {
 	var (
 		ee *eventlog.EntryError
 		ce *eventlog.ConflictError
@@ -432,8 +434,15 @@ func chunkError(err error, lines []int) error {
 	case errors.As(err, &ee) && ee.Index < len(lines):
 		return fmt.Errorf("line %d: %s: %w", lines[ee.Index], ee.Field, ee.Err)
 	case errors.As(err, &ce) && ce.Index < len(lines):
-		return fmt.Errorf("line %d: event id %q is already used by event %d with a different %s: use a new event id, or resend the stored event unchanged",
-			lines[ce.Index], ce.EventID, ce.Seq, ce.Field)
+		owner := fmt.Sprintf("event %d", ce.Seq)
+		switch {
+		case ce.Seq == 0 && ce.OtherIndex < len(lines):
+			owner = fmt.Sprintf("line %d", lines[ce.OtherIndex])
+		case added.contains(ce.Seq):
+			owner = "an earlier line"
+		}
+		return fmt.Errorf("line %d: event id %q is already used by %s with a different %s: use a new event id, or resend the stored event unchanged",
+			lines[ce.Index], ce.EventID, owner, ce.Field)
 	case errors.As(err, &ae):
 		return fmt.Errorf("lines %d-%d: %w", lines[0], lines[len(lines)-1], err)
 	}

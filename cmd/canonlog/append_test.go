@@ -127,6 +127,33 @@ func TestAppend(t *testing.T) {
 			require.Equal(t, events, after)
 		})
 
+		t.Run("ConflictWithinTheInput", func(t *testing.T) {
+			// The first holder of the event id is in the same input, which
+			// fails as a whole: its seq is never stored (on SQLite the next
+			// append takes it), so the error names its line, not a seq.
+			first := `{"kind":"effect","event_id":"%s","payload":{"v":1}}` + "\n"
+			again := `{"kind":"effect","event_id":"%s","payload":{"v":2}}` + "\n"
+			filler := func(n int) string {
+				return strings.Repeat(`{"kind":"effect","payload":{}}`+"\n", n)
+			}
+			for _, tc := range []struct {
+				name, input, want string
+			}{
+				{"SameChunk", fmt.Sprintf(first, "in/1") + filler(1) + fmt.Sprintf(again, "in/1"),
+					`line 3: event id "in/1" is already used by line 1 with a different payload`},
+				{"EarlierChunk", fmt.Sprintf(first, "in/2") + filler(chunkEntries) + fmt.Sprintf(again, "in/2"),
+					fmt.Sprintf(`line %d: event id "in/2" is already used by an earlier line with a different payload`, chunkEntries+2)},
+			} {
+				events, _ := c.counts()
+				r := c.run(tc.input, "append", "--file", "-")
+				require.Equal(t, 1, r.code, tc.name)
+				require.Contains(t, r.err, tc.want, tc.name)
+				require.Contains(t, r.err, "nothing was appended", tc.name)
+				after, _ := c.counts()
+				require.Equal(t, events, after, tc.name)
+			}
+		})
+
 		t.Run("ManyChunksOneTransaction", func(t *testing.T) {
 			// More than one chunk, with a bad line at the end: the chunks
 			// already handed to AppendTx roll back too.

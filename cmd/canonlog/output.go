@@ -178,6 +178,15 @@ func (s *seqRanges) add(seq int64) {
 	s.r = append(s.r, [2]int64{seq, seq})
 }
 
+func (s *seqRanges) contains(seq int64) bool {
+	for _, r := range s.r {
+		if r[0] <= seq && seq <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *seqRanges) String() string {
 	parts := make([]string, 0, len(s.r))
 	for _, r := range s.r {

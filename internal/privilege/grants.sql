@@ -2,11 +2,16 @@
 -- owner after every 'canonlog migrate up' (a new projection brings new
 -- tables), e.g. psql -v schema=canonlog -v svc=canonlog_svc -f grants.sql
 --
--- The log: read and append only. No UPDATE, DELETE or TRUNCATE: even
--- without the append-only trigger the service cannot change history.
-GRANT SELECT, INSERT ON :"schema".event_log TO :"svc";
--- A batch append takes its seqs with nextval before it COPYs the rows.
-GRANT USAGE ON SEQUENCE :"schema".event_log_seq_seq TO :"svc";
+-- The log: read, and append only the columns an append writes. No UPDATE,
+-- DELETE or TRUNCATE: even without the append-only trigger the service
+-- cannot change history; and seq and tx_id are the database's to assign.
+-- The REVOKEs drop what an older version of this file granted (INSERT on
+-- every column, nextval on the sequence).
+REVOKE INSERT ON :"schema".event_log FROM :"svc";
+GRANT SELECT, INSERT (ts, kind, host_id, rollout_id, payload, event_id) ON :"schema".event_log TO :"svc";
+-- The trigger that refuses an explicit seq compares it with currval.
+REVOKE ALL ON SEQUENCE :"schema".event_log_seq_seq FROM :"svc";
+GRANT SELECT ON SEQUENCE :"schema".event_log_seq_seq TO :"svc";
 -- Projection checkpoints: written by rebuilds, read by status checks.
 GRANT SELECT, INSERT, UPDATE ON :"schema".canonlog_projections TO :"svc";
 -- Each projection's tables: written in every append, emptied (DELETE, not

@@ -123,6 +123,11 @@ func TestLeastPrivilege(t *testing.T) {
 	t.Cleanup(func() { _ = ownerLog.Close() })
 	_, err = projection.Migrate(ctx, ownerLog, reg)
 	require.NoError(t, err)
+	// What an older grants.sql gave: INSERT on every column of the log,
+	// nextval on its sequence. The current file takes both back.
+	_, err = ownerDB.ExecContext(ctx, `GRANT SELECT, INSERT ON event_log TO `+pq.QuoteIdentifier(svc)+`;
+GRANT USAGE ON SEQUENCE event_log_seq_seq TO `+pq.QuoteIdentifier(svc))
+	require.NoError(t, err)
 	_, err = ownerDB.ExecContext(ctx, script(t, "grants.sql", vars))
 	require.NoError(t, err)
 
@@ -260,6 +265,18 @@ WHERE n.nspname = $1 AND pg_get_userbyid(c.relowner) = $2`, schema, svc))
 				svc, schema+".event_log", priv))
 			require.False(t, has, "service has %s on event_log", priv)
 		}
+		for _, col := range []string{"seq", "tx_id"} {
+			var has bool
+			require.NoError(t, admin.GetContext(ctx, &has, `SELECT has_column_privilege($1, $2, $3, 'INSERT')`,
+				svc, schema+".event_log", col))
+			require.False(t, has, "service may insert event_log.%s", col)
+		}
+		for _, priv := range []string{"USAGE", "UPDATE"} {
+			var has bool
+			require.NoError(t, admin.GetContext(ctx, &has, `SELECT has_sequence_privilege($1, $2, $3)`,
+				svc, schema+".event_log_seq_seq", priv))
+			require.False(t, has, "service has %s on event_log_seq_seq", priv)
+		}
 	})
 	t.Run("ServiceRunsTheApp", func(t *testing.T) {
 		// The module as a service runs it: with migrations off, and with
@@ -284,4 +301,105 @@ WHERE n.nspname = $1 AND pg_get_userbyid(c.relowner) = $2`, schema, svc))
 			a.RequireStop()
 		}
 	})
+	// Last: it drops the trigger that refuses explicit seqs and tx_ids.
+	t.Run("ServiceCannotForgePositions", func(t *testing.T) {
+		log, err := eventlog.New(svcDB, &eventlog.Config{Hook: reg})
+		require.NoError(t, err)
+		defer log.Close()
+		head, err := log.LastSeq(ctx)
+		require.NoError(t, err)
+		var gap int64 // a seq given up by a rolled-back append
+		tx, err := svcDB.BeginTxx(ctx, nil)
+		require.NoError(t, err)
+		require.NoError(t, tx.GetContext(ctx, &gap, `INSERT INTO event_log (ts, kind, payload) VALUES (now(), 'effect', '{}') RETURNING seq`))
+		require.NoError(t, tx.Rollback())
+		state := func() string {
+			var s string
+			require.NoError(t, svcDB.GetContext(ctx, &s, `SELECT COUNT(*) || '/' || COALESCE(MAX(seq), 0) || '/' || COALESCE(string_agg(tx_id::text, ',' ORDER BY seq), '') FROM event_log`))
+			return s
+		}
+		before := state()
+		forge := func(t *testing.T, db *sqlx.DB, what string) {
+			t.Helper()
+			for _, stmt := range []string{
+				fmt.Sprintf(`INSERT INTO event_log (seq, ts, kind, payload) OVERRIDING SYSTEM VALUE VALUES (%d, now(), 'effect', '{}')`, head+1000),
+				fmt.Sprintf(`INSERT INTO event_log (seq, ts, kind, payload) OVERRIDING SYSTEM VALUE VALUES (%d, now(), 'effect', '{}')`, gap),
+				`INSERT INTO event_log (ts, kind, payload, tx_id) VALUES (now(), 'effect', '{}', '1')`,
+				`INSERT INTO event_log (ts, kind, payload, tx_id) SELECT now(), 'effect', '{}', tx_id FROM event_log ORDER BY seq LIMIT 1`,
+			} {
+				_, err := db.ExecContext(ctx, stmt)
+				requireDenied(t, err, what+": "+stmt)
+			}
+			for _, cols := range []string{"seq, ts, kind, payload", "ts, kind, payload, tx_id"} {
+				requireDenied(t, copyRow(ctx, db, cols, head+2000), what+": COPY "+cols)
+			}
+			require.Equal(t, before, state(), what)
+		}
+		forge(t, svcDB, "service")
+		_, err = svcDB.ExecContext(ctx, `SELECT nextval('event_log_seq_seq')`)
+		requireDenied(t, err, "service draws a seq")
+
+		// The owner may name every column, and is refused by the trigger.
+		tx, err = ownerDB.BeginTxx(ctx, nil)
+		require.NoError(t, err)
+		_, err = tx.ExecContext(ctx, `INSERT INTO event_log (ts, kind, payload) VALUES (now(), 'effect', '{}')`) // draws a seq: currval is defined
+		require.NoError(t, err)
+		_, err = tx.ExecContext(ctx, fmt.Sprintf(`INSERT INTO event_log (seq, ts, kind, payload) OVERRIDING SYSTEM VALUE VALUES (%d, now(), 'effect', '{}')`, head+1000))
+		requireDenied(t, err, "owner inserts a seq")
+		require.ErrorContains(t, err, "explicit seq")
+		require.NoError(t, tx.Rollback())
+
+		// Without the trigger, the service's privileges still refuse.
+		_, err = admin.ExecContext(ctx, `DROP TRIGGER event_log_assigned_only ON `+pq.QuoteIdentifier(schema)+`.event_log`)
+		require.NoError(t, err)
+		forge(t, svcDB, "service, no trigger")
+
+		// The service's appends carry on from the real head.
+		res, err := log.Append(ctx, probeEntry("web-9", "e-9"))
+		require.NoError(t, err)
+		require.Greater(t, res.Event.Seq, head)
+		last, err := log.LastSeq(ctx)
+		require.NoError(t, err)
+		require.Equal(t, res.Event.Seq, last)
+	})
+}
+
+// copyRow COPYs one row into event_log's columns cols, which start with seq
+// or end with tx_id, as n.
+func copyRow(ctx context.Context, db *sqlx.DB, cols string, n int64) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	st, err := tx.PrepareContext(ctx, `COPY event_log (`+cols+`) FROM STDIN`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	args := []any{"2026-05-16T01:00:00Z", "effect", `{}`}
+	if strings.HasPrefix(cols, "seq") {
+		args = append([]any{n}, args...)
+	} else {
+		args = append(args, n)
+	}
+	if _, err := st.ExecContext(ctx, args...); err != nil {
+		return err
+	}
+	if _, err := st.ExecContext(ctx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// docs/reliability.md shows both scripts as they are.
+func TestDocsShowTheScripts(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/reliability.md")
+	require.NoError(t, err)
+	for _, file := range []string{"roles.sql", "grants.sql"} {
+		b, err := os.ReadFile(file)
+		require.NoError(t, err)
+		require.Contains(t, string(doc), "```sql\n"+string(b)+"```", "docs/reliability.md must show %s as it is", file)
+	}
 }

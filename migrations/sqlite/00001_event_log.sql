@@ -2,7 +2,8 @@
 
 -- +goose Up
 CREATE TABLE event_log (
-    -- AUTOINCREMENT: a seq is never handed out twice, even after a rollback.
+    -- AUTOINCREMENT: a seq is never taken again once a row held it; the
+    -- counter rolls back with a failed append, whose seqs go to the next.
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     -- UTC, fixed width 'YYYY-MM-DDTHH:MM:SS.ffffffZ' so text order is time
     -- order. Supplied by the caller's clock; deliberately no DEFAULT.
