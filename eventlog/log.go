@@ -133,15 +133,28 @@ func (l *Log) Close() error {
 
 // stmt returns query prepared on the log's database, preparing it on first
 // use. Prepared statements save PostgreSQL a parse round trip per call.
+//
+// The lock is not held while preparing: preparing waits for a free
+// connection of the pool, and the appends holding the pool's connections
+// look their statements up under the lock (txStmt) before they can
+// commit and give a connection back. Two callers may then prepare the same
+// query at once; the second's statement is closed.
 func (l *Log) stmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
 	l.stmtMu.Lock()
-	defer l.stmtMu.Unlock()
-	if s, ok := l.stmts[query]; ok {
+	s, ok := l.stmts[query]
+	l.stmtMu.Unlock()
+	if ok {
 		return s, nil
 	}
 	s, err := l.db.PreparexContext(ctx, query)
 	if err != nil {
 		return nil, err
+	}
+	l.stmtMu.Lock()
+	defer l.stmtMu.Unlock()
+	if first, ok := l.stmts[query]; ok {
+		_ = s.Close()
+		return first, nil
 	}
 	l.stmts[query] = s
 	return s, nil

@@ -40,6 +40,7 @@ type cli struct {
 	t       *testing.T
 	backend dbtest.Backend
 	url     string
+	pool    *sqlx.DB // opened by db on first use
 }
 
 func newCLI(t *testing.T, backend string) *cli {
@@ -68,10 +69,15 @@ func (c *cli) migrated() *cli {
 	return c
 }
 
-// db opens a pool on the test's database.
+// db returns the test's own pool on its database, opened on first use and
+// kept: a pool per call would hold a connection per call until the test
+// ends.
 func (c *cli) db() *sqlx.DB {
 	c.t.Helper()
-	return c.backend.Open(c.t)
+	if c.pool == nil {
+		c.pool = c.backend.Open(c.t)
+	}
+	return c.pool
 }
 
 // counts returns the number of events and of probe_failures rows.

@@ -54,7 +54,7 @@ func Run(t *testing.T, fn func(t *testing.T, backend string)) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			if name == "postgres" {
-				Admin(t) // skip (or fail) early when the server is unreachable
+				probe(t) // skip (or fail) early when the server is unreachable
 			}
 			fn(t, name)
 		})
@@ -77,6 +77,14 @@ func New(t testing.TB, name string) Backend {
 	}
 }
 
+// MaxConns caps each pool Open and Admin return on PostgreSQL. Many
+// tests run at once, and CI may run two copies of the suite side by side,
+// on one server with max_connections 100: uncapped pools of concurrent
+// writers ran it out of connections (53300). Goroutines beyond the cap
+// queue for a connection, as a service's would; a test that needs more
+// raises it with SetMaxOpenConns.
+const MaxConns = 8
+
 // Open opens a new pool on b's database, closed when t ends.
 func (b Backend) Open(t testing.TB) *sqlx.DB {
 	t.Helper()
@@ -85,6 +93,9 @@ func (b Backend) Open(t testing.TB) *sqlx.DB {
 	db, err := eventlog.OpenDB(ctx, b.URL)
 	if err != nil {
 		t.Fatalf("dbtest: %v", err)
+	}
+	if b.Dialect == dialect.Postgres {
+		db.SetMaxOpenConns(MaxConns)
 	}
 	t.Cleanup(func() { _ = db.Close() })
 	return db
@@ -118,17 +129,32 @@ func PostgresURL() string {
 func RequirePostgres() bool { return os.Getenv("CANONLOG_REQUIRE_POSTGRES") == "1" }
 
 // Admin returns a pool on the PostgreSQL server itself (outside any test
-// schema), or skips/fails t when the server is unreachable.
+// schema), closed when t ends, or skips/fails t when the server is
+// unreachable. The pool connects on first use, so a test that calls Admin
+// only to skip early holds no connection.
 func Admin(t testing.TB) *sqlx.DB {
+	t.Helper()
+	probe(t)
+	db, err := sqlx.Open(dialect.DriverPostgres, PostgresURL())
+	if err != nil {
+		t.Fatalf("dbtest: %v", err)
+	}
+	db.SetMaxOpenConns(MaxConns)
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// probe skips or fails t when the server is unreachable; it connects
+// once per process.
+func probe(t testing.TB) {
 	t.Helper()
 	probeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		db, err := eventlog.OpenDB(ctx, PostgresURL())
-		if err == nil {
+		var db *sqlx.DB
+		if db, probeErr = eventlog.OpenDB(ctx, PostgresURL()); probeErr == nil {
 			_ = db.Close()
 		}
-		probeErr = err
 	})
 	if probeErr != nil {
 		if RequirePostgres() {
@@ -136,14 +162,6 @@ func Admin(t testing.TB) *sqlx.DB {
 		}
 		t.Skipf("PostgreSQL unreachable, skipping (set TEST_DATABASE_URL): %v", probeErr)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	db, err := eventlog.OpenDB(ctx, PostgresURL())
-	if err != nil {
-		t.Fatalf("dbtest: %v", err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db
 }
 
 // NewName returns a fresh name for a test schema or role on the shared
@@ -202,9 +220,10 @@ func (b Backend) WaitSessionsGone(t testing.TB, tag string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	db, err := eventlog.OpenDB(ctx, PostgresURL())
+	probe(t)
+	db, err := sqlx.Open(dialect.DriverPostgres, PostgresURL())
 	if err != nil {
-		t.Fatalf("dbtest: wait for sessions %s: %v", tag, err)
+		t.Fatalf("dbtest: %v", err)
 	}
 	defer db.Close()
 	var left []string
@@ -225,6 +244,9 @@ FROM pg_stat_activity WHERE application_name = $1`, tag)
 func newPostgres(t testing.TB) Backend {
 	t.Helper()
 	admin := Admin(t)
+	// Used at the start and the end of the test only: hold no connection
+	// in between.
+	admin.SetMaxIdleConns(0)
 	schema := NewName()
 	ctx := context.Background()
 	if _, err := admin.ExecContext(ctx, `CREATE SCHEMA `+schema); err != nil {

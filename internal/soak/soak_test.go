@@ -43,6 +43,9 @@ const (
 	// waits for one rebuild only (minKillRebuilds).
 	killSmokeDuration = 3 * time.Second
 	minKillRebuilds   = 1
+	// smokeConns and longConns cap a PostgreSQL soak's pool (see TestSoak).
+	smokeConns = 8
+	longConns  = 40
 	// followWait bounds the follower's catch-up once writers stop. On
 	// PostgreSQL its horizon is server-wide: transactions of other tests
 	// on the same server delay it (never make it skip), so it is generous.
@@ -79,6 +82,14 @@ func TestSoak(t *testing.T) {
 	}
 	// The smoke runs side by side, to keep the test short; a long run has
 	// the machine to itself, so that its figures are PostgreSQL's.
+	// Connections: a long run's pool is sized for load; the smoke runs
+	// share the server with the rest of the suite — and CI may run two
+	// suites at once — so theirs stay small (writers queue for one, as a
+	// service's would).
+	conns := smokeConns
+	if long {
+		conns = longConns
+	}
 	parallel := func(t *testing.T) {
 		if !long {
 			t.Parallel()
@@ -87,7 +98,7 @@ func TestSoak(t *testing.T) {
 	t.Run("postgres", func(t *testing.T) {
 		parallel(t)
 		dbtest.Admin(t) // skip (or fail) early when the server is unreachable
-		runSoak(t, dbtest.New(t, "postgres"), dur, false)
+		runSoak(t, dbtest.New(t, "postgres"), dur, false, conns)
 	})
 	t.Run("sqlite", func(t *testing.T) {
 		if raceEnabled {
@@ -97,23 +108,23 @@ func TestSoak(t *testing.T) {
 			t.Skip("SQLite soak skipped under -race; run it without -race")
 		}
 		parallel(t)
-		runSoak(t, dbtest.New(t, "sqlite"), sqliteDuration, false)
+		runSoak(t, dbtest.New(t, "sqlite"), sqliteDuration, false, conns)
 	})
 	// The same on PostgreSQL, while the soak's own connections are
 	// terminated one at a time, every killEvery: appends must come through
 	// by retrying (eventlog.Retryable), each entry landing exactly once.
-	killDur := killSmokeDuration
+	killDur, killConns := killSmokeDuration, smokeConns
 	if s := os.Getenv("CANONLOG_SOAK_KILLS"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
 			t.Fatalf("CANONLOG_SOAK_KILLS=%q: want a positive Go duration such as 5m", s)
 		}
-		killDur = d
+		killDur, killConns = d, longConns
 	}
 	t.Run("postgres_kills", func(t *testing.T) {
 		parallel(t)
 		dbtest.Admin(t)
-		runSoak(t, dbtest.New(t, "postgres"), killDur, true)
+		runSoak(t, dbtest.New(t, "postgres"), killDur, true, killConns)
 	})
 }
 
@@ -169,7 +180,8 @@ func (s *soak) errorf(format string, args ...any) {
 	s.failed.Store(true)
 }
 
-func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration, kill bool) {
+// runSoak runs one soak on b; conns caps its PostgreSQL pool.
+func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration, kill bool, conns int) {
 	ctx := context.Background()
 	var appName string
 	if kill {
@@ -187,9 +199,7 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration, kill bool) {
 	}
 	db := b.Open(t)
 	if b.Name == "postgres" {
-		// Leave connections for the other tests sharing the server: writers
-		// beyond the pool wait for a connection, as a service's would.
-		db.SetMaxOpenConns(40)
+		db.SetMaxOpenConns(conns)
 	}
 	reg := projection.Must(projection.NewRegistry(probefailures.New()))
 	log, err := eventlog.New(db, &eventlog.Config{Hook: reg})
