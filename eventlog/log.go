@@ -120,13 +120,15 @@ func (l *Log) MaxPayloadBytes() int { return l.maxPayload }
 // database.
 func (l *Log) Close() error {
 	l.stmtMu.Lock()
-	defer l.stmtMu.Unlock()
+	stmts := l.stmts
+	l.stmts = map[string]*sqlx.Stmt{}
+	l.stmtMu.Unlock()
+	// Closed outside the lock: see stmt.
 	var first error
-	for k, s := range l.stmts {
+	for _, s := range stmts {
 		if err := s.Close(); err != nil && first == nil {
 			first = err
 		}
-		delete(l.stmts, k)
 	}
 	return first
 }
@@ -134,11 +136,13 @@ func (l *Log) Close() error {
 // stmt returns query prepared on the log's database, preparing it on first
 // use. Prepared statements save PostgreSQL a parse round trip per call.
 //
-// The lock is not held while preparing: preparing waits for a free
-// connection of the pool, and the appends holding the pool's connections
-// look their statements up under the lock (txStmt) before they can
-// commit and give a connection back. Two callers may then prepare the same
-// query at once; the second's statement is closed.
+// The lock guards the map only and is never held across a call into
+// database/sql: preparing waits for a free connection of the pool, and
+// closing a statement waits for every connection it was prepared on to be
+// idle, while the appends holding those connections inside their
+// transactions look their statements up under the lock (txStmt) before
+// they can commit and give a connection back. Two callers may then prepare
+// the same query at once; the second's statement is closed.
 func (l *Log) stmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
 	l.stmtMu.Lock()
 	s, ok := l.stmts[query]
@@ -151,11 +155,14 @@ func (l *Log) stmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
 		return nil, err
 	}
 	l.stmtMu.Lock()
-	defer l.stmtMu.Unlock()
-	if first, ok := l.stmts[query]; ok {
+	first, ok := l.stmts[query]
+	if !ok {
+		l.stmts[query] = s
+	}
+	l.stmtMu.Unlock()
+	if ok {
 		_ = s.Close()
 		return first, nil
 	}
-	l.stmts[query] = s
 	return s, nil
 }
