@@ -2,10 +2,8 @@ package eventlog_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
-	"strings"
 	"testing"
 
 	"github.com/lib/pq"
@@ -127,7 +125,7 @@ func TestAssignedSeqPostgres(t *testing.T) {
 
 	// COPY with a seq or tx_id column: the same trigger fires per row.
 	for _, cols := range []string{"seq, ts, kind, payload", "ts, kind, payload, tx_id"} {
-		err := copyRow(ctx, conn, cols, drawn+2000)
+		err := dbtest.CopyRow(ctx, conn, cols, drawn+2000)
 		var pqErr *pq.Error
 		require.True(t, errors.As(err, &pqErr), "COPY (%s): %v", cols, err)
 		require.Equal(t, "42501", string(pqErr.Code), "COPY (%s): %v", cols, err)
@@ -144,36 +142,4 @@ func TestAssignedSeqPostgres(t *testing.T) {
 	last, err := log.LastSeq(ctx)
 	require.NoError(t, err)
 	require.Equal(t, batch[1].Event.Seq, last)
-}
-
-// copyRow COPYs one row into event_log's columns cols (ending in tx_id, or
-// starting with seq), with n as the explicit seq or tx_id.
-func copyRow(ctx context.Context, db *sql.DB, cols string, n int64) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback() }()
-	st, err := tx.PrepareContext(ctx, `COPY event_log (`+cols+`) FROM STDIN`)
-	if err != nil {
-		return err
-	}
-	args := []any{"2026-05-16T01:00:00Z", "effect", `{}`}
-	if strings.HasPrefix(cols, "seq") {
-		args = append([]any{n}, args...)
-	} else {
-		args = append(args, n)
-	}
-	if _, err := st.ExecContext(ctx, args...); err != nil {
-		_ = st.Close()
-		return err
-	}
-	if _, err := st.ExecContext(ctx); err != nil {
-		_ = st.Close()
-		return err
-	}
-	if err := st.Close(); err != nil {
-		return err
-	}
-	return tx.Commit()
 }

@@ -12,11 +12,13 @@ package dbtest
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -268,4 +270,34 @@ func newPostgres(t testing.TB) Backend {
 		t.Fatalf("dbtest: %v", err)
 	}
 	return Backend{Name: "postgres", Dialect: dialect.Postgres, URL: u, Schema: schema}
+}
+
+// CopyRow COPYs one effect event into event_log on PostgreSQL, naming the
+// columns cols: "seq, ts, kind, payload" or "ts, kind, payload, tx_id",
+// with n as the explicit seq or tx_id. Tests use it to prove the schema
+// refuses a position chosen by the writer.
+func CopyRow(ctx context.Context, db *sql.DB, cols string, n int64) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	st, err := tx.PrepareContext(ctx, `COPY event_log (`+cols+`) FROM STDIN`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	args := []any{"2026-05-16T01:00:00Z", "effect", `{}`}
+	if strings.HasPrefix(cols, "seq") {
+		args = append([]any{n}, args...)
+	} else {
+		args = append(args, n)
+	}
+	if _, err := st.ExecContext(ctx, args...); err != nil {
+		return err
+	}
+	if _, err := st.ExecContext(ctx); err != nil {
+		return err
+	}
+	return tx.Commit()
 }

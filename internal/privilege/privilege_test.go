@@ -331,7 +331,7 @@ WHERE n.nspname = $1 AND pg_get_userbyid(c.relowner) = $2`, schema, svc))
 				requireDenied(t, err, what+": "+stmt)
 			}
 			for _, cols := range []string{"seq, ts, kind, payload", "ts, kind, payload, tx_id"} {
-				requireDenied(t, copyRow(ctx, db, cols, head+2000), what+": COPY "+cols)
+				requireDenied(t, dbtest.CopyRow(ctx, db.DB, cols, head+2000), what+": COPY "+cols)
 			}
 			require.Equal(t, before, state(), what)
 		}
@@ -362,34 +362,6 @@ WHERE n.nspname = $1 AND pg_get_userbyid(c.relowner) = $2`, schema, svc))
 		require.NoError(t, err)
 		require.Equal(t, res.Event.Seq, last)
 	})
-}
-
-// copyRow COPYs one row into event_log's columns cols, which start with seq
-// or end with tx_id, as n.
-func copyRow(ctx context.Context, db *sqlx.DB, cols string, n int64) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback() }()
-	st, err := tx.PrepareContext(ctx, `COPY event_log (`+cols+`) FROM STDIN`)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	args := []any{"2026-05-16T01:00:00Z", "effect", `{}`}
-	if strings.HasPrefix(cols, "seq") {
-		args = append([]any{n}, args...)
-	} else {
-		args = append(args, n)
-	}
-	if _, err := st.ExecContext(ctx, args...); err != nil {
-		return err
-	}
-	if _, err := st.ExecContext(ctx); err != nil {
-		return err
-	}
-	return tx.Commit()
 }
 
 // docs/reliability.md shows both scripts as they are.
