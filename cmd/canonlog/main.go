@@ -1,17 +1,9 @@
 // Command canonlog operates a canonlog database from the shell. Run
-// "canonlog help" for the commands.
+// "canonlog help" for the commands. The command tree lives in package
+// canonlogcli, so a service builds its own operator binary the same way,
+// with its own projections.
 package main
 
-import (
-	"context"
-	"os"
-	"os/signal"
-	"syscall"
-)
+import "github.com/canonlog/canonlog/cmd/canonlog/canonlogcli"
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { canonlogcli.Main(nil) }

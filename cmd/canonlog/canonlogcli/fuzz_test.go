@@ -1,4 +1,4 @@
-package main
+package canonlogcli
 
 import (
 	"bytes"
@@ -18,12 +18,12 @@ import (
 // The fuzz targets below run over their seeds and testdata/fuzz/ in every
 // go test; run them for real with e.g.
 //
-//	go test ./cmd/canonlog -run '^$' -fuzz '^FuzzParseEntryLine$' -fuzztime 10m -parallel 1
+//	go test ./cmd/canonlog/canonlogcli -run '^$' -fuzz '^FuzzParseEntryLine$' -fuzztime 10m -parallel 1
 
 // memoryEnv opens what the command opens, on a private in-memory SQLite
 // database: the log with probe_failures registered, migrated.
 func memoryEnv() (*env, error) {
-	g := &globals{databaseURL: "sqlite::memory:"}
+	g := &globals{cfg: (*Config)(nil).withDefaults(), databaseURL: "sqlite::memory:"}
 	return g.open(context.Background(), migrateSchema)
 }
 

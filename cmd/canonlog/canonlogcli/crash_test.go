@@ -1,4 +1,4 @@
-package main
+package canonlogcli
 
 import (
 	"bytes"
@@ -161,7 +161,7 @@ func openCrashLog(ctx context.Context, url string) (*sqlx.DB, *eventlog.Log, *pr
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	reg := newRegistry()
+	reg := projection.Must(projection.NewRegistry(probefailures.New()))
 	log, err := eventlog.New(db, &eventlog.Config{Hook: reg})
 	if err != nil {
 		_ = db.Close()

@@ -1,4 +1,4 @@
-package main
+package canonlogcli
 
 import (
 	"bytes"
@@ -31,7 +31,7 @@ func binary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "canonlog")
-		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		cmd := exec.Command("go", "build", "-o", binPath, "..")
 		buildOut, buildErr = cmd.CombinedOutput()
 	})
 	require.NoError(t, buildErr, "go build: %s", buildOut)

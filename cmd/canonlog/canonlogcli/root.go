@@ -1,4 +1,4 @@
-package main
+package canonlogcli
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 	"strings"
 
 	"github.com/jmoiron/sqlx"
@@ -39,8 +41,39 @@ type exitCodeError struct {
 func (e exitCodeError) Error() string { return e.err.Error() }
 func (e exitCodeError) Unwrap() error { return e.err }
 
-// globals are the flags and streams every command shares.
+// Config configures the command tree. A nil *Config is the stock canonlog
+// command: name "canonlog", the probe_failures projection.
+type Config struct {
+	// Name is the command's name in usage lines, messages and hints, such
+	// as "canonlog" or your service's operator binary ("fleetd").
+	// Defaults to "canonlog".
+	Name string
+
+	// Projections are the projections this binary keeps: every append
+	// applies them, and rebuild, verify and status operate them. Each
+	// command builds a fresh registry from them. Defaults to the
+	// reference projection alone (probefailures.New()); pass an empty,
+	// non-nil slice for a binary that keeps none.
+	Projections []projection.Projection
+}
+
+func (c *Config) withDefaults() *Config {
+	out := Config{}
+	if c != nil {
+		out = *c
+	}
+	if out.Name == "" {
+		out.Name = "canonlog"
+	}
+	if out.Projections == nil {
+		out.Projections = []projection.Projection{probefailures.New()}
+	}
+	return &out
+}
+
+// globals are the configuration, flags and streams every command shares.
 type globals struct {
+	cfg         *Config
 	databaseURL string
 	stdin       io.Reader
 	stdout      io.Writer
@@ -60,10 +93,10 @@ func (g *globals) resolveDatabaseURL() string {
 
 // newRegistry returns the projections the command line keeps. Every
 // append goes through a log whose hook is this registry: an event appended
-// without it would not reach probe_failures, and the view would drift from
-// the log until the next rebuild.
-func newRegistry() *projection.Registry {
-	return projection.Must(projection.NewRegistry(probefailures.New()))
+// without it would not reach them, and the views would drift from the log
+// until the next rebuild.
+func (g *globals) newRegistry() (*projection.Registry, error) {
+	return projection.NewRegistry(g.cfg.Projections...)
 }
 
 // env is an open database with the log and the registry on it.
@@ -109,7 +142,11 @@ func (g *globals) open(ctx context.Context, mode openMode) (*env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (%s)", err, connectHint(raw, err))
 	}
-	reg := newRegistry()
+	reg, err := g.newRegistry()
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	log, err := eventlog.New(db, &eventlog.Config{Hook: reg})
 	if err != nil {
 		_ = db.Close()
@@ -176,7 +213,7 @@ func sqliteFile(raw string) (string, bool) {
 
 func newRootCommand(g *globals) *cobra.Command {
 	root := &cobra.Command{
-		Use:   "canonlog",
+		Use:   g.cfg.Name,
 		Short: "Operate a canonlog event log",
 		Long: `canonlog operates a canonlog database: an append-only event log with
 projections (derived tables such as probe_failures) kept in step with it.
@@ -207,14 +244,23 @@ See docs/cli.md.`,
 	return root
 }
 
-// run executes the command line args and returns the process exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return runIO(ctx, args, os.Stdin, stdout, stderr)
+// Main runs the command tree on the process's arguments and streams, stops
+// at SIGINT or SIGTERM, and exits with the command's exit code. It is the
+// whole of an operator binary's main function:
+//
+//	func main() { canonlogcli.Main(&canonlogcli.Config{Name: "myctl", Projections: ...}) }
+func Main(cfg *Config) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := Run(ctx, cfg, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-// runIO is run with standard input injected too.
-func runIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
+// Run executes the command line args (without the program name) and
+// returns the process exit code: 0 ok, 1 failure, 2 usage error, 3 verify
+// found a difference. Errors are printed to stderr as one line.
+func Run(ctx context.Context, cfg *Config, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g := &globals{cfg: cfg.withDefaults(), stdin: stdin, stdout: stdout, stderr: stderr}
 	root := newRootCommand(g)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

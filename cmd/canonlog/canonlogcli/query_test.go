@@ -1,4 +1,4 @@
-package main
+package canonlogcli
 
 import (
 	"context"
@@ -97,7 +97,7 @@ func TestTail(t *testing.T) {
 		var out, errOut testio.SyncBuffer
 		done := make(chan int, 1)
 		go func() {
-			done <- runIO(ctx, []string{"--database-url", c.url, "tail", "-f", "-n", "1", "--kind", "effect", "--poll-interval", "10ms", "-o", "ndjson"},
+			done <- Run(ctx, nil, []string{"--database-url", c.url, "tail", "-f", "-n", "1", "--kind", "effect", "--poll-interval", "10ms", "-o", "ndjson"},
 				strings.NewReader(""), &out, &errOut)
 		}()
 		require.Eventually(t, func() bool { return strings.Contains(out.String(), `"seed/29"`) }, followWait, 5*time.Millisecond)

@@ -1,4 +1,4 @@
-package main
+package canonlogcli
 
 import (
 	"bufio"
@@ -294,7 +294,7 @@ func (s *scratch) fresh(ctx context.Context) (*benchDB, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &benchDB{db: db, d: s.d, reg: newRegistry()}
+	b := &benchDB{db: db, d: s.d, reg: projection.Must(projection.NewRegistry(probefailures.New()))}
 	s.dbs = append(s.dbs, b)
 	if b.log, err = eventlog.New(db, &eventlog.Config{Hook: b.reg}); err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package main
+package canonlogcli
 
 import (
 	"bytes"
@@ -31,7 +31,7 @@ func runCLI(t *testing.T, args ...string) (string, string, int) {
 func runIn(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code := runIO(context.Background(), args, strings.NewReader(stdin), &out, &errOut)
+	code := Run(context.Background(), nil, args, strings.NewReader(stdin), &out, &errOut)
 	return result{out.String(), errOut.String(), code}
 }
 

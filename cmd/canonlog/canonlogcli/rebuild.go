@@ -1,4 +1,4 @@
-package main
+package canonlogcli
 
 import (
 	"context"
@@ -43,7 +43,7 @@ terminal, a plain line every few seconds otherwise.`,
 			o.names = args
 			switch {
 			case len(args) == 0 && !o.all && !o.stale:
-				return usagef("name the projections to rebuild (%s), or use --all or --stale", strings.Join(newRegistry().Names(), ", "))
+				return usagef("name the projections to rebuild (%s), or use --all or --stale", strings.Join(projectionNames(g.cfg), ", "))
 			case len(args) > 0 && o.all:
 				return usagef("--all rebuilds every projection: drop the names, or drop --all")
 			case o.batchSize < 0 || o.batchSize > eventlog.MaxPageSize:
@@ -55,7 +55,7 @@ terminal, a plain line every few seconds otherwise.`,
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
 				return err
 			}
-			if err := checkNames(args); err != nil {
+			if err := checkNames(g.cfg, args); err != nil {
 				return err
 			}
 			return runRebuild(cmd.Context(), g, o)
@@ -79,14 +79,24 @@ func checkProgress(p string) error {
 
 // checkNames refuses unknown projection names before the database is
 // touched, listing the known ones.
-func checkNames(names []string) error {
-	reg := newRegistry()
+func checkNames(cfg *Config, names []string) error {
+	known := projectionNames(cfg)
 	for _, n := range names {
-		if _, ok := reg.Get(n); !ok {
-			return fmt.Errorf("unknown projection %q: known projections are %s", n, strings.Join(reg.Names(), ", "))
+		if !slices.Contains(known, n) {
+			return fmt.Errorf("unknown projection %q: known projections are %s", n, strings.Join(known, ", "))
 		}
 	}
 	return nil
+}
+
+// projectionNames returns the names of cfg's projections in name order.
+func projectionNames(cfg *Config) []string {
+	names := make([]string, 0, len(cfg.Projections))
+	for _, p := range cfg.Projections {
+		names = append(names, p.Name())
+	}
+	slices.Sort(names)
+	return names
 }
 
 // rebuildReport is one projection's rebuild, as printed.

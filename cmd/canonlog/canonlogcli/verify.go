@@ -1,4 +1,4 @@
-package main
+package canonlogcli
 
 import (
 	"context"
@@ -33,7 +33,7 @@ a view that differs.`,
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
 				return err
 			}
-			if err := checkNames(args); err != nil {
+			if err := checkNames(g.cfg, args); err != nil {
 				return err
 			}
 			return runVerify(cmd.Context(), g, args, o.output)
