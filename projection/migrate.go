@@ -50,7 +50,7 @@ func Migrate(ctx context.Context, log *eventlog.Log, reg *Registry) ([]migration
 			return res, err
 		}
 	}
-	return res, nil
+	return res, recordKinds(ctx, log.DB(), reg)
 }
 
 // Install records a checkpoint for each registered projection that has none
@@ -88,7 +88,7 @@ func Install(ctx context.Context, log *eventlog.Log, reg *Registry) error {
 			if err != nil {
 				return err
 			}
-			return writeCheckpoint(ctx, tx, e.name, checkpoint{Version: e.p.Version(), Seq: last, At: log.Clock().Now()})
+			return writeCheckpoint(ctx, tx, e, checkpoint{Version: e.p.Version(), Seq: last, At: log.Clock().Now()})
 		})
 		if err != nil {
 			return fmt.Errorf("projection %s: install: %w", e.name, err)

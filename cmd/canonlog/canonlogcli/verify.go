@@ -68,9 +68,9 @@ func runVerify(ctx context.Context, g *globals, names []string, output string) e
 	var differ []string
 	for i, r := range res {
 		reports[i] = verifyReport{Name: r.Name, Equal: r.Equal, Events: r.Events, Missing: r.Missing, Extra: r.Extra,
-			Samples: r.Samples, LiveChecksum: r.LiveChecksum, FreshChecksum: r.FreshChecksum}
-		if reports[i].Samples == nil {
-			reports[i].Samples = []string{}
+			Samples: []string{}, LiveChecksum: r.LiveChecksum, FreshChecksum: r.FreshChecksum}
+		for _, s := range r.Samples {
+			reports[i].Samples = append(reports[i].Samples, s.String())
 		}
 		if !r.Equal {
 			differ = append(differ, r.Name)
