@@ -324,7 +324,7 @@ func TestRebuild(t *testing.T) {
 			b.version = 2
 			sts, err = projection.ReadStatus(ctx, log, reg)
 			require.NoError(t, err)
-			require.Equal(t, projection.Status{Name: "b_view", Registered: true, Version: 2, BuiltVersion: 1, BuiltAt: sts[1].BuiltAt, AllKinds: true, Stale: true}, sts[1])
+			require.Equal(t, projection.Status{Name: "b_view", Installed: true, Registered: true, Version: 2, BuiltVersion: 1, BuiltAt: sts[1].BuiltAt, AllKinds: true, Stale: true}, sts[1])
 			require.False(t, sts[0].Stale)
 
 			res, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{StaleOnly: true})

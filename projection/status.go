@@ -18,6 +18,9 @@ import (
 // checkpoint, or one the database records that this registry lacks.
 type Status struct {
 	Name string
+	// Installed reports that the database records the projection (it has a
+	// checkpoint row, written when Migrate installs it).
+	Installed bool
 	// Registered reports that the registry holds the projection. A
 	// projection recorded in the database but not registered was installed
 	// by another binary (the service that owns it): its view is not
@@ -26,12 +29,14 @@ type Status struct {
 	// Version is the registered (current code's) version.
 	Version int
 	// BuiltVersion is the version the live view was built at; 0 when it
-	// was never built.
+	// was never built (installed on a log that held events of its kinds
+	// already, or not installed).
 	BuiltVersion int
 	// BuiltSeq is the log's last seq when the view was last rebuilt (or
 	// installed on a log without events of its kinds).
 	BuiltSeq int64
-	// BuiltAt is when that happened, by the log's clock.
+	// BuiltAt is when that happened, by the log's clock (for a projection
+	// never built: when it was installed).
 	BuiltAt time.Time
 	// Kinds are the kinds the projection consumes, as registered, or as
 	// recorded in the database for one that is not registered; nil with
@@ -154,6 +159,18 @@ ON CONFLICT (name) DO UPDATE SET version = excluded.version, built_seq = exclude
 	return nil
 }
 
+// writeCheckpointIfAbsent is writeCheckpoint for installation: it leaves
+// a checkpoint that a concurrent Install or Rebuild wrote in place.
+func writeCheckpointIfAbsent(ctx context.Context, tx *sqlx.Tx, e *registered, c checkpoint) error {
+	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO canonlog_projections (name, version, built_seq, built_at, kinds)
+VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`),
+		e.name, c.Version, c.Seq, dbtime.Format(c.At), kindsColumn(e.kindList()))
+	if err != nil {
+		return fmt.Errorf("projection %s: write checkpoint: %w", e.name, err)
+	}
+	return nil
+}
+
 // recordKinds updates the kinds column of registered projections whose
 // checkpoint records other kinds (or none yet), so that other binaries
 // see what each consumes.
@@ -189,6 +206,7 @@ func ReadStatus(ctx context.Context, log *eventlog.Log, reg *Registry) (Statuses
 	for _, e := range entries {
 		s := Status{Name: e.name, Registered: true, Version: e.p.Version(), Kinds: e.kindList(), AllKinds: e.kinds == nil}
 		if c, ok := cps[e.name]; ok {
+			s.Installed = true
 			s.BuiltVersion, s.BuiltSeq, s.BuiltAt, s.DriftSeq = c.Version, c.Seq, c.At, c.DriftSeq
 		}
 		s.Stale = s.BuiltVersion != s.Version || s.DriftSeq > s.BuiltSeq
@@ -198,7 +216,7 @@ func ReadStatus(ctx context.Context, log *eventlog.Log, reg *Registry) (Statuses
 		if reg.lookup(name) != nil {
 			continue
 		}
-		s := Status{Name: name, BuiltVersion: c.Version, BuiltSeq: c.Seq, BuiltAt: c.At, DriftSeq: c.DriftSeq}
+		s := Status{Name: name, Installed: true, BuiltVersion: c.Version, BuiltSeq: c.Seq, BuiltAt: c.At, DriftSeq: c.DriftSeq}
 		s.Kinds, s.AllKinds = parseKinds(c.Kinds)
 		out = append(out, s)
 	}

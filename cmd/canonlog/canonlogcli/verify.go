@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/canonlog/canonlog/projection"
 )
 
 type verifyOptions struct {
@@ -31,9 +30,6 @@ a view that differs.`,
   canonlog verify probe_failures -o json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
-				return err
-			}
-			if err := checkNames(g.cfg, args); err != nil {
 				return err
 			}
 			return runVerify(cmd.Context(), g, args, o.output)
@@ -60,9 +56,15 @@ func runVerify(ctx context.Context, g *globals, names []string, output string) e
 		return err
 	}
 	defer e.Close()
-	res, err := projection.Verify(ctx, e.log, e.reg, names)
+	res, err := e.m.Verify(ctx, names)
+	if ue := namesError(err); ue != nil {
+		return ue
+	}
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
+	}
+	if len(names) == 0 {
+		noteUnregistered(ctx, e, g.stderr, "verified")
 	}
 	reports := make([]verifyReport, len(res))
 	var differ []string
