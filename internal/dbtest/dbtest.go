@@ -1,9 +1,10 @@
 // Package dbtest gives every storage test a fresh database on each backend.
 //
 // Run runs a test once per backend, in parallel subtests named "sqlite" and
-// "postgres". SQLite databases are files in the test's temporary directory.
-// PostgreSQL databases are schemas of their own on the server named by
-// TEST_DATABASE_URL (default
+// "postgres". SQLite databases are files in the test's temporary directory,
+// which the testing package removes. PostgreSQL databases are schemas of
+// their own (internal/scratchdb, named canonlog_test_…) on the server named
+// by TEST_DATABASE_URL (default
 // postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable), dropped when
 // the test ends. When PostgreSQL is unreachable its subtests skip with a
 // one-line reason — unless CANONLOG_REQUIRE_POSTGRES=1, where they fail.
