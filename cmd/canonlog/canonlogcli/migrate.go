@@ -101,7 +101,7 @@ func runMigrateUp(ctx context.Context, g *globals, output string) error {
 		return err
 	}
 	defer e.Close()
-	res, err := projection.Migrate(ctx, e.log, e.reg)
+	res, err := e.m.Migrate(ctx)
 	reports := make([]migrationReport, 0, len(res))
 	for _, r := range res {
 		reports = append(reports, migrationReport{Set: r.Set, Version: r.Version, Source: r.Source, Millis: r.Duration.Milliseconds()})
