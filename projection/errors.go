@@ -32,6 +32,11 @@ var (
 	// an *UnregisteredError.
 	ErrUnregistered = errors.New("projection registered by another binary")
 
+	// ErrNotInstalled is returned by Manager's appends, Rebuild and Verify
+	// for a registered projection that the database has not installed
+	// (Migrate installs it). The error is a *NotInstalledError.
+	ErrNotInstalled = errors.New("projection not installed")
+
 	// ErrSchema is returned by Manager.CheckSchema when canonlog's tables
 	// or a registered projection's are missing. The error is a
 	// *SchemaError.
@@ -176,3 +181,28 @@ func (e *DifferenceError) Error() string {
 }
 
 func (e *DifferenceError) Unwrap() error { return ErrDifferent }
+
+// NotInstalledError reports registered projections that the database has
+// not installed, met by an append of a kind they consume, or named to
+// Rebuild or Verify. Migrate installs them.
+type NotInstalledError struct {
+	// Op is "append", "rebuild" or "verify".
+	Op string
+	// Names are the projections, in name order.
+	Names []string
+	// Kind is the refused append's kind.
+	Kind eventlog.Kind
+}
+
+func (e *NotInstalledError) Error() string {
+	subject := "projection " + strings.Join(e.Names, ", ") + " is"
+	if len(e.Names) > 1 {
+		subject = "projections " + strings.Join(e.Names, ", ") + " are"
+	}
+	if e.Op == "append" {
+		return fmt.Sprintf("append of kind %s refused: %s registered but not installed in this database, so it would miss the event; migrate the database first (install it), or append with the binary this database belongs to", e.Kind, subject)
+	}
+	return fmt.Sprintf("%s: %s registered but not installed in this database: migrate the database first", e.Op, subject)
+}
+
+func (e *NotInstalledError) Unwrap() error { return ErrNotInstalled }

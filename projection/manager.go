@@ -58,9 +58,11 @@ type Manager struct {
 }
 
 // guard is the set of projections the database records that the
-// registry lacks, with the kinds each consumes.
+// registry lacks, with the kinds each consumes, and the registered
+// projections the database has not installed.
 type guard struct {
-	foreign []foreignProjection // name order
+	foreign     []foreignProjection // name order
+	uninstalled []*registered       // name order
 }
 
 type foreignProjection struct {
@@ -180,6 +182,12 @@ func (m *Manager) load(ctx context.Context) (map[string]checkpoint, error) {
 		g.foreign = append(g.foreign, f)
 	}
 	slices.SortFunc(g.foreign, func(a, b foreignProjection) int { return strings.Compare(a.name, b.name) })
+	entries, _ := m.reg.selectEntries(nil)
+	for _, e := range entries {
+		if _, ok := cps[e.name]; !ok {
+			g.uninstalled = append(g.uninstalled, e)
+		}
+	}
 	m.guard.Store(g)
 	return cps, nil
 }
@@ -217,71 +225,106 @@ func (m *Manager) CheckStale(ctx context.Context, policy StalePolicy) (Statuses,
 // Rebuild). A name the registry lacks fails before anything is rebuilt;
 // when the database records it, the error is an *UnregisteredError saying
 // that another binary owns it.
+//
+// Without names it rebuilds every registered projection that the database
+// has installed (see Status.Installed); a named one that is not installed
+// fails with a *NotInstalledError.
 func (m *Manager) Rebuild(ctx context.Context, opts *RebuildOptions) ([]RebuildResult, error) {
-	var names []string
+	var o RebuildOptions
 	if opts != nil {
-		names = opts.Names
+		o = *opts
 	}
-	if err := m.checkNames(ctx, "rebuild", names); err != nil {
+	names, err := m.checkNames(ctx, "rebuild", o.Names)
+	if err != nil {
 		return nil, err
 	}
-	return Rebuild(ctx, m.log, m.reg, opts)
+	if len(names) == 0 {
+		return nil, nil
+	}
+	o.Names = names
+	return Rebuild(ctx, m.log, m.reg, &o)
 }
 
 // Verify compares projections with a fresh derivation (see the package
 // function Verify). Unknown names fail as in Rebuild.
 func (m *Manager) Verify(ctx context.Context, names []string) (VerifyResults, error) {
-	if err := m.checkNames(ctx, "verify", names); err != nil {
+	names, err := m.checkNames(ctx, "verify", names)
+	if err != nil {
 		return nil, err
+	}
+	if len(names) == 0 {
+		return VerifyResults{}, nil
 	}
 	return Verify(ctx, m.log, m.reg, names)
 }
 
-// checkNames fails for names the registry lacks, telling a projection that
-// another binary registers from one that exists nowhere.
-func (m *Manager) checkNames(ctx context.Context, op string, names []string) error {
-	var missing []string
-	for _, n := range names {
-		if m.reg.lookup(n) == nil {
-			missing = append(missing, n)
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	sts, err := ReadStatus(ctx, m.log, m.reg)
+// checkNames resolves the names an operation works on: those given, or
+// every installed registered projection when none are. It fails for a
+// name the registry lacks, telling a projection that another binary
+// registers from one that exists nowhere, and for a registered one that
+// the database has not installed.
+func (m *Manager) checkNames(ctx context.Context, op string, names []string) ([]string, error) {
+	sts, err := m.Status(ctx)
 	if err != nil {
-		return fmt.Errorf("projection: %s: %w: %q (registered: %v)", op, ErrUnknownProjection, missing[0], m.reg.Names())
+		return nil, err
 	}
-	var elsewhere []string
-	for _, n := range missing {
-		if _, ok := sts.Get(n); ok {
-			elsewhere = append(elsewhere, n)
-			continue
+	if len(names) == 0 {
+		for _, st := range sts {
+			if st.Registered && st.Installed {
+				names = append(names, st.Name)
+			}
 		}
-		return fmt.Errorf("projection: %s: %w: %q (registered: %v)", op, ErrUnknownProjection, n, m.reg.Names())
+		return names, nil
 	}
-	return &UnregisteredError{Op: op, Names: elsewhere}
+	var elsewhere, notInstalled []string
+	for _, n := range names {
+		st, ok := sts.Get(n)
+		switch {
+		case !ok:
+			known := "none"
+			if names := m.reg.Names(); len(names) > 0 {
+				known = strings.Join(names, ", ")
+			}
+			return nil, fmt.Errorf("%s: %w %q: known projections are %s", op, ErrUnknownProjection, n, known)
+		case !st.Registered:
+			elsewhere = append(elsewhere, n)
+		case !st.Installed:
+			notInstalled = append(notInstalled, n)
+		}
+	}
+	if len(elsewhere) > 0 {
+		return nil, &UnregisteredError{Op: op, Names: elsewhere}
+	}
+	if len(notInstalled) > 0 {
+		return nil, &NotInstalledError{Op: op, Names: notInstalled}
+	}
+	return names, nil
 }
 
-// CheckSchema makes sure canonlog's tables and every registered
-// projection's tables exist, reading only, and loads what the database
-// records. Its error says to migrate.
+// CheckSchema makes sure canonlog's tables and the tables of every
+// registered projection that the database has installed exist, reading
+// only, and loads what the database records. Its error says to migrate.
+// A registered projection that is not installed is not an error here:
+// appends of its kinds are refused with a *NotInstalledError.
 func (m *Manager) CheckSchema(ctx context.Context) error {
-	tables := []string{"event_log", "canonlog_projections"}
-	for _, p := range m.reg.All() {
-		if t, ok := p.(Tabler); ok {
-			tables = append(tables, t.Tables()...)
-		}
+	var n int
+	if err := m.db.QueryRowxContext(ctx, `SELECT COUNT(*) FROM event_log WHERE 1 = 0`).Scan(&n); err != nil {
+		return &SchemaError{Table: "event_log", Err: err}
 	}
-	for _, t := range tables {
-		var n int
-		if err := m.db.QueryRowxContext(ctx, `SELECT COUNT(*) FROM `+quoteIdent(t)+` WHERE 1 = 0`).Scan(&n); err != nil {
-			return &SchemaError{Table: t, Err: err}
-		}
-	}
-	if _, err := m.load(ctx); err != nil {
+	cps, err := m.load(ctx)
+	if err != nil {
 		return &SchemaError{Table: "canonlog_projections", Err: err}
+	}
+	for _, p := range m.reg.All() {
+		t, ok := p.(Tabler)
+		if _, installed := cps[p.Name()]; !ok || !installed {
+			continue
+		}
+		for _, table := range t.Tables() {
+			if err := m.db.QueryRowxContext(ctx, `SELECT COUNT(*) FROM `+quoteIdent(table)+` WHERE 1 = 0`).Scan(&n); err != nil {
+				return &SchemaError{Table: table, Err: err}
+			}
+		}
 	}
 	return nil
 }
@@ -316,7 +359,7 @@ func (h *managerHook) SharedLocks(kinds []eventlog.Kind) []string {
 // AfterAppend implements eventlog.Hook: it refuses (or marks) events that
 // unregistered projections consume, then applies the registry.
 func (h *managerHook) AfterAppend(ctx context.Context, tx *sqlx.Tx, events []eventlog.Event) error {
-	if g := h.guard.Load(); g != nil && len(g.foreign) > 0 {
+	if g := h.guard.Load(); g != nil && len(g.foreign)+len(g.uninstalled) > 0 {
 		if err := (*Manager)(h).guardAppend(ctx, tx, g, events); err != nil {
 			return err
 		}
@@ -325,6 +368,21 @@ func (h *managerHook) AfterAppend(ctx context.Context, tx *sqlx.Tx, events []eve
 }
 
 func (m *Manager) guardAppend(ctx context.Context, tx *sqlx.Tx, g *guard, events []eventlog.Event) error {
+	var notInstalled *NotInstalledError
+	for _, e := range g.uninstalled {
+		for _, ev := range events {
+			if e.wants(ev.Kind) {
+				if notInstalled == nil {
+					notInstalled = &NotInstalledError{Op: "append", Kind: ev.Kind}
+				}
+				notInstalled.Names = append(notInstalled.Names, e.name)
+				break
+			}
+		}
+	}
+	if notInstalled != nil {
+		return notInstalled
+	}
 	var refused *UnregisteredError
 	for i := range g.foreign {
 		f := &g.foreign[i]

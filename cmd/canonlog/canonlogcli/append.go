@@ -347,6 +347,10 @@ func appendHint(err error) error {
 		return fmt.Errorf("%w: use a new event id, or resend the stored event unchanged", err)
 	case eventlog.Retryable(err):
 		return fmt.Errorf("%w: the database was busy or unreachable; retry (entries with event ids land once)", err)
+	case errors.Is(err, projection.ErrNotInstalled):
+		return fmt.Errorf("%w: run 'migrate up' first", err)
+	case errors.Is(err, projection.ErrUnregistered):
+		return fmt.Errorf("%w (--allow-drift)", err)
 	}
 	return err
 }

@@ -833,7 +833,7 @@ AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1`, int64(uint64(
 	if r := u.run("", "append", "--file", file); r.code != 0 {
 		// The kill left the projection's tables uncreated: the command
 		// says what to do.
-		require.Contains(t, r.err, "run 'canonlog migrate up' first")
+		require.Contains(t, r.err, "run 'migrate up' first")
 		u.ok("", "migrate", "up")
 		u.ok("", "append", "--file", file)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -56,6 +57,9 @@ terminal, a plain line every few seconds otherwise.`,
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
 				return err
 			}
+			if err := checkNamesOffline(g, args); err != nil {
+				return err
+			}
 			return runRebuild(cmd.Context(), g, o)
 		},
 	}
@@ -79,6 +83,9 @@ func checkProgress(p string) error {
 // binary does not register (unknown, or another binary's) into a usage
 // error, and returns nil for any other error.
 func namesError(err error) error {
+	if errors.Is(err, projection.ErrNotInstalled) {
+		return usageError{fmt.Errorf("%w (run 'migrate up')", err)}
+	}
 	if errors.Is(err, projection.ErrUnknownProjection) || errors.Is(err, projection.ErrUnregistered) {
 		return usageError{err}
 	}
@@ -92,9 +99,35 @@ func noteUnregistered(ctx context.Context, e *env, w io.Writer, done string) {
 	if err != nil {
 		return // the command itself succeeded; the note is a courtesy
 	}
-	for _, s := range sts.Unregistered() {
-		fmt.Fprintf(w, "%s: not %s: registered by another binary (such as the service that owns it); run this command with that binary\n", s.Name, done)
+	for _, s := range sts {
+		switch {
+		case !s.Registered:
+			fmt.Fprintf(w, "%s: not %s: registered by another binary (such as the service that owns it); run this command with that binary\n", s.Name, done)
+		case !s.Installed:
+			fmt.Fprintf(w, "%s: not %s: not installed in this database (run '%s migrate up' to install it)\n", s.Name, done, e.name)
+		}
 	}
+}
+
+// checkNamesOffline refuses, before anything opens the database, names
+// this binary does not register when there is no database that could
+// record them (a sqlite:PATH whose file does not exist). Otherwise the
+// database decides: a name may be another binary's projection.
+func checkNamesOffline(g *globals, names []string) error {
+	path, ok := sqliteFile(g.resolveDatabaseURL())
+	if !ok {
+		return nil
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	known := projectionNames(g.cfg)
+	for _, n := range names {
+		if !slices.Contains(known, n) {
+			return usagef("unknown projection %q: known projections are %s", n, strings.Join(known, ", "))
+		}
+	}
+	return nil
 }
 
 // projectionNames returns the names of cfg's projections in name order.

@@ -107,9 +107,6 @@ type env struct {
 	reg  *projection.Registry
 	url  string // redacted, for output
 	name string // the binary's name, for hints
-	// uninstalled are this binary's projections that the database has not
-	// installed: they are left out of reg.
-	uninstalled []string
 }
 
 func (e *env) Close() {
@@ -122,9 +119,11 @@ type openMode int
 
 const (
 	// requireSchema refuses a database without canonlog's tables or the
-	// tables of this binary's projections, and a SQLite file that does not
-	// exist, rather than creating either: a mistyped URL must not leave an
-	// empty database behind.
+	// tables of this binary's projections that it installed, and a SQLite
+	// file that does not exist, rather than creating either: a mistyped URL
+	// must not leave an empty database behind. (A projection of this
+	// binary that the database never installed refuses the appends of its
+	// kinds; see projection.NotInstalledError.)
 	requireSchema openMode = iota
 	// readSchema is requireSchema for commands that only read the log
 	// (query, tail, status): canonlog's own tables suffice, whatever
@@ -163,7 +162,7 @@ func (g *globals) open(ctx context.Context, mode openMode, opts ...openOptions) 
 	if err != nil {
 		return nil, fmt.Errorf("%w (%s)", err, connectHint(raw, err))
 	}
-	e, err := g.assemble(ctx, db, mode, o)
+	e, err := g.assemble(db, o)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -184,44 +183,17 @@ func (g *globals) open(ctx context.Context, mode openMode, opts ...openOptions) 
 	return e, nil
 }
 
-// assemble builds the Manager on db. Outside the migrate modes it keeps
-// only this binary's projections that the database has installed (has a
-// checkpoint for): a canonlog database that never installed one of them,
-// such as a service's, has no view of it to keep, and the binary must
-// still work on it.
-func (g *globals) assemble(ctx context.Context, db *sqlx.DB, mode openMode, o openOptions) (*env, error) {
+// assemble builds the Manager on db with this binary's projections.
+func (g *globals) assemble(db *sqlx.DB, o openOptions) (*env, error) {
 	reg, err := g.newRegistry()
 	if err != nil {
 		return nil, err
-	}
-	var uninstalled []string
-	if mode == requireSchema || mode == readSchema {
-		probe, err := projection.NewManager(db, reg, nil)
-		if err != nil {
-			return nil, err
-		}
-		sts, err := probe.Status(ctx)
-		_ = probe.Close()
-		if err == nil {
-			var keep []projection.Projection
-			for _, p := range reg.All() {
-				if st, _ := sts.Get(p.Name()); st.Installed {
-					keep = append(keep, p)
-				} else {
-					uninstalled = append(uninstalled, p.Name())
-				}
-			}
-			if reg, err = projection.NewRegistry(keep...); err != nil {
-				return nil, err
-			}
-		}
-		// Without a readable checkpoint table, checkSchema says what to do.
 	}
 	m, err := projection.NewManager(db, reg, &projection.ManagerConfig{AllowDrift: o.allowDrift})
 	if err != nil {
 		return nil, err
 	}
-	return &env{m: m, db: db, log: m.Log(), reg: reg, name: g.cfg.Name, uninstalled: uninstalled}, nil
+	return &env{m: m, db: db, log: m.Log(), reg: reg, name: g.cfg.Name}, nil
 }
 
 // connectHint says what to look at when connecting to raw failed with err.

@@ -31,6 +31,9 @@ a view that differs.`,
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
 				return err
 			}
+			if err := checkNamesOffline(g, args); err != nil {
+				return err
+			}
 			return runVerify(cmd.Context(), g, args, o.output)
 		},
 	}
