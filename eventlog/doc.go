@@ -25,6 +25,9 @@
 //	})
 //
 // Reads: Get by seq, Query with a Filter (by host, rollout, kinds, seq
-// cursor, time range), and Pages/Events to stream the whole log from any seq
-// in bounded memory.
+// cursor, time range), Count of a filter's matches, TailStart to find where
+// the last n matches begin, LastSeq, and Pages/Events to stream the whole
+// log from any seq in bounded memory. Each has a Tx twin that reads inside
+// the caller's transaction. Code outside this package reads event_log
+// through these methods, never with SQL of its own.
 package eventlog

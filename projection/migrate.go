@@ -84,7 +84,7 @@ func Install(ctx context.Context, log *eventlog.Log, reg *Registry) error {
 			if found > 0 {
 				return nil // events exist: it needs a real rebuild
 			}
-			last, err := lastSeqTx(ctx, tx)
+			last, err := log.LastSeqTx(ctx, tx)
 			if err != nil {
 				return err
 			}
@@ -95,12 +95,4 @@ func Install(ctx context.Context, log *eventlog.Log, reg *Registry) error {
 		}
 	}
 	return nil
-}
-
-func lastSeqTx(ctx context.Context, tx *sqlx.Tx) (int64, error) {
-	var seq int64
-	if err := tx.QueryRowxContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM event_log`).Scan(&seq); err != nil {
-		return 0, fmt.Errorf("read last seq: %w", err)
-	}
-	return seq, nil
 }
