@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-
-	"github.com/canonlog/canonlog/internal/dbtime"
 )
 
 // Query limits.
@@ -72,7 +70,7 @@ func (f Filter) Validate() error {
 		if t.ts.IsZero() {
 			continue
 		}
-		if err := checkTS(dbtime.Normalize(t.ts)); err != nil {
+		if err := checkTS(NormalizeTime(t.ts)); err != nil {
 			return fail(t.field, err)
 		}
 	}
@@ -117,10 +115,10 @@ func (f Filter) where() (string, []any, error) {
 		conds = append(conds, "kind IN ("+strings.Join(marks, ", ")+")")
 	}
 	if !f.Since.IsZero() {
-		conds, args = append(conds, "ts >= ?"), append(args, dbtime.Format(f.Since))
+		conds, args = append(conds, "ts >= ?"), append(args, FormatTime(f.Since))
 	}
 	if !f.Until.IsZero() {
-		conds, args = append(conds, "ts < ?"), append(args, dbtime.Format(f.Until))
+		conds, args = append(conds, "ts < ?"), append(args, FormatTime(f.Until))
 	}
 	if len(conds) == 0 {
 		return "", nil, nil
