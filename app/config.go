@@ -68,6 +68,13 @@ type Config struct {
 	// (see eventlog.Config.SerializeAppends). Defaults to false.
 	SerializeAppends bool
 
+	// AllowDrift lets appends of kinds that a projection recorded in the
+	// database consumes, but that the app does not register (another
+	// service's), go ahead and mark that projection stale, instead of
+	// being refused. See projection.ManagerConfig.AllowDrift. Defaults to
+	// false. Not settable from the environment.
+	AllowDrift bool
+
 	// Clock stamps entries appended without a timestamp. Defaults to
 	// eventlog.SystemClock. Not settable from the environment.
 	Clock eventlog.Clock

@@ -39,7 +39,11 @@ const connectTimeout = 30 * time.Second
 //   - *eventlog.Log: with the registry as its hook, so every append applies
 //     the projections in its transaction;
 //   - *projection.Registry: every projection of the ProjectionGroup value
-//     group (see AsProjection). Two with the same name fail the app.
+//     group (see AsProjection). Two with the same name fail the app;
+//   - *projection.Manager: the three assembled, with Migrate, Status,
+//     CheckStale, Rebuild and Verify. The log's appends refuse kinds that
+//     a projection recorded in the database consumes but the app does not
+//     register (see Config.AllowDrift).
 //
 // It needs an app.Config in the graph: fx.Supply(app.Config{}) for the
 // defaults, or fx.Provide(app.ConfigFromEnv). An optional *slog.Logger
@@ -82,6 +86,7 @@ type Result struct {
 	DB       *sqlx.DB
 	Log      *eventlog.Log
 	Registry *projection.Registry
+	Manager  *projection.Manager
 }
 
 // New is Module's constructor. It validates the configuration and the
@@ -116,11 +121,13 @@ func New(p Params) (Result, error) {
 		}
 		owned = true
 	}
-	log, err := eventlog.New(db, &eventlog.Config{
-		Clock:            p.Config.Clock,
-		MaxPayloadBytes:  p.Config.MaxPayloadBytes,
-		Hook:             reg,
-		SerializeAppends: p.Config.SerializeAppends,
+	m, err := projection.NewManager(db, reg, &projection.ManagerConfig{
+		Log: &eventlog.Config{
+			Clock:            p.Config.Clock,
+			MaxPayloadBytes:  p.Config.MaxPayloadBytes,
+			SerializeAppends: p.Config.SerializeAppends,
+		},
+		AllowDrift: p.Config.AllowDrift,
 	})
 	if err != nil {
 		if owned {
@@ -132,9 +139,9 @@ func New(p Params) (Result, error) {
 		return Result{}, fmt.Errorf("app: %w", err)
 	}
 
-	s := &starter{cfg: p.Config, db: db, owned: owned, log: log, reg: reg, logger: logger}
+	s := &starter{cfg: p.Config, db: db, owned: owned, m: m, logger: logger}
 	p.Lifecycle.Append(fx.Hook{OnStart: s.start, OnStop: s.stop})
-	return Result{DB: db, Log: log, Registry: reg}, nil
+	return Result{DB: db, Log: m.Log(), Registry: reg, Manager: m}, nil
 }
 
 // newRegistry builds the registry from the value group, naming every

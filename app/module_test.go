@@ -426,3 +426,44 @@ func TestValidateApp(t *testing.T) {
 type hostSeenCtor struct{ hostSeen }
 
 func (*hostSeenCtor) Name() string { return "host_seen_ctor" }
+
+// TestModuleGuardsOtherServicesProjections runs two apps on one database:
+// one registers agent_event_count, the other does not. The second one's
+// appends of agent events are refused unless it allows drift, which marks
+// the first one's view stale.
+func TestModuleGuardsOtherServicesProjections(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		b := dbtest.New(t, backend)
+		owner, _ := setup(t, app.Config{DatabaseURL: b.URL}, app.AsProjection(agentEventCount{}))
+		owner.RequireStart()
+		owner.RequireStop()
+
+		other, s := setup(t, app.Config{DatabaseURL: b.URL})
+		var m *projection.Manager
+		other2 := fxtest.New(t, fx.Supply(app.Config{DatabaseURL: b.URL, AllowDrift: true}), app.Module, app.ProbeFailuresModule, fx.Populate(&m))
+		other.RequireStart()
+		_, err := s.Log.Append(ctx, probeResult("web-1", "r-1", "CIS-5.2.1", "web-1/1"))
+		var ue *projection.UnregisteredError
+		require.ErrorAs(t, err, &ue)
+		require.Equal(t, []string{"agent_event_count"}, ue.Names)
+		_, err = s.Log.Append(ctx, eventlog.Entry{Kind: eventlog.KindEffect, Payload: []byte(`{}`)})
+		require.NoError(t, err, "kinds no other projection consumes go through")
+		other.RequireStop()
+
+		other2.RequireStart()
+		_, err = m.Log().Append(ctx, probeResult("web-1", "r-1", "CIS-5.2.1", "web-1/1"))
+		require.NoError(t, err)
+		sts, err := m.Status(ctx)
+		require.NoError(t, err)
+		st, ok := sts.Get("agent_event_count")
+		require.True(t, ok)
+		require.False(t, st.Registered)
+		require.Positive(t, st.DriftSeq)
+		other2.RequireStop()
+
+		// The owner now refuses to start on its drifted view.
+		err = startErr(t, app.Config{DatabaseURL: b.URL}, app.AsProjection(agentEventCount{}))
+		require.ErrorIs(t, err, projection.ErrStale)
+	})
+}

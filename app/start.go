@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/redact"
 	"github.com/canonlog/canonlog/projection"
 )
@@ -19,8 +19,7 @@ type starter struct {
 	cfg    Config
 	db     *sqlx.DB
 	owned  bool // Module opened db, so Module closes it
-	log    *eventlog.Log
-	reg    *projection.Registry
+	m      *projection.Manager
 	logger *slog.Logger
 }
 
@@ -53,7 +52,7 @@ func (s *starter) prepare(ctx context.Context) error {
 	if s.cfg.SkipMigrate {
 		s.logger.InfoContext(ctx, "canonlog: migrations skipped (Config.SkipMigrate)")
 	} else {
-		res, err := projection.Migrate(ctx, s.log, s.reg)
+		res, err := s.m.Migrate(ctx)
 		for _, r := range res {
 			s.logger.InfoContext(ctx, "canonlog: migration applied", "set", r.Set, "version", r.Version, "source", r.Source, "duration", r.Duration)
 		}
@@ -67,12 +66,12 @@ func (s *starter) prepare(ctx context.Context) error {
 
 	var staleBefore []string
 	if s.cfg.Stale == projection.StaleRebuild {
-		sts, err := projection.ReadStatus(ctx, s.log, s.reg)
+		sts, err := s.m.Status(ctx)
 		if err != nil {
 			return s.checkError(err)
 		}
 		for _, st := range sts {
-			if st.Stale {
+			if st.Registered && st.Stale {
 				staleBefore = append(staleBefore, st.Name)
 			}
 		}
@@ -80,13 +79,20 @@ func (s *starter) prepare(ctx context.Context) error {
 			s.logger.InfoContext(ctx, "canonlog: rebuilding stale projections before start", "projections", staleBefore)
 		}
 	}
-	sts, err := projection.CheckStale(ctx, s.log, s.reg, s.cfg.Stale)
+	sts, err := s.m.CheckStale(ctx, s.cfg.Stale)
 	if err != nil {
 		return s.checkError(err)
 	}
 	for _, st := range sts {
 		attrs := []any{"name", st.Name, "version", st.Version, "built_version", st.BuiltVersion, "built_seq", st.BuiltSeq}
 		switch {
+		case !st.Registered:
+			attrs = append(attrs[:2], "built_version", st.BuiltVersion, "kinds", kindsAttr(st))
+			if s.cfg.AllowDrift {
+				s.logger.WarnContext(ctx, "canonlog: projection registered by another binary; appends of its kinds skip it and mark it stale (Config.AllowDrift)", attrs...)
+			} else {
+				s.logger.InfoContext(ctx, "canonlog: projection registered by another binary; appends of its kinds are refused", attrs...)
+			}
 		case st.Stale:
 			s.logger.WarnContext(ctx, "canonlog: projection is stale and served anyway (Config.Stale is ignore); rebuild it", attrs...)
 		case slices.Contains(staleBefore, st.Name):
@@ -115,7 +121,7 @@ func (s *starter) checkError(err error) error {
 // then the database if Module opened it. A supplied database stays open
 // for its owner.
 func (s *starter) stop(context.Context) error {
-	err := s.log.Close()
+	err := s.m.Close()
 	if s.owned {
 		err = errors.Join(err, s.db.Close())
 	}
@@ -123,4 +129,16 @@ func (s *starter) stop(context.Context) error {
 		return fmt.Errorf("app: stop: %w", err)
 	}
 	return nil
+}
+
+// kindsAttr renders the kinds a projection consumes for a log line.
+func kindsAttr(st projection.Status) string {
+	if st.AllKinds {
+		return "*"
+	}
+	parts := make([]string, len(st.Kinds))
+	for i, k := range st.Kinds {
+		parts[i] = string(k)
+	}
+	return strings.Join(parts, ",")
 }

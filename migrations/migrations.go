@@ -179,7 +179,9 @@ func (m *Migrator) Down(ctx context.Context) (*Result, error) {
 }
 
 // DownTo rolls back applied migrations until version is the newest applied
-// one; DownTo(ctx, 0) removes the whole set.
+// one; DownTo(ctx, 0) removes the whole set. It looks at this set alone:
+// to tear down a whole database use the package's Down, which first makes
+// sure no other set depends on what it drops.
 func (m *Migrator) DownTo(ctx context.Context, version int64) ([]Result, error) {
 	unlock, err := m.lock(ctx)
 	if err != nil {
@@ -188,33 +190,6 @@ func (m *Migrator) DownTo(ctx context.Context, version int64) ([]Result, error) 
 	defer unlock()
 	res, err := m.provider.DownTo(ctx, version)
 	return m.results(res), m.wrap("down", err)
-}
-
-// Status lists every migration of the set and whether it is applied.
-//
-// goose creates the version table when it is missing, so Status takes the
-// migration lock too and waits for a run in progress.
-func (m *Migrator) Status(ctx context.Context) ([]MigrationStatus, error) {
-	unlock, err := m.lock(ctx)
-	if err != nil {
-		return nil, m.wrap("status", err)
-	}
-	defer unlock()
-	sts, err := m.provider.Status(ctx)
-	if err != nil {
-		return nil, m.wrap("status", err)
-	}
-	out := make([]MigrationStatus, 0, len(sts))
-	for _, st := range sts {
-		out = append(out, MigrationStatus{
-			Set:       m.set.label(),
-			Version:   st.Source.Version,
-			Source:    baseName(st.Source.Path),
-			Applied:   st.State == goose.StateApplied,
-			AppliedAt: st.AppliedAt,
-		})
-	}
-	return out, nil
 }
 
 func (m *Migrator) wrap(op string, err error) error {
@@ -278,42 +253,6 @@ func Up(ctx context.Context, db *sqlx.DB, sets ...Set) ([]Result, error) {
 		if err != nil {
 			return all, err
 		}
-	}
-	return all, nil
-}
-
-// Down removes sets (in reverse order) and then canonlog's core schema: every
-// migration of every set is rolled back. It destroys the event log; it exists
-// for tests and for tearing down scratch databases.
-func Down(ctx context.Context, db *sqlx.DB, sets ...Set) ([]Result, error) {
-	ms, err := migrators(db, sets)
-	if err != nil {
-		return nil, err
-	}
-	var all []Result
-	for i := len(ms) - 1; i >= 0; i-- {
-		res, err := ms[i].DownTo(ctx, 0)
-		all = append(all, res...)
-		if err != nil {
-			return all, err
-		}
-	}
-	return all, nil
-}
-
-// Status lists the migrations of canonlog's core and of each of sets.
-func Status(ctx context.Context, db *sqlx.DB, sets ...Set) ([]MigrationStatus, error) {
-	ms, err := migrators(db, sets)
-	if err != nil {
-		return nil, err
-	}
-	var all []MigrationStatus
-	for _, m := range ms {
-		sts, err := m.Status(ctx)
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, sts...)
 	}
 	return all, nil
 }

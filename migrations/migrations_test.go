@@ -226,6 +226,7 @@ func TestMigrationStatusOnEmptyDatabase(t *testing.T) {
 		require.NoError(t, err)
 		requireStatus(t, sts, "core", coreFiles(t, backend), false)
 		require.False(t, tableExists(t, db, "event_log"))
+		require.False(t, tableExists(t, db, migrations.CoreTable), "status creates no version table")
 	})
 }
 
@@ -384,24 +385,13 @@ func TestMigrationSets(t *testing.T) {
 		_, err = db.Exec(db.Rebind(`INSERT INTO demo_rows (event_log_seq, note) VALUES (?, 'dangling')`), ev.Seq+1000)
 		require.Error(t, err, "a row pointing at no event must be refused")
 
-		// Removing core alone fails while the set's rows point into
-		// event_log: the migration creating event_log is rolled back in a
-		// transaction that fails, so the table and the set stay. (Later core
-		// migrations may have been rolled back before it; Up restores them.)
+		// Removing core alone is refused while the set is applied: its
+		// rows point into event_log. Nothing is rolled back.
+		before := stateOf(t, db)
 		_, err = migrations.Down(ctx, db)
-		require.Error(t, err)
-		require.True(t, tableExists(t, db, "event_log"))
-		require.True(t, tableExists(t, db, "demo_rows"))
-		sts, err = migrations.Status(ctx, db, demo)
-		require.NoError(t, err)
-		require.True(t, sts[0].Applied, "%+v", sts[0])
-		requireStatus(t, sts[len(files):], "demo", demoFiles, true)
-		res, err = migrations.Up(ctx, db, demo)
-		require.NoError(t, err)
-		for _, r := range res {
-			require.Equal(t, "core", r.Set)
-		}
-		requireStatus(t, status(t, db), "core", files, true)
+		require.ErrorIs(t, err, migrations.ErrUnknownSets)
+		require.ErrorContains(t, err, "demo")
+		require.Equal(t, before, stateOf(t, db))
 
 		// Down removes the set before core.
 		res, err = migrations.Down(ctx, db, demo)
@@ -830,6 +820,25 @@ func TestMigrateLockPostgres(t *testing.T) {
 			res, err := migrations.Up(context.Background(), db)
 			require.NoError(t, err)
 			requireResults(t, res, "core", "up", files)
+		})
+
+		t.Run("ReadersDoNotWait", func(t *testing.T) {
+			t.Parallel()
+			b := dbtest.New(t, "postgres")
+			db := b.Open(t)
+			_, err := migrations.Up(context.Background(), db, demoSet())
+			require.NoError(t, err)
+			_, release := holdLock(t, b)
+			defer release()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			sts, err := migrations.Status(ctx, db, demoSet())
+			require.NoError(t, err, "status must not wait for the migration lock")
+			requireStatus(t, sts[len(sts)-len(demoFiles):], "demo", demoFiles, true)
+			_, err = migrations.PlanDown(ctx, db, demoSet())
+			require.NoError(t, err)
+			_, err = migrations.InstalledSets(ctx, db)
+			require.NoError(t, err)
 		})
 
 		t.Run("OtherSchemaDoesNotWait", func(t *testing.T) {

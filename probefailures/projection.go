@@ -75,13 +75,13 @@ func (p *Projection) ApplyBatch(ctx context.Context, tx *sqlx.Tx, events []event
 	if err != nil {
 		return err
 	}
-	return p.WritePrepared(ctx, tx, rows)
+	return rows.WriteTx(ctx, tx)
 }
 
 // PrepareBatch implements projection.Pipeliner: it derives the rows of
-// events (a []Row) without touching the database.
-func (*Projection) PrepareBatch(events []eventlog.Event) (any, error) {
-	var rows []Row
+// events without touching the database.
+func (*Projection) PrepareBatch(events []eventlog.Event) (projection.PreparedBatch, error) {
+	var rows preparedRows
 	for _, ev := range events {
 		var err error
 		if rows, err = Rows(rows, ev); err != nil {
@@ -91,10 +91,11 @@ func (*Projection) PrepareBatch(events []eventlog.Event) (any, error) {
 	return rows, nil
 }
 
-// WritePrepared implements projection.Pipeliner: it inserts the rows
-// PrepareBatch derived.
-func (*Projection) WritePrepared(ctx context.Context, tx *sqlx.Tx, prepared any) error {
-	rows, _ := prepared.([]Row)
+// preparedRows are the rows PrepareBatch derived, ready to insert.
+type preparedRows []Row
+
+// WriteTx implements projection.PreparedBatch.
+func (rows preparedRows) WriteTx(ctx context.Context, tx *sqlx.Tx) error {
 	if len(rows) == 0 {
 		return nil
 	}

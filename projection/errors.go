@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/canonlog/canonlog/eventlog"
 )
 
 var (
@@ -23,6 +25,22 @@ var (
 	// older logic (or never built) and the policy is to refuse. The error is
 	// a *StaleError.
 	ErrStale = errors.New("stale projections")
+
+	// ErrUnregistered is returned by Manager's appends, Rebuild and Verify
+	// for a projection that the database records but the registry lacks:
+	// another binary (the service that owns it) registers it. The error is
+	// an *UnregisteredError.
+	ErrUnregistered = errors.New("projection registered by another binary")
+
+	// ErrSchema is returned by Manager.CheckSchema when canonlog's tables
+	// or a registered projection's are missing. The error is a
+	// *SchemaError.
+	ErrSchema = errors.New("schema not migrated")
+
+	// ErrDifferent is wrapped by the *DifferenceError that
+	// VerifyResults.Err returns when a live view differs from a fresh
+	// derivation.
+	ErrDifferent = errors.New("projection differs from the log")
 
 	// ErrNotVerifiable is returned by Verify for a projection that
 	// implements neither Tabler nor Checksummer.
@@ -97,3 +115,64 @@ func (e *StaleError) Error() string {
 }
 
 func (e *StaleError) Unwrap() error { return ErrStale }
+
+// UnregisteredError reports projections that the database records but this
+// binary's registry lacks, met by an append of a kind they consume, or
+// named to Rebuild or Verify.
+type UnregisteredError struct {
+	// Op is "append", "rebuild" or "verify".
+	Op string
+	// Names are the projections, in name order.
+	Names []string
+	// Kind is the refused append's kind (an append of several kinds names
+	// the last one that a projection in Names consumes).
+	Kind eventlog.Kind
+}
+
+func (e *UnregisteredError) Error() string {
+	names := strings.Join(e.Names, ", ")
+	subject, them := "projection "+names+" is", "it"
+	if len(e.Names) > 1 {
+		subject, them = "projections "+names+" are", "them"
+	}
+	if e.Op == "append" {
+		return fmt.Sprintf("append of kind %s refused: %s recorded in this database as consuming that kind, and this binary does not register %s, so the view would miss the event; append with the binary that registers %s (such as the service owning %s), or allow drift and then rebuild %s with that binary",
+			e.Kind, subject, them, them, them, them)
+	}
+	return fmt.Sprintf("%s: %s registered by another binary, not this one: run %s with the binary that registers %s (such as the service's own operator command)",
+		e.Op, subject, e.Op, them)
+}
+
+func (e *UnregisteredError) Unwrap() error { return ErrUnregistered }
+
+// SchemaError reports a table that CheckSchema could not read.
+type SchemaError struct {
+	Table string
+	Err   error
+}
+
+func (e *SchemaError) Error() string {
+	return fmt.Sprintf("no table %s (%v): migrate the database first", e.Table, e.Err)
+}
+
+func (e *SchemaError) Unwrap() []error { return []error{ErrSchema, e.Err} }
+
+// DifferenceError reports projections whose live view differs from a fresh
+// derivation of the log (VerifyResults.Err).
+type DifferenceError struct {
+	Results []VerifyResult
+}
+
+func (e *DifferenceError) Error() string {
+	parts := make([]string, len(e.Results))
+	for i, r := range e.Results {
+		if r.Missing+r.Extra > 0 {
+			parts[i] = fmt.Sprintf("%s (%d missing, %d extra)", r.Name, r.Missing, r.Extra)
+		} else {
+			parts[i] = fmt.Sprintf("%s (checksum %s, fresh %s)", r.Name, r.LiveChecksum, r.FreshChecksum)
+		}
+	}
+	return fmt.Sprintf("projections differ from a fresh derivation of the log, rebuild them: %s", strings.Join(parts, ", "))
+}
+
+func (e *DifferenceError) Unwrap() error { return ErrDifferent }

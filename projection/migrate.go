@@ -50,11 +50,13 @@ func Migrate(ctx context.Context, log *eventlog.Log, reg *Registry) ([]migration
 			return res, err
 		}
 	}
-	return res, nil
+	return res, recordKinds(ctx, log.DB(), reg)
 }
 
-// Install records a checkpoint for each registered projection that has none
-// and whose kinds do not occur in the log yet (see Migrate).
+// Install records a checkpoint for each registered projection that has
+// none: built at its version when its kinds do not occur in the log yet
+// (see Migrate), else at version 0, "never built", so that it is stale
+// until rebuilt and yet recorded, with its kinds, for other binaries.
 func Install(ctx context.Context, log *eventlog.Log, reg *Registry) error {
 	cps, err := readCheckpoints(ctx, log.DB())
 	if err != nil {
@@ -81,14 +83,15 @@ func Install(ctx context.Context, log *eventlog.Log, reg *Registry) error {
 				found++
 				break
 			}
-			if found > 0 {
-				return nil // events exist: it needs a real rebuild
-			}
 			last, err := log.LastSeqTx(ctx, tx)
 			if err != nil {
 				return err
 			}
-			return writeCheckpoint(ctx, tx, e.name, checkpoint{Version: e.p.Version(), Seq: last, At: log.Clock().Now()})
+			c := checkpoint{Version: e.p.Version(), Seq: last, At: log.Clock().Now()}
+			if found > 0 {
+				c.Version, c.Seq = 0, 0 // events exist: it needs a real rebuild
+			}
+			return writeCheckpointIfAbsent(ctx, tx, e, c)
 		})
 		if err != nil {
 			return fmt.Errorf("projection %s: install: %w", e.name, err)

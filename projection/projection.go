@@ -48,14 +48,21 @@ type BatchApplier interface {
 
 // Pipeliner is a BatchApplier whose batch work splits into a pure part —
 // PrepareBatch: decoding and deriving rows, no database access, safe to run
-// on another goroutine — and WritePrepared, the database writes. Rebuild
-// then prepares the next page while the current one is written, so the
-// client's CPU work overlaps the database's. ApplyBatch must equal
-// PrepareBatch followed by WritePrepared.
+// on another goroutine — and the database writes, done by the
+// PreparedBatch it returns. Rebuild then prepares the next page while the
+// current one is written, so the client's CPU work overlaps the
+// database's. ApplyBatch must equal PrepareBatch followed by WriteTx.
 type Pipeliner interface {
 	BatchApplier
-	PrepareBatch(events []eventlog.Event) (any, error)
-	WritePrepared(ctx context.Context, tx *sqlx.Tx, prepared any) error
+	PrepareBatch(events []eventlog.Event) (PreparedBatch, error)
+}
+
+// PreparedBatch is a page of events that Pipeliner.PrepareBatch derived,
+// ready to be written. It writes itself, so a rebuild never hands a
+// projection a value of the wrong type.
+type PreparedBatch interface {
+	// WriteTx writes the derived rows inside tx.
+	WriteTx(ctx context.Context, tx *sqlx.Tx) error
 }
 
 // Migrator is implemented by projections that bring their own tables. Their

@@ -325,7 +325,7 @@ func TestRebuild(t *testing.T) {
 			b.version = 2
 			sts, err = projection.ReadStatus(ctx, log, reg)
 			require.NoError(t, err)
-			require.Equal(t, projection.Status{Name: "b_view", Version: 2, BuiltVersion: 1, BuiltAt: sts[1].BuiltAt, Stale: true}, sts[1])
+			require.Equal(t, projection.Status{Name: "b_view", Installed: true, Registered: true, Version: 2, BuiltVersion: 1, BuiltAt: sts[1].BuiltAt, AllKinds: true, Stale: true}, sts[1])
 			require.False(t, sts[0].Stale)
 
 			res, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{StaleOnly: true})
@@ -393,8 +393,12 @@ func TestVerify(t *testing.T) {
 		require.EqualValues(t, 2, r.Missing) // seq 7 as derived, seq 9
 		require.EqualValues(t, 1, r.Extra)   // seq 7 tampered
 		require.Len(t, r.Samples, 3)
-		require.Contains(t, r.Samples, `extra test_view: (event_log_seq="7", kind="k", host_id="tampered", payload_len="2")`)
-		require.Contains(t, r.Samples, `missing test_view: (event_log_seq="9", kind="k", host_id="h2", payload_len="2")`)
+		samples := make([]string, len(r.Samples))
+		for i, s := range r.Samples {
+			samples[i] = s.String()
+		}
+		require.Contains(t, samples, `extra test_view: (event_log_seq="7", kind="k", host_id="tampered", payload_len="2")`)
+		require.Contains(t, samples, `missing test_view: (event_log_seq="9", kind="k", host_id="h2", payload_len="2")`)
 		require.NotEqual(t, r.LiveChecksum, r.FreshChecksum)
 
 		// Verify changed nothing; a rebuild repairs the view.

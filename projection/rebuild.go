@@ -115,7 +115,7 @@ func rebuildOne(ctx context.Context, log *eventlog.Log, d dialect.Dialect, e *re
 				return fmt.Errorf("projection %s: %w", e.name, err)
 			}
 		}
-		return writeCheckpoint(ctx, tx, e.name, checkpoint{Version: res.Version, Seq: seq, At: log.Clock().Now()})
+		return writeCheckpoint(ctx, tx, e, checkpoint{Version: res.Version, Seq: seq, At: log.Clock().Now()})
 	})
 	if err != nil {
 		return RebuildResult{}, fmt.Errorf("projection: rebuild %s: %w", e.name, err)
@@ -188,7 +188,7 @@ func countRows(ctx context.Context, tx *sqlx.Tx, tables []string) (int64, error)
 // pages are in memory.
 func replayPipelined(ctx context.Context, tx *sqlx.Tx, e *registered, pl Pipeliner, pages iter.Seq2[[]eventlog.Event, error], advance func([]eventlog.Event) error) error {
 	type prepared struct {
-		v   any
+		b   PreparedBatch
 		err error
 	}
 	type pending struct {
@@ -198,8 +198,8 @@ func replayPipelined(ctx context.Context, tx *sqlx.Tx, e *registered, pl Pipelin
 	write := func(p *pending) error {
 		r := <-p.done
 		err := r.err
-		if err == nil {
-			err = pl.WritePrepared(ctx, tx, r.v)
+		if err == nil && r.b != nil {
+			err = r.b.WriteTx(ctx, tx)
 		}
 		if err != nil {
 			return e.applyError(p.page, 0, err)
@@ -213,8 +213,8 @@ func replayPipelined(ctx context.Context, tx *sqlx.Tx, e *registered, pl Pipelin
 		}
 		cur := &pending{page: page, done: make(chan prepared, 1)}
 		go func() {
-			v, err := pl.PrepareBatch(cur.page)
-			cur.done <- prepared{v, err}
+			b, err := pl.PrepareBatch(cur.page)
+			cur.done <- prepared{b, err}
 		}()
 		if prev != nil {
 			if err := write(prev); err != nil {

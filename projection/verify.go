@@ -25,14 +25,76 @@ type VerifyResult struct {
 	// changed row counts once in each. Both are 0 when the projection only
 	// implements Checksummer.
 	Missing, Extra int64
-	// Samples shows up to 10 differing rows, "missing <table>: (…)" or
-	// "extra <table>: (…)".
-	Samples []string
+	// Samples shows up to 10 differing rows.
+	Samples []Sample
 	// LiveChecksum and FreshChecksum are set for projections implementing
 	// Checksummer.
 	LiveChecksum, FreshChecksum string
 	// Events is the number of events the fresh derivation replayed.
 	Events int64
+}
+
+// Sample is one row that differs between the live view and a fresh
+// derivation.
+type Sample struct {
+	// Table is the projection table the row belongs to.
+	Table string
+	// Side is "missing" (a fresh derivation has the row, the live view
+	// lacks it) or "extra" (the live view has it, a fresh derivation
+	// lacks it).
+	Side string
+	// Columns are the table's column names, in table order.
+	Columns []string
+	// Values are the row's values as the database renders them as text,
+	// one per column; nil for NULL.
+	Values []*string
+}
+
+// String renders the sample as "missing <table>: (col=value, …)".
+func (s Sample) String() string {
+	parts := make([]string, len(s.Columns))
+	for i, c := range s.Columns {
+		v := "NULL"
+		if s.Values[i] != nil {
+			v = fmt.Sprintf("%q", *s.Values[i])
+		}
+		parts[i] = c + "=" + v
+	}
+	return fmt.Sprintf("%s %s: (%s)", s.Side, s.Table, strings.Join(parts, ", "))
+}
+
+// VerifyResults are Verify's results, in name order.
+type VerifyResults []VerifyResult
+
+// Get returns the result of the projection named name.
+func (rs VerifyResults) Get(name string) (VerifyResult, bool) {
+	for _, r := range rs {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return VerifyResult{}, false
+}
+
+// Err returns a *DifferenceError naming every projection whose live view
+// differs from a fresh derivation, or nil when all are equal: a caller
+// that only checks Verify's error would otherwise miss a difference.
+//
+//	res, err := projection.Verify(ctx, log, reg, nil)
+//	if err == nil {
+//		err = res.Err()
+//	}
+func (rs VerifyResults) Err() error {
+	var diff []VerifyResult
+	for _, r := range rs {
+		if !r.Equal {
+			diff = append(diff, r)
+		}
+	}
+	if len(diff) == 0 {
+		return nil
+	}
+	return &DifferenceError{Results: diff}
 }
 
 // Verify derives each named projection (all registered ones when names is
@@ -42,7 +104,10 @@ type VerifyResult struct {
 // Tabler, a row-by-row comparison of its tables that counts and samples the
 // differences. While a projection is verified, appends that apply to it
 // wait, as during a rebuild.
-func Verify(ctx context.Context, log *eventlog.Log, reg *Registry, names []string) ([]VerifyResult, error) {
+//
+// A difference is not an error: check each result's Equal, or call the
+// results' Err method.
+func Verify(ctx context.Context, log *eventlog.Log, reg *Registry, names []string) (VerifyResults, error) {
 	entries, err := reg.selectEntries(names)
 	if err != nil {
 		return nil, err
@@ -58,7 +123,7 @@ func Verify(ctx context.Context, log *eventlog.Log, reg *Registry, names []strin
 	if err != nil {
 		return nil, err
 	}
-	out := make([]VerifyResult, 0, len(entries))
+	out := make(VerifyResults, 0, len(entries))
 	for _, e := range entries {
 		res, err := verifyOne(ctx, log, d, e)
 		if err != nil {
@@ -128,7 +193,7 @@ func verifyOne(ctx context.Context, log *eventlog.Log, d dialect.Dialect, e *reg
 
 // diffTable compares the multiset of rows of live and fresh (same columns),
 // comparing every column as text so that any column type works.
-func diffTable(ctx context.Context, tx *sqlx.Tx, live, fresh string, sampleLimit int) (missing, extra int64, samples []string, err error) {
+func diffTable(ctx context.Context, tx *sqlx.Tx, live, fresh string, sampleLimit int) (missing, extra int64, samples []Sample, err error) {
 	cols, err := columnsOf(ctx, tx, fresh)
 	if err != nil {
 		return 0, 0, nil, err
@@ -174,15 +239,14 @@ FROM (`+grouped+`) AS d`).Scan(&missing, &extra); err != nil {
 		if err := rows.Scan(ptrs...); err != nil {
 			return 0, 0, nil, err
 		}
-		parts := make([]string, len(cols))
-		for i, c := range cols {
-			parts[i] = c + "=" + renderValue(vals[i])
+		smp := Sample{Table: fresh, Side: "missing", Columns: cols, Values: make([]*string, len(cols))}
+		for i := range cols {
+			smp.Values[i] = textValue(vals[i])
 		}
-		side := "missing"
 		if toInt(vals[len(cols)]) > 0 {
-			side = "extra"
+			smp.Side = "extra"
 		}
-		samples = append(samples, fmt.Sprintf("%s %s: (%s)", side, fresh, strings.Join(parts, ", ")))
+		samples = append(samples, smp)
 	}
 	return missing, extra, samples, rows.Err()
 }
@@ -196,17 +260,21 @@ func columnsOf(ctx context.Context, tx *sqlx.Tx, table string) ([]string, error)
 	return rows.Columns()
 }
 
-func renderValue(v any) string {
+// textValue returns the text of a value selected CAST AS TEXT; nil for
+// NULL.
+func textValue(v any) *string {
+	var s string
 	switch x := v.(type) {
 	case nil:
-		return "NULL"
+		return nil
 	case []byte:
-		return fmt.Sprintf("%q", string(x))
+		s = string(x)
 	case string:
-		return fmt.Sprintf("%q", x)
+		s = x
 	default:
-		return fmt.Sprint(x)
+		s = fmt.Sprint(x)
 	}
+	return &s
 }
 
 func toInt(v any) int64 {

@@ -1,9 +1,10 @@
 // Package dbtest gives every storage test a fresh database on each backend.
 //
 // Run runs a test once per backend, in parallel subtests named "sqlite" and
-// "postgres". SQLite databases are files in the test's temporary directory.
-// PostgreSQL databases are schemas of their own on the server named by
-// TEST_DATABASE_URL (default
+// "postgres". SQLite databases are files in the test's temporary directory,
+// which the testing package removes. PostgreSQL databases are schemas of
+// their own (internal/scratchdb, named canonlog_test_…) on the server named
+// by TEST_DATABASE_URL (default
 // postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable), dropped when
 // the test ends. When PostgreSQL is unreachable its subtests skip with a
 // one-line reason — unless CANONLOG_REQUIRE_POSTGRES=1, where they fail.
@@ -11,9 +12,7 @@ package dbtest
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"fmt"
 	"net/url"
 	"os"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dialect"
+	"github.com/canonlog/canonlog/internal/scratchdb"
 	"github.com/canonlog/canonlog/migrations"
 )
 
@@ -169,11 +169,11 @@ func probe(t testing.TB) {
 // NewName returns a fresh name for a test schema or role on the shared
 // server: canonlog_test_ and 12 random hex digits. CI fails a run that
 // leaves such a name behind.
-func NewName() string {
-	var buf [6]byte
-	_, _ = rand.Read(buf[:])
-	return "canonlog_test_" + hex.EncodeToString(buf[:])
-}
+func NewName() string { return scratchdb.NewName(namePrefix) }
+
+// namePrefix begins every schema and role the tests make on the shared
+// server: CI's leftover check looks for it.
+const namePrefix = "canonlog_test"
 
 // URL returns the test server's URL (PostgresURL) as user (the URL's own
 // when user is ""), with search_path pinned to schema.
@@ -185,10 +185,7 @@ func URL(user, schema string) (string, error) {
 	if user != "" {
 		u.User = url.User(user)
 	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String(), nil
+	return scratchdb.SchemaURL(u.String(), schema)
 }
 
 // SessionURL returns b.URL with its PostgreSQL sessions tagged by tag (as
@@ -243,33 +240,28 @@ FROM pg_stat_activity WHERE application_name = $1`, tag)
 	}
 }
 
+// newPostgres makes the test's schema: a scratch set of one, named
+// canonlog_test_<random>_1.
 func newPostgres(t testing.TB) Backend {
 	t.Helper()
-	admin := Admin(t)
-	// Used at the start and the end of the test only: hold no connection
-	// in between.
-	admin.SetMaxIdleConns(0)
-	schema := NewName()
-	ctx := context.Background()
-	if _, err := admin.ExecContext(ctx, `CREATE SCHEMA `+schema); err != nil {
-		t.Fatalf("dbtest: create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		// Connections of the test may still be closing; retry briefly.
-		var err error
-		for range 20 {
-			if _, err = admin.ExecContext(context.Background(), `DROP SCHEMA `+schema+` CASCADE`); err == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Errorf("dbtest: drop schema %s: %v", schema, err)
-	})
-	u, err := URL("", schema)
+	probe(t)
+	set, err := scratchdb.New(PostgresURL(), &scratchdb.Config{Prefix: namePrefix})
 	if err != nil {
 		t.Fatalf("dbtest: %v", err)
 	}
-	return Backend{Name: "postgres", Dialect: dialect.Postgres, URL: u, Schema: schema}
+	// Registered before Create, so that a schema whose creation failed
+	// halfway is dropped too; it runs after the cleanups of the pools the
+	// test opens later.
+	t.Cleanup(func() {
+		if err := set.Close(); err != nil {
+			t.Errorf("dbtest: %v", err)
+		}
+	})
+	db, err := set.Create(context.Background())
+	if err != nil {
+		t.Fatalf("dbtest: %v", err)
+	}
+	return Backend{Name: "postgres", Dialect: dialect.Postgres, URL: db.URL, Schema: db.Name}
 }
 
 // CopyRow COPYs one effect event into event_log on PostgreSQL, naming the

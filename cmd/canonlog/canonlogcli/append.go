@@ -38,6 +38,7 @@ type appendOptions struct {
 	kind, host, rollout, eventID, ts, payload string
 	file                                      string
 	output                                    string
+	allowDrift                                bool
 }
 
 func newAppendCommand(g *globals) *cobra.Command {
@@ -67,7 +68,14 @@ All lines are appended in one transaction: if any line is malformed or
 refused, nothing is appended and the error names the line.
 
 Entries whose event id is already stored are duplicates: nothing is
-written for them, and the output says so.`,
+written for them, and the output says so.
+
+An entry whose kind is consumed by a projection that the database records
+but this binary does not register (another binary, such as the service
+owning it, does) is refused, and nothing is appended: that view would
+miss the event. Append it with the binary that registers the projection,
+or pass --allow-drift: the append then goes ahead, and the projection is
+marked stale until that binary rebuilds it.`,
 		Example: `  canonlog append --kind agent_event --host host-17 --rollout r-42 --event-id host-17/probe/1 \
       --payload '{"type":"ProbeResult","mode":"enforce","status":"pass","probe_name":"ssh"}'
   canonlog append --kind plan_action --payload @action.json
@@ -89,10 +97,11 @@ written for them, and the output says so.`,
 			if err != nil {
 				return err
 			}
-			return runAppendOne(cmd.Context(), g, entry, o.output)
+			return runAppendOne(cmd.Context(), g, entry, o)
 		},
 	}
 	fl := cmd.Flags()
+	fl.BoolVar(&o.allowDrift, "allow-drift", false, "append even kinds that projections registered by another binary consume, marking those projections stale until rebuilt")
 	fl.StringVar(&o.kind, "kind", "", "event kind, e.g. agent_event (required without --file)")
 	fl.StringVar(&o.host, "host", "", "host id")
 	fl.StringVar(&o.rollout, "rollout", "", "rollout id")
@@ -314,8 +323,9 @@ func (r *appendReport) print(w io.Writer, output string) error {
 	return nil
 }
 
-func runAppendOne(ctx context.Context, g *globals, entry eventlog.Entry, output string) error {
-	e, err := g.open(ctx, requireSchema)
+func runAppendOne(ctx context.Context, g *globals, entry eventlog.Entry, o appendOptions) error {
+	output := o.output
+	e, err := g.open(ctx, requireSchema, openOptions{allowDrift: o.allowDrift})
 	if err != nil {
 		return err
 	}
@@ -351,7 +361,7 @@ func runAppendFile(ctx context.Context, g *globals, o appendOptions) error {
 		defer f.Close()
 		in, name = f, o.file
 	}
-	e, err := g.open(ctx, requireSchema)
+	e, err := g.open(ctx, requireSchema, openOptions{allowDrift: o.allowDrift})
 	if err != nil {
 		return err
 	}

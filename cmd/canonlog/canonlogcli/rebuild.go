@@ -2,6 +2,7 @@ package canonlogcli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -55,9 +56,6 @@ terminal, a plain line every few seconds otherwise.`,
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
 				return err
 			}
-			if err := checkNames(g.cfg, args); err != nil {
-				return err
-			}
 			return runRebuild(cmd.Context(), g, o)
 		},
 	}
@@ -77,16 +75,26 @@ func checkProgress(p string) error {
 	return nil
 }
 
-// checkNames refuses unknown projection names before the database is
-// touched, listing the known ones.
-func checkNames(cfg *Config, names []string) error {
-	known := projectionNames(cfg)
-	for _, n := range names {
-		if !slices.Contains(known, n) {
-			return fmt.Errorf("unknown projection %q: known projections are %s", n, strings.Join(known, ", "))
-		}
+// namesError turns the Manager's refusal of a projection name this
+// binary does not register (unknown, or another binary's) into a usage
+// error, and returns nil for any other error.
+func namesError(err error) error {
+	if errors.Is(err, projection.ErrUnknownProjection) || errors.Is(err, projection.ErrUnregistered) {
+		return usageError{err}
 	}
 	return nil
+}
+
+// noteUnregistered tells on w which projections the database records that
+// this binary does not register, and so were not rebuilt or verified.
+func noteUnregistered(ctx context.Context, e *env, w io.Writer, done string) {
+	sts, err := e.m.Status(ctx)
+	if err != nil {
+		return // the command itself succeeded; the note is a courtesy
+	}
+	for _, s := range sts.Unregistered() {
+		fmt.Fprintf(w, "%s: not %s: registered by another binary (such as the service that owns it); run this command with that binary\n", s.Name, done)
+	}
 }
 
 // projectionNames returns the names of cfg's projections in name order.
@@ -120,6 +128,9 @@ func runRebuild(ctx context.Context, g *globals, o rebuildOptions) error {
 	if err != nil {
 		return err
 	}
+	if len(o.names) == 0 {
+		noteUnregistered(ctx, e, g.stderr, "rebuilt")
+	}
 	if o.output == outputJSON {
 		return writeJSON(g.stdout, reports)
 	}
@@ -135,10 +146,13 @@ func runRebuild(ctx context.Context, g *globals, o rebuildOptions) error {
 // rebuild runs projection.Rebuild with progress on stderr.
 func rebuild(ctx context.Context, e *env, stderr io.Writer, o rebuildOptions) ([]rebuildReport, error) {
 	pr := newProgressReporter(stderr, o.progress)
-	res, err := projection.Rebuild(ctx, e.log, e.reg, &projection.RebuildOptions{
+	res, err := e.m.Rebuild(ctx, &projection.RebuildOptions{
 		Names: o.names, StaleOnly: o.stale, BatchSize: o.batchSize, Progress: pr.update,
 	})
 	pr.finish()
+	if err := namesError(err); err != nil {
+		return nil, err
+	}
 	reports := make([]rebuildReport, 0, len(res))
 	for _, r := range res {
 		rep := rebuildReport{Name: r.Name, Version: r.Version, Events: r.Events, Rows: r.Rows, Seq: r.Seq, Seconds: r.Duration.Seconds()}

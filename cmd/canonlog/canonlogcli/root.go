@@ -99,16 +99,21 @@ func (g *globals) newRegistry() (*projection.Registry, error) {
 	return projection.NewRegistry(g.cfg.Projections...)
 }
 
-// env is an open database with the log and the registry on it.
+// env is canonlog assembled on the database the command names.
 type env struct {
-	db  *sqlx.DB
-	log *eventlog.Log
-	reg *projection.Registry
-	url string // redacted, for output
+	m    *projection.Manager
+	db   *sqlx.DB
+	log  *eventlog.Log
+	reg  *projection.Registry
+	url  string // redacted, for output
+	name string // the binary's name, for hints
+	// uninstalled are this binary's projections that the database has not
+	// installed: they are left out of reg.
+	uninstalled []string
 }
 
 func (e *env) Close() {
-	_ = e.log.Close()
+	_ = e.m.Close()
 	_ = e.db.Close()
 }
 
@@ -116,25 +121,41 @@ func (e *env) Close() {
 type openMode int
 
 const (
-	// requireSchema refuses a database without canonlog's tables, and a
-	// SQLite file that does not exist, rather than creating either: a
-	// mistyped URL must not leave an empty database behind.
+	// requireSchema refuses a database without canonlog's tables or the
+	// tables of this binary's projections, and a SQLite file that does not
+	// exist, rather than creating either: a mistyped URL must not leave an
+	// empty database behind.
 	requireSchema openMode = iota
-	// migrateSchema applies pending migrations (projection.Migrate, so that
+	// readSchema is requireSchema for commands that only read the log
+	// (query, tail, status): canonlog's own tables suffice, whatever
+	// projections the database holds.
+	readSchema
+	// migrateSchema applies pending migrations (Manager.Migrate, so that
 	// projection checkpoints are installed too).
 	migrateSchema
 	// anySchema opens the database as it is (for the migrate command).
 	anySchema
 )
 
-// open opens the database named by the URL flags, with the log appending
-// through the registry.
-func (g *globals) open(ctx context.Context, mode openMode) (*env, error) {
+// openOptions are per-command choices for open.
+type openOptions struct {
+	// allowDrift lets appends skip projections that other binaries
+	// register (projection.ManagerConfig.AllowDrift).
+	allowDrift bool
+}
+
+// open opens the database named by the URL flags and assembles canonlog
+// on it with this binary's projections.
+func (g *globals) open(ctx context.Context, mode openMode, opts ...openOptions) (*env, error) {
+	var o openOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	raw := g.resolveDatabaseURL()
-	if mode == requireSchema {
+	if mode == requireSchema || mode == readSchema {
 		if path, ok := sqliteFile(raw); ok {
 			if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-				return nil, fmt.Errorf("no database at %s: create it with 'canonlog migrate up' (or run 'canonlog demo'), or pass --database-url", path)
+				return nil, fmt.Errorf("no database at %s: create it with '%s migrate up' (or run '%s demo'), or pass --database-url", path, g.cfg.Name, g.cfg.Name)
 			}
 		}
 	}
@@ -142,30 +163,65 @@ func (g *globals) open(ctx context.Context, mode openMode) (*env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (%s)", err, connectHint(raw, err))
 	}
-	reg, err := g.newRegistry()
+	e, err := g.assemble(ctx, db, mode, o)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
 	}
-	log, err := eventlog.New(db, &eventlog.Config{Hook: reg})
-	if err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	e := &env{db: db, log: log, reg: reg, url: redact.URL(raw)}
+	e.url = redact.URL(raw)
 	switch mode {
 	case migrateSchema:
-		if _, err := projection.Migrate(ctx, log, reg); err != nil {
+		if _, err := e.m.Migrate(ctx); err != nil {
 			e.Close()
 			return nil, fmt.Errorf("migrate: %w", err)
 		}
-	case requireSchema:
-		if err := e.checkSchema(ctx); err != nil {
+	case requireSchema, readSchema:
+		if err := e.checkSchema(ctx, mode); err != nil {
 			e.Close()
 			return nil, err
 		}
 	}
 	return e, nil
+}
+
+// assemble builds the Manager on db. Outside the migrate modes it keeps
+// only this binary's projections that the database has installed (has a
+// checkpoint for): a canonlog database that never installed one of them,
+// such as a service's, has no view of it to keep, and the binary must
+// still work on it.
+func (g *globals) assemble(ctx context.Context, db *sqlx.DB, mode openMode, o openOptions) (*env, error) {
+	reg, err := g.newRegistry()
+	if err != nil {
+		return nil, err
+	}
+	var uninstalled []string
+	if mode == requireSchema || mode == readSchema {
+		probe, err := projection.NewManager(db, reg, nil)
+		if err != nil {
+			return nil, err
+		}
+		sts, err := probe.Status(ctx)
+		_ = probe.Close()
+		if err == nil {
+			var keep []projection.Projection
+			for _, p := range reg.All() {
+				if st, _ := sts.Get(p.Name()); st.Installed {
+					keep = append(keep, p)
+				} else {
+					uninstalled = append(uninstalled, p.Name())
+				}
+			}
+			if reg, err = projection.NewRegistry(keep...); err != nil {
+				return nil, err
+			}
+		}
+		// Without a readable checkpoint table, checkSchema says what to do.
+	}
+	m, err := projection.NewManager(db, reg, &projection.ManagerConfig{AllowDrift: o.allowDrift})
+	if err != nil {
+		return nil, err
+	}
+	return &env{m: m, db: db, log: m.Log(), reg: reg, name: g.cfg.Name, uninstalled: uninstalled}, nil
 }
 
 // connectHint says what to look at when connecting to raw failed with err.
@@ -182,23 +238,29 @@ func connectHint(raw string, err error) string {
 	return "check --database-url, CANONLOG_DATABASE_URL or DATABASE_URL, and that the SQLite file's directory exists and that you may read and write there"
 }
 
-// checkSchema makes sure the event log and every projection's tables
-// exist, reading only (goose's own status check would create its version
-// tables).
-func (e *env) checkSchema(ctx context.Context) error {
-	tables := []string{"event_log", "canonlog_projections"}
-	for _, p := range e.reg.All() {
-		if t, ok := p.(projection.Tabler); ok {
-			tables = append(tables, t.Tables()...)
+// checkSchema makes sure canonlog's tables exist and, unless the command
+// only reads the log, this binary's projections' tables too, reading only
+// (goose's own status check would create its version tables).
+func (e *env) checkSchema(ctx context.Context, mode openMode) error {
+	if mode == readSchema {
+		if _, err := e.log.LastSeq(ctx); err != nil {
+			return e.schemaError("event_log", err)
 		}
-	}
-	for _, t := range tables {
-		var n int
-		if err := e.db.QueryRowxContext(ctx, `SELECT COUNT(*) FROM `+t+` WHERE 1 = 0`).Scan(&n); err != nil {
-			return fmt.Errorf("the database at %s has no table %s (%v): run 'canonlog migrate up' first", e.url, t, err)
+		if err := e.m.Load(ctx); err != nil {
+			return e.schemaError("canonlog_projections", err)
 		}
+		return nil
 	}
-	return nil
+	err := e.m.CheckSchema(ctx)
+	var se *projection.SchemaError
+	if errors.As(err, &se) {
+		return e.schemaError(se.Table, se.Err)
+	}
+	return err
+}
+
+func (e *env) schemaError(table string, err error) error {
+	return fmt.Errorf("the database at %s has no table %s, or an older one (%v): run '%s migrate up' first", e.url, table, err, e.name)
 }
 
 // sqliteFile returns the file of a sqlite:PATH URL.

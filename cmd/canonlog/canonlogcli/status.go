@@ -23,8 +23,11 @@ func newStatusCommand(g *globals) *cobra.Command {
 		Short: "Show the log's size and each projection's state",
 		Long: `status shows the number of events and the last seq, and for each
 projection: the version the code registers, the version the live view was
-built at, whether it is stale (built by other logic, or never built: run
-'canonlog rebuild --stale'), its row count, and its last rebuild.`,
+built at, whether it is stale (built by other logic, never built, or
+missed events appended with --allow-drift: run 'rebuild --stale'), its row
+count, and its last rebuild. Projections that the database records but
+this binary does not register (another binary, such as the service that
+owns them, does) are listed as such and not checked.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
@@ -45,17 +48,24 @@ type statusReport struct {
 }
 
 type projectionReport struct {
-	Name         string     `json:"name"`
+	Name string `json:"name"`
+	// Registered is false for a projection the database records that this
+	// binary does not register: another binary owns it, and its version,
+	// staleness and rows are not checked here.
+	Registered   bool       `json:"registered"`
 	Version      int        `json:"version"`
 	BuiltVersion int        `json:"built_version"`
 	Stale        bool       `json:"stale"`
-	Rows         int64      `json:"rows"` // -1 when the projection does not list its tables
+	Rows         int64      `json:"rows"` // -1 when the projection does not list its tables or is not registered
 	BuiltSeq     int64      `json:"built_seq"`
 	BuiltAt      *time.Time `json:"built_at"`
+	// Kinds are the kinds it consumes; ["*"] for every kind.
+	Kinds    []string `json:"kinds"`
+	DriftSeq int64    `json:"drift_seq"`
 }
 
 func runStatus(ctx context.Context, g *globals, output string) error {
-	e, err := g.open(ctx, requireSchema)
+	e, err := g.open(ctx, readSchema)
 	if err != nil {
 		return err
 	}
@@ -70,12 +80,13 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 	if rep.LastSeq, err = e.log.LastSeq(ctx); err != nil {
 		return fmt.Errorf("status: read the log: %w", err)
 	}
-	sts, err := projection.ReadStatus(ctx, e.log, e.reg)
+	sts, err := e.m.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
 	for _, s := range sts {
-		pr := projectionReport{Name: s.Name, Version: s.Version, BuiltVersion: s.BuiltVersion, Stale: s.Stale, BuiltSeq: s.BuiltSeq, Rows: -1}
+		pr := projectionReport{Name: s.Name, Registered: s.Registered, Version: s.Version, BuiltVersion: s.BuiltVersion,
+			Stale: s.Stale, BuiltSeq: s.BuiltSeq, Rows: -1, Kinds: kindStrings(s), DriftSeq: s.DriftSeq}
 		if !s.BuiltAt.IsZero() {
 			at := s.BuiltAt
 			pr.BuiltAt = &at
@@ -101,29 +112,52 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 	fmt.Fprintf(w, "events:   %d (last seq %d)\n\n", rep.Events, rep.LastSeq)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROJECTION\tVERSION\tBUILT VERSION\tSTALE\tROWS\tLAST REBUILD")
-	anyStale := false
+	anyStale, anyDrift, anyOther := false, false, false
 	for _, p := range rep.Projections {
-		built, last, stale := "-", "never", "no"
+		version, built, last, stale, rows := fmt.Sprint(p.Version), "-", "never", "no", fmt.Sprint(p.Rows)
 		if p.BuiltVersion > 0 {
 			built = fmt.Sprint(p.BuiltVersion)
 		}
 		if p.BuiltAt != nil {
 			last = fmt.Sprintf("%s (up to seq %d)", p.BuiltAt.UTC().Format(time.RFC3339), p.BuiltSeq)
 		}
-		if p.Stale {
+		switch {
+		case !p.Registered:
+			version, stale, anyOther = "-", "registered by another binary: not checked", true
+		case p.Stale && p.DriftSeq > p.BuiltSeq:
+			stale, anyStale, anyDrift = fmt.Sprintf("yes (seq %d appended without it)", p.DriftSeq), true, true
+		case p.Stale:
 			stale, anyStale = "yes", true
 		}
-		rows := fmt.Sprint(p.Rows)
 		if p.Rows < 0 {
 			rows = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", p.Name, p.Version, built, stale, rows, last)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, version, built, stale, rows, last)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if anyStale {
-		fmt.Fprintln(w, "\nstale projections were built by other logic or never built: run 'canonlog rebuild --stale'")
+		fmt.Fprintf(w, "\nstale projections were built by other logic, never built")
+		if anyDrift {
+			fmt.Fprint(w, ", or missed events appended with --allow-drift")
+		}
+		fmt.Fprintf(w, ": run '%s rebuild --stale'\n", g.cfg.Name)
+	}
+	if anyOther {
+		fmt.Fprintf(w, "\nprojections registered by another binary (such as the service that owns them) are not checked here: operate them with that binary; '%s append' refuses the kinds they consume\n", g.cfg.Name)
 	}
 	return nil
+}
+
+// kindStrings lists the kinds a projection consumes; "*" for every kind.
+func kindStrings(s projection.Status) []string {
+	if s.AllKinds {
+		return []string{"*"}
+	}
+	out := make([]string, len(s.Kinds))
+	for i, k := range s.Kinds {
+		out[i] = string(k)
+	}
+	return out
 }

@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-
-	"github.com/canonlog/canonlog/projection"
 )
 
 type verifyOptions struct {
@@ -31,9 +29,6 @@ a view that differs.`,
   canonlog verify probe_failures -o json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
-				return err
-			}
-			if err := checkNames(g.cfg, args); err != nil {
 				return err
 			}
 			return runVerify(cmd.Context(), g, args, o.output)
@@ -60,17 +55,23 @@ func runVerify(ctx context.Context, g *globals, names []string, output string) e
 		return err
 	}
 	defer e.Close()
-	res, err := projection.Verify(ctx, e.log, e.reg, names)
+	res, err := e.m.Verify(ctx, names)
+	if ue := namesError(err); ue != nil {
+		return ue
+	}
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
+	}
+	if len(names) == 0 {
+		noteUnregistered(ctx, e, g.stderr, "verified")
 	}
 	reports := make([]verifyReport, len(res))
 	var differ []string
 	for i, r := range res {
 		reports[i] = verifyReport{Name: r.Name, Equal: r.Equal, Events: r.Events, Missing: r.Missing, Extra: r.Extra,
-			Samples: r.Samples, LiveChecksum: r.LiveChecksum, FreshChecksum: r.FreshChecksum}
-		if reports[i].Samples == nil {
-			reports[i].Samples = []string{}
+			Samples: []string{}, LiveChecksum: r.LiveChecksum, FreshChecksum: r.FreshChecksum}
+		for _, s := range r.Samples {
+			reports[i].Samples = append(reports[i].Samples, s.String())
 		}
 		if !r.Equal {
 			differ = append(differ, r.Name)

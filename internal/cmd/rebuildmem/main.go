@@ -22,16 +22,12 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
@@ -45,6 +41,7 @@ import (
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dialect"
+	"github.com/canonlog/canonlog/internal/scratchdb"
 	"github.com/canonlog/canonlog/migrations"
 	"github.com/canonlog/canonlog/probefailures"
 	"github.com/canonlog/canonlog/projection"
@@ -58,6 +55,7 @@ type options struct {
 	cpuProfile  string
 	payloadPad  int
 	projection  string
+	prefix      string // of the scratch database's name
 }
 
 func main() {
@@ -70,6 +68,7 @@ func main() {
 	flag.IntVar(&o.payloadPad, "payload-pad", 0, "add a string of this many bytes to every payload (0: none; payloads are then about 330 bytes)")
 	flag.StringVar(&o.projection, "projection", "seq_view", "the projection to rebuild: seq_view (one row per event) or probe_failures (the reference projection)")
 	flag.Parse()
+	o.prefix = "canonlog_rebuildmem"
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx, o, os.Stdout); err != nil {
@@ -85,7 +84,7 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 	if o.payloadPad < 0 || o.payloadPad > eventlog.DefaultMaxPayloadBytes-1024 {
 		return fmt.Errorf("-payload-pad is %d: give 0 to %d bytes", o.payloadPad, eventlog.DefaultMaxPayloadBytes-1024)
 	}
-	db, cleanup, err := openScratch(ctx, o.databaseURL, w)
+	db, cleanup, err := openScratch(ctx, o.databaseURL, o.prefix, w)
 	if err != nil {
 		return err
 	}
@@ -192,71 +191,48 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 }
 
 // openScratch opens a scratch database and returns the function that
-// removes it.
-func openScratch(ctx context.Context, raw string, w io.Writer) (*sqlx.DB, func() error, error) {
+// removes it. sqlite:DIR names the directory to make it in, not a file.
+func openScratch(ctx context.Context, raw, prefix string, w io.Writer) (_ *sqlx.DB, _ func() error, err error) {
+	cfg := scratchdb.Config{Prefix: prefix}
 	switch {
 	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
-		admin, err := eventlog.OpenDB(ctx, raw)
-		if err != nil {
-			return nil, nil, err
-		}
-		var buf [6]byte
-		_, _ = rand.Read(buf[:])
-		schema := "rebuildmem_" + hex.EncodeToString(buf[:])
-		if _, err := admin.ExecContext(ctx, `CREATE SCHEMA `+schema); err != nil {
-			_ = admin.Close()
-			return nil, nil, fmt.Errorf("create scratch schema: %w", err)
-		}
-		drop := func() error {
-			defer admin.Close()
-			if _, err := admin.ExecContext(context.Background(), `DROP SCHEMA `+schema+` CASCADE`); err != nil {
-				return fmt.Errorf("drop scratch schema %s: %w", schema, err)
-			}
-			fmt.Fprintf(w, "dropped schema %s\n", schema)
-			return nil
-		}
-		u, err := url.Parse(raw)
-		if err != nil {
-			return nil, nil, errors.Join(err, drop())
-		}
-		q := u.Query()
-		q.Set("search_path", schema)
-		u.RawQuery = q.Encode()
-		db, err := eventlog.OpenDB(ctx, u.String())
-		if err != nil {
-			return nil, nil, errors.Join(err, drop())
-		}
-		fmt.Fprintf(w, "postgres: scratch schema %s\n", schema)
-		return db, func() error { return errors.Join(db.Close(), drop()) }, nil
 	case strings.HasPrefix(raw, "sqlite:") && !strings.HasPrefix(raw, "sqlite::memory:"):
-		parent := strings.TrimPrefix(raw, "sqlite:")
-		if parent == "" {
-			parent = os.TempDir()
+		cfg.Dir = strings.TrimPrefix(raw, "sqlite:")
+		if cfg.Dir == "" {
+			cfg.Dir = os.TempDir()
 		}
-		if fi, err := os.Stat(parent); err != nil || !fi.IsDir() {
-			return nil, nil, fmt.Errorf("sqlite:%s: name an existing directory for the scratch database (sqlite: alone uses %s)", parent, os.TempDir())
+		if fi, err := os.Stat(cfg.Dir); err != nil || !fi.IsDir() {
+			return nil, nil, fmt.Errorf("sqlite:%s: name an existing directory for the scratch database (sqlite: alone uses %s)", cfg.Dir, os.TempDir())
 		}
-		dir, err := os.MkdirTemp(parent, "rebuildmem-")
-		if err != nil {
-			return nil, nil, err
-		}
-		remove := func() error {
-			if err := os.RemoveAll(dir); err != nil {
-				return err
-			}
-			fmt.Fprintf(w, "removed %s\n", dir)
-			return nil
-		}
-		path := filepath.Join(dir, "canonlog.db")
-		db, err := eventlog.OpenDB(ctx, "sqlite:"+path)
-		if err != nil {
-			return nil, nil, errors.Join(err, remove())
-		}
-		fmt.Fprintf(w, "sqlite: scratch file %s\n", path)
-		return db, func() error { return errors.Join(db.Close(), remove()) }, nil
 	default:
 		return nil, nil, fmt.Errorf("-database-url %q: use postgres://… or sqlite:DIR", raw)
 	}
+	set, err := scratchdb.New(raw, &cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	remove := func() error {
+		if err := set.Close(); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "removed the scratch database\n")
+		return nil
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, remove())
+		}
+	}()
+	sdb, err := set.Create(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := eventlog.OpenDB(ctx, sdb.URL)
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Fprintf(w, "%s: scratch database %s\n", set.Dialect(), sdb.Name)
+	return db, func() error { return errors.Join(db.Close(), remove()) }, nil
 }
 
 // fillChunk is the number of events inserted per statement.
@@ -266,6 +242,13 @@ const fillChunk = 100_000
 // is left stale for the rebuild to derive. Events look like the probe
 // results agents send: 70% agent_event, the rest spread over four other
 // kinds; about 330-byte payloads (plus pad bytes); 5000 hosts; 8 rollouts.
+//
+// It differs from the fill of internal/bench on purpose: the other kinds
+// make probe_failures' kind filter skip 30% of the log, the pad grows
+// payloads to show that a rebuild's memory follows the page's bytes, and
+// the event ids make rows as wide as a service's. The bench's log instead
+// matches the events its write scenarios append and probefailures'
+// benchmarks, so that its ratios compare with theirs.
 func fill(ctx context.Context, db *sqlx.DB, d dialect.Dialect, n, pad int, w io.Writer) error {
 	query, padArg := fillPostgres, fmt.Sprintf(", repeat('x', %d)", pad)
 	if d == dialect.SQLite {

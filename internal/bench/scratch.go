@@ -1,0 +1,72 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dialect"
+	"github.com/canonlog/canonlog/internal/scratchdb"
+	"github.com/canonlog/canonlog/probefailures"
+	"github.com/canonlog/canonlog/projection"
+)
+
+// run is one Run's state: its scratch databases.
+type run struct {
+	cfg    Config
+	set    *scratchdb.Set
+	dbs    []*benchDB
+	filled *benchDB // the shared log of read, rebuild and query, filled once
+}
+
+// benchDB is one fresh, migrated scratch database.
+type benchDB struct {
+	db   *sqlx.DB
+	d    dialect.Dialect
+	reg  *projection.Registry
+	log  *eventlog.Log // appends through the registry: probe_failures inline
+	bare *eventlog.Log // no hook: the core alone
+}
+
+// fresh creates, opens and migrates a new scratch database.
+func (r *run) fresh(ctx context.Context) (*benchDB, error) {
+	sdb, err := r.set.Create(ctx)
+	if err != nil {
+		return nil, err
+	}
+	db, err := eventlog.OpenDB(ctx, sdb.URL)
+	if err != nil {
+		return nil, err
+	}
+	b := &benchDB{db: db, d: r.set.Dialect(), reg: projection.Must(projection.NewRegistry(probefailures.New()))}
+	r.dbs = append(r.dbs, b)
+	if b.log, err = eventlog.New(db, &eventlog.Config{Hook: b.reg}); err != nil {
+		return nil, err
+	}
+	if b.bare, err = eventlog.New(db, nil); err != nil {
+		return nil, err
+	}
+	if _, err := projection.Migrate(ctx, b.log, b.reg); err != nil {
+		return nil, fmt.Errorf("migrate scratch database: %w", err)
+	}
+	return b, nil
+}
+
+// close closes every scratch pool, then removes every scratch database.
+func (r *run) close() error {
+	var errs []error
+	for _, b := range r.dbs {
+		if b.log != nil {
+			_ = b.log.Close()
+		}
+		if b.bare != nil {
+			_ = b.bare.Close()
+		}
+		errs = append(errs, b.db.Close())
+	}
+	errs = append(errs, r.set.Close())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,356 @@
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/pglock"
+	"github.com/canonlog/canonlog/migrations"
+)
+
+// ManagerConfig configures a Manager. A nil *ManagerConfig means all
+// defaults.
+type ManagerConfig struct {
+	// Log configures the log the Manager builds. Its Hook must be nil: the
+	// Manager installs its own, which applies the registry. Defaults to
+	// eventlog's defaults.
+	Log *eventlog.Config
+
+	// AllowDrift lets appends go ahead when their kind is consumed by a
+	// projection the database records but the registry lacks (one that
+	// another binary, such as the service owning it, registers). By
+	// default such an append is refused with an *UnregisteredError and
+	// nothing is written: the other binary's view would silently miss the
+	// event. With AllowDrift the append commits without applying that
+	// projection and records its seq as the projection's drift seq in the
+	// same transaction, so the projection reads as stale (Status.Stale,
+	// CheckStale) until its own binary rebuilds it. Defaults to false.
+	AllowDrift bool
+}
+
+// Manager is canonlog assembled: a database, the log on it, and the
+// registry of projections that the log applies on every append. It
+// carries the operations over them — Migrate, Status, CheckStale,
+// Rebuild, Verify — and guards appends against projections that the
+// database records but the registry lacks (see ManagerConfig.AllowDrift).
+// The command line, the fx module and the benchmarks all assemble
+// canonlog through it. A Manager is safe for concurrent use.
+type Manager struct {
+	db    *sqlx.DB
+	log   *eventlog.Log
+	reg   *Registry
+	owned bool // OpenManager opened db; Close closes it
+	drift bool
+
+	// guard is what the database recorded about unregistered projections
+	// when it was last read (Load, Migrate, Status); nil before.
+	guard atomic.Pointer[guard]
+	// loadMu serializes reloads.
+	loadMu sync.Mutex
+}
+
+// guard is the set of projections the database records that the
+// registry lacks, with the kinds each consumes.
+type guard struct {
+	foreign []foreignProjection // name order
+}
+
+type foreignProjection struct {
+	name  string
+	all   bool // every kind, or kinds never recorded
+	kinds map[eventlog.Kind]bool
+	lock  string // its pglock name
+}
+
+func (f *foreignProjection) consumes(k eventlog.Kind) bool { return f.all || f.kinds[k] }
+
+// NewManager assembles canonlog on db: it builds the log with the registry
+// as its hook. db stays the caller's: Close leaves it open. Call Load (or
+// Migrate) before appending, so that appends know the projections other
+// binaries installed.
+func NewManager(db *sqlx.DB, reg *Registry, cfg *ManagerConfig) (*Manager, error) {
+	if db == nil {
+		return nil, errors.New("projection: NewManager: db is nil: open one with eventlog.OpenDB")
+	}
+	if reg == nil {
+		return nil, errors.New("projection: NewManager: registry is nil: pass projection.NewRegistry(…) (it may be empty)")
+	}
+	var c ManagerConfig
+	if cfg != nil {
+		c = *cfg
+	}
+	var lc eventlog.Config
+	if c.Log != nil {
+		lc = *c.Log
+	}
+	if lc.Hook != nil {
+		return nil, errors.New("projection: NewManager: ManagerConfig.Log.Hook is set: leave it nil, the Manager applies the registry itself")
+	}
+	m := &Manager{db: db, reg: reg, drift: c.AllowDrift}
+	lc.Hook = (*managerHook)(m)
+	log, err := eventlog.New(db, &lc)
+	if err != nil {
+		return nil, fmt.Errorf("projection: NewManager: %w", err)
+	}
+	m.log = log
+	return m, nil
+}
+
+// OpenManager opens the database at url (eventlog.OpenDB) and assembles
+// canonlog on it; Close closes the database too. It reads which
+// projections the database records (Load) when canonlog's schema is
+// there; on a database without it, run Migrate first.
+func OpenManager(ctx context.Context, url string, reg *Registry, cfg *ManagerConfig) (*Manager, error) {
+	db, err := eventlog.OpenDB(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	m, err := NewManager(db, reg, cfg)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	m.owned = true
+	return m, nil
+}
+
+// DB returns the database.
+func (m *Manager) DB() *sqlx.DB { return m.db }
+
+// Log returns the log, whose appends apply the registry.
+func (m *Manager) Log() *eventlog.Log { return m.log }
+
+// Registry returns the registry.
+func (m *Manager) Registry() *Registry { return m.reg }
+
+// Close releases the log's prepared statements, and closes the database
+// when OpenManager opened it.
+func (m *Manager) Close() error {
+	err := m.log.Close()
+	if m.owned {
+		err = errors.Join(err, m.db.Close())
+	}
+	return err
+}
+
+// Load reads which projections the database records, so that appends
+// refuse (or, with AllowDrift, mark) kinds that unregistered projections
+// consume. It fails when canonlog's schema is missing or older than this
+// code (run Migrate). Migrate and Status load as well; a Manager that
+// appends before any of them treats the database as recording no other
+// projection.
+//
+// A projection another binary installs after this Manager loaded is not
+// seen until the next Load: install projections (migrate) before the
+// binaries that lack them append.
+func (m *Manager) Load(ctx context.Context) error {
+	_, err := m.load(ctx)
+	return err
+}
+
+func (m *Manager) load(ctx context.Context) (map[string]checkpoint, error) {
+	m.loadMu.Lock()
+	defer m.loadMu.Unlock()
+	cps, err := readCheckpoints(ctx, m.db)
+	if err != nil {
+		return nil, err
+	}
+	g := &guard{}
+	for name, c := range cps {
+		if m.reg.lookup(name) != nil {
+			continue
+		}
+		f := foreignProjection{name: name, lock: pglock.ProjectionLock(name)}
+		var kinds []eventlog.Kind
+		kinds, f.all = parseKinds(c.Kinds)
+		if !f.all {
+			f.kinds = make(map[eventlog.Kind]bool, len(kinds))
+			for _, k := range kinds {
+				f.kinds[k] = true
+			}
+		}
+		g.foreign = append(g.foreign, f)
+	}
+	slices.SortFunc(g.foreign, func(a, b foreignProjection) int { return strings.Compare(a.name, b.name) })
+	m.guard.Store(g)
+	return cps, nil
+}
+
+// Migrate applies canonlog's core migrations and every registered
+// projection's (see the package function Migrate), records the kinds each
+// registered projection consumes, and loads what the database records.
+func (m *Manager) Migrate(ctx context.Context) ([]migrations.Result, error) {
+	res, err := Migrate(ctx, m.log, m.reg)
+	if err != nil {
+		return res, err
+	}
+	return res, m.Load(ctx)
+}
+
+// Status reports every projection: the registered ones and those the
+// database records that the registry lacks (Registered false).
+func (m *Manager) Status(ctx context.Context) (Statuses, error) {
+	if _, err := m.load(ctx); err != nil {
+		return nil, err
+	}
+	return ReadStatus(ctx, m.log, m.reg)
+}
+
+// CheckStale applies policy to the stale registered projections (see the
+// package function CheckStale).
+func (m *Manager) CheckStale(ctx context.Context, policy StalePolicy) (Statuses, error) {
+	if _, err := m.load(ctx); err != nil {
+		return nil, err
+	}
+	return CheckStale(ctx, m.log, m.reg, policy)
+}
+
+// Rebuild re-derives projections from the log (see the package function
+// Rebuild). A name the registry lacks fails before anything is rebuilt;
+// when the database records it, the error is an *UnregisteredError saying
+// that another binary owns it.
+func (m *Manager) Rebuild(ctx context.Context, opts *RebuildOptions) ([]RebuildResult, error) {
+	var names []string
+	if opts != nil {
+		names = opts.Names
+	}
+	if err := m.checkNames(ctx, "rebuild", names); err != nil {
+		return nil, err
+	}
+	return Rebuild(ctx, m.log, m.reg, opts)
+}
+
+// Verify compares projections with a fresh derivation (see the package
+// function Verify). Unknown names fail as in Rebuild.
+func (m *Manager) Verify(ctx context.Context, names []string) (VerifyResults, error) {
+	if err := m.checkNames(ctx, "verify", names); err != nil {
+		return nil, err
+	}
+	return Verify(ctx, m.log, m.reg, names)
+}
+
+// checkNames fails for names the registry lacks, telling a projection that
+// another binary registers from one that exists nowhere.
+func (m *Manager) checkNames(ctx context.Context, op string, names []string) error {
+	var missing []string
+	for _, n := range names {
+		if m.reg.lookup(n) == nil {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	sts, err := ReadStatus(ctx, m.log, m.reg)
+	if err != nil {
+		return fmt.Errorf("projection: %s: %w: %q (registered: %v)", op, ErrUnknownProjection, missing[0], m.reg.Names())
+	}
+	var elsewhere []string
+	for _, n := range missing {
+		if _, ok := sts.Get(n); ok {
+			elsewhere = append(elsewhere, n)
+			continue
+		}
+		return fmt.Errorf("projection: %s: %w: %q (registered: %v)", op, ErrUnknownProjection, n, m.reg.Names())
+	}
+	return &UnregisteredError{Op: op, Names: elsewhere}
+}
+
+// CheckSchema makes sure canonlog's tables and every registered
+// projection's tables exist, reading only, and loads what the database
+// records. Its error says to migrate.
+func (m *Manager) CheckSchema(ctx context.Context) error {
+	tables := []string{"event_log", "canonlog_projections"}
+	for _, p := range m.reg.All() {
+		if t, ok := p.(Tabler); ok {
+			tables = append(tables, t.Tables()...)
+		}
+	}
+	for _, t := range tables {
+		var n int
+		if err := m.db.QueryRowxContext(ctx, `SELECT COUNT(*) FROM `+quoteIdent(t)+` WHERE 1 = 0`).Scan(&n); err != nil {
+			return &SchemaError{Table: t, Err: err}
+		}
+	}
+	if _, err := m.load(ctx); err != nil {
+		return &SchemaError{Table: "canonlog_projections", Err: err}
+	}
+	return nil
+}
+
+// managerHook is the log's hook: the registry, behind the guard against
+// unregistered projections.
+type managerHook Manager
+
+var _ eventlog.LockingHook = (*managerHook)(nil)
+
+// SharedLocks implements eventlog.LockingHook. With AllowDrift it adds the
+// locks of unregistered projections that consume the kinds: a rebuild of
+// such a projection (which holds its lock exclusively) then never misses
+// an event that commits without it, nor the drift mark that comes with
+// it.
+func (h *managerHook) SharedLocks(kinds []eventlog.Kind) []string {
+	locks := h.reg.SharedLocks(kinds)
+	if !h.drift {
+		return locks
+	}
+	if g := h.guard.Load(); g != nil {
+		for i := range g.foreign {
+			f := &g.foreign[i]
+			if slices.ContainsFunc(kinds, f.consumes) {
+				locks = append(locks, f.lock)
+			}
+		}
+	}
+	return locks
+}
+
+// AfterAppend implements eventlog.Hook: it refuses (or marks) events that
+// unregistered projections consume, then applies the registry.
+func (h *managerHook) AfterAppend(ctx context.Context, tx *sqlx.Tx, events []eventlog.Event) error {
+	if g := h.guard.Load(); g != nil && len(g.foreign) > 0 {
+		if err := (*Manager)(h).guardAppend(ctx, tx, g, events); err != nil {
+			return err
+		}
+	}
+	return h.reg.AfterAppend(ctx, tx, events)
+}
+
+func (m *Manager) guardAppend(ctx context.Context, tx *sqlx.Tx, g *guard, events []eventlog.Event) error {
+	var refused *UnregisteredError
+	for i := range g.foreign {
+		f := &g.foreign[i]
+		var last int64
+		var kind eventlog.Kind
+		for _, ev := range events {
+			if f.consumes(ev.Kind) {
+				last, kind = ev.Seq, ev.Kind
+			}
+		}
+		if last == 0 {
+			continue
+		}
+		if !m.drift {
+			if refused == nil {
+				refused = &UnregisteredError{Op: "append", Kind: kind}
+			}
+			refused.Names = append(refused.Names, f.name)
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE canonlog_projections SET drift_seq = ? WHERE name = ? AND drift_seq < ?`), last, f.name, last); err != nil {
+			return fmt.Errorf("projection %s: record drift: %w", f.name, err)
+		}
+	}
+	if refused != nil {
+		return refused
+	}
+	return nil
+}
