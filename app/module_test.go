@@ -91,7 +91,7 @@ func TestModule(t *testing.T) {
 		t.Run("starts_migrates_and_closes_what_it_opened", func(t *testing.T) {
 			t.Parallel()
 			b := dbtest.New(t, backend)
-			clock := eventlog.NewFakeClock(time.Date(2026, 5, 16, 1, 0, 0, 0, time.UTC))
+			clock := eventlogtest.NewFakeClock(time.Date(2026, 5, 16, 1, 0, 0, 0, time.UTC))
 			a, s := setup(t, app.Config{DatabaseURL: b.URL, Clock: clock}, app.AsProjection(hostSeen{}))
 			a.RequireStart()
 

@@ -13,9 +13,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
-	"github.com/canonlog/canonlog/internal/dbtime"
 	"github.com/canonlog/canonlog/internal/dbutil"
-	"github.com/canonlog/canonlog/internal/dialect"
 )
 
 // Result is the outcome of appending one entry.
@@ -165,7 +163,7 @@ func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []prepare
 // ahead, and the ON CONFLICT fallback, rarely needed.
 func (l *Log) insertQueries(n, nLocks int) []string {
 	switch {
-	case l.dialect != dialect.Postgres:
+	case l.backend != Postgres:
 		return []string{l.q.insertOne}
 	case n > 1 && nLocks > 0:
 		return []string{l.q.lockShared, l.q.copiedSeqs}
@@ -180,7 +178,7 @@ func (l *Log) insertQueries(n, nLocks int) []string {
 // on PostgreSQL; nil otherwise.
 func (l *Log) sharedLocks(entries []preparedEntry) []string {
 	lh, ok := l.hook.(LockingHook)
-	if !ok || l.dialect != dialect.Postgres {
+	if !ok || l.backend != Postgres {
 		return nil
 	}
 	kinds := make([]Kind, 0, 1)
@@ -209,7 +207,7 @@ func (l *Log) txStmt(ctx context.Context, tx *sqlx.Tx, query string) (*sqlx.Stmt
 // event id was already taken.
 func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string) ([]int64, error) {
 	seqs := make([]int64, len(entries))
-	if l.dialect == dialect.Postgres && len(entries) > 1 {
+	if l.backend == Postgres && len(entries) > 1 {
 		return seqs, l.insertBatchPostgres(ctx, tx, entries, locks, seqs)
 	}
 	st, err := l.txStmt(ctx, tx, l.insertQueries(len(entries), len(locks))[0])
@@ -226,7 +224,7 @@ func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, 
 		dest[i] = new(sql.RawBytes)
 	}
 	for i, e := range entries {
-		args := []any{dbtime.Format(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID}
+		args := []any{FormatTime(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID}
 		for _, name := range locks {
 			args = append(args, name)
 		}
@@ -310,7 +308,7 @@ func copyEntries(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry) erro
 		return err
 	}
 	for _, e := range entries {
-		if _, err := st.ExecContext(ctx, dbtime.Format(e.TS), string(e.Kind),
+		if _, err := st.ExecContext(ctx, FormatTime(e.TS), string(e.Kind),
 			nullIfEmpty(e.HostID), nullIfEmpty(e.RolloutID), string(e.Payload), nullIfEmpty(e.EventID)); err != nil {
 			_ = st.Close()
 			return err
@@ -365,7 +363,7 @@ func (l *Log) insertBatchOnConflict(ctx context.Context, tx *sqlx.Tx, entries []
 	n := len(entries)
 	ts, kinds, hosts, rollouts, payloads, ids := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, e := range entries {
-		ts[i], kinds[i], hosts[i], rollouts[i], payloads[i], ids[i] = dbtime.Format(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID
+		ts[i], kinds[i], hosts[i], rollouts[i], payloads[i], ids[i] = FormatTime(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID
 	}
 	rows, err := st.QueryContext(ctx,
 		pq.StringArray(ts), pq.StringArray(kinds), pq.StringArray(hosts),

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/eventlogtest"
 	"github.com/canonlog/canonlog/internal/dbtest"
 )
 
@@ -45,7 +46,7 @@ func TestAppendOnlyInsert(t *testing.T) {
 		ctx := context.Background()
 		b := dbtest.New(t, backend)
 		db := b.Migrated(t)
-		log, err := eventlog.New(db, &eventlog.Config{Clock: eventlog.NewFakeClock(t0)})
+		log, err := eventlog.New(db, &eventlog.Config{Clock: eventlogtest.NewFakeClock(t0)})
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = log.Close() })
 		stored, err := log.Append(ctx, eventlog.Entry{Kind: eventlog.KindEffect, Payload: json.RawMessage(`{"amount":100}`), EventID: "pay-1"})

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/eventlogtest"
 	"github.com/canonlog/canonlog/internal/dbtest"
 )
 
@@ -25,7 +26,7 @@ func TestExactlyOnce(t *testing.T) {
 
 		t.Run("RetryReturnsOriginal", func(t *testing.T) {
 			hook := &recordingHook{}
-			clock := eventlog.NewFakeClock(t0)
+			clock := eventlogtest.NewFakeClock(t0)
 			log, db := setup(t, backend, &eventlog.Config{Hook: hook, Clock: clock})
 			e := eventlog.Entry{Kind: eventlog.KindAgentEvent, HostID: "h1", RolloutID: "r1",
 				Payload: json.RawMessage(`{"x": 1}`), EventID: "agent-42"}
@@ -255,7 +256,7 @@ func TestTimestamps(t *testing.T) {
 	t.Parallel()
 	dbtest.Run(t, func(t *testing.T, backend string) {
 		ctx := context.Background()
-		clock := eventlog.NewFakeClock(t0)
+		clock := eventlogtest.NewFakeClock(t0)
 		log, db := setup(t, backend, &eventlog.Config{Clock: clock})
 
 		fine := t0.Add(42*time.Second + 123456789*time.Nanosecond)

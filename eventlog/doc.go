@@ -25,6 +25,15 @@
 //	})
 //
 // Reads: Get by seq, Query with a Filter (by host, rollout, kinds, seq
-// cursor, time range), and Pages/Events to stream the whole log from any seq
-// in bounded memory.
+// cursor, time range), Count of a filter's matches, TailStart to find where
+// the last n matches begin, LastSeq, and Pages/Events to stream the whole
+// log from any seq in bounded memory. Each has a Tx twin that reads inside
+// the caller's transaction. Code outside this package reads event_log
+// through these methods, never with SQL of its own.
+//
+// Projections write their own tables with their own SQL. For what differs
+// between the backends, the package gives them what the log itself uses:
+// FormatTime, ScanTime and NormalizeTime store a time.Time as event_log
+// stores ts, and BackendOf tells PostgreSQL from SQLite (see
+// docs/projections.md).
 package eventlog

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 	"unicode/utf8"
-
-	"github.com/canonlog/canonlog/internal/dbtime"
 )
 
 // Entry is what a caller appends.
@@ -63,7 +61,7 @@ func (e Entry) prepare(index int, clock Clock, maxPayload int) (Entry, error) {
 	if !explicit {
 		e.TS = clock.Now()
 	}
-	e.TS = dbtime.Normalize(e.TS)
+	e.TS = NormalizeTime(e.TS)
 	if err := checkTS(e.TS); err != nil {
 		return fail("ts", fmt.Errorf("%w: %w", ErrInvalidEntry, err))
 	}

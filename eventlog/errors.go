@@ -49,11 +49,12 @@ var (
 	// ErrNotFound is returned by Get when no event has the seq.
 	ErrNotFound = errors.New("event not found")
 
-	// ErrInvalidFilter is returned by Query, Events, Pages and NewFollower
-	// for a malformed filter or option: a negative seq, a limit out of
-	// range, an empty time range, an id or kind no entry can hold, a time
-	// outside years 0001-9999. A refused Filter field comes as a
-	// *FilterError. Nothing reaches the database. NewFollower and the start
+	// ErrInvalidFilter is returned by Query, Count, TailStart, Events, Pages
+	// and NewFollower (and their Tx twins) for a malformed filter or
+	// option: a negative seq, a limit out of range (or set where none
+	// applies), a negative TailStart count, an empty time range, an id or
+	// kind no entry can hold, a time outside years 0001-9999. A refused
+	// Filter field comes as a *FilterError. Nothing reaches the database. NewFollower and the start
 	// positions (PositionAfterSeq, PositionAtHead, PositionAtHeadTx) return
 	// it too for a malformed Position, or a transaction that cannot hold a
 	// start position.

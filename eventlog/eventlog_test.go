@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/eventlogtest"
 	"github.com/canonlog/canonlog/internal/dbtest"
 )
 
@@ -25,7 +26,7 @@ func setup(t *testing.T, backend string, cfg *eventlog.Config) (*eventlog.Log, *
 		cfg = &eventlog.Config{}
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = eventlog.NewFakeClock(t0)
+		cfg.Clock = eventlogtest.NewFakeClock(t0)
 	}
 	log, err := eventlog.New(db, cfg)
 	require.NoError(t, err)

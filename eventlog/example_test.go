@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/eventlogtest"
 	"github.com/canonlog/canonlog/migrations"
 )
 
@@ -20,7 +21,7 @@ func Example() {
 	if _, err := migrations.Up(ctx, db); err != nil {
 		panic(err)
 	}
-	clock := eventlog.NewFakeClock(time.Date(2026, 5, 16, 1, 0, 0, 0, time.UTC))
+	clock := eventlogtest.NewFakeClock(time.Date(2026, 5, 16, 1, 0, 0, 0, time.UTC))
 	log, err := eventlog.New(db, &eventlog.Config{Clock: clock})
 	if err != nil {
 		panic(err)

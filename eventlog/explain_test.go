@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -22,7 +23,8 @@ import (
 // The documented queries (by host, by rollout, by kind, each with or
 // without an AfterSeq cursor) are answered in seq order straight from an
 // index: no Sort, no Seq Scan. Proven with EXPLAIN on the statements
-// Log.Query really sends, captured at the driver, over 100,000 events.
+// Log.Query really sends, captured at the driver, over 100,000 events; and
+// likewise for Log.TailStart, which reads the same indexes backwards.
 //
 // Which index is the planner's call. For a selective value (a host, a small
 // rollout, a rare kind) it must be the matching (column, seq) index, read
@@ -91,6 +93,50 @@ ORDER BY seq LIMIT $3`, c.after, value, limit))
 				require.Greater(t, count, limit, "the fill should leave more than a page")
 			}
 
+			conds := []string{column + " = "}
+			if c.after > 0 {
+				conds = append(conds, "seq > ")
+			}
+			// checkPlan requires plan to read the matches in seq order
+			// (direction "Forward" or "Backward") from an index, as the
+			// comment above the test says.
+			checkPlan := func(plan planNode, direction string) {
+				t.Helper()
+				require.Equal(t, "Limit", plan.NodeType, "plan:\n%s", plan)
+				require.Len(t, plan.Plans, 1, "plan:\n%s", plan)
+				require.Empty(t, plan.find("Seq Scan"), "plan:\n%s", plan)
+				top := plan.Plans[0]
+				switch {
+				case top.NodeType == "Sort" && c.want == lastPage:
+					// Only ever the few remaining rows, found through the
+					// matching index.
+					require.LessOrEqual(t, top.PlanRows, float64(limit), "plan:\n%s", plan)
+					bitmaps := top.find("Bitmap Index Scan")
+					require.Len(t, bitmaps, 1, "plan:\n%s", plan)
+					require.Equal(t, c.index, bitmaps[0].IndexName, "plan:\n%s", plan)
+					for _, cond := range conds {
+						require.Contains(t, bitmaps[0].IndexCond, cond, "plan:\n%s", plan)
+					}
+				default:
+					require.Empty(t, plan.find("Sort", "Incremental Sort"), "plan sorts:\n%s", plan)
+					require.Contains(t, []string{"Index Scan", "Index Only Scan"}, top.NodeType, "plan:\n%s", plan)
+					require.Equal(t, direction, top.ScanDirection, "plan:\n%s", plan)
+					if c.want != selective && top.IndexName == "event_log_pkey" {
+						// Walks the log from the cursor, not from its start.
+						if c.after > 0 {
+							require.Contains(t, top.IndexCond, "seq > ", "plan:\n%s", plan)
+						}
+						require.Contains(t, top.Filter, column+" = ", "plan:\n%s", plan)
+						break
+					}
+					require.Equal(t, c.index, top.IndexName, "plan:\n%s", plan)
+					for _, cond := range conds {
+						require.Contains(t, top.IndexCond, cond, "plan:\n%s", plan)
+					}
+					require.Empty(t, top.Filter, "every condition is an index condition; plan:\n%s", plan)
+				}
+			}
+
 			rec.reset()
 			events, err := log.Query(ctx, f)
 			require.NoError(t, err)
@@ -99,43 +145,7 @@ ORDER BY seq LIMIT $3`, c.after, value, limit))
 			// EXPLAIN with the values Query sent gets the same custom plan
 			// as lib/pq's unnamed statement does.
 			plan := explain(t, db, q.sql, q.args)
-			require.Equal(t, "Limit", plan.NodeType, "plan:\n%s", plan)
-			require.Len(t, plan.Plans, 1, "plan:\n%s", plan)
-			require.Empty(t, plan.find("Seq Scan"), "plan:\n%s", plan)
-			conds := []string{column + " = "}
-			if c.after > 0 {
-				conds = append(conds, "seq > ")
-			}
-			top := plan.Plans[0]
-			switch {
-			case top.NodeType == "Sort" && c.want == lastPage:
-				// Only ever the few remaining rows, found through the
-				// matching index.
-				require.LessOrEqual(t, top.PlanRows, float64(limit), "plan:\n%s", plan)
-				bitmaps := top.find("Bitmap Index Scan")
-				require.Len(t, bitmaps, 1, "plan:\n%s", plan)
-				require.Equal(t, c.index, bitmaps[0].IndexName, "plan:\n%s", plan)
-				for _, cond := range conds {
-					require.Contains(t, bitmaps[0].IndexCond, cond, "plan:\n%s", plan)
-				}
-			default:
-				require.Empty(t, plan.find("Sort", "Incremental Sort"), "plan sorts:\n%s", plan)
-				require.Contains(t, []string{"Index Scan", "Index Only Scan"}, top.NodeType, "plan:\n%s", plan)
-				require.Equal(t, "Forward", top.ScanDirection, "plan:\n%s", plan)
-				if c.want != selective && top.IndexName == "event_log_pkey" {
-					// Walks the log from the cursor, not from its start.
-					if c.after > 0 {
-						require.Contains(t, top.IndexCond, "seq > ", "plan:\n%s", plan)
-					}
-					require.Contains(t, top.Filter, column+" = ", "plan:\n%s", plan)
-					break
-				}
-				require.Equal(t, c.index, top.IndexName, "plan:\n%s", plan)
-				for _, cond := range conds {
-					require.Contains(t, top.IndexCond, cond, "plan:\n%s", plan)
-				}
-				require.Empty(t, top.Filter, "every condition is an index condition; plan:\n%s", plan)
-			}
+			checkPlan(plan, "Forward")
 			t.Logf("%d matches; plan:\n%s", count, plan)
 
 			// The results are the first page of matches, in seq order.
@@ -170,6 +180,26 @@ ORDER BY seq LIMIT $3`, c.after, value, limit))
 				page.AfterSeq = last
 			}
 			require.Equal(t, count, paged)
+
+			// TailStart walks the same index backwards from the head to
+			// the limit-th last match.
+			var wantStart int64
+			err = db.Get(&wantStart, `SELECT seq FROM event_log WHERE seq > $1 AND `+column+` = $2
+ORDER BY seq DESC LIMIT 1 OFFSET $3`, c.after, value, limit)
+			if errors.Is(err, sql.ErrNoRows) {
+				wantStart = c.after
+			} else {
+				require.NoError(t, err)
+			}
+			rec.reset()
+			f.Limit = 0
+			start, err := log.TailStart(ctx, f, limit)
+			require.NoError(t, err)
+			require.Equal(t, wantStart, start)
+			q = rec.only(t)
+			plan = explain(t, db, q.sql, q.args)
+			checkPlan(plan, "Backward")
+			t.Logf("TailStart plan:\n%s", plan)
 		})
 	}
 }
@@ -332,9 +362,9 @@ func (r *recorder) only(t *testing.T) recordedQuery {
 	t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	require.Len(t, r.queries, 1, "Log.Query should send exactly one statement: %+v", r.queries)
+	require.Len(t, r.queries, 1, "the call should send exactly one statement: %+v", r.queries)
 	q := r.queries[0]
-	require.False(t, q.prepared, "Log.Query now prepares its statement: teach the recorder to capture statement arguments")
+	require.False(t, q.prepared, "the call now prepares its statement: teach the recorder to capture statement arguments")
 	return q
 }
 

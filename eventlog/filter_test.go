@@ -69,8 +69,8 @@ func TestFilterValidate(t *testing.T) {
 	}
 }
 
-// TestFilterRefusedBeforeTheDatabase: Query, QueryTx, NewFollower and
-// Pages refuse a bad filter with the same error on both backends, without
+// TestFilterRefusedBeforeTheDatabase: Query, Count, TailStart (and their
+// Tx twins), NewFollower and Pages refuse a bad filter with the same error on both backends, without
 // a statement: on a closed pool, which fails any statement, the refusal is
 // the same.
 func TestFilterRefusedBeforeTheDatabase(t *testing.T) {
@@ -86,9 +86,18 @@ func TestFilterRefusedBeforeTheDatabase(t *testing.T) {
 				_, err := log.Query(ctx, tc.f)
 				requireFilterError(t, err, tc.field, tc.want)
 
+				_, err = log.Count(ctx, tc.f)
+				requireFilterError(t, err, tc.field, tc.want)
+				_, err = log.TailStart(ctx, tc.f, 10)
+				requireFilterError(t, err, tc.field, tc.want)
+
 				tx, err := db.BeginTxx(ctx, nil)
 				require.NoError(t, err)
 				_, err = log.QueryTx(ctx, tx, tc.f)
+				requireFilterError(t, err, tc.field, tc.want)
+				_, err = log.CountTx(ctx, tx, tc.f)
+				requireFilterError(t, err, tc.field, tc.want)
+				_, err = log.TailStartTx(ctx, tx, tc.f, 10)
 				requireFilterError(t, err, tc.field, tc.want)
 				require.NoError(t, tx.Rollback(), "the transaction is intact: no statement failed in it")
 
@@ -116,6 +125,10 @@ func TestFilterRefusedBeforeTheDatabase(t *testing.T) {
 		require.ErrorContains(t, err, "database is closed")
 		for _, tc := range badFilters {
 			_, err := clog.Query(ctx, tc.f)
+			requireFilterError(t, err, tc.field, tc.want)
+			_, err = clog.Count(ctx, tc.f)
+			requireFilterError(t, err, tc.field, tc.want)
+			_, err = clog.TailStart(ctx, tc.f, 10)
 			requireFilterError(t, err, tc.field, tc.want)
 		}
 	})

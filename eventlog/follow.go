@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-
-	"github.com/canonlog/canonlog/internal/dialect"
 )
 
 // DefaultPollInterval is how long a Follower waits between polls once it
@@ -152,9 +150,9 @@ func (l *Log) NewFollower(from Position, opts *FollowOptions) (*Follower, error)
 			ErrInvalidFilter, o.PollInterval, DefaultPollInterval)
 	case from.Seq < 0 || from.AfterSeq < 0:
 		return nil, fmt.Errorf("eventlog: follow: %w: position %s has a negative seq", ErrInvalidFilter, from)
-	case from.Snapshot != "" && l.dialect != dialect.Postgres:
+	case from.Snapshot != "" && l.backend != Postgres:
 		return nil, fmt.Errorf("eventlog: follow: %w: position %s holds a PostgreSQL snapshot, but this log is on %s: take the position from this log",
-			ErrInvalidFilter, from, l.dialect)
+			ErrInvalidFilter, from, l.backend)
 	}
 	var xmax uint64
 	if from.Snapshot != "" {
@@ -176,7 +174,7 @@ func (l *Log) NewFollower(from Position, opts *FollowOptions) (*Follower, error)
 	f := &Follower{log: l, pos: from, pageSize: o.PageSize, interval: o.PollInterval, snapXmax: xmax,
 		filterSQL: andRest(where), filterArgs: args}
 	f.moveTo(from.TxID, from.Seq) // a saved position may already be past its snapshot
-	if l.dialect == dialect.Postgres {
+	if l.backend == Postgres {
 		// The (tx_id, seq) index serves the row comparison and the order.
 		// The text copy of tx_id needs a name of its own: ORDER BY tx_id
 		// would otherwise sort by the output column, as text.
@@ -223,7 +221,7 @@ func (f *Follower) moveTo(tx uint64, seq int64) {
 	switch {
 	case f.snapXmax != 0 && tx >= f.snapXmax:
 		f.pos.AfterSeq, f.pos.Snapshot, f.snapXmax = 0, "", 0
-	case f.log.dialect != dialect.Postgres && f.pos.AfterSeq <= seq:
+	case f.log.backend != Postgres && f.pos.AfterSeq <= seq:
 		// On SQLite the cursor is a seq: past the floor, the floor says
 		// nothing more.
 		f.pos.AfterSeq = 0
@@ -316,7 +314,7 @@ func (f *Follower) poll(ctx context.Context) (followPage, error) {
 	l := f.log
 	pos := f.pos
 	var args []any
-	if l.dialect == dialect.Postgres {
+	if l.backend == Postgres {
 		// The horizon is read first, in its own statement: every
 		// transaction below it had finished by then, so the page query,
 		// which starts later, sees all of their events.
@@ -438,7 +436,7 @@ func (l *Log) PositionAtHeadTx(ctx context.Context, tx *sqlx.Tx) (Position, erro
 }
 
 func (l *Log) positionAtHead(ctx context.Context, q sqlx.QueryerContext, inTx bool) (Position, error) {
-	if l.dialect != dialect.Postgres {
+	if l.backend != Postgres {
 		var head int64
 		if err := q.QueryRowxContext(ctx, l.q.lastSeq).Scan(&head); err != nil {
 			return Position{}, fmt.Errorf("eventlog: position at head: %w", err)
@@ -492,7 +490,7 @@ func (l *Log) PositionAfterSeq(ctx context.Context, seq int64) (Position, error)
 	if seq == 0 {
 		return Position{}, nil // the whole log: no need to look for where it starts
 	}
-	if l.dialect != dialect.Postgres {
+	if l.backend != Postgres {
 		var head int64
 		if err := l.db.QueryRowxContext(ctx, l.q.lastSeq).Scan(&head); err != nil {
 			return Position{}, fmt.Errorf("eventlog: position after seq %d: %w", seq, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/eventlogtest"
 	"github.com/canonlog/canonlog/internal/dbtest"
 	"github.com/canonlog/canonlog/migrations"
 )
@@ -703,7 +704,7 @@ func ExampleLog_PositionAtHeadTx() {
 	if _, err := migrations.Up(ctx, db); err != nil {
 		panic(err)
 	}
-	log, err := eventlog.New(db, &eventlog.Config{Clock: eventlog.NewFakeClock(t0)})
+	log, err := eventlog.New(db, &eventlog.Config{Clock: eventlogtest.NewFakeClock(t0)})
 	if err != nil {
 		panic(err)
 	}

@@ -6,8 +6,6 @@ import (
 	"sync"
 
 	"github.com/jmoiron/sqlx"
-
-	"github.com/canonlog/canonlog/internal/dialect"
 )
 
 // DefaultMaxPayloadBytes is the default payload size limit: 1 MiB.
@@ -63,7 +61,7 @@ type Config struct {
 // concurrent use.
 type Log struct {
 	db         *sqlx.DB
-	dialect    dialect.Dialect
+	backend    Backend
 	clock      Clock
 	maxPayload int
 	hook       Hook
@@ -78,21 +76,21 @@ type Log struct {
 // migrations). It does not touch the database; db stays the caller's to
 // close.
 func New(db *sqlx.DB, cfg *Config) (*Log, error) {
-	d, err := dialect.Of(db)
+	b, err := BackendOf(db)
 	if err != nil {
-		return nil, fmt.Errorf("eventlog: %w", err)
+		return nil, err
 	}
 	if cfg == nil {
 		cfg = &Config{}
 	}
 	l := &Log{
 		db:         db,
-		dialect:    d,
+		backend:    b,
 		clock:      cfg.Clock,
 		maxPayload: cfg.MaxPayloadBytes,
 		hook:       cfg.Hook,
 		serialize:  cfg.SerializeAppends,
-		q:          queriesFor(db, d),
+		q:          queriesFor(db, b),
 		stmts:      make(map[string]*sqlx.Stmt),
 	}
 	if l.clock == nil {

@@ -14,7 +14,6 @@ import (
 	"modernc.org/sqlite"  // registers the "sqlite" driver
 	sqlite3 "modernc.org/sqlite/lib"
 
-	"github.com/canonlog/canonlog/internal/dialect"
 	"github.com/canonlog/canonlog/internal/redact"
 )
 
@@ -64,7 +63,7 @@ func OpenDB(ctx context.Context, databaseURL string) (*sqlx.DB, error) {
 		db.SetMaxIdleConns(1)
 		db.SetConnMaxLifetime(0)
 		db.SetConnMaxIdleTime(0)
-	case driver == dialect.DriverSQLite:
+	case driver == driverSQLite:
 		// One writer at a time anyway; a few readers run beside it in WAL mode.
 		db.SetMaxOpenConns(4)
 		db.SetMaxIdleConns(4)
@@ -75,7 +74,7 @@ func OpenDB(ctx context.Context, databaseURL string) (*sqlx.DB, error) {
 		db.SetConnMaxIdleTime(5 * time.Minute)
 	}
 	connect := db.PingContext
-	if driver == dialect.DriverSQLite && !memory && !userJournal {
+	if driver == driverSQLite && !memory && !userJournal {
 		connect = func(ctx context.Context) error { return enableWAL(ctx, db) }
 	}
 	if err := connect(ctx); err != nil {
@@ -143,10 +142,10 @@ func parseDatabaseURL(raw string) (driver, dsn string, memory, userJournal bool,
 			return "", "", false, false, fmt.Errorf("eventlog: database URL %s is malformed: %s (percent-encode special characters such as @ : / ? # %% in the user name and password)",
 				redact.URL(raw), redact.ParseReason(err))
 		}
-		return dialect.DriverPostgres, raw, false, false, nil
+		return driverPostgres, raw, false, false, nil
 	case raw == "sqlite::memory:", strings.HasPrefix(raw, "sqlite::memory:?"):
 		query := strings.TrimPrefix(raw, "sqlite::memory:")
-		return dialect.DriverSQLite, sqliteDSN("file::memory:", query), true, setsJournalMode(query), nil
+		return driverSQLite, sqliteDSN("file::memory:", query), true, setsJournalMode(query), nil
 	case strings.HasPrefix(raw, "sqlite:"):
 		rest := strings.TrimPrefix(raw, "sqlite:")
 		rest = strings.TrimPrefix(rest, "//") // sqlite:///abs/path and sqlite://rel both work
@@ -157,14 +156,14 @@ func parseDatabaseURL(raw string) (driver, dsn string, memory, userJournal bool,
 		if query != "" {
 			query = "?" + query
 		}
-		return dialect.DriverSQLite, sqliteDSN("file:"+path, query), false, setsJournalMode(query), nil
+		return driverSQLite, sqliteDSN("file:"+path, query), false, setsJournalMode(query), nil
 	case strings.HasPrefix(raw, "file:"):
 		path, query, _ := strings.Cut(raw, "?")
 		if query != "" {
 			query = "?" + query
 		}
 		memory := strings.Contains(raw, ":memory:") || strings.Contains(query, "mode=memory")
-		return dialect.DriverSQLite, sqliteDSN(path, query), memory, setsJournalMode(query), nil
+		return driverSQLite, sqliteDSN(path, query), memory, setsJournalMode(query), nil
 	case raw == "":
 		return "", "", false, false, fmt.Errorf("eventlog: empty database URL (use postgres://…, sqlite:PATH or sqlite::memory:)")
 	default:

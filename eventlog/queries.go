@@ -6,15 +6,14 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/canonlog/canonlog/internal/dialect"
 	"github.com/canonlog/canonlog/internal/pglock"
 )
 
 // eventColumns is the column list every read selects, in scanEvent's order.
 const eventColumns = `seq, ts, kind, host_id, rollout_id, payload, event_id`
 
-// queries holds the SQL that differs between dialects, already rebound to
-// the dialect's placeholders.
+// queries holds the SQL that differs between backends, already rebound to
+// the backend's placeholders.
 type queries struct {
 	insertOne   string // one entry; returns seq, or no row for a duplicate
 	insertBatch string // PostgreSQL only: a whole batch in one statement, skipping duplicates
@@ -25,7 +24,7 @@ type queries struct {
 	serialize   string // takes the log-wide append lock; "" when not needed
 }
 
-func queriesFor(db *sqlx.DB, d dialect.Dialect) queries {
+func queriesFor(db *sqlx.DB, b Backend) queries {
 	q := queries{
 		// On SQLite the schema's insert trigger refuses a stored event id
 		// before ON CONFLICT is consulted; insert reads that refusal as a
@@ -37,7 +36,7 @@ RETURNING seq`),
 		lastSeq: `SELECT COALESCE(MAX(seq), 0) FROM event_log`,
 		get:     db.Rebind(`SELECT ` + eventColumns + ` FROM event_log WHERE seq = ?`),
 	}
-	if d == dialect.Postgres {
+	if b == Postgres {
 		// The hook's shared locks, for a batch, which takes them before its
 		// COPY.
 		q.lockShared = `SELECT count(pg_advisory_xact_lock_shared(` + pglock.KeyExpr("l.name") + `)) FROM unnest($1::text[]) AS l(name)`

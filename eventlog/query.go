@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-
-	"github.com/canonlog/canonlog/internal/dbtime"
 )
 
 // Query limits.
@@ -23,7 +21,8 @@ const (
 	MaxQueryLimit = 10000
 )
 
-// Filter selects events for Query. Zero fields do not filter. Conditions
+// Filter selects events for Query, Count and TailStart. Zero fields do not
+// filter. Conditions
 // combine with AND.
 type Filter struct {
 	HostID    string
@@ -40,8 +39,8 @@ type Filter struct {
 	Limit int
 }
 
-// Validate checks f's conditions as Query, QueryTx, Pages, Events and
-// NewFollower do before anything reaches the database, the same on both
+// Validate checks f's conditions as Query, Count, TailStart, Pages, Events
+// and NewFollower (and their Tx twins) do before anything reaches the database, the same on both
 // backends: a negative AfterSeq; a HostID or RolloutID that no entry can
 // hold (not UTF-8, a NUL, over 512 bytes: the rules of Entry.Validate); a
 // malformed kind; a Since or Until outside years 0001-9999 (after moving
@@ -71,7 +70,7 @@ func (f Filter) Validate() error {
 		if t.ts.IsZero() {
 			continue
 		}
-		if err := checkTS(dbtime.Normalize(t.ts)); err != nil {
+		if err := checkTS(NormalizeTime(t.ts)); err != nil {
 			return fail(t.field, err)
 		}
 	}
@@ -116,10 +115,10 @@ func (f Filter) where() (string, []any, error) {
 		conds = append(conds, "kind IN ("+strings.Join(marks, ", ")+")")
 	}
 	if !f.Since.IsZero() {
-		conds, args = append(conds, "ts >= ?"), append(args, dbtime.Format(f.Since))
+		conds, args = append(conds, "ts >= ?"), append(args, FormatTime(f.Since))
 	}
 	if !f.Until.IsZero() {
-		conds, args = append(conds, "ts < ?"), append(args, dbtime.Format(f.Until))
+		conds, args = append(conds, "ts < ?"), append(args, FormatTime(f.Until))
 	}
 	if len(conds) == 0 {
 		return "", nil, nil
@@ -129,9 +128,94 @@ func (f Filter) where() (string, []any, error) {
 
 // LastSeq returns the highest seq in the log, or 0 when it is empty.
 func (l *Log) LastSeq(ctx context.Context) (int64, error) {
+	return l.lastSeq(ctx, l.db)
+}
+
+// LastSeqTx is LastSeq inside the caller's transaction: it sees what the
+// transaction's snapshot (or, in READ COMMITTED, the statement's) sees,
+// including the transaction's own appends.
+func (l *Log) LastSeqTx(ctx context.Context, tx *sqlx.Tx) (int64, error) {
+	return l.lastSeq(ctx, tx)
+}
+
+func (l *Log) lastSeq(ctx context.Context, q sqlx.QueryerContext) (int64, error) {
 	var seq int64
-	if err := l.db.QueryRowxContext(ctx, l.q.lastSeq).Scan(&seq); err != nil {
+	if err := q.QueryRowxContext(ctx, l.q.lastSeq).Scan(&seq); err != nil {
 		return 0, fmt.Errorf("eventlog: last seq: %w", err)
+	}
+	return seq, nil
+}
+
+// Count returns the number of events matching f. f.Limit must be 0: Count
+// counts every match. It reads every match (through the index that serves
+// the filter, or the whole table for an empty filter), so its cost grows
+// with the count; it is meant for reports and progress, not for every
+// request.
+func (l *Log) Count(ctx context.Context, f Filter) (int64, error) {
+	return l.count(ctx, l.db, f)
+}
+
+// CountTx is Count inside the caller's transaction.
+func (l *Log) CountTx(ctx context.Context, tx *sqlx.Tx, f Filter) (int64, error) {
+	return l.count(ctx, tx, f)
+}
+
+func (l *Log) count(ctx context.Context, q sqlx.QueryerContext, f Filter) (int64, error) {
+	if f.Limit != 0 {
+		return 0, fmt.Errorf("eventlog: count: %w: Limit is %d, must be 0: Count counts every match",
+			ErrInvalidFilter, f.Limit)
+	}
+	where, args, err := f.where()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	if err := q.QueryRowxContext(ctx, l.db.Rebind(`SELECT COUNT(*) FROM event_log`+where), args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("eventlog: count events: %w", err)
+	}
+	return n, nil
+}
+
+// TailStart returns the seq after which the last n events matching f
+// begin: Query (or Pages) with it as Filter.AfterSeq, and the same
+// conditions, to read those n events. When n or fewer events match, it
+// returns f.AfterSeq (0 for no cursor): every match is among the last n.
+// n must not be negative and f.Limit must be 0.
+//
+// It walks the seq-ordered index that serves f backwards from the head
+// (the primary key for an empty filter), skipping n matches, so its cost
+// grows with n, not with the length of the log.
+func (l *Log) TailStart(ctx context.Context, f Filter, n int) (int64, error) {
+	return l.tailStart(ctx, l.db, f, n)
+}
+
+// TailStartTx is TailStart inside the caller's transaction. In a
+// REPEATABLE READ transaction, QueryTx from the seq it returns reads
+// exactly the n events it counted back over, however many appends commit
+// meanwhile.
+func (l *Log) TailStartTx(ctx context.Context, tx *sqlx.Tx, f Filter, n int) (int64, error) {
+	return l.tailStart(ctx, tx, f, n)
+}
+
+func (l *Log) tailStart(ctx context.Context, q sqlx.QueryerContext, f Filter, n int) (int64, error) {
+	switch {
+	case n < 0:
+		return 0, fmt.Errorf("eventlog: tail start: %w: n is %d, must not be negative", ErrInvalidFilter, n)
+	case f.Limit != 0:
+		return 0, fmt.Errorf("eventlog: tail start: %w: Limit is %d, must be 0: n says how many events", ErrInvalidFilter, f.Limit)
+	}
+	where, args, err := f.where()
+	if err != nil {
+		return 0, err
+	}
+	// The (n+1)-th last match is the one the last n come after.
+	query := l.db.Rebind(`SELECT seq FROM event_log` + where + ` ORDER BY seq DESC LIMIT 1 OFFSET ?`)
+	var seq int64
+	switch err := q.QueryRowxContext(ctx, query, append(args, n)...).Scan(&seq); {
+	case errors.Is(err, sql.ErrNoRows):
+		return f.AfterSeq, nil
+	case err != nil:
+		return 0, fmt.Errorf("eventlog: find the last %d events: %w", n, err)
 	}
 	return seq, nil
 }

@@ -279,3 +279,191 @@ func TestPagesByteBudget(t *testing.T) {
 		}
 	})
 }
+
+// readFixture appends 120 events spread over 3 kinds, 4 hosts, 5 rollouts
+// and 120 seconds, and returns the filters the read tests check, each with
+// the seqs it matches in order.
+func readFixture(t *testing.T, log *eventlog.Log) []readCase {
+	t.Helper()
+	kinds := []eventlog.Kind{eventlog.KindAgentEvent, eventlog.KindPlanAction, eventlog.KindEffect}
+	var entries []eventlog.Entry
+	for i := range 120 {
+		entries = append(entries, eventlog.Entry{
+			Kind:      kinds[i%3],
+			TS:        t0.Add(time.Duration(i) * time.Second),
+			HostID:    fmt.Sprint("h", i%4),
+			RolloutID: fmt.Sprint("r", i%5),
+			Payload:   json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)),
+		})
+	}
+	res, err := log.AppendBatch(context.Background(), entries)
+	require.NoError(t, err)
+	seqOf := func(i int) int64 { return res[i].Event.Seq }
+	cases := []struct {
+		name string
+		f    eventlog.Filter
+		pred func(i int) bool
+	}{
+		{"All", eventlog.Filter{}, func(int) bool { return true }},
+		{"Host", eventlog.Filter{HostID: "h1"}, func(i int) bool { return i%4 == 1 }},
+		{"Rollout", eventlog.Filter{RolloutID: "r2"}, func(i int) bool { return i%5 == 2 }},
+		{"Kind", eventlog.Filter{Kinds: []eventlog.Kind{eventlog.KindEffect}}, func(i int) bool { return i%3 == 2 }},
+		{"Kinds", eventlog.Filter{Kinds: []eventlog.Kind{eventlog.KindEffect, eventlog.KindAgentEvent}}, func(i int) bool { return i%3 != 1 }},
+		{"After", eventlog.Filter{AfterSeq: seqOf(100)}, func(i int) bool { return i > 100 }},
+		{"TimeRange", eventlog.Filter{Since: t0.Add(10 * time.Second), Until: t0.Add(20 * time.Second)}, func(i int) bool { return i >= 10 && i < 20 }},
+		{"Combined", eventlog.Filter{HostID: "h0", RolloutID: "r0", AfterSeq: seqOf(0)}, func(i int) bool { return i > 0 && i%4 == 0 && i%5 == 0 }},
+		{"NoMatch", eventlog.Filter{HostID: "nobody"}, func(int) bool { return false }},
+		{"NoMatchAfter", eventlog.Filter{HostID: "nobody", AfterSeq: seqOf(7)}, func(int) bool { return false }},
+	}
+	out := make([]readCase, len(cases))
+	for i, c := range cases {
+		out[i] = readCase{name: c.name, f: c.f}
+		for j := range entries {
+			if c.pred(j) {
+				out[i].seqs = append(out[i].seqs, seqOf(j))
+			}
+		}
+	}
+	return out
+}
+
+type readCase struct {
+	name string
+	f    eventlog.Filter
+	seqs []int64 // the matches, in seq order
+}
+
+func TestCount(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		log, db := setup(t, backend, nil)
+
+		n, err := log.Count(ctx, eventlog.Filter{})
+		require.NoError(t, err)
+		require.Zero(t, n, "an empty log")
+
+		for _, c := range readFixture(t, log) {
+			n, err := log.Count(ctx, c.f)
+			require.NoError(t, err, c.name)
+			require.Equal(t, int64(len(c.seqs)), n, c.name)
+		}
+
+		// CountTx counts in the caller's transaction: its own uncommitted
+		// append, which no one else sees yet.
+		tx, err := db.BeginTxx(ctx, nil)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback() }()
+		_, err = log.AppendTx(ctx, tx, eventlog.Entry{Kind: eventlog.KindEffect, HostID: "h-tx", Payload: json.RawMessage(`{}`)})
+		require.NoError(t, err)
+		f := eventlog.Filter{HostID: "h-tx"}
+		n, err = log.CountTx(ctx, tx, f)
+		require.NoError(t, err)
+		require.Equal(t, int64(1), n)
+		n, err = log.Count(ctx, f)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		require.NoError(t, tx.Rollback())
+
+		_, err = log.Count(ctx, eventlog.Filter{Limit: 10})
+		require.ErrorIs(t, err, eventlog.ErrInvalidFilter, "a limit means nothing to a count")
+	})
+}
+
+func TestLastSeqTx(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		log, db := setup(t, backend, nil)
+
+		tx, err := db.BeginTxx(ctx, nil)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback() }()
+		last, err := log.LastSeqTx(ctx, tx)
+		require.NoError(t, err)
+		require.Zero(t, last, "an empty log")
+
+		// It reads in the caller's transaction: its own uncommitted
+		// append, which LastSeq does not see.
+		res, err := log.AppendTx(ctx, tx, entry("h1", `{}`))
+		require.NoError(t, err)
+		last, err = log.LastSeqTx(ctx, tx)
+		require.NoError(t, err)
+		require.Equal(t, res[0].Event.Seq, last)
+		outside, err := log.LastSeq(ctx)
+		require.NoError(t, err)
+		require.Zero(t, outside)
+		require.NoError(t, tx.Commit())
+
+		outside, err = log.LastSeq(ctx)
+		require.NoError(t, err)
+		require.Equal(t, res[0].Event.Seq, outside)
+	})
+}
+
+func TestTailStart(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		log, db := setup(t, backend, nil)
+
+		start, err := log.TailStart(ctx, eventlog.Filter{}, 10)
+		require.NoError(t, err)
+		require.Zero(t, start, "an empty log")
+
+		for _, c := range readFixture(t, log) {
+			m := len(c.seqs)
+			for _, n := range []int{0, 1, 5, m - 1, m, m + 1, 1000} {
+				if n < 0 {
+					continue
+				}
+				start, err := log.TailStart(ctx, c.f, n)
+				require.NoError(t, err, "%s, n=%d", c.name, n)
+				want := c.f.AfterSeq // every match is among the last n
+				if n < m {
+					want = c.seqs[m-n-1]
+				}
+				require.Equal(t, want, start, "%s, n=%d", c.name, n)
+
+				// Querying from it reads exactly the last n matches.
+				q := c.f
+				q.AfterSeq, q.Limit = start, eventlog.MaxQueryLimit
+				got, err := log.Query(ctx, q)
+				require.NoError(t, err)
+				wantSeqs := c.seqs[max(0, m-n):]
+				require.Len(t, got, len(wantSeqs), "%s, n=%d", c.name, n)
+				for i, ev := range got {
+					require.Equal(t, wantSeqs[i], ev.Seq, "%s, n=%d", c.name, n)
+				}
+			}
+		}
+
+		// TailStartTx counts back over the caller's transaction's own
+		// uncommitted appends.
+		tx, err := db.BeginTxx(ctx, nil)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback() }()
+		f := eventlog.Filter{HostID: "h-tx"}
+		var seqs []int64
+		for range 3 {
+			res, err := log.AppendTx(ctx, tx, eventlog.Entry{Kind: eventlog.KindEffect, HostID: "h-tx", Payload: json.RawMessage(`{}`)})
+			require.NoError(t, err)
+			seqs = append(seqs, res[0].Event.Seq)
+		}
+		start, err = log.TailStartTx(ctx, tx, f, 2)
+		require.NoError(t, err)
+		require.Equal(t, seqs[0], start)
+		start, err = log.TailStart(ctx, f, 2)
+		require.NoError(t, err)
+		require.Zero(t, start, "uncommitted: no match outside the transaction")
+		require.NoError(t, tx.Rollback())
+
+		for _, bad := range []struct {
+			f eventlog.Filter
+			n int
+		}{{eventlog.Filter{}, -1}, {eventlog.Filter{Limit: 5}, 5}} {
+			_, err := log.TailStart(ctx, bad.f, bad.n)
+			require.ErrorIs(t, err, eventlog.ErrInvalidFilter, "%+v, n=%d", bad.f, bad.n)
+		}
+	})
+}

@@ -2,8 +2,6 @@ package eventlog
 
 import (
 	"fmt"
-
-	"github.com/canonlog/canonlog/internal/dbtime"
 )
 
 // rowScanner is what *sql.Rows, *sqlx.Rows and *sqlx.Row have in common.
@@ -14,7 +12,7 @@ type rowScanner interface {
 // scanEvent reads one row selected with eventColumns.
 func scanEvent(r rowScanner, ev *Event) error {
 	var payload []byte
-	err := r.Scan(&ev.Seq, dbtime.Dest{T: &ev.TS}, (*string)(&ev.Kind), nullString{&ev.HostID},
+	err := r.Scan(&ev.Seq, timeDest{&ev.TS}, (*string)(&ev.Kind), nullString{&ev.HostID},
 		nullString{&ev.RolloutID}, &payload, nullString{&ev.EventID})
 	ev.Payload = payload
 	return err

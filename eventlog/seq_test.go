@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/eventlogtest"
 	"github.com/canonlog/canonlog/internal/dbtest"
 )
 
@@ -67,7 +68,7 @@ func TestAssignedSeqPostgres(t *testing.T) {
 	ctx := context.Background()
 	b := dbtest.New(t, "postgres")
 	db := b.Migrated(t)
-	log, err := eventlog.New(db, &eventlog.Config{Clock: eventlog.NewFakeClock(t0)})
+	log, err := eventlog.New(db, &eventlog.Config{Clock: eventlogtest.NewFakeClock(t0)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = log.Close() })
 	_, err = log.AppendBatch(ctx, []eventlog.Entry{entry("h", `{"a":1}`), entry("h", `{"a":2}`)})

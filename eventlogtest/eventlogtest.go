@@ -1,6 +1,7 @@
 // Package eventlogtest helps applications test code that uses canonlog,
 // with nothing installed: each helper gives a test its own in-memory SQLite
-// log, migrated, and closed when the test ends.
+// log, migrated, and closed when the test ends; FakeClock makes the
+// timestamps of its entries deterministic.
 //
 //	func TestCheckout(t *testing.T) {
 //		log := eventlogtest.NewLog(t, nil)
@@ -64,8 +65,8 @@ func NewLog(t testing.TB, cfg *eventlog.Config) *eventlog.Log {
 
 // NewClock returns a FakeClock at Epoch that advances one millisecond each
 // time it is read.
-func NewClock() *eventlog.FakeClock {
-	c := eventlog.NewFakeClock(Epoch)
+func NewClock() *FakeClock {
+	c := NewFakeClock(Epoch)
 	c.SetStep(time.Millisecond)
 	return c
 }

@@ -9,7 +9,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/dbtime"
 )
 
 // ErrInvalidProbeResult is returned (wrapped in a *ValidationError, itself
@@ -146,7 +145,7 @@ func rowsSlow(dst []Row, ev eventlog.Event) ([]Row, error) {
 		if err != nil {
 			return dst, &ValidationError{Field: "observed_at", Reason: fmt.Sprintf("%q is not an RFC 3339 timestamp", s)}
 		}
-		observed = dbtime.Normalize(t)
+		observed = eventlog.NormalizeTime(t)
 	}
 	var subs []rawSub
 	if len(raw.SubResults) > 0 && string(raw.SubResults) != "null" {
@@ -220,7 +219,7 @@ func rowsFast(dst []Row, ev eventlog.Event) ([]Row, bool) {
 		if err != nil {
 			return dst, false
 		}
-		observed = dbtime.Normalize(t)
+		observed = eventlog.NormalizeTime(t)
 	}
 	emit := fp.Mode == "enforce" && fp.Status == "fail"
 	first := len(dst)

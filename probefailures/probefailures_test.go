@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/eventlogtest"
 	"github.com/canonlog/canonlog/internal/dbtest"
 	"github.com/canonlog/canonlog/probefailures"
 	"github.com/canonlog/canonlog/projection"
@@ -31,7 +32,7 @@ func setupOn(t testing.TB, b dbtest.Backend) (*eventlog.Log, *projection.Registr
 	t.Helper()
 	db := b.Open(t)
 	reg := projection.Must(projection.NewRegistry(probefailures.New()))
-	clock := eventlog.NewFakeClock(t0)
+	clock := eventlogtest.NewFakeClock(t0)
 	log, err := eventlog.New(db, &eventlog.Config{Hook: reg, Clock: clock})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = log.Close() })

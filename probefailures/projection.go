@@ -12,8 +12,6 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/dbtime"
-	"github.com/canonlog/canonlog/internal/dialect"
 	"github.com/canonlog/canonlog/migrations"
 	"github.com/canonlog/canonlog/projection"
 )
@@ -125,10 +123,10 @@ FROM probe_failures ORDER BY event_log_seq, framework, control_id`)
 	var n int64
 	for rows.Next() {
 		var r Row
-		if err := rows.Scan(&r.Seq, &r.RolloutID, &r.HostID, &r.ProbeName, &r.ControlID, &r.Framework, dbtime.Dest{T: &r.ObservedAt}); err != nil {
+		if err := rows.Scan(&r.Seq, &r.RolloutID, &r.HostID, &r.ProbeName, &r.ControlID, &r.Framework, eventlog.ScanTime(&r.ObservedAt)); err != nil {
 			return "", err
 		}
-		fmt.Fprintf(h, "%d\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s\n", r.Seq, r.RolloutID, r.HostID, r.ProbeName, r.ControlID, r.Framework, dbtime.Format(r.ObservedAt))
+		fmt.Fprintf(h, "%d\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s\n", r.Seq, r.RolloutID, r.HostID, r.ProbeName, r.ControlID, r.Framework, eventlog.FormatTime(r.ObservedAt))
 		n++
 	}
 	if err := rows.Err(); err != nil {
@@ -146,18 +144,18 @@ const insertSQLite = `INSERT INTO probe_failures (event_log_seq, rollout_id, hos
 VALUES (?, NULLIF(?, ''), ?, ?, ?, ?, ?)`
 
 func insertRows(ctx context.Context, tx *sqlx.Tx, rows []Row) error {
-	d, err := dialect.ForDriver(tx.DriverName())
+	b, err := eventlog.BackendOf(tx)
 	if err != nil {
 		return err
 	}
-	if d == dialect.Postgres {
+	if b == eventlog.Postgres {
 		n := len(rows)
 		seqs := make(pq.Int64Array, n)
 		rollouts, hosts, probes, controls, frameworks, observed := make(pq.StringArray, n), make(pq.StringArray, n),
 			make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n)
 		for i, r := range rows {
 			seqs[i], rollouts[i], hosts[i], probes[i], controls[i], frameworks[i], observed[i] =
-				r.Seq, r.RolloutID, r.HostID, r.ProbeName, r.ControlID, r.Framework, dbtime.Format(r.ObservedAt)
+				r.Seq, r.RolloutID, r.HostID, r.ProbeName, r.ControlID, r.Framework, eventlog.FormatTime(r.ObservedAt)
 		}
 		_, err := tx.ExecContext(ctx, insertPostgres, seqs, rollouts, hosts, probes, controls, frameworks, observed)
 		return err
@@ -168,7 +166,7 @@ func insertRows(ctx context.Context, tx *sqlx.Tx, rows []Row) error {
 	}
 	defer stmt.Close()
 	for _, r := range rows {
-		if _, err := stmt.ExecContext(ctx, r.Seq, r.RolloutID, r.HostID, r.ProbeName, r.ControlID, r.Framework, dbtime.Format(r.ObservedAt)); err != nil {
+		if _, err := stmt.ExecContext(ctx, r.Seq, r.RolloutID, r.HostID, r.ProbeName, r.ControlID, r.Framework, eventlog.FormatTime(r.ObservedAt)); err != nil {
 			return err
 		}
 	}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/canonlog/canonlog/internal/dbtime"
+	"github.com/canonlog/canonlog/eventlog"
 )
 
 // Query limits for Store.Failures.
@@ -80,7 +80,7 @@ ORDER BY host_id, control_id, event_log_seq, framework LIMIT ?`)
 	out := make([]Row, 0, min(f.Limit, 256))
 	for rows.Next() {
 		var r Row
-		if err := rows.Scan(&r.Seq, &r.RolloutID, &r.HostID, &r.ProbeName, &r.ControlID, &r.Framework, dbtime.Dest{T: &r.ObservedAt}); err != nil {
+		if err := rows.Scan(&r.Seq, &r.RolloutID, &r.HostID, &r.ProbeName, &r.ControlID, &r.Framework, eventlog.ScanTime(&r.ObservedAt)); err != nil {
 			return nil, fmt.Errorf("probefailures: failures: %w", err)
 		}
 		out = append(out, r)

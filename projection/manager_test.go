@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/eventlogtest"
 	"github.com/canonlog/canonlog/internal/dbtest"
 	"github.com/canonlog/canonlog/projection"
 )
@@ -19,7 +20,7 @@ func newManager(t *testing.T, db *sqlx.DB, cfg *projection.ManagerConfig, ps ...
 	t.Helper()
 	reg, err := projection.NewRegistry(ps...)
 	require.NoError(t, err)
-	clock := eventlog.NewFakeClock(t0)
+	clock := eventlogtest.NewFakeClock(t0)
 	clock.SetStep(time.Millisecond)
 	c := projection.ManagerConfig{Log: &eventlog.Config{Clock: clock}}
 	if cfg != nil {

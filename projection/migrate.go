@@ -83,7 +83,7 @@ func Install(ctx context.Context, log *eventlog.Log, reg *Registry) error {
 				found++
 				break
 			}
-			last, err := lastSeqTx(ctx, tx)
+			last, err := log.LastSeqTx(ctx, tx)
 			if err != nil {
 				return err
 			}
@@ -98,12 +98,4 @@ func Install(ctx context.Context, log *eventlog.Log, reg *Registry) error {
 		}
 	}
 	return nil
-}
-
-func lastSeqTx(ctx context.Context, tx *sqlx.Tx) (int64, error) {
-	var seq int64
-	if err := tx.QueryRowxContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM event_log`).Scan(&seq); err != nil {
-		return 0, fmt.Errorf("read last seq: %w", err)
-	}
-	return seq, nil
 }

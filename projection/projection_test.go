@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/eventlogtest"
 	"github.com/canonlog/canonlog/internal/dbtest"
 	"github.com/canonlog/canonlog/projection"
 )
@@ -25,7 +26,7 @@ func setup(t *testing.T, backend string, ps ...projection.Projection) (*eventlog
 	db := dbtest.New(t, backend).Open(t)
 	reg, err := projection.NewRegistry(ps...)
 	require.NoError(t, err)
-	clock := eventlog.NewFakeClock(t0)
+	clock := eventlogtest.NewFakeClock(t0)
 	clock.SetStep(time.Millisecond)
 	log, err := eventlog.New(db, &eventlog.Config{Hook: reg, Clock: clock})
 	require.NoError(t, err)

@@ -130,13 +130,13 @@ func rebuildOne(ctx context.Context, log *eventlog.Log, d dialect.Dialect, e *re
 // COMMITTED) it sees every append that committed before the lock was
 // granted. It returns the events replayed and the log's last seq covered.
 func replay(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *registered, batchSize int, progress func(Progress)) (int64, int64, error) {
-	last, err := lastSeqTx(ctx, tx)
+	last, err := log.LastSeqTx(ctx, tx)
 	if err != nil {
 		return 0, 0, fmt.Errorf("projection %s: %w", e.name, err)
 	}
 	var total int64
 	if progress != nil {
-		if total, err = countEvents(ctx, tx, e.kindList()); err != nil {
+		if total, err = log.CountTx(ctx, tx, eventlog.Filter{Kinds: e.kindList()}); err != nil {
 			return 0, 0, fmt.Errorf("projection %s: %w", e.name, err)
 		}
 		progress(Progress{Projection: e.name, Total: total})
@@ -169,22 +169,6 @@ func replay(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *registered, 
 		}
 	}
 	return done, last, nil
-}
-
-func countEvents(ctx context.Context, tx *sqlx.Tx, kinds []eventlog.Kind) (int64, error) {
-	query, args := `SELECT COUNT(*) FROM event_log`, []any{}
-	if len(kinds) > 0 {
-		var err error
-		query, args, err = sqlx.In(query+` WHERE kind IN (?)`, kinds)
-		if err != nil {
-			return 0, err
-		}
-	}
-	var n int64
-	if err := tx.QueryRowxContext(ctx, tx.Rebind(query), args...).Scan(&n); err != nil {
-		return 0, fmt.Errorf("count events: %w", err)
-	}
-	return n, nil
 }
 
 func countRows(ctx context.Context, tx *sqlx.Tx, tables []string) (int64, error) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/canonlog/canonlog/app"
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/eventlogtest"
 	"github.com/canonlog/canonlog/internal/dbtest"
 )
 
@@ -36,7 +37,7 @@ type fixture struct {
 	server  *server
 	log     *eventlog.Log
 	db      *sqlx.DB
-	clock   *eventlog.FakeClock
+	clock   *eventlogtest.FakeClock
 	url     string // the database's URL
 }
 
@@ -55,7 +56,7 @@ var t0 = time.Date(2026, 5, 16, 1, 0, 0, 0, time.UTC)
 func setup(t *testing.T, backend string, canonlog app.Config) *fixture {
 	t.Helper()
 	b := dbtest.New(t, backend)
-	f := &fixture{clock: eventlog.NewFakeClock(t0)}
+	f := &fixture{clock: eventlogtest.NewFakeClock(t0)}
 	canonlog.DatabaseURL = b.URL
 	f.url = b.URL
 	canonlog.Clock = f.clock

@@ -74,7 +74,7 @@ ON CONFLICT (rollout_id, host_id) DO UPDATE SET
     last_type = excluded.last_type, last_status = excluded.last_status,
     last_seen_at = excluded.last_seen_at, event_log_seq = excluded.event_log_seq
 WHERE excluded.event_log_seq > rollout_progress.event_log_seq`),
-		ev.RolloutID, ev.HostID, typ, status, formatTS(ev.TS), ev.Seq)
+		ev.RolloutID, ev.HostID, typ, status, eventlog.FormatTime(ev.TS), ev.Seq)
 	return err
 }
 
@@ -108,38 +108,6 @@ func typeAndStatus(payload json.RawMessage) (typ, status string) {
 	typ, _ = p.Type.(string)
 	status, _ = p.Status.(string)
 	return typ, status
-}
-
-// tsLayout is how rollout_progress stores times on both backends: fixed
-// width UTC text, which PostgreSQL parses into TIMESTAMPTZ and whose text
-// order on SQLite is time order.
-const tsLayout = "2006-01-02T15:04:05.000000Z"
-
-func formatTS(t time.Time) string { return t.UTC().Format(tsLayout) }
-
-// tsDest scans a timestamp as either driver returns it: time.Time from
-// lib/pq, text from modernc.org/sqlite.
-type tsDest struct{ t *time.Time }
-
-func (d tsDest) Scan(src any) error {
-	var s string
-	switch v := src.(type) {
-	case time.Time:
-		*d.t = v.UTC()
-		return nil
-	case string:
-		s = v
-	case []byte:
-		s = string(v)
-	default:
-		return fmt.Errorf("cannot scan %T into a timestamp", src)
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return fmt.Errorf("stored timestamp %q: %w", s, err)
-	}
-	*d.t = t.UTC()
-	return nil
 }
 
 // HostProgress is one host's last event in a rollout.
@@ -187,7 +155,7 @@ WHERE rollout_id = ? AND host_id > ? ORDER BY host_id LIMIT ?`), rolloutID, afte
 	out := []HostProgress{}
 	for rows.Next() {
 		var h HostProgress
-		if err := rows.Scan(&h.HostID, &h.LastType, &h.LastStatus, tsDest{&h.LastSeenAt}, &h.Seq); err != nil {
+		if err := rows.Scan(&h.HostID, &h.LastType, &h.LastStatus, eventlog.ScanTime(&h.LastSeenAt), &h.Seq); err != nil {
 			return nil, fmt.Errorf("rollout progress: %w", err)
 		}
 		out = append(out, h)

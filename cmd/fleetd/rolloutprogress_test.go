@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"go/parser"
+	"go/token"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -91,4 +95,20 @@ func TestRebuildCommand(t *testing.T) {
 		require.Contains(t, stderr.String(), `unknown projection: "host_status"`)
 		require.Contains(t, stderr.String(), "rollout_progress")
 	})
+}
+
+// rollout_progress shows how an application writes a projection, and an
+// application outside this module cannot import canonlog's internal
+// packages: the projection's file must not either.
+func TestRolloutProgressImportsNoInternalPackage(t *testing.T) {
+	t.Parallel()
+	f, err := parser.ParseFile(token.NewFileSet(), "rolloutprogress.go", nil, parser.ImportsOnly)
+	require.NoError(t, err)
+	require.NotEmpty(t, f.Imports)
+	for _, imp := range f.Imports {
+		path, err := strconv.Unquote(imp.Path.Value)
+		require.NoError(t, err)
+		require.False(t, strings.Contains(path, "/internal/") || strings.HasSuffix(path, "/internal"),
+			"rolloutprogress.go imports %s: an application outside this module could not", path)
+	}
 }

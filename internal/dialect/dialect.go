@@ -1,56 +1,40 @@
-// Package dialect keeps the differences between canonlog's two storage
-// backends, PostgreSQL (lib/pq) and SQLite (modernc.org/sqlite), in one place.
+// Package dialect names canonlog's two storage backends for the internal
+// packages that still use its names. The logic lives in package eventlog
+// (Backend, BackendOf), which projections outside this module can import;
+// Dialect is the same type, so values pass between the two unconverted.
+// New code uses eventlog's names.
 package dialect
 
 import (
-	"fmt"
-
 	"github.com/jmoiron/sqlx"
+
+	"github.com/canonlog/canonlog/eventlog"
 )
 
-// Dialect names a storage backend.
-type Dialect int
+// Dialect names a storage backend: it is eventlog.Backend.
+type Dialect = eventlog.Backend
 
 const (
-	// Postgres is PostgreSQL through github.com/lib/pq (driver name "postgres").
-	Postgres Dialect = iota + 1
-	// SQLite is SQLite through modernc.org/sqlite (driver name "sqlite").
-	SQLite
+	// Postgres is eventlog.Postgres.
+	Postgres = eventlog.Postgres
+	// SQLite is eventlog.SQLite.
+	SQLite = eventlog.SQLite
 )
 
-// Driver names as registered by the database/sql drivers canonlog uses.
+// Driver names as registered by the database/sql drivers canonlog uses:
+// github.com/lib/pq and modernc.org/sqlite. eventlog.BackendOf maps them.
 const (
 	DriverPostgres = "postgres"
 	DriverSQLite   = "sqlite"
 )
 
-func (d Dialect) String() string {
-	switch d {
-	case Postgres:
-		return "postgres"
-	case SQLite:
-		return "sqlite"
-	default:
-		return fmt.Sprintf("dialect(%d)", int(d))
-	}
-}
-
 // Of returns the dialect of db, judged by the driver name it was opened with.
-func Of(db *sqlx.DB) (Dialect, error) {
-	if db == nil {
-		return 0, fmt.Errorf("canonlog: nil *sqlx.DB")
-	}
-	return ForDriver(db.DriverName())
-}
+func Of(db *sqlx.DB) (Dialect, error) { return eventlog.BackendOf(db) }
 
 // ForDriver maps a database/sql driver name to a dialect.
-func ForDriver(name string) (Dialect, error) {
-	switch name {
-	case DriverPostgres:
-		return Postgres, nil
-	case DriverSQLite:
-		return SQLite, nil
-	default:
-		return 0, fmt.Errorf("canonlog: unsupported database driver %q: open the database with eventlog.OpenDB, or with sqlx.Open(%q, …) from github.com/lib/pq or sqlx.Open(%q, …) from modernc.org/sqlite", name, DriverPostgres, DriverSQLite)
-	}
-}
+func ForDriver(name string) (Dialect, error) { return eventlog.BackendOf(driverName(name)) }
+
+// driverName lets BackendOf read a bare driver name.
+type driverName string
+
+func (n driverName) DriverName() string { return string(n) }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/projection"
 )
 
@@ -70,7 +71,13 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 	}
 	defer e.Close()
 	rep := statusReport{Database: e.url, Projections: []projectionReport{}}
-	if err := e.db.QueryRowxContext(ctx, `SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM event_log`).Scan(&rep.Events, &rep.LastSeq); err != nil {
+	// Counted before the last seq is read: every event counted then has a
+	// seq at most the last, so the report never shows more events than its
+	// last seq allows, whatever commits in between.
+	if rep.Events, err = e.log.Count(ctx, eventlog.Filter{}); err != nil {
+		return fmt.Errorf("status: read the log: %w", err)
+	}
+	if rep.LastSeq, err = e.log.LastSeq(ctx); err != nil {
 		return fmt.Errorf("status: read the log: %w", err)
 	}
 	sts, err := e.m.Status(ctx)

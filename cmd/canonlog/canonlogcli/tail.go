@@ -4,14 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/spf13/cobra"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/dbtime"
 )
 
 type tailOptions struct {
@@ -134,8 +131,8 @@ func printCommitted(ctx context.Context, e *env, f eventlog.Filter, o tailOption
 		if o.lines == 0 {
 			return pos, nil
 		}
-		if after, err = lastNStart(ctx, tx, f, o.lines); err != nil {
-			return pos, err
+		if after, err = e.log.TailStartTx(ctx, tx, f, o.lines); err != nil {
+			return pos, fmt.Errorf("tail: %w", err)
 		}
 	}
 	q := f
@@ -156,50 +153,4 @@ func printCommitted(ctx context.Context, e *env, f eventlog.Filter, o tailOption
 		}
 		q.AfterSeq = page[len(page)-1].Seq
 	}
-}
-
-// lastNStart returns the seq after which the last n events matching f
-// begin (0 when fewer match).
-func lastNStart(ctx context.Context, tx *sqlx.Tx, f eventlog.Filter, n int) (int64, error) {
-	var (
-		conds []string
-		args  []any
-	)
-	if f.HostID != "" {
-		conds, args = append(conds, "host_id = ?"), append(args, f.HostID)
-	}
-	if f.RolloutID != "" {
-		conds, args = append(conds, "rollout_id = ?"), append(args, f.RolloutID)
-	}
-	if len(f.Kinds) > 0 {
-		marks := make([]string, len(f.Kinds))
-		for i, k := range f.Kinds {
-			marks[i], args = "?", append(args, string(k))
-		}
-		conds = append(conds, "kind IN ("+strings.Join(marks, ", ")+")")
-	}
-	if !f.Since.IsZero() {
-		conds, args = append(conds, "ts >= ?"), append(args, dbtime.Format(f.Since))
-	}
-	if !f.Until.IsZero() {
-		conds, args = append(conds, "ts < ?"), append(args, dbtime.Format(f.Until))
-	}
-	where := ""
-	if len(conds) > 0 {
-		where = " WHERE " + strings.Join(conds, " AND ")
-	}
-	// Walking the seq-ordered indexes backwards: the (n+1)-th last matching
-	// event is the one the last n come after.
-	rows, err := tx.QueryxContext(ctx, tx.Rebind(`SELECT seq FROM event_log`+where+` ORDER BY seq DESC LIMIT 1 OFFSET ?`), append(args, n)...)
-	if err != nil {
-		return 0, fmt.Errorf("tail: find the last %d events: %w", n, err)
-	}
-	defer rows.Close()
-	var seq int64
-	if rows.Next() {
-		if err := rows.Scan(&seq); err != nil {
-			return 0, fmt.Errorf("tail: %w", err)
-		}
-	}
-	return seq, rows.Err()
 }
