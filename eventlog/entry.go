@@ -111,7 +111,7 @@ func checkID(s string) error {
 
 // checkTS says why t (normalized: UTC, microseconds) is outside the years
 // both backends store, or returns nil. Entries and filters share it: the
-// text timestamps are written as (internal/dbtime) keep time order on
+// text timestamps are written as (FormatTime) keep time order on
 // SQLite only with four-digit years, and PostgreSQL has no year 0.
 func checkTS(t time.Time) error {
 	if t.Before(minTS) || t.After(maxTS) {

@@ -5,13 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/canonlog/canonlog/eventlog"
 	"slices"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/pressly/goose/v3"
-
-	"github.com/canonlog/canonlog/internal/dialect"
 )
 
 // DownStep is one migration that Down rolls back.
@@ -56,7 +55,7 @@ func Down(ctx context.Context, db *sqlx.DB, sets ...Set) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ms[0].dialect == dialect.SQLite {
+	if ms[0].dialect == eventlog.SQLite {
 		unlock, err := lockSQLite(ctx, db.DB)
 		if err != nil {
 			return nil, fmt.Errorf("migrations: down: %w", err)

@@ -6,14 +6,13 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"github.com/canonlog/canonlog/eventlog"
 	"io/fs"
 	"regexp"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/pressly/goose/v3"
-
-	"github.com/canonlog/canonlog/internal/dialect"
 )
 
 //go:embed postgres/*.sql sqlite/*.sql
@@ -90,7 +89,7 @@ type Migrator struct {
 	set      Set
 	provider *goose.Provider
 	db       *sql.DB
-	dialect  dialect.Dialect
+	dialect  eventlog.Backend
 }
 
 // New returns a Migrator for set on db. It never closes db.
@@ -98,7 +97,7 @@ func New(db *sqlx.DB, set Set) (*Migrator, error) {
 	if !set.core && !setNameRE.MatchString(set.Name) {
 		return nil, fmt.Errorf("migrations: set name %q must match %s (only Core() has no name)", set.Name, setNameRE)
 	}
-	d, err := dialect.Of(db)
+	d, err := eventlog.BackendOf(db)
 	if err != nil {
 		return nil, err
 	}
@@ -112,10 +111,10 @@ func New(db *sqlx.DB, set Set) (*Migrator, error) {
 		}
 	)
 	switch d {
-	case dialect.Postgres:
+	case eventlog.Postgres:
 		fsys, gooseDialect = set.Postgres, goose.DialectPostgres
 		opts = append(opts, goose.WithSessionLocker(&pgLocker{key: set.Table()}))
-	case dialect.SQLite:
+	case eventlog.SQLite:
 		fsys, gooseDialect = set.SQLite, goose.DialectSQLite3
 	}
 	if fsys == nil {
@@ -134,7 +133,7 @@ func New(db *sqlx.DB, set Set) (*Migrator, error) {
 // one lock per file (lockSQLite), held around everything goose does,
 // including creating the version table.
 func (m *Migrator) lock(ctx context.Context) (unlock func(), err error) {
-	if m.dialect != dialect.SQLite {
+	if m.dialect != eventlog.SQLite {
 		return func() {}, nil
 	}
 	return lockSQLite(ctx, m.db)

@@ -5,13 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/canonlog/canonlog/eventlog"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
-
-	"github.com/canonlog/canonlog/internal/dialect"
 )
 
 // queryer is what reading the migration state needs.
@@ -43,7 +42,7 @@ type appliedVersion struct {
 // highest id, which also orders rows written within one second) decides
 // whether it is applied, and when. Version 0 is goose's marker row, not a
 // migration.
-func readApplied(ctx context.Context, q queryer, d dialect.Dialect, table string) (map[int64]appliedVersion, error) {
+func readApplied(ctx context.Context, q queryer, d eventlog.Backend, table string) (map[int64]appliedVersion, error) {
 	name, err := qualifiedTable(ctx, q, d, table)
 	if err != nil || name == "" {
 		return nil, err
@@ -82,9 +81,9 @@ func readApplied(ctx context.Context, q queryer, d dialect.Dialect, table string
 // in — PostgreSQL's current_schema(), where goose creates and looks for
 // its version tables, or SQLite's main database — or "" when it does not
 // exist there.
-func qualifiedTable(ctx context.Context, q queryer, d dialect.Dialect, table string) (string, error) {
+func qualifiedTable(ctx context.Context, q queryer, d eventlog.Backend, table string) (string, error) {
 	switch d {
-	case dialect.Postgres:
+	case eventlog.Postgres:
 		var schema string
 		err := q.QueryRowContext(ctx, `SELECT n.nspname FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -96,7 +95,7 @@ WHERE n.nspname = current_schema() AND c.relname = $1 AND c.relkind IN ('r', 'p'
 			return "", fmt.Errorf("look up table %s: %w", table, err)
 		}
 		return quoteIdent(schema) + "." + quoteIdent(table), nil
-	case dialect.SQLite:
+	case eventlog.SQLite:
 		var n int
 		if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM main.sqlite_master WHERE type = 'table' AND name = ?`, table).Scan(&n); err != nil {
 			return "", fmt.Errorf("look up table %s: %w", table, err)
@@ -120,7 +119,7 @@ func quoteIdent(name string) string {
 // version table exists, even when all its migrations are rolled back:
 // goose leaves the table behind. InstalledSets only reads.
 func InstalledSets(ctx context.Context, db *sqlx.DB) ([]string, error) {
-	d, err := dialect.Of(db)
+	d, err := eventlog.BackendOf(db)
 	if err != nil {
 		return nil, err
 	}
@@ -131,12 +130,12 @@ func InstalledSets(ctx context.Context, db *sqlx.DB) ([]string, error) {
 	return sets, nil
 }
 
-func installedSets(ctx context.Context, q queryer, d dialect.Dialect) ([]string, error) {
+func installedSets(ctx context.Context, q queryer, d eventlog.Backend) ([]string, error) {
 	// LIKE narrows the scan; the exact, case-sensitive prefix and the set
 	// name rule are checked below (SQLite's LIKE ignores case, and '_'
 	// matches any character).
 	query := `SELECT name FROM main.sqlite_master WHERE type = 'table' AND name LIKE 'canonlog%'`
-	if d == dialect.Postgres {
+	if d == eventlog.Postgres {
 		query = `SELECT c.relname FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname LIKE 'canonlog%'`

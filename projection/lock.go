@@ -3,10 +3,10 @@ package projection
 import (
 	"context"
 	"fmt"
+	"github.com/canonlog/canonlog/eventlog"
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/canonlog/canonlog/internal/dialect"
 	"github.com/canonlog/canonlog/internal/pglock"
 )
 
@@ -18,8 +18,8 @@ import (
 // every later append waits for them and is then applied to the rebuilt
 // state — applied exactly once either way. SQLite needs none of this: it
 // runs one write transaction at a time.
-func lockExclusive(ctx context.Context, tx *sqlx.Tx, d dialect.Dialect, name string) error {
-	if d != dialect.Postgres {
+func lockExclusive(ctx context.Context, tx *sqlx.Tx, d eventlog.Backend, name string) error {
+	if d != eventlog.Postgres {
 		return nil
 	}
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(`+pglock.KeyExpr("$1::text")+`)`, pglock.ProjectionLock(name)); err != nil {

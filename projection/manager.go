@@ -308,7 +308,7 @@ func (m *Manager) checkNames(ctx context.Context, op string, names []string) ([]
 // appends of its kinds are refused with a *NotInstalledError.
 func (m *Manager) CheckSchema(ctx context.Context) error {
 	var n int
-	if err := m.db.QueryRowxContext(ctx, `SELECT COUNT(*) FROM event_log WHERE 1 = 0`).Scan(&n); err != nil {
+	if _, err := m.log.LastSeq(ctx); err != nil {
 		return &SchemaError{Table: "event_log", Err: err}
 	}
 	cps, err := m.load(ctx)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbutil"
-	"github.com/canonlog/canonlog/internal/dialect"
 	"github.com/canonlog/canonlog/migrations"
 )
 
@@ -63,7 +62,7 @@ func Install(ctx context.Context, log *eventlog.Log, reg *Registry) error {
 		return err
 	}
 	entries, _ := reg.selectEntries(nil)
-	d, err := dialect.Of(log.DB())
+	d, err := eventlog.BackendOf(log.DB())
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbutil"
-	"github.com/canonlog/canonlog/internal/dialect"
 )
 
 // RebuildOptions tunes Rebuild. A nil *RebuildOptions rebuilds every
@@ -80,7 +79,7 @@ func Rebuild(ctx context.Context, log *eventlog.Log, reg *Registry, opts *Rebuil
 			return i >= 0 && !sts[i].Stale
 		})
 	}
-	d, err := dialect.Of(log.DB())
+	d, err := eventlog.BackendOf(log.DB())
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +94,7 @@ func Rebuild(ctx context.Context, log *eventlog.Log, reg *Registry, opts *Rebuil
 	return results, nil
 }
 
-func rebuildOne(ctx context.Context, log *eventlog.Log, d dialect.Dialect, e *registered, o RebuildOptions) (RebuildResult, error) {
+func rebuildOne(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *registered, o RebuildOptions) (RebuildResult, error) {
 	start := time.Now()
 	res := RebuildResult{Name: e.name, Version: e.p.Version(), Rows: -1}
 	err := dbutil.WithTx(ctx, log.DB(), nil, func(tx *sqlx.Tx) error {

@@ -11,7 +11,6 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/dbtime"
 )
 
 // Status describes one projection: a registered one against its
@@ -134,7 +133,7 @@ func readCheckpoints(ctx context.Context, q sqlx.QueryerContext) (map[string]che
 			name string
 			c    checkpoint
 		)
-		if err := rows.Scan(&name, &c.Version, &c.Seq, dbtime.Dest{T: &c.At}, &c.Kinds, &c.DriftSeq); err != nil {
+		if err := rows.Scan(&name, &c.Version, &c.Seq, eventlog.ScanTime(&c.At), &c.Kinds, &c.DriftSeq); err != nil {
 			return nil, fmt.Errorf("projection: read checkpoints: %w", err)
 		}
 		out[name] = c
@@ -152,7 +151,7 @@ func writeCheckpoint(ctx context.Context, tx *sqlx.Tx, e *registered, c checkpoi
 	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO canonlog_projections (name, version, built_seq, built_at, kinds)
 VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (name) DO UPDATE SET version = excluded.version, built_seq = excluded.built_seq, built_at = excluded.built_at, kinds = excluded.kinds`),
-		e.name, c.Version, c.Seq, dbtime.Format(c.At), kindsColumn(e.kindList()))
+		e.name, c.Version, c.Seq, eventlog.FormatTime(c.At), kindsColumn(e.kindList()))
 	if err != nil {
 		return fmt.Errorf("projection %s: write checkpoint: %w", e.name, err)
 	}
@@ -164,7 +163,7 @@ ON CONFLICT (name) DO UPDATE SET version = excluded.version, built_seq = exclude
 func writeCheckpointIfAbsent(ctx context.Context, tx *sqlx.Tx, e *registered, c checkpoint) error {
 	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO canonlog_projections (name, version, built_seq, built_at, kinds)
 VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`),
-		e.name, c.Version, c.Seq, dbtime.Format(c.At), kindsColumn(e.kindList()))
+		e.name, c.Version, c.Seq, eventlog.FormatTime(c.At), kindsColumn(e.kindList()))
 	if err != nil {
 		return fmt.Errorf("projection %s: write checkpoint: %w", e.name, err)
 	}

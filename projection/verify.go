@@ -9,7 +9,6 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/dialect"
 )
 
 // maxSamples bounds the differing rows Verify reports per projection.
@@ -119,7 +118,7 @@ func Verify(ctx context.Context, log *eventlog.Log, reg *Registry, names []strin
 			return nil, fmt.Errorf("projection %s: %w: implement Tables() or Checksum()", e.name, ErrNotVerifiable)
 		}
 	}
-	d, err := dialect.Of(log.DB())
+	d, err := eventlog.BackendOf(log.DB())
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +133,7 @@ func Verify(ctx context.Context, log *eventlog.Log, reg *Registry, names []strin
 	return out, nil
 }
 
-func verifyOne(ctx context.Context, log *eventlog.Log, d dialect.Dialect, e *registered) (VerifyResult, error) {
+func verifyOne(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *registered) (VerifyResult, error) {
 	res := VerifyResult{Name: e.name}
 	tx, err := log.DB().BeginTxx(ctx, nil)
 	if err != nil {

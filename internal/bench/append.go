@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/dialect"
 )
 
 // probeEntry is event i of the write scenarios: an agent event like the
@@ -34,8 +33,8 @@ var epoch = time.Date(2026, 5, 16, 0, 0, 0, 0, time.UTC)
 
 // rawTS is how the raw side sends a timestamp: PostgreSQL takes a
 // time.Time; SQLite's schema wants fixed-width UTC text.
-func rawTS(d dialect.Dialect, t time.Time) any {
-	if d == dialect.SQLite {
+func rawTS(d eventlog.Backend, t time.Time) any {
+	if d == eventlog.SQLite {
 		return t.UTC().Format("2006-01-02T15:04:05.000000Z")
 	}
 	return t
@@ -184,7 +183,7 @@ func rawAppendBatch(ctx context.Context, b *benchDB, batch []eventlog.Entry) err
 		return err
 	}
 	query := `COPY event_log (ts, kind, host_id, rollout_id, payload) FROM STDIN`
-	if b.d == dialect.SQLite {
+	if b.d == eventlog.SQLite {
 		query = `INSERT INTO event_log (ts, kind, host_id, rollout_id, payload) VALUES (?, ?, ?, ?, ?)`
 	}
 	stmt, err := tx.PrepareContext(ctx, query)
@@ -197,7 +196,7 @@ func rawAppendBatch(ctx context.Context, b *benchDB, batch []eventlog.Entry) err
 			return err
 		}
 	}
-	if b.d == dialect.Postgres {
+	if b.d == eventlog.Postgres {
 		if _, err := stmt.ExecContext(ctx); err != nil { // ends the COPY
 			_ = stmt.Close()
 			return err

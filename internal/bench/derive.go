@@ -1,6 +1,6 @@
 package bench
 
-import "github.com/canonlog/canonlog/internal/dialect"
+import "github.com/canonlog/canonlog/eventlog"
 
 // Set-based derivation of probe_failures, the rules of
 // probefailures.Rows in SQL: enforce-mode failing probe results, one row
@@ -24,8 +24,8 @@ WHERE e.seq > ? AND e.kind = 'agent_event' AND json_extract(e.payload, '$.type')
   AND json_extract(s.value, '$.status') = 'fail'`
 )
 
-func deriveRows(d dialect.Dialect) string {
-	if d == dialect.SQLite {
+func deriveRows(d eventlog.Backend) string {
+	if d == eventlog.SQLite {
 		return deriveRowsSQLite
 	}
 	return deriveRowsPostgres

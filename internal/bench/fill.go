@@ -3,9 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/canonlog/canonlog/eventlog"
 	"time"
 
-	"github.com/canonlog/canonlog/internal/dialect"
 	"github.com/canonlog/canonlog/projection"
 )
 
@@ -31,7 +31,7 @@ func (r *run) fill(ctx context.Context) (*benchDB, error) {
 	}
 	start := time.Now()
 	query, post := fillPostgresSQL, []string{`VACUUM (ANALYZE) event_log`, `CHECKPOINT`}
-	if b.d == dialect.SQLite {
+	if b.d == eventlog.SQLite {
 		query, post = fillSQLiteSQL, []string{`ANALYZE`, `PRAGMA wal_checkpoint(TRUNCATE)`}
 	}
 	const chunk = 100000

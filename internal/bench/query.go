@@ -9,7 +9,6 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/dbtime"
 	"github.com/canonlog/canonlog/probefailures"
 )
 
@@ -72,7 +71,7 @@ GROUP BY control_id, framework ORDER BY control_id, framework`)
 			fs := make([]failure, 0, 100)
 			err := scanAll(ctx, db, qFailures, []any{rollout, 100}, func(rows *sql.Rows) error {
 				var f failure
-				err := rows.Scan(&f.seq, &f.rollout, &f.host, &f.probe, &f.control, &f.framework, dbtime.Dest{T: &f.observed})
+				err := rows.Scan(&f.seq, &f.rollout, &f.host, &f.probe, &f.control, &f.framework, eventlog.ScanTime(&f.observed))
 				fs = append(fs, f)
 				return err
 			})
@@ -111,7 +110,7 @@ GROUP BY control_id, framework ORDER BY control_id, framework`)
 					hostID, rolloutID, eid sql.NullString
 					payload                []byte
 				)
-				err := rows.Scan(&ev.Seq, dbtime.Dest{T: &ev.TS}, &kind, &hostID, &rolloutID, &payload, &eid)
+				err := rows.Scan(&ev.Seq, eventlog.ScanTime(&ev.TS), &kind, &hostID, &rolloutID, &payload, &eid)
 				ev.Kind, ev.HostID, ev.RolloutID, ev.EventID = eventlog.Kind(kind), hostID.String, rolloutID.String, eid.String
 				ev.Payload = payload
 				evs = append(evs, ev)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/dbtime"
 )
 
 // read measures streaming the whole log: log.Events against the keyset
@@ -45,7 +44,7 @@ func (r *run) read(ctx context.Context) (Result, error) {
 					host, rollout, eventID sql.NullString
 					payload                []byte
 				)
-				if err := rows.Scan(&after, dbtime.Dest{T: &ts}, &kind, &host, &rollout, &payload, &eventID); err != nil {
+				if err := rows.Scan(&after, eventlog.ScanTime(&ts), &kind, &host, &rollout, &payload, &eventID); err != nil {
 					_ = rows.Close()
 					return n, err
 				}

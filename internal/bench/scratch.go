@@ -8,7 +8,6 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/dialect"
 	"github.com/canonlog/canonlog/internal/scratchdb"
 	"github.com/canonlog/canonlog/probefailures"
 	"github.com/canonlog/canonlog/projection"
@@ -25,7 +24,7 @@ type run struct {
 // benchDB is one fresh, migrated scratch database.
 type benchDB struct {
 	db   *sqlx.DB
-	d    dialect.Dialect
+	d    eventlog.Backend
 	reg  *projection.Registry
 	log  *eventlog.Log // appends through the registry: probe_failures inline
 	bare *eventlog.Log // no hook: the core alone

@@ -25,7 +25,6 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/dialect"
 	"github.com/canonlog/canonlog/internal/scratchdb"
 	"github.com/canonlog/canonlog/migrations"
 )
@@ -36,7 +35,7 @@ const DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=
 // Backend is one fresh database.
 type Backend struct {
 	Name    string
-	Dialect dialect.Dialect
+	Dialect eventlog.Backend
 	// URL opens the fresh database (for PostgreSQL it pins search_path to
 	// the test's schema); open more pools on it with Open.
 	URL string
@@ -70,7 +69,7 @@ func New(t testing.TB, name string) Backend {
 	switch name {
 	case "sqlite":
 		path := filepath.Join(t.TempDir(), "canonlog.db")
-		return Backend{Name: name, Dialect: dialect.SQLite, URL: "sqlite:" + path}
+		return Backend{Name: name, Dialect: eventlog.SQLite, URL: "sqlite:" + path}
 	case "postgres":
 		return newPostgres(t)
 	default:
@@ -96,7 +95,7 @@ func (b Backend) Open(t testing.TB) *sqlx.DB {
 	if err != nil {
 		t.Fatalf("dbtest: %v", err)
 	}
-	if b.Dialect == dialect.Postgres {
+	if b.Dialect == eventlog.Postgres {
 		db.SetMaxOpenConns(MaxConns)
 	}
 	t.Cleanup(func() { _ = db.Close() })
@@ -137,7 +136,7 @@ func RequirePostgres() bool { return os.Getenv("CANONLOG_REQUIRE_POSTGRES") == "
 func Admin(t testing.TB) *sqlx.DB {
 	t.Helper()
 	probe(t)
-	db, err := sqlx.Open(dialect.DriverPostgres, PostgresURL())
+	db, err := sqlx.Open("postgres", PostgresURL())
 	if err != nil {
 		t.Fatalf("dbtest: %v", err)
 	}
@@ -192,7 +191,7 @@ func URL(user, schema string) (string, error) {
 // their application_name), so that WaitSessionsGone can tell when a process
 // using it has no session left on the server. On SQLite it is b.URL.
 func (b Backend) SessionURL(tag string) string {
-	if b.Dialect != dialect.Postgres {
+	if b.Dialect != eventlog.Postgres {
 		return b.URL
 	}
 	u, err := url.Parse(b.URL)
@@ -214,13 +213,13 @@ func (b Backend) SessionURL(tag string) string {
 // killed process's transaction dies with it.
 func (b Backend) WaitSessionsGone(t testing.TB, tag string) {
 	t.Helper()
-	if b.Dialect != dialect.Postgres {
+	if b.Dialect != eventlog.Postgres {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	probe(t)
-	db, err := sqlx.Open(dialect.DriverPostgres, PostgresURL())
+	db, err := sqlx.Open("postgres", PostgresURL())
 	if err != nil {
 		t.Fatalf("dbtest: %v", err)
 	}
@@ -261,7 +260,7 @@ func newPostgres(t testing.TB) Backend {
 	if err != nil {
 		t.Fatalf("dbtest: %v", err)
 	}
-	return Backend{Name: "postgres", Dialect: dialect.Postgres, URL: db.URL, Schema: db.Name}
+	return Backend{Name: "postgres", Dialect: eventlog.Postgres, URL: db.URL, Schema: db.Name}
 }
 
 // CopyRow COPYs one effect event into event_log on PostgreSQL, naming the

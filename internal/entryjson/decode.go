@@ -13,7 +13,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/dbtime"
 )
 
 // The fields an entry object may hold. Each input accepts a subset.
@@ -268,7 +267,7 @@ func parseTS(s string) (time.Time, error) {
 	}
 	// At microsecond precision, as stored: a time just after the zero
 	// time would be stored as it, and then not read back.
-	if dbtime.Normalize(ts).IsZero() {
+	if eventlog.NormalizeTime(ts).IsZero() {
 		return ts, &Error{Field: TS, Err: ErrInvalidTS, Reason: fmt.Sprintf("ts %s is the zero time 0001-01-01T00:00:00Z, which canonlog takes for no ts and replaces with the clock's now: give a later time, or leave ts out", quote(s))}
 	}
 	return ts, nil

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/canonlog/canonlog/eventlog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,7 +19,6 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
-	"github.com/canonlog/canonlog/internal/dialect"
 	"github.com/canonlog/canonlog/internal/redact"
 )
 
@@ -55,7 +55,7 @@ type Config struct {
 // Set is a group of scratch databases. Its methods may be called
 // concurrently.
 type Set struct {
-	dialect dialect.Dialect
+	dialect eventlog.Backend
 	name    string
 	base    string   // the base URL, for PostgreSQL databases' URLs and errors
 	admin   *sqlx.DB // PostgreSQL: runs CREATE and DROP SCHEMA
@@ -102,14 +102,14 @@ func New(baseURL string, cfg *Config) (*Set, error) {
 			// *url.Error quotes the whole URL, password included.
 			return nil, fmt.Errorf("database URL %s is malformed: %s", redact.URL(baseURL), redact.ParseReason(err))
 		}
-		admin, err := sqlx.Open(dialect.DriverPostgres, baseURL)
+		admin, err := sqlx.Open("postgres", baseURL)
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", redact.URL(baseURL), redact.Error(err, baseURL))
 		}
 		// Used only to create and drop: hold no connection in between.
 		admin.SetMaxOpenConns(1)
 		admin.SetMaxIdleConns(0)
-		return &Set{dialect: dialect.Postgres, name: name, base: baseURL, admin: admin}, nil
+		return &Set{dialect: eventlog.Postgres, name: name, base: baseURL, admin: admin}, nil
 	case strings.HasPrefix(baseURL, "sqlite:"), strings.HasPrefix(baseURL, "file:"):
 		parent := c.Dir
 		if parent == "" {
@@ -122,7 +122,7 @@ func New(baseURL string, cfg *Config) (*Set, error) {
 		if err != nil {
 			return nil, fmt.Errorf("scratch directory for SQLite: %w", err)
 		}
-		return &Set{dialect: dialect.SQLite, name: name, base: baseURL, dir: dir}, nil
+		return &Set{dialect: eventlog.SQLite, name: name, base: baseURL, dir: dir}, nil
 	default:
 		return nil, fmt.Errorf("database URL %s: unknown scheme: use postgres://…, postgresql://…, sqlite:PATH, sqlite::memory: or file:…", redact.URL(baseURL))
 	}
@@ -146,7 +146,7 @@ func sqliteFile(raw string) (string, bool) {
 }
 
 // Dialect returns the backend of the set's databases.
-func (s *Set) Dialect() dialect.Dialect { return s.dialect }
+func (s *Set) Dialect() eventlog.Backend { return s.dialect }
 
 // Name returns the set's name: the common prefix of its PostgreSQL
 // schemas.
@@ -158,7 +158,7 @@ func (s *Set) Dir() string { return s.dir }
 // Ping checks that the PostgreSQL server is reachable with the base URL;
 // on SQLite it returns nil (New made the directory).
 func (s *Set) Ping(ctx context.Context) error {
-	if s.dialect != dialect.Postgres {
+	if s.dialect != eventlog.Postgres {
 		return nil
 	}
 	if err := s.admin.PingContext(ctx); err != nil {
@@ -179,7 +179,7 @@ func (s *Set) Create(ctx context.Context) (*DB, error) {
 	s.mu.Unlock()
 
 	db := &DB{set: s}
-	if s.dialect == dialect.SQLite {
+	if s.dialect == eventlog.SQLite {
 		db.Name = filepath.Join(s.dir, "scratch-"+strconv.Itoa(n)+".db")
 		db.URL = "sqlite:" + db.Name
 		s.add(db)
@@ -232,7 +232,7 @@ func (db *DB) Drop() error {
 }
 
 func (s *Set) drop(ctx context.Context, db *DB) error {
-	if s.dialect == dialect.SQLite {
+	if s.dialect == eventlog.SQLite {
 		var errs []error
 		for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
 			if err := os.Remove(db.Name + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -278,7 +278,7 @@ func (s *Set) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), dropTimeout)
 	defer cancel()
 	var errs []error
-	if s.dialect == dialect.SQLite {
+	if s.dialect == eventlog.SQLite {
 		if err := os.RemoveAll(s.dir); err != nil {
 			errs = append(errs, fmt.Errorf("remove scratch directory: %w", err))
 		}

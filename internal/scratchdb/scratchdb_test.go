@@ -14,7 +14,6 @@ import (
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
-	"github.com/canonlog/canonlog/internal/dialect"
 	"github.com/canonlog/canonlog/internal/scratchdb"
 )
 
@@ -71,12 +70,12 @@ func TestSet(t *testing.T) {
 				dbs = append(dbs, sdb)
 			}
 			if backend == "postgres" {
-				require.Equal(t, dialect.Postgres, set.Dialect())
+				require.Equal(t, eventlog.Postgres, set.Dialect())
 				require.Empty(t, set.Dir())
 				require.Equal(t, set.Name()+"_1", dbs[0].Name)
 				require.Equal(t, set.Name()+"_2", dbs[1].Name)
 			} else {
-				require.Equal(t, dialect.SQLite, set.Dialect())
+				require.Equal(t, eventlog.SQLite, set.Dialect())
 				// Next to the base file, on its disk.
 				require.Equal(t, filepath.Dir(base[len("sqlite:"):]), filepath.Dir(set.Dir()))
 				require.Equal(t, set.Dir(), filepath.Dir(dbs[0].Name))

@@ -11,7 +11,6 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/dbtime"
 	"github.com/canonlog/canonlog/internal/dbutil"
 )
 
@@ -118,7 +117,7 @@ func FuzzParseEntryLine(f *testing.F) {
 		if err != nil {
 			t.Fatalf("parseEntryLine(%q) accepted an entry the log refuses: %v", line, err)
 		}
-		if !entry.TS.IsZero() && !res[0].Event.TS.Equal(dbtime.Normalize(entry.TS)) {
+		if !entry.TS.IsZero() && !res[0].Event.TS.Equal(eventlog.NormalizeTime(entry.TS)) {
 			t.Fatalf("ts %v stored as %v", entry.TS, res[0].Event.TS)
 		}
 		// What query -o ndjson prints for the stored event reads back as

@@ -40,7 +40,6 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/dialect"
 	"github.com/canonlog/canonlog/internal/scratchdb"
 	"github.com/canonlog/canonlog/migrations"
 	"github.com/canonlog/canonlog/probefailures"
@@ -89,7 +88,7 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, cleanup()) }()
-	d, err := dialect.Of(db)
+	d, err := eventlog.BackendOf(db)
 	if err != nil {
 		return err
 	}
@@ -249,9 +248,9 @@ const fillChunk = 100_000
 // the event ids make rows as wide as a service's. The bench's log instead
 // matches the events its write scenarios append and probefailures'
 // benchmarks, so that its ratios compare with theirs.
-func fill(ctx context.Context, db *sqlx.DB, d dialect.Dialect, n, pad int, w io.Writer) error {
+func fill(ctx context.Context, db *sqlx.DB, d eventlog.Backend, n, pad int, w io.Writer) error {
 	query, padArg := fillPostgres, fmt.Sprintf(", repeat('x', %d)", pad)
-	if d == dialect.SQLite {
+	if d == eventlog.SQLite {
 		query, padArg = fillSQLite, fmt.Sprintf(", printf('%%.*c', %d, 'x')", pad)
 	}
 	padField := `,"pad":"%s"`
@@ -270,7 +269,7 @@ func fill(ctx context.Context, db *sqlx.DB, d dialect.Dialect, n, pad int, w io.
 	}
 	// Fresh statistics, as a long-lived log would have.
 	analyze := `ANALYZE event_log`
-	if d == dialect.SQLite {
+	if d == eventlog.SQLite {
 		analyze = `ANALYZE`
 	}
 	_, err := db.ExecContext(ctx, analyze)
@@ -305,7 +304,7 @@ type seqView struct{}
 const viewColumns = 5
 
 // maxParams is the most bind parameters one statement may carry.
-var maxParams = map[dialect.Dialect]int{dialect.Postgres: 65535, dialect.SQLite: 32766}
+var maxParams = map[eventlog.Backend]int{eventlog.Postgres: 65535, eventlog.SQLite: 32766}
 
 func (seqView) Name() string     { return "rebuildmem_view" }
 func (seqView) Version() int     { return 1 }
@@ -318,7 +317,7 @@ func (v seqView) Apply(ctx context.Context, tx *sqlx.Tx, ev eventlog.Event) erro
 // ApplyBatch writes the rows in multi-row INSERTs, each within the
 // dialect's bound-parameter limit.
 func (seqView) ApplyBatch(ctx context.Context, tx *sqlx.Tx, events []eventlog.Event) error {
-	d, err := dialect.ForDriver(tx.DriverName())
+	d, err := eventlog.BackendOf(tx)
 	if err != nil {
 		return err
 	}
@@ -335,7 +334,7 @@ func (seqView) ApplyBatch(ctx context.Context, tx *sqlx.Tx, events []eventlog.Ev
 			if i > 0 {
 				sb.WriteString(", ")
 			}
-			if d == dialect.Postgres {
+			if d == eventlog.Postgres {
 				n := i*viewColumns + 1
 				sb.WriteString("($" + strconv.Itoa(n) + ", $" + strconv.Itoa(n+1) + ", $" + strconv.Itoa(n+2) + ", $" + strconv.Itoa(n+3) + ", $" + strconv.Itoa(n+4) + ")")
 			} else {
