@@ -45,7 +45,7 @@ func newAppendCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "append",
 		Short: "Append one entry from flags, or NDJSON entries as one atomic batch",
-		Long: `append adds events to the log, applying the projections in the same
+		Long: g.named(`append adds events to the log, applying the projections in the same
 transaction.
 
 One entry from flags: --kind and --payload are required; --ts defaults to
@@ -58,7 +58,7 @@ per line,
   {"kind":"agent_event","ts":"2026-05-16T01:00:00Z","host_id":"h1","rollout_id":"r1","event_id":"h1/7","payload":{…}}
 
 where only kind and payload are required. A "seq" field is ignored, so the
-output of 'canonlog query -o ndjson' is valid input; "payload_text" (a
+output of '{name} query -o ndjson' is valid input; "payload_text" (a
 JSON string holding the payload's exact text) may stand for "payload".
 Field names are exact (case-sensitive) and given once each; text that
 would not be stored as written (invalid UTF-8, a lone surrogate escape
@@ -67,11 +67,11 @@ All lines are appended in one transaction: if any line is malformed or
 refused, nothing is appended and the error names the line.
 
 Entries whose event id is already stored are duplicates: nothing is
-written for them, and the output says so.`,
-		Example: `  canonlog append --kind agent_event --host host-17 --rollout r-42 --event-id host-17/probe/1 \
+written for them, and the output says so.`),
+		Example: g.named(`  {name} append --kind agent_event --host host-17 --rollout r-42 --event-id host-17/probe/1 \
       --payload '{"type":"ProbeResult","mode":"enforce","status":"pass","probe_name":"ssh"}'
-  canonlog append --kind plan_action --payload @action.json
-  canonlog gen --events 10000 | canonlog append --file -`,
+  {name} append --kind plan_action --payload @action.json
+  {name} gen --events 10000 | {name} append --file -`),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
@@ -94,6 +94,7 @@ written for them, and the output says so.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&o.kind, "kind", "", "event kind, e.g. agent_event (required without --file)")
+	completeFlag(cmd, "kind", fixedCompletions(predefinedKinds()...))
 	fl.StringVar(&o.host, "host", "", "host id")
 	fl.StringVar(&o.rollout, "rollout", "", "rollout id")
 	fl.StringVar(&o.eventID, "event-id", "", "idempotency key: an entry with an event id lands once")
@@ -296,7 +297,7 @@ func (r *appendReport) print(w io.Writer, output string) error {
 	if r.New > 0 {
 		seqs = r.ranges.String()
 	}
-	fmt.Fprintf(w, "appended %d new events (seqs %s), %d duplicates\n", r.New, seqs, r.Duplicates)
+	fmt.Fprintf(w, "appended %s (seqs %s), %s\n", plural(r.New, "new event", "new events"), seqs, plural(r.Duplicates, "duplicate", "duplicates"))
 	if r.Entries > listLimit {
 		shown := 0
 		for _, e := range r.Listed {
@@ -304,7 +305,7 @@ func (r *appendReport) print(w io.Writer, output string) error {
 				continue
 			}
 			if shown == listLimit {
-				fmt.Fprintf(w, "  … and %d more duplicates (-o json lists them all)\n", r.Duplicates-shown)
+				fmt.Fprintf(w, "  … and %s more (-o json lists them all)\n", plural(r.Duplicates-shown, "duplicate", "duplicates"))
 				break
 			}
 			fmt.Fprintf(w, "  line %d: duplicate of seq %d (event id %q)\n", e.Line, e.Seq, e.EventID)

@@ -28,11 +28,11 @@ each with its own goose version table.`,
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Apply every pending migration and install new projections",
-		Long: `up applies the pending migrations of the core set and of each projection,
+		Long: g.named(`up applies the pending migrations of the core set and of each projection,
 creating the database when it is a new SQLite file, then records a
 checkpoint for each projection that is new and has nothing to derive yet
 (one added to a log that already holds its events stays stale until
-'canonlog rebuild --stale').`,
+'{name} rebuild --stale').`),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output, outputTable, outputJSON); err != nil {
@@ -103,7 +103,7 @@ func runMigrateUp(ctx context.Context, g *globals, output string) error {
 		if err == nil && len(reports) == 0 {
 			fmt.Fprintf(g.stdout, "%s: schema up to date\n", e.url)
 		} else if err == nil {
-			fmt.Fprintf(g.stdout, "%s: %d migrations applied\n", e.url, len(reports))
+			fmt.Fprintf(g.stdout, "%s: %s applied\n", e.url, plural(len(reports), "migration", "migrations"))
 		}
 	}
 	if err != nil {
@@ -125,7 +125,7 @@ func runMigrateDown(ctx context.Context, g *globals) error {
 	if err != nil {
 		return fmt.Errorf("migrate down: %w", err)
 	}
-	fmt.Fprintf(g.stdout, "%s: %d migrations rolled back\n", e.url, len(res))
+	fmt.Fprintf(g.stdout, "%s: %s rolled back\n", e.url, plural(len(res), "migration", "migrations"))
 	return nil
 }
 
@@ -174,7 +174,7 @@ func runMigrateStatus(ctx context.Context, g *globals, output string) error {
 		return err
 	}
 	if pending > 0 {
-		fmt.Fprintf(g.stdout, "\n%d pending: run 'canonlog migrate up'\n", pending)
+		fmt.Fprintf(g.stdout, "\n%d pending: run '%s migrate up'\n", pending, g.cfg.Name)
 	}
 	return nil
 }

@@ -20,10 +20,10 @@ func newStatusCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the log's size and each projection's state",
-		Long: `status shows the number of events and the last seq, and for each
+		Long: g.named(`status shows the number of events and the last seq, and for each
 projection: the version the code registers, the version the live view was
 built at, whether it is stale (built by other logic, or never built: run
-'canonlog rebuild --stale'), its row count, and its last rebuild.`,
+'{name} rebuild --stale'), its row count, and its last rebuild.`),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
@@ -116,7 +116,7 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 		return err
 	}
 	if anyStale {
-		fmt.Fprintln(w, "\nstale projections were built by other logic or never built: run 'canonlog rebuild --stale'")
+		fmt.Fprintf(w, "\nstale projections were built by other logic or never built: run '%s rebuild --stale'\n", g.cfg.Name)
 	}
 	return nil
 }

@@ -20,20 +20,19 @@ func newVerifyCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify [NAME…]",
 		Short: "Check that projections equal a fresh derivation from the log",
-		Long: `verify derives each projection (all of them when none is named) afresh,
+		Long: g.named(`verify derives each projection (all of them when none is named) afresh,
 inside a transaction it always rolls back, and compares it with the live
 view row by row and by checksum. Nothing is changed.
 
 Exit code 0 when every view is equal, 3 when one differs: the differing
-rows are counted and up to ten are shown. 'canonlog rebuild NAME' repairs
-a view that differs.`,
-		Example: `  canonlog verify
-  canonlog verify probe_failures -o json`,
+rows are counted and up to ten are shown. '{name} rebuild NAME' repairs
+a view that differs.`),
+		Example: g.named(`  {name} verify
+  {name} verify probe_failures -o json`),
+		Args:              projectionArgs(g.cfg),
+		ValidArgsFunction: completeProjections(g.cfg),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
-				return err
-			}
-			if err := checkNames(g.cfg, args); err != nil {
 				return err
 			}
 			return runVerify(cmd.Context(), g, args, o.output)
@@ -43,15 +42,32 @@ a view that differs.`,
 	return cmd
 }
 
+// verifyReport is one projection's verification, as printed (-o json: one
+// object per projection, in name order).
 type verifyReport struct {
-	Name          string   `json:"name"`
-	Equal         bool     `json:"equal"`
-	Events        int64    `json:"events"`
-	Missing       int64    `json:"missing"`
-	Extra         int64    `json:"extra"`
-	Samples       []string `json:"samples"`
-	LiveChecksum  string   `json:"live_checksum,omitempty"`
-	FreshChecksum string   `json:"fresh_checksum,omitempty"`
+	Name    string `json:"name"`
+	Equal   bool   `json:"equal"`
+	Events  int64  `json:"events"`  // events replayed into the fresh derivation
+	Missing int64  `json:"missing"` // rows the fresh derivation has and the live view lacks
+	Extra   int64  `json:"extra"`   // rows the live view has and the fresh derivation lacks
+	// The checksums, for projections that compute one.
+	LiveChecksum  string `json:"live_checksum,omitempty"`
+	FreshChecksum string `json:"fresh_checksum,omitempty"`
+	// SampleLines are up to ten differing rows, one line of text each,
+	// as projection.VerifyResult reports them ("extra probe_failures:
+	// (event_log_seq=\"12\", …)"). They are passed on as they are, never
+	// parsed: a column value may hold any text, ", " and ")" included.
+	SampleLines []string `json:"sample_lines"`
+}
+
+// newVerifyReport adapts projection's result to what verify prints.
+func newVerifyReport(r projection.VerifyResult) verifyReport {
+	rep := verifyReport{Name: r.Name, Equal: r.Equal, Events: r.Events, Missing: r.Missing, Extra: r.Extra,
+		LiveChecksum: r.LiveChecksum, FreshChecksum: r.FreshChecksum, SampleLines: r.Samples}
+	if rep.SampleLines == nil {
+		rep.SampleLines = []string{}
+	}
+	return rep
 }
 
 func runVerify(ctx context.Context, g *globals, names []string, output string) error {
@@ -67,11 +83,7 @@ func runVerify(ctx context.Context, g *globals, names []string, output string) e
 	reports := make([]verifyReport, len(res))
 	var differ []string
 	for i, r := range res {
-		reports[i] = verifyReport{Name: r.Name, Equal: r.Equal, Events: r.Events, Missing: r.Missing, Extra: r.Extra,
-			Samples: r.Samples, LiveChecksum: r.LiveChecksum, FreshChecksum: r.FreshChecksum}
-		if reports[i].Samples == nil {
-			reports[i].Samples = []string{}
-		}
+		reports[i] = newVerifyReport(r)
 		if !r.Equal {
 			differ = append(differ, r.Name)
 		}
@@ -85,8 +97,12 @@ func runVerify(ctx context.Context, g *globals, names []string, output string) e
 		return err
 	}
 	if len(differ) > 0 {
-		return exitCodeError{exitDifferent, fmt.Errorf("verify: %s differs from a fresh derivation of the log: run 'canonlog rebuild %s' to repair it",
-			strings.Join(differ, ", "), strings.Join(differ, " "))}
+		verb := "differs"
+		if len(differ) > 1 {
+			verb = "differ"
+		}
+		return exitCodeError{exitDifferent, fmt.Errorf("verify: %s %s from a fresh derivation of the log: run '%s rebuild %s' to repair it",
+			strings.Join(differ, ", "), verb, g.cfg.Name, strings.Join(differ, " "))}
 	}
 	return nil
 }
@@ -94,15 +110,15 @@ func runVerify(ctx context.Context, g *globals, names []string, output string) e
 func printVerify(w io.Writer, reports []verifyReport) {
 	for _, r := range reports {
 		if r.Equal {
-			fmt.Fprintf(w, "%s: equal to a fresh derivation (%d events replayed)\n", r.Name, r.Events)
+			fmt.Fprintf(w, "%s: equal to a fresh derivation (%s replayed)\n", r.Name, plural(r.Events, "event", "events"))
 			continue
 		}
-		fmt.Fprintf(w, "%s: DIFFERS from a fresh derivation (%d events replayed): %d rows missing from the live view, %d extra\n",
-			r.Name, r.Events, r.Missing, r.Extra)
+		fmt.Fprintf(w, "%s: DIFFERS from a fresh derivation (%s replayed): %s missing from the live view, %d extra\n",
+			r.Name, plural(r.Events, "event", "events"), plural(r.Missing, "row", "rows"), r.Extra)
 		if r.LiveChecksum != r.FreshChecksum {
 			fmt.Fprintf(w, "  checksum live %s, fresh %s\n", r.LiveChecksum, r.FreshChecksum)
 		}
-		for _, s := range r.Samples {
+		for _, s := range r.SampleLines {
 			fmt.Fprintf(w, "  %s\n", s)
 		}
 	}
