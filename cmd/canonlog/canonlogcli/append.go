@@ -46,7 +46,7 @@ func newAppendCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "append",
 		Short: "Append one entry from flags, or NDJSON entries as one atomic batch",
-		Long: `append adds events to the log, applying the projections in the same
+		Long: g.named(`append adds events to the log, applying the projections in the same
 transaction.
 
 One entry from flags: --kind and --payload are required; --ts defaults to
@@ -59,7 +59,7 @@ per line,
   {"kind":"agent_event","ts":"2026-05-16T01:00:00Z","host_id":"h1","rollout_id":"r1","event_id":"h1/7","payload":{…}}
 
 where only kind and payload are required. A "seq" field is ignored, so the
-output of 'canonlog query -o ndjson' is valid input; "payload_text" (a
+output of '{name} query -o ndjson' is valid input; "payload_text" (a
 JSON string holding the payload's exact text) may stand for "payload".
 Field names are exact (case-sensitive) and given once each; text that
 would not be stored as written (invalid UTF-8, a lone surrogate escape
@@ -75,11 +75,11 @@ but this binary does not register (another binary, such as the service
 owning it, does) is refused, and nothing is appended: that view would
 miss the event. Append it with the binary that registers the projection,
 or pass --allow-drift: the append then goes ahead, and the projection is
-marked stale until that binary rebuilds it.`,
-		Example: `  canonlog append --kind agent_event --host host-17 --rollout r-42 --event-id host-17/probe/1 \
+marked stale until that binary rebuilds it.`),
+		Example: g.named(`  {name} append --kind agent_event --host host-17 --rollout r-42 --event-id host-17/probe/1 \
       --payload '{"type":"ProbeResult","mode":"enforce","status":"pass","probe_name":"ssh"}'
-  canonlog append --kind plan_action --payload @action.json
-  canonlog gen --events 10000 | canonlog append --file -`,
+  {name} append --kind plan_action --payload @action.json
+  {name} gen --events 10000 | {name} append --file -`),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
@@ -103,6 +103,7 @@ marked stale until that binary rebuilds it.`,
 	fl := cmd.Flags()
 	fl.BoolVar(&o.allowDrift, "allow-drift", false, "append even kinds that projections registered by another binary consume, marking those projections stale until rebuilt")
 	fl.StringVar(&o.kind, "kind", "", "event kind, e.g. agent_event (required without --file)")
+	completeFlag(cmd, "kind", fixedCompletions(predefinedKinds()...))
 	fl.StringVar(&o.host, "host", "", "host id")
 	fl.StringVar(&o.rollout, "rollout", "", "rollout id")
 	fl.StringVar(&o.eventID, "event-id", "", "idempotency key: an entry with an event id lands once")
@@ -305,7 +306,7 @@ func (r *appendReport) print(w io.Writer, output string) error {
 	if r.New > 0 {
 		seqs = r.ranges.String()
 	}
-	fmt.Fprintf(w, "appended %d new events (seqs %s), %d duplicates\n", r.New, seqs, r.Duplicates)
+	fmt.Fprintf(w, "appended %s (seqs %s), %s\n", plural(r.New, "new event", "new events"), seqs, plural(r.Duplicates, "duplicate", "duplicates"))
 	if r.Entries > listLimit {
 		shown := 0
 		for _, e := range r.Listed {
@@ -313,7 +314,7 @@ func (r *appendReport) print(w io.Writer, output string) error {
 				continue
 			}
 			if shown == listLimit {
-				fmt.Fprintf(w, "  … and %d more duplicates (-o json lists them all)\n", r.Duplicates-shown)
+				fmt.Fprintf(w, "  … and %s more (-o json lists them all)\n", plural(r.Duplicates-shown, "duplicate", "duplicates"))
 				break
 			}
 			fmt.Fprintf(w, "  line %d: duplicate of seq %d (event id %q)\n", e.Line, e.Seq, e.EventID)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -100,3 +101,9 @@ func withPassword(t *testing.T, raw, password string) string {
 }
 
 var _ io.Writer = (*testio.SyncBuffer)(nil)
+
+// usageHint is the line a usage error ends with.
+var usageHint = regexp.MustCompile(`Run '[a-z -]+ --help' for usage\.\n$`)
+
+// withoutHint returns stderr without the usage hint it may end with.
+func withoutHint(stderr string) string { return usageHint.ReplaceAllString(stderr, "") }

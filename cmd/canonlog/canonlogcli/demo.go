@@ -4,12 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime/debug"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/redact"
 	"github.com/canonlog/canonlog/probefailures"
 	"github.com/canonlog/canonlog/projection"
 )
@@ -35,17 +40,14 @@ Every sample event carries an event id, so running demo again appends
 nothing new and shows the same answer.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.hosts < 1 || o.hosts > 10000 {
-				return usagef("--hosts is %d, must be between 1 and 10000", o.hosts)
-			}
 			if err := checkProgress(o.progress); err != nil {
 				return err
 			}
 			return runDemo(cmd.Context(), g, o)
 		},
 	}
-	cmd.Flags().IntVar(&o.hosts, "hosts", 24, "number of hosts in the sample fleet")
-	cmd.Flags().StringVar(&o.progress, "progress", progressAuto, "rebuild progress on stderr: auto, bar, lines, none")
+	numFlag(cmd.Flags(), &o.hosts, "hosts", "", 24, bounds{min: 1, max: 10000}, "number of hosts in the sample fleet")
+	addProgressFlag(cmd, &o.progress, "rebuild progress on stderr: auto, bar, lines, none")
 	return cmd
 }
 
@@ -144,7 +146,7 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "appended %d new events (%d already present); last seq %d\n\n", fresh, len(res)-fresh, last)
+	fmt.Fprintf(w, "appended %s (%d already present); last seq %d\n\n", plural(fresh, "new event", "new events"), len(res)-fresh, last)
 
 	// The compliance gate's question, answered from the probe_failures view.
 	store := probefailures.NewStore(e.db)
@@ -153,7 +155,11 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "compliance gate, rollout %s: %d of %d hosts fail a control\n", rollout, n, o.hosts)
+		verb := "fail"
+		if n == 1 {
+			verb = "fails"
+		}
+		fmt.Fprintf(w, "compliance gate, rollout %s: %d of %s %s a control\n", rollout, n, plural(o.hosts, "host", "hosts"), verb)
 		if rollout != demoGated {
 			continue
 		}
@@ -166,7 +172,7 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "  %s (%s): %d failing hosts: %s\n", c.ControlID, c.Framework, c.FailingHosts, strings.Join(hosts, ", "))
+			fmt.Fprintf(w, "  %s (%s): %s: %s\n", c.ControlID, c.Framework, plural(c.FailingHosts, "failing host", "failing hosts"), strings.Join(hosts, ", "))
 		}
 	}
 	gate, err := e.log.Query(ctx, eventlog.Filter{RolloutID: demoGated, Kinds: []eventlog.Kind{eventlog.KindGateDecision}, Limit: 1})
@@ -191,12 +197,12 @@ func runDemo(ctx context.Context, g *globals, o demoOptions) error {
 	}
 	for _, v := range vres {
 		if !v.Equal {
-			return exitCodeError{exitDifferent, fmt.Errorf("demo: %s differs from a fresh derivation (%d missing, %d extra): run 'canonlog rebuild %s'", v.Name, v.Missing, v.Extra, v.Name)}
+			return exitCodeError{exitDifferent, fmt.Errorf("demo: %s differs from a fresh derivation (%d missing, %d extra): run '%s rebuild %s'", v.Name, v.Missing, v.Extra, g.cfg.Name, v.Name)}
 		}
-		fmt.Fprintf(w, "verified %s: the live view equals a fresh derivation from the log (%d events replayed)\n", v.Name, v.Events)
+		fmt.Fprintf(w, "verified %s: the live view equals a fresh derivation from the log (%s replayed)\n", v.Name, plural(v.Events, "event", "events"))
 	}
 
-	fmt.Fprintf(w, `
+	fmt.Fprint(w, `
 What just happened:
   - Every fact landed once in event_log, the append-only log, with a seq.
     Event ids make appends idempotent: run demo again and nothing new lands.
@@ -206,12 +212,109 @@ What just happened:
   - The rebuild emptied the view and replayed the log from seq 1; verify
     derived it afresh and compared row by row. The log is the truth.
 
-Try next:
-  canonlog status
-  canonlog query --rollout %s --kind gate_decision
-  canonlog tail -f                       (and append from another shell)
-  canonlog gen --events 100000 | canonlog append --file -
-  canonlog rebuild probe_failures && canonlog verify
-`, demoGated)
+`)
+	exe, _ := os.Executable() // "" when unknown: the hints then use the name
+	bi, _ := debug.ReadBuildInfo()
+	fmt.Fprint(w, demoHints(invocation(g.cfg.Name, exe, bi), g.resolveDatabaseURL(), g.databaseURLSource()))
 	return nil
+}
+
+// databaseURLSource says where resolveDatabaseURL found the URL:
+// "--database-url", "$CANONLOG_DATABASE_URL", "$DATABASE_URL", or "" for
+// the default.
+func (g *globals) databaseURLSource() string {
+	switch {
+	case g.databaseURL != "":
+		return "--database-url"
+	case os.Getenv("CANONLOG_DATABASE_URL") != "":
+		return "$CANONLOG_DATABASE_URL"
+	case os.Getenv("DATABASE_URL") != "":
+		return "$DATABASE_URL"
+	}
+	return ""
+}
+
+// demoHints returns the demo's "Try next" section: commands that work as
+// copied. They run the binary as it was run (invocation) on the database
+// the demo used, raw, which came from source (databaseURLSource). A URL
+// other than the default goes on each command line, redacted. When that
+// hid a secret, the command lines would carry the placeholder instead:
+// a URL from the environment is then left to the environment, and a note
+// says how to pass one given with --database-url.
+func demoHints(invocation, raw, source string) string {
+	db, note := "", ""
+	if raw != eventlog.DefaultDatabaseURL {
+		red := redact.URL(raw)
+		hidden := red != raw
+		if !hidden || source == "--database-url" {
+			db = " --database-url " + shellQuote(red)
+		}
+		switch {
+		case hidden && source == "--database-url":
+			note = "  (the URL's secret shows as " + redact.Hidden + ": put it back, or export CANONLOG_DATABASE_URL and drop --database-url)\n"
+		case hidden:
+			note = "  (they read the database URL from " + source + ", as the demo did)\n"
+		}
+	}
+	return fmt.Sprintf(`Try next:
+  %[1]s status%[2]s
+  %[1]s query%[2]s --rollout %[3]s --kind gate_decision
+  %[1]s tail%[2]s -f                       (and append from another shell)
+  %[1]s gen --events 100000 | %[1]s append%[2]s --file -
+  %[1]s rebuild%[2]s probe_failures && %[1]s verify%[2]s
+%[4]s`, invocation, db, demoGated, note)
+}
+
+// invocation is how a user runs this binary again: by its name, or, when
+// it was started by 'go run' (whose executable is no command a user can
+// type), by the same 'go run' from the module's root: "go run
+// ./cmd/canonlog".
+func invocation(name, exe string, bi *debug.BuildInfo) string {
+	if !builtByGoRun(exe) {
+		return name
+	}
+	pkg := "./cmd/" + name
+	if bi != nil && bi.Main.Path != "" {
+		// The main package's path within the main module.
+		if rel, ok := strings.CutPrefix(bi.Path, bi.Main.Path); ok && (rel == "" || rel[0] == '/') {
+			pkg = "." + rel
+		}
+	}
+	return "go run " + pkg
+}
+
+// goCacheEntry is the name of the build cache's directory for an
+// executable: a SHA-256 in hex and "-d".
+var goCacheEntry = regexp.MustCompile(`^[0-9a-f]{64}-d$`)
+
+// builtByGoRun reports whether exe is where 'go run' puts what it builds:
+// the go command's temporary directory, $GOTMPDIR (default os.TempDir())
+// /go-build…/b001/exe/NAME, or, from Go 1.24 on, the build cache, $GOCACHE
+// /40/40793e…-d/NAME. go test's binaries also live in go-build…
+// directories, but not under exe.
+func builtByGoRun(exe string) bool {
+	dir := filepath.Dir(exe)
+	switch base := filepath.Base(dir); {
+	case base == "exe":
+		return strings.Contains(dir, string(filepath.Separator)+"go-build")
+	case goCacheEntry.MatchString(base):
+		return len(filepath.Base(filepath.Dir(dir))) == 2
+	}
+	return false
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but the
+// characters a URL usually has that no shell treats specially.
+func shellQuote(s string) string {
+	safe := s != ""
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("@%+=:,./_-", c)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -189,7 +190,7 @@ func TestEndToEnd(t *testing.T) {
 			r := u.run(tc.stdin, tc.args...)
 			require.NotEqual(t, 0, r.code, "%v", tc.args)
 			require.Contains(t, r.err, tc.want, "%v", tc.args)
-			require.Equal(t, 1, strings.Count(strings.TrimSuffix(r.err, "Run 'canonlog --help' for usage.\n"), "\n"), "%v: %q", tc.args, r.err)
+			require.Equal(t, 1, strings.Count(withoutHint(r.err), "\n"), "%v: %q", tc.args, r.err)
 			e2, r2 := c.counts()
 			require.Equal(t, events, e2, "%v", tc.args)
 			require.Equal(t, rows, r2, "%v", tc.args)
@@ -209,4 +210,65 @@ func TestEndToEndDemoTwice(t *testing.T) {
 	out = u.ok("", "demo")
 	require.Contains(t, out, "appended 0 new events (369 already present)")
 	require.Contains(t, out, "verified probe_failures")
+	require.Contains(t, out, "Try next:\n  canonlog status\n", "the default database goes without --database-url")
+}
+
+// hints returns the command lines of the demo's "Try next" section.
+func hints(t *testing.T, demoOut string) []string {
+	t.Helper()
+	_, section, ok := strings.Cut(demoOut, "Try next:\n")
+	require.True(t, ok, demoOut)
+	var lines []string
+	for _, l := range strings.Split(strings.TrimRight(section, "\n"), "\n") {
+		cmd, _, _ := strings.Cut(strings.TrimSpace(l), "   ") // the comment after tail -f
+		lines = append(lines, cmd)
+	}
+	require.Len(t, lines, 5)
+	return lines
+}
+
+// TestEndToEndDemoHintsRunAsCopied: the demo's "Try next" commands,
+// pasted into a shell in another directory, work on the database the
+// demo used.
+func TestEndToEndDemoHintsRunAsCopied(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "")
+	db := filepath.Join(t.TempDir(), "fleet one.db") // a space to quote
+	out := u.ok("", "--database-url", "sqlite:"+db, "demo", "--hosts", "3", "--progress", "none")
+	elsewhere := t.TempDir()
+	for _, line := range hints(t, out) {
+		require.True(t, strings.HasPrefix(line, "canonlog "), line)
+		if strings.HasPrefix(line, "canonlog tail ") {
+			require.True(t, strings.HasSuffix(line, " -f"), line)
+			line = strings.TrimSuffix(line, " -f") // not until interrupted
+		}
+		// As copied, but smaller: the test's time goes to the rest.
+		line = strings.Replace(line, "gen --events 100000 ", "gen --events 1000 ", 1)
+		sh := exec.Command("sh", "-c", line)
+		sh.Dir = elsewhere
+		sh.Env = append(slices.Clone(u.env), "PATH="+filepath.Dir(u.bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
+		res, err := sh.CombinedOutput()
+		require.NoError(t, err, "%s: %s", line, res)
+	}
+	require.NoFileExists(t, filepath.Join(elsewhere, "canonlog.db"), "a hint used the default database")
+}
+
+// TestEndToEndDemoGoRun: run by 'go run', the demo's hints say 'go run
+// ./cmd/canonlog', which works from the module's root.
+func TestEndToEndDemoGoRun(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "")
+	moduleRoot, err := filepath.Abs("../../..")
+	require.NoError(t, err)
+	url := "sqlite:" + filepath.Join(t.TempDir(), "fleet.db")
+	goRun := func(args ...string) string {
+		cmd := exec.Command("go", append([]string{"run", "./cmd/canonlog"}, args...)...)
+		cmd.Dir, cmd.Env = moduleRoot, u.env
+		out, err := cmd.Output()
+		require.NoError(t, err, "go run %v: %s", args, out)
+		return string(out)
+	}
+	lines := hints(t, goRun("demo", "--database-url", url, "--hosts", "2", "--progress", "none"))
+	require.Equal(t, "go run ./cmd/canonlog status --database-url "+url, lines[0])
+	require.Contains(t, goRun(strings.Fields(strings.TrimPrefix(lines[0], "go run ./cmd/canonlog "))...), "events:   ")
 }

@@ -46,7 +46,7 @@ func TestFilterFlagsRefused(t *testing.T) {
 				for _, usr := range []*user{u, unreachable} {
 					r := usr.run("", args...)
 					require.Equal(t, exitUsage, r.code, "%q: %s", args, r.err)
-					require.Equal(t, "canonlog: "+tc.want+"\nRun 'canonlog --help' for usage.\n", r.err, "%q", args)
+					require.Equal(t, "canonlog: "+tc.want+"\nRun 'canonlog "+cmd+" --help' for usage.\n", r.err, "%q", args)
 					require.Empty(t, r.out)
 				}
 			}

@@ -30,25 +30,18 @@ func newGenCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "gen",
 		Short: "Write a synthetic fleet history as NDJSON, for tests and benchmarks",
-		Long: `gen writes a synthetic control-plane history, one append --file entry per
+		Long: g.named(`gen writes a synthetic control-plane history, one append --file entry per
 line: probe results (agent events in the probe_failures format, a share of
 them failing), heartbeats, plan actions, effects, manifest polls, verify
 outcomes, gate decisions and rollout events, spread over --hosts hosts and
 --rollouts rollouts. The same --seed gives the same bytes; every entry has
 an event id, so appending the output twice lands it once. Output streams:
-a million events take no more memory than ten.`,
-		Example: `  canonlog gen --events 100000 | canonlog append --file -
-  canonlog gen --events 1000000 --hosts 5000 --fail-ratio 0.05 --seed 7 > history.ndjson`,
+a million events take no more memory than ten.`),
+		Example: g.named(`  {name} gen --events 100000 | {name} append --file -
+  {name} gen --events 1000000 --hosts 5000 --fail-ratio 0.05 --seed 7 > history.ndjson`),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			switch {
-			case o.events < 0:
-				return usagef("--events is %d, must not be negative", o.events)
-			case o.hosts < 1 || o.hosts > 1_000_000:
-				return usagef("--hosts is %d, must be between 1 and 1000000", o.hosts)
-			case o.rollouts < 1 || o.rollouts > 100_000:
-				return usagef("--rollouts is %d, must be between 1 and 100000", o.rollouts)
-			case !(o.failRatio >= 0 && o.failRatio <= 1):
+			if !(o.failRatio >= 0 && o.failRatio <= 1) {
 				return usagef("--fail-ratio is %v, must be between 0 and 1", o.failRatio)
 			}
 			w := g.stdout
@@ -67,9 +60,9 @@ a million events take no more memory than ten.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.Int64Var(&o.events, "events", 1000, "number of events")
-	fl.IntVar(&o.hosts, "hosts", 50, "number of hosts")
-	fl.IntVar(&o.rollouts, "rollouts", 3, "number of rollouts")
+	numFlag(fl, &o.events, "events", "", 1000, bounds{}, "number of events")
+	numFlag(fl, &o.hosts, "hosts", "", 50, bounds{min: 1, max: 1_000_000}, "number of hosts")
+	numFlag(fl, &o.rollouts, "rollouts", "", 3, bounds{min: 1, max: 100_000}, "number of rollouts")
 	fl.Float64Var(&o.failRatio, "fail-ratio", 0.2, "share of probe results that fail (0 to 1)")
 	fl.Uint64Var(&o.seed, "seed", 1, "random seed: the same seed writes the same history")
 	fl.StringVar(&o.out, "out", "-", "file to write, - for standard output")
@@ -193,7 +186,7 @@ func runGen(ctx context.Context, w io.Writer, o genOptions) error {
 	for i := range o.events {
 		if i%4096 == 0 {
 			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("gen: interrupted after %d events", i)
+				return fmt.Errorf("gen: interrupted after %s", plural(i, "event", "events"))
 			}
 		}
 		ev, err := gn.event(i)

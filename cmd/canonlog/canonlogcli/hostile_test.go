@@ -155,7 +155,7 @@ func TestHostileInput(t *testing.T) {
 				require.Contains(t, r.err, tc.want)
 				require.NotContains(t, all, "panic:")
 				require.NotContains(t, all, "goroutine ")
-				msg := strings.TrimSuffix(r.err, "Run 'canonlog --help' for usage.\n")
+				msg := withoutHint(r.err)
 				require.Equal(t, 1, strings.Count(msg, "\n"), "stderr is not one line: %q", r.err)
 				require.Equal(t, before, c.state(), "something was written")
 			})

@@ -37,11 +37,11 @@ tables, each with its own goose version table.`,
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Apply every pending migration and install new projections",
-		Long: fmt.Sprintf(`up applies the pending migrations of the core set and of each projection,
+		Long: g.named(`up applies the pending migrations of the core set and of each projection,
 creating the database when it is a new SQLite file, then records a
 checkpoint for each projection that is new and has nothing to derive yet
 (one added to a log that already holds its events stays stale until
-'%s rebuild --stale').`, name),
+'{name} rebuild --stale').`),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output, outputTable, outputJSON); err != nil {
@@ -117,7 +117,7 @@ func runMigrateUp(ctx context.Context, g *globals, output string) error {
 		if err == nil && len(reports) == 0 {
 			fmt.Fprintf(g.stdout, "%s: schema up to date\n", e.url)
 		} else if err == nil {
-			fmt.Fprintf(g.stdout, "%s: %d migrations applied\n", e.url, len(reports))
+			fmt.Fprintf(g.stdout, "%s: %s applied\n", e.url, plural(len(reports), "migration", "migrations"))
 		}
 	}
 	if err != nil {
@@ -214,7 +214,7 @@ func runMigrateDown(ctx context.Context, g *globals, yes bool) error {
 	if err != nil {
 		return g.downError(reg, err)
 	}
-	fmt.Fprintf(g.stdout, "%s: %d migrations rolled back\n", where, len(res))
+	fmt.Fprintf(g.stdout, "%s: %s rolled back\n", where, plural(len(res), "migration", "migrations"))
 	return nil
 }
 

@@ -23,9 +23,10 @@ const (
 )
 
 // addOutputFlag adds --output with the formats a command supports, the
-// first being the default.
+// first being the default, and completes them in the shell.
 func addOutputFlag(cmd *cobra.Command, dst *string, formats ...string) {
 	cmd.Flags().StringVarP(dst, "output", "o", formats[0], "output format: "+strings.Join(formats, ", "))
+	completeFlag(cmd, "output", fixedCompletions(formats...))
 }
 
 func checkOutput(got string, formats ...string) error {
@@ -33,6 +34,14 @@ func checkOutput(got string, formats ...string) error {
 		return usagef("--output is %q: use one of %s", got, strings.Join(formats, ", "))
 	}
 	return nil
+}
+
+// plural counts n things: "1 event", "2 events", "0 events".
+func plural[N ~int | ~int64](n N, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 // writeJSON writes v as indented JSON.

@@ -40,7 +40,7 @@ func TestPayloadReadBounded(t *testing.T) {
 			t.Run(tc.name, func(t *testing.T) {
 				r := c.run(tc.stdin, "append", "--kind", "effect", "--payload", tc.payload)
 				require.Equal(t, exitUsage, r.code, r.err)
-				require.Equal(t, "canonlog: "+tc.want+"\nRun 'canonlog --help' for usage.\n", r.err)
+				require.Equal(t, "canonlog: "+tc.want+"\nRun 'canonlog append --help' for usage.\n", r.err)
 				require.Equal(t, before, c.state(), "nothing appended")
 			})
 		}
@@ -53,7 +53,7 @@ func TestPayloadReadBounded(t *testing.T) {
 // TestPayloadReadInterrupted: SIGTERM ends the real binary while it waits
 // for a payload that never comes — a FIFO no writer opens (open(2)
 // blocks), a FIFO whose writer never writes (read(2) blocks), standard
-// input that stays open — with a one-line error, exit 1, and nothing
+// input that stays open — with a one-line error, exit 130, and nothing
 // appended.
 func TestPayloadReadInterrupted(t *testing.T) {
 	t.Parallel()
@@ -108,7 +108,7 @@ func TestPayloadReadInterrupted(t *testing.T) {
 					}
 					return cmd, running
 				})
-				require.Equal(t, exitFailure, r.code, r.err)
+				require.Equal(t, exitInterrupted, r.code, r.err)
 				require.True(t, strings.HasPrefix(r.err, "canonlog: append: interrupted while reading --payload @"), r.err)
 				require.True(t, strings.HasSuffix(r.err, "; nothing was appended\n"), r.err)
 				require.Equal(t, 1, strings.Count(r.err, "\n"), r.err)

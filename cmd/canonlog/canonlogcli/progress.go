@@ -99,7 +99,7 @@ func (r *progressReporter) rate(p projection.Progress, now time.Time) (perSec fl
 
 func (r *progressReporter) line(p projection.Progress, now time.Time) string {
 	perSec, eta := r.rate(p, now)
-	return fmt.Sprintf("rebuild %s: %d/%d events (%s), %s events/s, ETA %s", p.Projection, p.Done, p.Total, percent(p), formatRate(perSec), eta)
+	return fmt.Sprintf("rebuild %s: %d/%s (%s), %s events/s, ETA %s", p.Projection, p.Done, plural(p.Total, "event", "events"), percent(p), formatRate(perSec), eta)
 }
 
 func (r *progressReporter) bar(p projection.Progress, now time.Time) string {
@@ -109,8 +109,8 @@ func (r *progressReporter) bar(p projection.Progress, now time.Time) string {
 		filled = int(int64(width) * p.Done / p.Total)
 	}
 	perSec, eta := r.rate(p, now)
-	return fmt.Sprintf("%s [%s%s] %s %d/%d events %s/s ETA %s", p.Projection,
-		strings.Repeat("=", filled), strings.Repeat(" ", width-filled), percent(p), p.Done, p.Total, formatRate(perSec), eta)
+	return fmt.Sprintf("%s [%s%s] %s %d/%s %s/s ETA %s", p.Projection,
+		strings.Repeat("=", filled), strings.Repeat(" ", width-filled), percent(p), p.Done, plural(p.Total, "event", "events"), formatRate(perSec), eta)
 }
 
 func percent(p projection.Progress) string {

@@ -24,6 +24,7 @@ func (f *filterFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.host, "host", "", "only events of this host id")
 	fl.StringVar(&f.rollout, "rollout", "", "only events of this rollout id")
 	fl.StringSliceVar(&f.kinds, "kind", nil, "only events of these kinds (repeat or comma-separate)")
+	completeFlag(cmd, "kind", completeKindList)
 	fl.StringVar(&f.since, "since", "", "only events with ts at or after this RFC 3339 time")
 	fl.StringVar(&f.until, "until", "", "only events with ts before this RFC 3339 time")
 }
@@ -82,24 +83,18 @@ func newQueryCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "query",
 		Short: "Print the events matching filters, in seq order",
-		Long: `query prints the events matching the filters, in seq order. Page with
+		Long: g.named(`query prints the events matching the filters, in seq order. Page with
 --after (the last seq printed). --output ndjson prints lines that
-'canonlog append --file' reads back: export a log with
-'canonlog query --limit 0 -o ndjson > log.ndjson'.`,
-		Example: `  canonlog query --rollout r-42 --kind agent_event --limit 20
-  canonlog query --host host-17 --since 2026-05-16T00:00:00Z -o json
-  canonlog query --limit 0 -o ndjson > export.ndjson`,
+'{name} append --file' reads back: export a log with
+'{name} query --limit 0 -o ndjson > log.ndjson'.`),
+		Example: g.named(`  {name} query --rollout r-42 --kind agent_event --limit 20
+  {name} query --host host-17 --since 2026-05-16T00:00:00Z -o json
+  {name} query --limit 0 -o ndjson > export.ndjson`),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := o.filter()
 			if err != nil {
 				return err
-			}
-			switch {
-			case o.after < 0:
-				return usagef("--after is %d, must not be negative", o.after)
-			case o.limit < 0:
-				return usagef("--limit is %d: use a positive number, or 0 for no limit", o.limit)
 			}
 			if err := checkOutput(o.output, outputTable, outputJSON, outputNDJSON); err != nil {
 				return err
@@ -109,8 +104,8 @@ func newQueryCommand(g *globals) *cobra.Command {
 		},
 	}
 	o.add(cmd)
-	cmd.Flags().Int64Var(&o.after, "after", 0, "only events with seq greater than this")
-	cmd.Flags().IntVar(&o.limit, "limit", eventlog.DefaultQueryLimit, "most events printed; 0 for no limit (streamed in pages)")
+	numFlag(cmd.Flags(), &o.after, "after", "", 0, bounds{}, "only events with seq greater than this")
+	numFlag(cmd.Flags(), &o.limit, "limit", "", eventlog.DefaultQueryLimit, bounds{min: 1, zero: "no limit, streamed in pages"}, "most events printed")
 	addOutputFlag(cmd, &o.output, outputTable, outputJSON, outputNDJSON)
 	return cmd
 }

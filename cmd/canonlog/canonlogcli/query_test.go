@@ -92,7 +92,8 @@ func TestTail(t *testing.T) {
 		require.Empty(t, ndjsonSeqs(t, c.ok("", "tail", "-n", "0", "-o", "ndjson")))
 		require.Contains(t, c.ok("", "tail", "-n", "1"), "seed/29")
 
-		// -f follows new events until the context ends, then exits 0.
+		// -f follows new events until the context ends (SIGINT or SIGTERM
+		// in Main), then exits 130.
 		ctx, cancel := context.WithCancel(context.Background())
 		var out, errOut testio.SyncBuffer
 		done := make(chan int, 1)
@@ -107,7 +108,8 @@ func TestTail(t *testing.T) {
 		cancel()
 		select {
 		case code := <-done:
-			require.Equal(t, 0, code, errOut.String())
+			require.Equal(t, exitInterrupted, code, errOut.String())
+			require.Equal(t, "canonlog: tail: interrupted\n", errOut.String())
 		case <-time.After(10 * time.Second):
 			t.Fatal("tail -f did not stop when interrupted")
 		}

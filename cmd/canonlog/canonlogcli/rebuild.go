@@ -30,17 +30,19 @@ func newRebuildCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rebuild [NAME…] [--all] [--stale]",
 		Short: "Re-derive projections from the log",
-		Long: `rebuild empties projections and replays the whole log into them from seq 1,
+		Long: g.named(`rebuild empties projections and replays the whole log into them from seq 1,
 each in one transaction: a failed or interrupted rebuild leaves the old view
 as it was. Appends keep working meanwhile (on PostgreSQL they wait for the
 projection's lock; on SQLite for the single writer, up to 10 s).
 
 Name the projections, or use --all, or --stale for those whose version
 changed or that were never built. Progress goes to stderr: a bar on a
-terminal, a plain line every few seconds otherwise.`,
-		Example: `  canonlog rebuild probe_failures
-  canonlog rebuild --stale
-  canonlog rebuild --all --progress lines`,
+terminal, a plain line every few seconds otherwise.`),
+		Example: g.named(`  {name} rebuild probe_failures
+  {name} rebuild --stale
+  {name} rebuild --all --progress lines`),
+		Args:              projectionArgs(g),
+		ValidArgsFunction: completeProjections(g.cfg),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.names = args
 			switch {
@@ -48,16 +50,11 @@ terminal, a plain line every few seconds otherwise.`,
 				return usagef("name the projections to rebuild (%s), or use --all or --stale", strings.Join(projectionNames(g.cfg), ", "))
 			case len(args) > 0 && o.all:
 				return usagef("--all rebuilds every projection: drop the names, or drop --all")
-			case o.batchSize < 0 || o.batchSize > eventlog.MaxPageSize:
-				return usagef("--batch-size is %d, must be between 1 and %d (0 for the default)", o.batchSize, eventlog.MaxPageSize)
 			}
 			if err := checkProgress(o.progress); err != nil {
 				return err
 			}
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
-				return err
-			}
-			if err := checkNamesOffline(g, args); err != nil {
 				return err
 			}
 			return runRebuild(cmd.Context(), g, o)
@@ -66,10 +63,18 @@ terminal, a plain line every few seconds otherwise.`,
 	fl := cmd.Flags()
 	fl.BoolVar(&o.all, "all", false, "rebuild every projection")
 	fl.BoolVar(&o.stale, "stale", false, "rebuild only stale projections (of those named, or of all)")
-	fl.IntVar(&o.batchSize, "batch-size", 0, fmt.Sprintf("events per page and per batch apply (default %d)", eventlog.DefaultPageSize))
-	fl.StringVar(&o.progress, "progress", progressAuto, "progress on stderr: auto (bar on a terminal, else lines), bar, lines, none")
+	numFlag(fl, &o.batchSize, "batch-size", "", 0,
+		bounds{min: 1, max: eventlog.MaxPageSize, zero: fmt.Sprintf("the default, %d", eventlog.DefaultPageSize)},
+		"events per page and per batch apply")
+	addProgressFlag(cmd, &o.progress, "progress on stderr: auto (bar on a terminal, else lines), bar, lines, none")
 	addOutputFlag(cmd, &o.output, outputTable, outputJSON)
 	return cmd
+}
+
+// addProgressFlag adds --progress, completed in the shell.
+func addProgressFlag(cmd *cobra.Command, dst *string, usage string) {
+	cmd.Flags().StringVar(dst, "progress", progressAuto, usage)
+	completeFlag(cmd, "progress", fixedCompletions(progressAuto, progressBar, progressLines, progressNone))
 }
 
 func checkProgress(p string) error {
@@ -128,6 +133,12 @@ func checkNamesOffline(g *globals, names []string) error {
 		}
 	}
 	return nil
+}
+
+// projectionArgs is the argument check of rebuild and verify
+// (checkNamesOffline).
+func projectionArgs(g *globals) cobra.PositionalArgs {
+	return func(_ *cobra.Command, names []string) error { return checkNamesOffline(g, names) }
 }
 
 // projectionNames returns the names of cfg's projections in name order.
@@ -204,10 +215,10 @@ func rebuild(ctx context.Context, e *env, stderr io.Writer, o rebuildOptions) ([
 }
 
 func printRebuild(w io.Writer, r rebuildReport) {
-	rows := fmt.Sprintf("%d rows", r.Rows)
+	rows := plural(r.Rows, "row", "rows")
 	if r.Rows < 0 {
 		rows = "rows not counted"
 	}
-	fmt.Fprintf(w, "rebuilt %s (version %d): %d events replayed, %s, up to seq %d, in %s (%s events/s)\n",
-		r.Name, r.Version, r.Events, rows, r.Seq, time.Duration(r.Seconds*float64(time.Second)).Round(time.Millisecond), formatRate(r.EventsPerSec))
+	fmt.Fprintf(w, "rebuilt %s (version %d): %s replayed, %s, up to seq %d, in %s (%s events/s)\n",
+		r.Name, r.Version, plural(r.Events, "event", "events"), rows, r.Seq, time.Duration(r.Seconds*float64(time.Second)).Round(time.Millisecond), formatRate(r.EventsPerSec))
 }

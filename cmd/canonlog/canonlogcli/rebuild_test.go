@@ -55,7 +55,7 @@ func TestRebuildVerifyStatus(t *testing.T) {
 		r = c.run("", "verify", "probe_failures")
 		require.Equal(t, exitDifferent, r.code, r.err)
 		require.Contains(t, r.out, "DIFFERS")
-		require.Contains(t, r.out, "1 rows missing from the live view, 1 extra")
+		require.Contains(t, r.out, "1 row missing from the live view, 1 extra")
 		require.Contains(t, r.out, `extra probe_failures: (`)
 		require.Contains(t, r.out, `"TAMPERED"`)
 		require.Contains(t, r.err, "run 'canonlog rebuild probe_failures'")

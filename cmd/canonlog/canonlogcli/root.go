@@ -25,6 +25,10 @@ const (
 	exitFailure   = 1
 	exitUsage     = 2
 	exitDifferent = 3 // verify found a difference
+	// exitInterrupted: the context Run was given ended (SIGINT or SIGTERM
+	// in Main) before the command was done; the shells' code for a
+	// command ended by SIGINT.
+	exitInterrupted = 130
 )
 
 // usageError marks an error in how the command was called (exit 2).
@@ -55,6 +59,14 @@ type Config struct {
 	// reference projection alone (probefailures.New()); pass an empty,
 	// non-nil slice for a binary that keeps none.
 	Projections []projection.Projection
+
+	// Version replaces the module version that 'version' and --version
+	// print, e.g. a release number set at build time with -ldflags "-X".
+	// The VCS revision and the Go version recorded in the binary are
+	// printed after it either way. Defaults to the version of the main
+	// module from runtime/debug.ReadBuildInfo ("(devel)" for a build
+	// from a working tree).
+	Version string
 }
 
 func (c *Config) withDefaults() *Config {
@@ -78,6 +90,13 @@ type globals struct {
 	stdin       io.Reader
 	stdout      io.Writer
 	stderr      io.Writer
+}
+
+// named puts the command's name (Config.Name) for {name} in s: help texts
+// and hints show the command a user types, "fleetd rebuild" in a service's
+// operator binary.
+func (g *globals) named(s string) string {
+	return strings.ReplaceAll(s, "{name}", g.cfg.Name)
 }
 
 // resolveDatabaseURL applies the fallback chain: --database-url, then
@@ -249,14 +268,24 @@ func newRootCommand(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:   g.cfg.Name,
 		Short: "Operate a canonlog event log",
-		Long: `canonlog operates a canonlog database: an append-only event log with
+		Long: g.named(`{name} operates a canonlog database: an append-only event log with
 projections (derived tables such as probe_failures) kept in step with it.
 
-Exit codes: 0 ok, 1 failure, 2 usage error, 3 verify found a difference.
-See docs/cli.md.`,
+Exit codes: 0 ok, 1 failure, 2 usage error, 3 verify found a difference,
+130 interrupted (SIGINT or SIGTERM). See docs/cli.md.`),
+		Version:       g.version(),
+		Args:          unknownCommand,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// The root runs only to show its help, or to refuse a word that
+		// is no command (Args).
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		// Every numeric flag is checked against the bounds its help
+		// states, before the command runs.
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return checkNumFlags(cmd) },
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.SuggestionsMinimumDistance = 2
 	root.PersistentFlags().StringVar(&g.databaseURL, "database-url", "",
 		"database URL: postgres://…, sqlite:PATH or sqlite::memory: (default $CANONLOG_DATABASE_URL, then $DATABASE_URL, then "+eventlog.DefaultDatabaseURL+")")
 	root.SetIn(g.stdin)
@@ -274,9 +303,57 @@ See docs/cli.md.`,
 		newDemoCommand(g),
 		newGenCommand(g),
 		newBenchCommand(g),
+		newVersionCommand(g),
 	)
+	// cobra adds help and completion when the tree runs; added now, their
+	// argument checks are wrapped too.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	usageArgs(root)
 	return root
 }
+
+// unknownCommand is the root's argument check: any argument is a word
+// that names no command.
+func unknownCommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, " or "))
+	}
+	return errors.New(msg)
+}
+
+// usageArgs makes the argument check of every command in the tree return
+// a usage error (exit 2): cobra's checks (NoArgs, …) return plain errors.
+// A command that only groups others (completion) gets to show its help
+// when run: cobra checks the arguments of runnable commands only, and
+// would show the help for "completion tcsh" and exit 0.
+func usageArgs(cmd *cobra.Command) {
+	if !cmd.Runnable() && cmd.HasSubCommands() {
+		cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+		if cmd.Args == nil {
+			cmd.Args = cobra.NoArgs
+		}
+	}
+	if check := cmd.Args; check != nil {
+		cmd.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		usageArgs(sub)
+	}
+}
+
+// errInterrupted ends a command that runs until it is interrupted (tail
+// -f) when its context ends.
+var errInterrupted = errors.New("interrupted")
 
 // Main runs the command tree on the process's arguments and streams, stops
 // at SIGINT or SIGTERM, and exits with the command's exit code. It is the
@@ -292,34 +369,52 @@ func Main(cfg *Config) {
 
 // Run executes the command line args (without the program name) and
 // returns the process exit code: 0 ok, 1 failure, 2 usage error, 3 verify
-// found a difference. Errors are printed to stderr as one line.
+// found a difference, 130 interrupted — ctx ended before the command was
+// done (Main cancels it at SIGINT or SIGTERM). Errors are printed to
+// stderr as one line; a usage error adds a line naming the failed
+// command's help.
 func Run(ctx context.Context, cfg *Config, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	g := &globals{cfg: cfg.withDefaults(), stdin: stdin, stdout: stdout, stderr: stderr}
 	root := newRootCommand(g)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
 	}
+	if cmd == nil {
+		cmd = root
+	}
+	var (
+		ue   usageError
+		ce   exitCodeError
+		code = exitFailure
+	)
+	switch {
+	case errors.As(err, &ue):
+		code = exitUsage
+	case errors.As(err, &ce):
+		code = ce.code
+	case ctx.Err() != nil:
+		// Whatever the error says (a cancelled query, a closed
+		// connection), the interrupt caused it.
+		code = exitInterrupted
+	}
 	msg := err.Error()
+	if code == exitInterrupted && !strings.Contains(msg, "interrupted") {
+		msg = "interrupted"
+		if cmd != root {
+			msg = strings.TrimPrefix(cmd.CommandPath(), root.Name()+" ") + ": interrupted"
+		}
+	}
 	// The library redacts URLs it reports; this catches any other path a
 	// secret could take into a message.
 	msg = redact.Message(msg, g.resolveDatabaseURL())
 	// One line, whatever the error wrapped (a joined rollback error, a
 	// driver message with line breaks).
 	msg = strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", "; ")), " ")
-	fmt.Fprintf(stderr, "canonlog: %s\n", msg)
-	var (
-		ue usageError
-		ce exitCodeError
-	)
-	switch {
-	case errors.As(err, &ce):
-		return ce.code
-	// cobra reports unknown commands and bad argument counts as plain errors.
-	case errors.As(err, &ue) || strings.HasPrefix(msg, "unknown command") || strings.Contains(msg, " arg(s)"):
-		fmt.Fprintln(stderr, "Run 'canonlog --help' for usage.")
-		return exitUsage
+	fmt.Fprintf(stderr, "%s: %s\n", g.cfg.Name, msg)
+	if code == exitUsage {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 	}
-	return exitFailure
+	return code
 }

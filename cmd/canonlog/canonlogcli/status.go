@@ -21,13 +21,13 @@ func newStatusCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the log's size and each projection's state",
-		Long: `status shows the number of events and the last seq, and for each
+		Long: g.named(`status shows the number of events and the last seq, and for each
 projection: the version the code registers, the version the live view was
 built at, whether it is stale (built by other logic, never built, or
-missed events appended with --allow-drift: run 'rebuild --stale'), its row
+missed events appended with --allow-drift: run '{name} rebuild --stale'), its row
 count, and its last rebuild. Projections that the database records but
 this binary does not register (another binary, such as the service that
-owns them, does) are listed as such and not checked.`,
+owns them, does) are listed as such and not checked.`),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {

@@ -25,9 +25,10 @@ func newTailCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tail",
 		Short: "Print the latest events, and with -f follow new ones",
-		Long: `tail prints the last events of the log (the last 10 matching ones, or
+		Long: g.named(`tail prints the last events of the log (the last 10 matching ones, or
 the events after --after SEQ) and, with -f, keeps printing new ones as
-they commit until interrupted (Ctrl-C exits 0).
+they commit until interrupted (Ctrl-C: exit code 130, as for any
+interrupted command).
 
 -f reads the log the way a consumer must to miss nothing: on PostgreSQL a
 seq is assigned before its transaction commits, so following "seq > last"
@@ -37,10 +38,10 @@ exactly once, once every transaction that started before it has ended,
 possibly after an event with a higher seq. The first events (-n, --after)
 come from one snapshot read and print at once; -f then prints exactly the
 events that commit after that snapshot, whatever their seqs: an append
-already running when tail starts prints in full when it commits.`,
-		Example: `  canonlog tail -f
-  canonlog tail -n 50 --rollout r-42 --kind gate_decision
-  canonlog tail --after 1200 -f -o ndjson`,
+already running when tail starts prints in full when it commits.`),
+		Example: g.named(`  {name} tail -f
+  {name} tail -n 50 --rollout r-42 --kind gate_decision
+  {name} tail --after 1200 -f -o ndjson`),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := o.filter()
@@ -50,10 +51,6 @@ already running when tail starts prints in full when it commits.`,
 			switch {
 			case cmd.Flags().Changed("after") && cmd.Flags().Changed("lines"):
 				return usagef("--after and --lines do not mix: start after a seq, or from the last N events")
-			case o.after < 0:
-				return usagef("--after is %d, must not be negative", o.after)
-			case o.lines < 0:
-				return usagef("--lines is %d, must not be negative", o.lines)
 			case o.pollInterval <= 0:
 				return usagef("--poll-interval is %s, must be positive", o.pollInterval)
 			}
@@ -68,10 +65,10 @@ already running when tail starts prints in full when it commits.`,
 	}
 	o.add(cmd)
 	fl := cmd.Flags()
-	fl.Int64Var(&o.after, "after", 0, "print the events with seq greater than this (default: the last --lines events)")
-	fl.IntVarP(&o.lines, "lines", "n", 10, "print the last N matching events first")
+	numFlag(fl, &o.after, "after", "", 0, bounds{}, "print the events with seq greater than this, instead of the last --lines events")
+	numFlag(fl, &o.lines, "lines", "n", 10, bounds{}, "print the last N matching events first")
 	fl.BoolVarP(&o.follow, "follow", "f", false, "keep printing new events until interrupted")
-	fl.DurationVar(&o.pollInterval, "poll-interval", eventlog.DefaultPollInterval, "how often -f looks for new events")
+	fl.DurationVar(&o.pollInterval, "poll-interval", eventlog.DefaultPollInterval, "how often -f looks for new events (more than 0)")
 	addOutputFlag(cmd, &o.output, outputTable, outputNDJSON)
 	return cmd
 }
@@ -100,8 +97,9 @@ func runTail(ctx context.Context, g *globals, f eventlog.Filter, o tailOptions) 
 		}
 	}
 	// Events ends without an error only when ctx is done: an interrupt,
-	// which is how -f is meant to stop.
-	return nil
+	// which is how -f is meant to stop (exit 130, like any interrupted
+	// command).
+	return fmt.Errorf("tail: %w", errInterrupted)
 }
 
 // printCommitted prints the first events — the last o.lines matching ones,

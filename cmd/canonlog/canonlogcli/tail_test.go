@@ -138,7 +138,9 @@ WHERE application_name = $1 AND query LIKE '%ORDER BY tx_id, seq%'`, appName))
 			require.NoError(t, tail.Process.Signal(os.Interrupt))
 			select {
 			case <-tailDone.done:
-				require.NoError(t, tailDone.err, "tail: %s", errOut.String())
+				var ee *exec.ExitError
+				require.ErrorAs(t, tailDone.err, &ee, "tail: %s", errOut.String())
+				require.Equal(t, exitInterrupted, ee.ExitCode(), "tail: %s", errOut.String())
 			case <-time.After(30 * time.Second):
 				t.Fatal("tail -f did not stop when interrupted")
 			}

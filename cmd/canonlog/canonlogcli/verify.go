@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/canonlog/canonlog/projection"
 )
 
 type verifyOptions struct {
@@ -18,20 +20,19 @@ func newVerifyCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify [NAME…]",
 		Short: "Check that projections equal a fresh derivation from the log",
-		Long: `verify derives each projection (all of them when none is named) afresh,
+		Long: g.named(`verify derives each projection (all of them when none is named) afresh,
 inside a transaction it always rolls back, and compares it with the live
 view row by row and by checksum. Nothing is changed.
 
 Exit code 0 when every view is equal, 3 when one differs: the differing
-rows are counted and up to ten are shown. 'canonlog rebuild NAME' repairs
-a view that differs.`,
-		Example: `  canonlog verify
-  canonlog verify probe_failures -o json`,
+rows are counted and up to ten are shown. '{name} rebuild NAME' repairs
+a view that differs.`),
+		Example: g.named(`  {name} verify
+  {name} verify probe_failures -o json`),
+		Args:              projectionArgs(g),
+		ValidArgsFunction: completeProjections(g.cfg),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
-				return err
-			}
-			if err := checkNamesOffline(g, args); err != nil {
 				return err
 			}
 			return runVerify(cmd.Context(), g, args, o.output)
@@ -41,15 +42,43 @@ a view that differs.`,
 	return cmd
 }
 
+// verifyReport is one projection's verification, as printed (-o json: one
+// object per projection, in name order).
 type verifyReport struct {
-	Name          string   `json:"name"`
-	Equal         bool     `json:"equal"`
-	Events        int64    `json:"events"`
-	Missing       int64    `json:"missing"`
-	Extra         int64    `json:"extra"`
-	Samples       []string `json:"samples"`
-	LiveChecksum  string   `json:"live_checksum,omitempty"`
-	FreshChecksum string   `json:"fresh_checksum,omitempty"`
+	Name    string `json:"name"`
+	Equal   bool   `json:"equal"`
+	Events  int64  `json:"events"`  // events replayed into the fresh derivation
+	Missing int64  `json:"missing"` // rows the fresh derivation has and the live view lacks
+	Extra   int64  `json:"extra"`   // rows the live view has and the fresh derivation lacks
+	// The checksums, for projections that compute one.
+	LiveChecksum  string `json:"live_checksum,omitempty"`
+	FreshChecksum string `json:"fresh_checksum,omitempty"`
+	// Samples are up to ten differing rows.
+	Samples []verifySample `json:"samples"`
+}
+
+// verifySample is one differing row: its table, whether the live view
+// misses it or has it extra, and its columns as the database renders them
+// as text (null for NULL).
+type verifySample struct {
+	Table string             `json:"table"`
+	Side  string             `json:"side"`
+	Row   map[string]*string `json:"row"`
+	line  string             // Sample.String(), for the table output
+}
+
+// newVerifyReport adapts projection's result to what verify prints.
+func newVerifyReport(r projection.VerifyResult) verifyReport {
+	rep := verifyReport{Name: r.Name, Equal: r.Equal, Events: r.Events, Missing: r.Missing, Extra: r.Extra,
+		LiveChecksum: r.LiveChecksum, FreshChecksum: r.FreshChecksum, Samples: []verifySample{}}
+	for _, smp := range r.Samples {
+		row := make(map[string]*string, len(smp.Columns))
+		for i, c := range smp.Columns {
+			row[c] = smp.Values[i]
+		}
+		rep.Samples = append(rep.Samples, verifySample{Table: smp.Table, Side: smp.Side, Row: row, line: smp.String()})
+	}
+	return rep
 }
 
 func runVerify(ctx context.Context, g *globals, names []string, output string) error {
@@ -71,11 +100,7 @@ func runVerify(ctx context.Context, g *globals, names []string, output string) e
 	reports := make([]verifyReport, len(res))
 	var differ []string
 	for i, r := range res {
-		reports[i] = verifyReport{Name: r.Name, Equal: r.Equal, Events: r.Events, Missing: r.Missing, Extra: r.Extra,
-			Samples: []string{}, LiveChecksum: r.LiveChecksum, FreshChecksum: r.FreshChecksum}
-		for _, s := range r.Samples {
-			reports[i].Samples = append(reports[i].Samples, s.String())
-		}
+		reports[i] = newVerifyReport(r)
 		if !r.Equal {
 			differ = append(differ, r.Name)
 		}
@@ -89,8 +114,12 @@ func runVerify(ctx context.Context, g *globals, names []string, output string) e
 		return err
 	}
 	if len(differ) > 0 {
-		return exitCodeError{exitDifferent, fmt.Errorf("verify: %s differs from a fresh derivation of the log: run 'canonlog rebuild %s' to repair it",
-			strings.Join(differ, ", "), strings.Join(differ, " "))}
+		verb := "differs"
+		if len(differ) > 1 {
+			verb = "differ"
+		}
+		return exitCodeError{exitDifferent, fmt.Errorf("verify: %s %s from a fresh derivation of the log: run '%s rebuild %s' to repair it",
+			strings.Join(differ, ", "), verb, g.cfg.Name, strings.Join(differ, " "))}
 	}
 	return nil
 }
@@ -98,16 +127,16 @@ func runVerify(ctx context.Context, g *globals, names []string, output string) e
 func printVerify(w io.Writer, reports []verifyReport) {
 	for _, r := range reports {
 		if r.Equal {
-			fmt.Fprintf(w, "%s: equal to a fresh derivation (%d events replayed)\n", r.Name, r.Events)
+			fmt.Fprintf(w, "%s: equal to a fresh derivation (%s replayed)\n", r.Name, plural(r.Events, "event", "events"))
 			continue
 		}
-		fmt.Fprintf(w, "%s: DIFFERS from a fresh derivation (%d events replayed): %d rows missing from the live view, %d extra\n",
-			r.Name, r.Events, r.Missing, r.Extra)
+		fmt.Fprintf(w, "%s: DIFFERS from a fresh derivation (%s replayed): %s missing from the live view, %d extra\n",
+			r.Name, plural(r.Events, "event", "events"), plural(r.Missing, "row", "rows"), r.Extra)
 		if r.LiveChecksum != r.FreshChecksum {
 			fmt.Fprintf(w, "  checksum live %s, fresh %s\n", r.LiveChecksum, r.FreshChecksum)
 		}
 		for _, s := range r.Samples {
-			fmt.Fprintf(w, "  %s\n", s)
+			fmt.Fprintf(w, "  %s\n", s.line)
 		}
 	}
 }
