@@ -113,7 +113,7 @@ func TestMigrateStatus(t *testing.T) {
 			require.Equal(t, tc.code, r.code, "%v: %s", args, r.err)
 			require.Contains(t, r.err, "no database at "+path)
 			require.Contains(t, r.err, "nothing was created")
-			require.Equal(t, 1, strings.Count(strings.TrimSuffix(r.err, "Run 'canonlog --help' for usage.\n"), "\n"), "one line: %q", r.err)
+			require.Equal(t, 1, strings.Count(strings.TrimSuffix(r.err, "Run 'canonlog migrate down --help' for usage.\n"), "\n"), "one line: %q", r.err)
 			_, err := os.Stat(path)
 			require.ErrorIs(t, err, fs.ErrNotExist, "%v created the database", args)
 			entries, err := os.ReadDir(dir)
@@ -275,7 +275,7 @@ func TestMigrateDown(t *testing.T) {
 			require.NoError(t, err)
 			out := c.ok("", "migrate", "down", "--yes")
 			require.Contains(t, out, "rolled back core 00001_event_log.sql")
-			require.Contains(t, out, "1 migrations rolled back")
+			require.Contains(t, out, "1 migration rolled back")
 		})
 	})
 }

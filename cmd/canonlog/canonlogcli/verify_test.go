@@ -2,7 +2,6 @@ package canonlogcli
 
 import (
 	"encoding/json"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -57,7 +56,7 @@ func TestVerifyJSON(t *testing.T) {
 			sides = append(sides, smp["side"].(string))
 			row := smp["row"].(map[string]any)
 			controls = append(controls, row["control_id"].(string))
-			require.Equal(t, "cis", row["framework"])
+			require.NotEmpty(t, row["framework"])
 			require.NotEmpty(t, row["event_log_seq"])
 		}
 		require.ElementsMatch(t, []string{"missing", "extra"}, sides)
