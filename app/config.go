@@ -17,9 +17,9 @@ const (
 	// EnvDatabaseURL sets Config.DatabaseURL. When it is unset, EnvDatabaseURLFallback is
 	// read, the same chain the canonlog command follows, so the command run
 	// in a service's environment opens the service's database.
-	EnvDatabaseURL = "CANONLOG_DATABASE_URL"
+	EnvDatabaseURL = eventlog.EnvDatabaseURL
 	// EnvDatabaseURLFallback is read when EnvDatabaseURL is unset.
-	EnvDatabaseURLFallback = "DATABASE_URL"
+	EnvDatabaseURLFallback = eventlog.EnvDatabaseURLFallback
 	// EnvMigrate is "true" or "false" (also 1/0, t/f): run the migrations
 	// on start. Sets Config.SkipMigrate to its negation.
 	EnvMigrate = "CANONLOG_MIGRATE"
@@ -127,9 +127,9 @@ func LoadConfig(lookup func(key string) (string, bool)) (Config, error) {
 		c    Config
 		errs []error
 	)
-	c.DatabaseURL = get(EnvDatabaseURL)
-	if c.DatabaseURL == "" {
-		c.DatabaseURL = get(EnvDatabaseURLFallback)
+	// The zero Config stands for the default database.
+	if u := eventlog.DatabaseURL("", lookup); u != eventlog.DefaultDatabaseURL {
+		c.DatabaseURL = u
 	}
 	if v := get(EnvMigrate); v != "" {
 		migrate, err := strconv.ParseBool(v)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -209,4 +210,36 @@ func setsJournalMode(query string) bool {
 		}
 	}
 	return false
+}
+
+// Environment variables that name the database, read by DatabaseURL.
+const (
+	// EnvDatabaseURL names the database of every canonlog process: the
+	// canonlog command, an operator binary built on canonlogcli, a
+	// service using the fx module.
+	EnvDatabaseURL = "CANONLOG_DATABASE_URL"
+	// EnvDatabaseURLFallback is read when EnvDatabaseURL is unset or
+	// empty, so that a canonlog process in a service's environment opens
+	// the service's database.
+	EnvDatabaseURLFallback = "DATABASE_URL"
+)
+
+// DatabaseURL applies the one fallback chain every canonlog process
+// follows: explicit when it is not empty, then EnvDatabaseURL, then
+// EnvDatabaseURLFallback (read through lookup, such as os.LookupEnv; nil
+// reads the process environment; surrounding white space is dropped),
+// then DefaultDatabaseURL.
+func DatabaseURL(explicit string, lookup func(string) (string, bool)) string {
+	if explicit != "" {
+		return explicit
+	}
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	for _, name := range []string{EnvDatabaseURL, EnvDatabaseURLFallback} {
+		if v, _ := lookup(name); strings.TrimSpace(v) != "" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return DefaultDatabaseURL
 }

@@ -101,14 +101,7 @@ func (g *globals) named(s string) string {
 
 // resolveDatabaseURL applies the fallback chain: --database-url, then
 // CANONLOG_DATABASE_URL, then DATABASE_URL, then the embedded default.
-func (g *globals) resolveDatabaseURL() string {
-	for _, u := range []string{g.databaseURL, os.Getenv("CANONLOG_DATABASE_URL"), os.Getenv("DATABASE_URL")} {
-		if u != "" {
-			return u
-		}
-	}
-	return eventlog.DefaultDatabaseURL
-}
+func (g *globals) resolveDatabaseURL() string { return eventlog.DatabaseURL(g.databaseURL, nil) }
 
 // newRegistry returns the projections the command line keeps. Every
 // append goes through a log whose hook is this registry: an event appended
