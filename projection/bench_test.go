@@ -209,3 +209,80 @@ func benchDispatchInterleaved(b *testing.B, sides []string, ops []func(context.C
 		}
 	}
 }
+
+// deployView consumes deploy_step only: installed by "another binary" in
+// BenchmarkGuard.
+type deployView struct{ noopProjection }
+
+func (deployView) Name() string           { return "deploy_view" }
+func (deployView) Kinds() []eventlog.Kind { return []eventlog.Kind{"deploy_step"} }
+
+var guardSides = []string{"registry", "manager", "manager_foreign"}
+
+// BenchmarkGuard measures what assembling through projection.Manager costs
+// a single append, against the same log with the registry as its hook
+// ("registry"): "manager" guards appends against projections of other
+// binaries while the database records none, "manager_foreign" while it
+// records one (consuming another kind, so the append goes through). Each
+// side registers the noop projection on a fresh database of its own;
+// "interleaved" reports the ratios measured under the same noise.
+// Reproduce with:
+//
+//	go test ./projection/ -run '^$' -bench 'Guard/(postgres|sqlite)/interleaved' -benchtime 4s -count 6
+func BenchmarkGuard(b *testing.B) {
+	for _, backend := range []string{"postgres", "sqlite"} {
+		b.Run(backend, func(b *testing.B) {
+			b.Run("interleaved", func(b *testing.B) {
+				ops := make([]func(context.Context, int) error, len(guardSides))
+				for i, side := range guardSides {
+					ops[i] = logAppender(newGuardLog(b, backend, side))
+				}
+				benchDispatchInterleaved(b, guardSides, ops)
+			})
+		})
+	}
+}
+
+func newGuardLog(b *testing.B, backend, side string) *eventlog.Log {
+	b.Helper()
+	ctx := context.Background()
+	db := dbtest.New(b, backend).Migrated(b)
+	if side == "registry" {
+		reg := projection.Must(projection.NewRegistry(noopProjection{}))
+		log, err := eventlog.New(db, &eventlog.Config{Hook: reg})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = log.Close() })
+		if _, err := projection.Migrate(ctx, log, reg); err != nil {
+			b.Fatal(err)
+		}
+		return log
+	}
+	if side == "manager_foreign" {
+		other, err := projection.NewManager(db, projection.Must(projection.NewRegistry(deployView{})), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := other.Migrate(ctx); err != nil {
+			b.Fatal(err)
+		}
+		_ = other.Close()
+	}
+	m, err := projection.NewManager(db, projection.Must(projection.NewRegistry(noopProjection{})), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = m.Close() })
+	if _, err := m.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	sts, err := m.Status(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if got, want := len(sts.Unregistered()), map[string]int{"manager": 0, "manager_foreign": 1}[side]; got != want {
+		b.Fatalf("side %s: %d unregistered projections, want %d", side, got, want)
+	}
+	return m.Log()
+}
