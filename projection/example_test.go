@@ -3,7 +3,10 @@ package projection_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing/fstest"
@@ -132,4 +135,61 @@ func Example_lastStatusPerHost() {
 	// web-1 degraded (seq 3)
 	// web-2 healthy (seq 5)
 	// equal to a fresh derivation: true
+}
+
+// ExampleManager assembles canonlog as a service and an operator binary
+// do: one Manager per process, holding the database, the log and the
+// registry. A process that does not register host_status refuses to
+// append the kinds host_status consumes, rather than let that view miss
+// the event.
+func ExampleManager() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "canonlog-example-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	url := "sqlite:" + filepath.Join(dir, "service.db")
+
+	// The service registers host_status and migrates on start.
+	svc, err := projection.OpenManager(ctx, url, projection.Must(projection.NewRegistry(hostStatus{})), nil)
+	if err != nil {
+		panic(err)
+	}
+	defer svc.Close()
+	if _, err := svc.Migrate(ctx); err != nil {
+		panic(err)
+	}
+	if _, err := svc.CheckStale(ctx, projection.StaleRefuse); err != nil {
+		panic(err)
+	}
+
+	// Another binary on the same database, registering nothing.
+	other, err := projection.OpenManager(ctx, url, projection.Must(projection.NewRegistry()), nil)
+	if err != nil {
+		panic(err)
+	}
+	defer other.Close()
+	if err := other.Load(ctx); err != nil {
+		panic(err)
+	}
+	_, err = other.Log().Append(ctx, eventlog.Entry{Kind: eventlog.KindAgentEvent, HostID: "web-1",
+		Payload: json.RawMessage(`{"status":"healthy"}`)})
+	fmt.Println(errors.Is(err, projection.ErrUnregistered))
+	fmt.Println(err)
+	_, err = other.Log().Append(ctx, eventlog.Entry{Kind: eventlog.KindEffect, Payload: json.RawMessage(`{}`)})
+	fmt.Println("an effect:", err)
+
+	sts, err := other.Status(ctx)
+	if err != nil {
+		panic(err)
+	}
+	for _, st := range sts {
+		fmt.Printf("%s registered=%v kinds=%v\n", st.Name, st.Registered, st.Kinds)
+	}
+	// Output:
+	// true
+	// append of kind agent_event refused: projection host_status is recorded in this database as consuming that kind, and this binary does not register it, so the view would miss the event; append with the binary that registers it (such as the service owning it), or allow drift and then rebuild it with that binary
+	// an effect: <nil>
+	// host_status registered=false kinds=[agent_event]
 }
