@@ -55,6 +55,22 @@ type Config struct {
 	// reference projection alone (probefailures.New()); pass an empty,
 	// non-nil slice for a binary that keeps none.
 	Projections []projection.Projection
+
+	// DefaultDatabaseURL is the database the commands open when neither
+	// --database-url, CANONLOG_DATABASE_URL nor DATABASE_URL names one:
+	// a service's own default, so that its operator commands open the
+	// database it serves from. Defaults to eventlog.DefaultDatabaseURL
+	// (sqlite:canonlog.db).
+	DefaultDatabaseURL string
+
+	// Commands are the application's own commands (a service's "serve",
+	// say), added to the root next to canonlog's. They share the root's
+	// --database-url flag (cmd.Flags().GetString("database-url")), its
+	// streams (cmd.OutOrStdout(), cmd.ErrOrStderr()) and Run's handling
+	// of errors: one line naming the binary, exit 2 for a flag error and
+	// 1 for any other. Cobra commands keep the flags they parsed: build
+	// new ones for each Run. Defaults to none.
+	Commands []*cobra.Command
 }
 
 func (c *Config) withDefaults() *Config {
@@ -67,6 +83,9 @@ func (c *Config) withDefaults() *Config {
 	}
 	if out.Projections == nil {
 		out.Projections = []projection.Projection{probefailures.New()}
+	}
+	if out.DefaultDatabaseURL == "" {
+		out.DefaultDatabaseURL = eventlog.DefaultDatabaseURL
 	}
 	return &out
 }
@@ -81,14 +100,14 @@ type globals struct {
 }
 
 // resolveDatabaseURL applies the fallback chain: --database-url, then
-// CANONLOG_DATABASE_URL, then DATABASE_URL, then the embedded default.
+// CANONLOG_DATABASE_URL, then DATABASE_URL, then Config.DefaultDatabaseURL.
 func (g *globals) resolveDatabaseURL() string {
 	for _, u := range []string{g.databaseURL, os.Getenv("CANONLOG_DATABASE_URL"), os.Getenv("DATABASE_URL")} {
 		if u != "" {
 			return u
 		}
 	}
-	return eventlog.DefaultDatabaseURL
+	return g.cfg.DefaultDatabaseURL
 }
 
 // newRegistry returns the projections the command line keeps. Every
@@ -286,7 +305,7 @@ See docs/cli.md.`,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&g.databaseURL, "database-url", "",
-		"database URL: postgres://…, sqlite:PATH or sqlite::memory: (default $CANONLOG_DATABASE_URL, then $DATABASE_URL, then "+eventlog.DefaultDatabaseURL+")")
+		"database URL: postgres://…, sqlite:PATH or sqlite::memory: (default $CANONLOG_DATABASE_URL, then $DATABASE_URL, then "+g.cfg.DefaultDatabaseURL+")")
 	root.SetIn(g.stdin)
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
@@ -303,6 +322,7 @@ See docs/cli.md.`,
 		newGenCommand(g),
 		newBenchCommand(g),
 	)
+	root.AddCommand(g.cfg.Commands...)
 	return root
 }
 
@@ -336,7 +356,7 @@ func Run(ctx context.Context, cfg *Config, args []string, stdin io.Reader, stdou
 	// One line, whatever the error wrapped (a joined rollback error, a
 	// driver message with line breaks).
 	msg = strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", "; ")), " ")
-	fmt.Fprintf(stderr, "canonlog: %s\n", msg)
+	fmt.Fprintf(stderr, "%s: %s\n", g.cfg.Name, msg)
 	var (
 		ue usageError
 		ce exitCodeError
@@ -346,7 +366,7 @@ func Run(ctx context.Context, cfg *Config, args []string, stdin io.Reader, stdou
 		return ce.code
 	// cobra reports unknown commands and bad argument counts as plain errors.
 	case errors.As(err, &ue) || strings.HasPrefix(msg, "unknown command") || strings.Contains(msg, " arg(s)"):
-		fmt.Fprintln(stderr, "Run 'canonlog --help' for usage.")
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", g.cfg.Name)
 		return exitUsage
 	}
 	return exitFailure
