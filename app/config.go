@@ -128,7 +128,7 @@ func LoadConfig(lookup func(key string) (string, bool)) (Config, error) {
 		errs []error
 	)
 	// The zero Config stands for the default database.
-	if u := eventlog.DatabaseURL("", lookup); u != eventlog.DefaultDatabaseURL {
+	if u := eventlog.DatabaseURL("", lookup, ""); u != eventlog.DefaultDatabaseURL {
 		c.DatabaseURL = u
 	}
 	if v := get(EnvMigrate); v != "" {

@@ -24,9 +24,14 @@ func TestDatabaseURL(t *testing.T) {
 		{"empty canonlog variable falls through", "", map[string]string{"CANONLOG_DATABASE_URL": " ", "DATABASE_URL": "sqlite:c.db"}, "sqlite:c.db"},
 		{"white space dropped", "", map[string]string{"CANONLOG_DATABASE_URL": " sqlite:b.db\n"}, "sqlite:b.db"},
 		{"default", "", nil, eventlog.DefaultDatabaseURL},
+		{"the caller's default", "", nil, "sqlite:service.db"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			require.Equal(t, tc.want, eventlog.DatabaseURL(tc.explicit, env(tc.env)))
+			def := ""
+			if tc.name == "the caller's default" {
+				def = tc.want
+			}
+			require.Equal(t, tc.want, eventlog.DatabaseURL(tc.explicit, env(tc.env), def))
 		})
 	}
 }

@@ -228,8 +228,8 @@ const (
 // follows: explicit when it is not empty, then EnvDatabaseURL, then
 // EnvDatabaseURLFallback (read through lookup, such as os.LookupEnv; nil
 // reads the process environment; surrounding white space is dropped),
-// then DefaultDatabaseURL.
-func DatabaseURL(explicit string, lookup func(string) (string, bool)) string {
+// then def, or DefaultDatabaseURL when def is empty.
+func DatabaseURL(explicit string, lookup func(string) (string, bool), def string) string {
 	if explicit != "" {
 		return explicit
 	}
@@ -240,6 +240,9 @@ func DatabaseURL(explicit string, lookup func(string) (string, bool)) string {
 		if v, _ := lookup(name); strings.TrimSpace(v) != "" {
 			return strings.TrimSpace(v)
 		}
+	}
+	if def != "" {
+		return def
 	}
 	return DefaultDatabaseURL
 }

@@ -2,82 +2,122 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	"go.uber.org/fx"
 
 	"github.com/canonlog/canonlog/app"
-	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/projection"
+	"github.com/canonlog/canonlog/cmd/canonlog/canonlogcli"
 )
 
-// Exit codes.
+// Exit codes, as canonlogcli.Run returns them.
 const (
 	exitOK      = 0
 	exitFailure = 1
 	exitUsage   = 2
 )
 
-const usage = `usage: fleetd [flags]                 serve the HTTP API
-       fleetd [flags] rebuild [NAME…]  rebuild projections (all without names) and exit
-
-flags:
-`
-
-// run runs fleetd with the command line args and the environment read
-// through lookup, and returns the exit code.
-func run(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("fleetd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-		fmt.Fprintf(stderr, "\nenvironment: FLEETD_ADDR, %s (then %s), %s, %s, %s, %s (see docs/fx.md)\n",
-			app.EnvDatabaseURL, app.EnvDatabaseURLFallback, app.EnvMigrate, app.EnvStalePolicy, app.EnvMaxPayloadBytes, app.EnvSerializeAppends)
+// run runs fleetd's command line args (without the program name) and
+// returns the exit code. The tree is canonlog's commands, mounted with
+// fleetd's projections and default database, plus serve; without a
+// command fleetd serves. serve reads its environment through lookup;
+// canonlog's commands read the process's.
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer) int {
+	if flag, ok := singleDashFlag(args); ok {
+		fmt.Fprintf(stderr, "fleetd: %s: fleetd's flags take two dashes: --%s\nRun 'fleetd --help' for usage.\n", flag, flag[1:])
+		return exitUsage
 	}
+	return canonlogcli.Run(ctx, cliConfig(lookup), withDefaultCommand(args), stdin, stdout, stderr)
+}
+
+// cliConfig is fleetd's command tree.
+func cliConfig(lookup func(string) (string, bool)) *canonlogcli.Config {
+	return &canonlogcli.Config{
+		Name:               "fleetd",
+		Projections:        projections(),
+		DefaultDatabaseURL: DefaultDatabaseURL,
+		Commands:           []*cobra.Command{newServeCommand(lookup)},
+	}
+}
+
+// serveFlags are serve's flags and the root's --database-url: the flags a
+// command line without a command may hold.
+var serveFlags = []string{"--addr", "--database-url", "--start-timeout"}
+
+// withDefaultCommand puts serve in front of args that name no command:
+// a bare fleetd, or one given only serve's flags (fleetd --addr :8080),
+// serves, as fleetd did before it had commands, so that deployments keep
+// working.
+func withDefaultCommand(args []string) []string {
+	for i := 0; i < len(args); i++ {
+		name, _, hasValue := strings.Cut(args[i], "=")
+		if !slices.Contains(serveFlags, name) {
+			return args
+		}
+		if !hasValue {
+			i++ // the flag's value
+		}
+	}
+	return append([]string{"serve"}, args...)
+}
+
+// singleDashFlag finds a flag of fleetd's older command line, which took
+// single-dash flags (-addr :8080): the command tree would read it as a
+// cluster of one-letter flags and report the first letter, which says
+// nothing about the fix.
+func singleDashFlag(args []string) (string, bool) {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		name, _, _ := strings.Cut(a, "=")
+		if strings.HasPrefix(name, "-") && slices.Contains(serveFlags, "-"+name) {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+func newServeCommand(lookup func(string) (string, bool)) *cobra.Command {
 	envAddr, _ := lookup("FLEETD_ADDR")
-	addr := fs.String("addr", cmpOr(envAddr, DefaultAddr), "HTTP listen address (env FLEETD_ADDR)")
-	databaseURL := fs.String("database-url", "", "database URL (default $"+app.EnvDatabaseURL+", then $"+app.EnvDatabaseURLFallback+", then "+DefaultDatabaseURL+")")
-	startTimeout := fs.Duration("start-timeout", time.Minute, "how long start may take: migrations, and rebuilds with "+app.EnvStalePolicy+"=rebuild")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	canonlog, err := app.LoadConfig(lookup)
-	if err != nil {
-		fmt.Fprintf(stderr, "fleetd: %v\n", err)
-		return exitUsage
-	}
-	if *databaseURL != "" {
-		canonlog.DatabaseURL = *databaseURL
-	}
-	cfg := Config{Addr: *addr, Canonlog: canonlog}
-	if *startTimeout <= 0 {
-		fmt.Fprintf(stderr, "fleetd: -start-timeout %v: use a positive duration such as 2m\n", *startTimeout)
-		return exitUsage
-	}
+	addr := cmpOr(envAddr, DefaultAddr)
+	startTimeout := positiveDuration(time.Minute)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the HTTP API (what fleetd does without a command)",
+		Long: `serve runs fleetd's HTTP API until SIGINT or SIGTERM. On start it
+migrates the database and checks for stale projections (see docs/fx.md);
+a taken port or a refused start exits 1.
 
-	switch cmd := fs.Arg(0); cmd {
-	case "":
-		return serve(ctx, cfg, *startTimeout, stderr)
-	case "rebuild":
-		if err := rebuild(ctx, cfg, *startTimeout, fs.Args()[1:], stdout); err != nil {
-			fmt.Fprintf(stderr, "fleetd: rebuild: %v\n", err)
-			return exitFailure
-		}
-		return exitOK
-	default:
-		fmt.Fprintf(stderr, "fleetd: unknown command %q: run fleetd to serve, or fleetd rebuild [NAME…]\n", cmd)
-		return exitUsage
+fleetd without a command serves, with serve's flags if given:
+'fleetd --addr :8080' is 'fleetd serve --addr :8080'.
+
+Environment: FLEETD_ADDR, ` + app.EnvDatabaseURL + ` (then ` + app.EnvDatabaseURLFallback + `), ` +
+			app.EnvMigrate + `, ` + app.EnvStalePolicy + `, ` + app.EnvMaxPayloadBytes + `, ` + app.EnvSerializeAppends + `.`,
+		Example: `  fleetd serve --addr :8080 --database-url postgres://fleetd@db/fleetd
+  CANONLOG_STALE_POLICY=rebuild fleetd`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			canonlog, err := app.LoadConfig(lookup)
+			if err != nil {
+				return err
+			}
+			if u, _ := cmd.Flags().GetString("database-url"); u != "" {
+				canonlog.DatabaseURL = u
+			}
+			cfg := Config{Addr: addr, Canonlog: canonlog, Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))}
+			return serve(cmd.Context(), cfg, time.Duration(startTimeout))
+		},
 	}
+	cmd.Flags().StringVar(&addr, "addr", addr, "HTTP listen address (env FLEETD_ADDR)")
+	cmd.Flags().Var(&startTimeout, "start-timeout", "how long start may take: migrations, and rebuilds with "+app.EnvStalePolicy+"=rebuild")
+	return cmd
 }
 
 func cmpOr(a, b string) string {
@@ -87,66 +127,51 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// serve runs the service until SIGINT or SIGTERM (fx listens for them).
-func serve(ctx context.Context, cfg Config, startTimeout time.Duration, stderr io.Writer) int {
+// positiveDuration is a flag value that refuses zero and negative
+// durations, so that a bad --start-timeout is a flag error (exit 2).
+type positiveDuration time.Duration
+
+func (d *positiveDuration) String() string { return time.Duration(*d).String() }
+func (d *positiveDuration) Type() string   { return "duration" }
+
+func (d *positiveDuration) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if v <= 0 {
+		return fmt.Errorf("%v: use a positive duration such as 2m", v)
+	}
+	*d = positiveDuration(v)
+	return nil
+}
+
+// serve runs the service until SIGINT or SIGTERM (fx listens for them), or
+// until ctx ends.
+func serve(ctx context.Context, cfg Config, startTimeout time.Duration) error {
 	a := fx.New(Options(cfg))
 	if err := a.Err(); err != nil {
-		fmt.Fprintf(stderr, "fleetd: %v\n", err)
-		return exitFailure
+		return err
 	}
 	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	if err := a.Start(startCtx); err != nil {
-		fmt.Fprintf(stderr, "fleetd: start: %v\n", err)
-		return exitFailure
+		return fmt.Errorf("start: %w", err)
 	}
-	sig := <-a.Wait()
+	code := 0
+	select {
+	case sig := <-a.Wait():
+		code = sig.ExitCode
+	case <-ctx.Done():
+	}
 	stopCtx, cancelStop := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancelStop()
 	if err := a.Stop(stopCtx); err != nil {
-		fmt.Fprintf(stderr, "fleetd: stop: %v\n", err)
-		return exitFailure
+		return fmt.Errorf("stop: %w", err)
 	}
-	return sig.ExitCode
-}
-
-// rebuild re-derives the named projections (all when names is empty) from
-// the log. The canonlog command cannot rebuild rollout_progress: only a
-// process that registers a projection knows how to derive it.
-func rebuild(ctx context.Context, cfg Config, startTimeout time.Duration, names []string, stdout io.Writer) (err error) {
-	// Whatever is stale is what is about to be fixed: do not refuse it.
-	cfg.Canonlog.Stale = projection.StaleIgnore
-	if cfg.Logger == nil {
-		cfg.Logger = quietLogger()
+	if code != 0 {
+		// The server stopped the service after it failed, and logged why.
+		return fmt.Errorf("serve: the service stopped after a failure (exit code %d): see the log above", code)
 	}
-	var (
-		log *eventlog.Log
-		reg *projection.Registry
-	)
-	a := fx.New(CoreOptions(cfg), fx.Populate(&log, &reg))
-	if err := a.Err(); err != nil {
-		return err
-	}
-	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
-	defer cancel()
-	if err := a.Start(startCtx); err != nil {
-		return err
-	}
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		err = errors.Join(err, a.Stop(stopCtx))
-	}()
-	res, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{Names: names})
-	for _, r := range res {
-		fmt.Fprintf(stdout, "rebuilt %s (version %d): %d events replayed, %d rows, up to seq %d, in %s\n",
-			r.Name, r.Version, r.Events, r.Rows, r.Seq, r.Duration.Round(time.Millisecond))
-	}
-	return err
-}
-
-// quietLogger logs warnings and errors only: for one-shot commands, whose
-// output is their result.
-func quietLogger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return nil
 }

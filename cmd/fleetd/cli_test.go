@@ -3,17 +3,31 @@ package main
 import (
 	"context"
 	"net"
+	"net/http"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
+	"time"
 
-	"github.com/canonlog/canonlog/internal/testio"
 	"github.com/stretchr/testify/require"
+
+	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/internal/testio"
 )
 
 func noEnv(string) (string, bool) { return "", false }
 
 func envOf(env map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+}
+
+// runFleetd runs fleetd's command line with the environment env (for
+// serve) and no standard input.
+func runFleetd(ctx context.Context, env map[string]string, args ...string) (stdout, stderr string, code int) {
+	var out, errOut testio.SyncBuffer
+	code = run(ctx, args, envOf(env), strings.NewReader(""), &out, &errOut)
+	return out.String(), errOut.String(), code
 }
 
 func TestRun(t *testing.T) {
@@ -25,21 +39,34 @@ func TestRun(t *testing.T) {
 		args []string
 		env  map[string]string
 		code int
-		want string
+		want []string
 	}{
-		"help":            {args: []string{"-h"}, code: exitOK, want: "fleetd [flags] rebuild [NAME…]"},
-		"unknown_flag":    {args: []string{"-port", "80"}, code: exitUsage, want: "flag provided but not defined: -port"},
-		"unknown_command": {args: []string{"serve"}, code: exitUsage, want: `unknown command "serve"`},
-		"bad_env":         {env: map[string]string{"CANONLOG_STALE_POLICY": "later"}, code: exitUsage, want: `CANONLOG_STALE_POLICY="later": use refuse, rebuild or ignore`},
-		"bad_timeout":     {args: []string{"-start-timeout", "0s"}, code: exitUsage, want: "-start-timeout"},
-		"bad_url":         {args: []string{"-database-url", "mysql://db", "rebuild"}, code: exitFailure, want: "unknown scheme"},
+		// The help lists serve and every command canonlog has.
+		"help": {args: []string{"--help"}, code: exitOK,
+			want: []string{"fleetd [command]", "serve", "migrate", "append", "query", "tail", "rebuild", "verify", "status", "sqlite:fleetd.db"}},
+		"serve_help": {args: []string{"serve", "--help"}, code: exitOK,
+			want: []string{"--addr", "--start-timeout", "--database-url", "FLEETD_ADDR", "CANONLOG_STALE_POLICY"}},
+		"unknown_flag":    {args: []string{"--port", "80"}, code: exitUsage, want: []string{"unknown flag: --port"}},
+		"unknown_command": {args: []string{"deploy"}, code: exitUsage, want: []string{`unknown command "deploy"`}},
+		// The older command line's single-dash flags get the fix named.
+		"single_dash_flag":  {args: []string{"-addr", ":8080"}, code: exitUsage, want: []string{"-addr: fleetd's flags take two dashes: --addr"}},
+		"single_dash_value": {args: []string{"-database-url=sqlite:x.db", "rebuild", "--all"}, code: exitUsage, want: []string{"--database-url"}},
+		// A malformed environment fails serve (exit 1), as a malformed
+		// CANONLOG_DATABASE_URL fails canonlog's commands.
+		"bad_env": {env: map[string]string{"CANONLOG_STALE_POLICY": "later"}, code: exitFailure,
+			want: []string{`CANONLOG_STALE_POLICY="later": use refuse, rebuild or ignore`}},
+		"bad_timeout":         {args: []string{"serve", "--start-timeout", "0s"}, code: exitUsage, want: []string{"--start-timeout", "use a positive duration"}},
+		"bad_timeout_default": {args: []string{"--start-timeout", "-1m"}, code: exitUsage, want: []string{"--start-timeout", "use a positive duration"}},
+		"bad_url":             {args: []string{"--database-url", "mysql://db", "rebuild", "--all"}, code: exitFailure, want: []string{"fleetd: ", "unknown scheme"}},
+		"serve_bad_url":       {args: []string{"serve", "--database-url", "mysql://db"}, code: exitFailure, want: []string{"fleetd: ", "unknown scheme"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			var stdout, stderr testio.SyncBuffer
-			code := run(ctx, tc.args, envOf(tc.env), &stdout, &stderr)
-			require.Equal(t, tc.code, code, stderr.String())
-			require.Contains(t, stderr.String(), tc.want)
+			stdout, stderr, code := runFleetd(ctx, tc.env, tc.args...)
+			require.Equal(t, tc.code, code, stderr)
+			for _, want := range tc.want {
+				require.Contains(t, stdout+stderr, want)
+			}
 		})
 	}
 
@@ -48,10 +75,16 @@ func TestRun(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		defer ln.Close()
-		var stdout, stderr testio.SyncBuffer
-		code := run(ctx, []string{"-addr", ln.Addr().String(), "-database-url", sqliteURL(t)}, noEnv, &stdout, &stderr)
-		require.Equal(t, exitFailure, code)
-		require.Contains(t, stderr.String(), "listen on "+ln.Addr().String())
+		for _, args := range [][]string{
+			{"serve", "--addr", ln.Addr().String(), "--database-url", sqliteURL(t)},
+			// Without a command, serve's flags are serve's.
+			{"--addr", ln.Addr().String(), "--database-url", sqliteURL(t)},
+			{"--database-url=" + sqliteURL(t), "--addr=" + ln.Addr().String()},
+		} {
+			_, stderr, code := runFleetd(ctx, nil, args...)
+			require.Equal(t, exitFailure, code, "%v", args)
+			require.Contains(t, stderr, "listen on "+ln.Addr().String(), "%v", args)
+		}
 	})
 
 	t.Run("addr_from_env", func(t *testing.T) {
@@ -59,10 +92,10 @@ func TestRun(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		defer ln.Close()
-		var stdout, stderr testio.SyncBuffer
 		env := map[string]string{"FLEETD_ADDR": ln.Addr().String(), "CANONLOG_DATABASE_URL": sqliteURL(t)}
-		require.Equal(t, exitFailure, run(ctx, nil, envOf(env), &stdout, &stderr))
-		require.Contains(t, stderr.String(), "listen on "+ln.Addr().String())
+		_, stderr, code := runFleetd(ctx, env) // bare fleetd serves
+		require.Equal(t, exitFailure, code)
+		require.Contains(t, stderr, "listen on "+ln.Addr().String())
 	})
 
 	// A database fleetd cannot open is named without its password, in
@@ -75,20 +108,74 @@ func TestRun(t *testing.T) {
 			"postgres://svc@127.0.0.1:1/db?password=" + secret + "&sslmode=disable&connect_timeout=2",
 			"host=127.0.0.1 user=svc password='" + secret + "' dbname=db",
 		} {
-			for _, args := range [][]string{{"-database-url", url, "rebuild"}, {"-database-url", url, "-addr", "127.0.0.1:0"}} {
-				var stdout, stderr testio.SyncBuffer
-				require.Equal(t, exitFailure, run(ctx, args, noEnv, &stdout, &stderr))
-				require.Contains(t, stderr.String(), "xxxxx", "the database is named, its password hidden")
-				require.NotContains(t, stdout.String()+stderr.String(), secret)
+			for _, args := range [][]string{
+				{"--database-url", url, "rebuild", "--all"},
+				{"--database-url", url, "status"},
+				{"serve", "--database-url", url, "--addr", "127.0.0.1:0"},
+			} {
+				stdout, stderr, code := runFleetd(ctx, nil, args...)
+				require.Equal(t, exitFailure, code, "%v: %s", args[2:], stderr)
+				require.Contains(t, stderr, "xxxxx", "the database is named, its password hidden")
+				require.NotContains(t, stdout+stderr, secret)
 			}
 		}
 	})
+}
 
-	t.Run("rebuild_all", func(t *testing.T) {
-		t.Parallel()
+func TestWithDefaultCommand(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ args, want []string }{
+		{nil, []string{"serve"}},
+		{[]string{"--addr", ":80"}, []string{"serve", "--addr", ":80"}},
+		{[]string{"--addr=:80", "--database-url", "sqlite:x.db", "--start-timeout", "2m"}, []string{"serve", "--addr=:80", "--database-url", "sqlite:x.db", "--start-timeout", "2m"}},
+		{[]string{"--database-url", "sqlite:x.db", "status"}, []string{"--database-url", "sqlite:x.db", "status"}},
+		{[]string{"--database-url", "rebuild"}, []string{"serve", "--database-url", "rebuild"}}, // "rebuild" is the URL
+		{[]string{"serve", "--addr", ":80"}, []string{"serve", "--addr", ":80"}},
+		{[]string{"--help"}, []string{"--help"}},
+		{[]string{"rebuild", "rollout_progress"}, []string{"rebuild", "rollout_progress"}},
+	} {
+		require.Equal(t, tc.want, withDefaultCommand(tc.args), "%q", tc.args)
+	}
+}
+
+// TestServeByDefault: a bare fleetd (flags only) serves until its context
+// ends, then stops cleanly with exit 0.
+func TestServeByDefault(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		url := dbtest.New(t, backend).URL
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
 		var stdout, stderr testio.SyncBuffer
-		require.Equal(t, exitOK, run(ctx, []string{"rebuild"}, envOf(map[string]string{"DATABASE_URL": sqliteURL(t)}), &stdout, &stderr), stderr.String())
-		require.Contains(t, stdout.String(), "rebuilt probe_failures (version 1): 0 events replayed")
-		require.Contains(t, stdout.String(), "rebuilt rollout_progress (version 1): 0 events replayed")
+		done := make(chan int, 1)
+		go func() {
+			done <- run(ctx, []string{"--addr", "127.0.0.1:0", "--database-url", url}, noEnv, strings.NewReader(""), &stdout, &stderr)
+		}()
+
+		listening := regexp.MustCompile(`fleetd: listening" addr=(\S+)`)
+		var addr string
+		require.Eventually(t, func() bool {
+			m := listening.FindStringSubmatch(stderr.String())
+			if m != nil {
+				addr = m[1]
+			}
+			return m != nil
+		}, 30*time.Second, 10*time.Millisecond, "fleetd did not start: %s", &stderr)
+
+		hc := &http.Client{}
+		resp, err := hc.Get("http://" + addr + "/healthz")
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		hc.CloseIdleConnections()
+
+		cancel()
+		select {
+		case code := <-done:
+			require.Equal(t, exitOK, code, stderr.String())
+		case <-time.After(30 * time.Second):
+			t.Fatal("fleetd did not stop when its context ended")
+		}
+		_, err = net.DialTimeout("tcp", addr, time.Second)
+		require.Error(t, err, "the port is released on stop")
 	})
 }

@@ -3,9 +3,19 @@
 // apply reports) over HTTP, every event lands once in the canonical log,
 // and the compliance gate reads which hosts fail which controls.
 //
+// fleetd is a command tree: serve, and canonlog's commands (package
+// canonlogcli) mounted with fleetd's projections, probe_failures and
+// rollout_progress, and fleetd's default database, sqlite:fleetd.db.
+// Without a command it serves, so that a deployment configured through
+// the environment keeps working; flags take two dashes.
+//
 //	fleetd                                   # serve on 127.0.0.1:8080, sqlite:fleetd.db
-//	CANONLOG_DATABASE_URL=postgres://… fleetd -addr :8080
-//	fleetd rebuild [NAME…]                   # rebuild projections, fleetd's own included
+//	CANONLOG_DATABASE_URL=postgres://… fleetd serve --addr :8080
+//	fleetd migrate up                        # canonlog's commands, with fleetd's projections
+//	fleetd rebuild rollout_progress          # or --stale, --all
+//	fleetd verify
+//	fleetd status
+//	fleetd --help                            # every command
 //
 // Endpoints:
 //
@@ -15,7 +25,9 @@
 //	GET  /v1/rollouts/{id}/hosts[?after=HOST&limit=N]
 //	GET  /healthz
 //
-// Its fx graph (Options) is app.Module, app.ProbeFailuresModule, its own
-// projection rollout_progress registered with app.AsProjection, and a
-// lifecycle-managed net/http server. See docs/fx.md.
+// Its fx graph (Options) is app.Module, its projections registered with
+// app.AsProjection, the stores over them, and a lifecycle-managed net/http
+// server. The projections come from one function, projections(), which the
+// command tree takes them from too: what the service applies and what its
+// operators rebuild cannot disagree. See docs/fx.md.
 package main

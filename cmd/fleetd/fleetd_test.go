@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,12 +23,16 @@ import (
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/eventlogtest"
 	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/projection"
 )
 
 // fleetd runs an HTTP server and database pools: nothing may outlive a
-// stopped app.
+// stopped app. The binaries the end-to-end tests built go too.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		removeBinaries()
+		os.Exit(code)
+	}))
 }
 
 // fixture is a started fleetd on a fresh database.
@@ -125,7 +130,28 @@ func lastSeq(t *testing.T, log *eventlog.Log) int64 {
 func TestOptions(t *testing.T) {
 	t.Parallel()
 	require.NoError(t, fx.ValidateApp(fx.NopLogger, Options(Config{})))
-	require.NoError(t, fx.ValidateApp(fx.NopLogger, CoreOptions(Config{})))
+}
+
+// TestProjections: the service registers exactly the projections its
+// operator commands operate, both from projections().
+func TestProjections(t *testing.T) {
+	t.Parallel()
+	var want []string
+	for _, p := range projections() {
+		want = append(want, p.Name())
+	}
+	require.ElementsMatch(t, []string{"probe_failures", "rollout_progress"}, want)
+
+	var reg *projection.Registry
+	cfg := Config{Addr: "127.0.0.1:0", Canonlog: app.Config{DatabaseURL: "sqlite::memory:"}, Logger: slog.New(slog.DiscardHandler)}
+	fxtest.New(t, Options(cfg), fx.Populate(&reg)).RequireStart().RequireStop()
+	require.ElementsMatch(t, want, reg.Names())
+
+	var names []string
+	for _, p := range cliConfig(noEnv).Projections {
+		names = append(names, p.Name())
+	}
+	require.ElementsMatch(t, want, names)
 }
 
 // TestService runs fleetd as main does, on a real port: listening on

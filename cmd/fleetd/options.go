@@ -4,17 +4,22 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/jmoiron/sqlx"
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
 
 	"github.com/canonlog/canonlog/app"
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/probefailures"
+	"github.com/canonlog/canonlog/projection"
 )
 
-// DefaultAddr is where fleetd listens without -addr or FLEETD_ADDR.
+// DefaultAddr is where fleetd listens without --addr or FLEETD_ADDR.
 const DefaultAddr = "127.0.0.1:8080"
 
 // DefaultDatabaseURL is fleetd's embedded default: its own SQLite file,
-// so that it never shares a log with `canonlog demo` by accident.
+// so that it never shares a log with `canonlog demo` by accident. Every
+// fleetd command opens it when no URL is given, serve and rebuild alike.
 const DefaultDatabaseURL = "sqlite:fleetd.db"
 
 // Config is fleetd's configuration.
@@ -43,21 +48,24 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Options is fleetd's whole fx graph: the canonlog modules, its projection,
-// the stores it reads and the HTTP server.
-func Options(cfg Config) fx.Option {
-	return fx.Options(
-		CoreOptions(cfg),
-		fx.Provide(newAPI, newHandler, newServer),
-		fx.Invoke(func(*server) {}), // the server is what fleetd runs
-	)
+// projections are the projections fleetd keeps: the reference
+// probe_failures and its own rollout_progress. Its fx app registers them
+// (Options) and its operator commands operate them (fleetd rebuild,
+// verify, status, append…): both take them from here, so that what the
+// service applies and what its operators rebuild can never disagree.
+func projections() []projection.Projection {
+	return []projection.Projection{probefailures.New(), newRolloutProgress()}
 }
 
-// CoreOptions is fleetd without its HTTP server: the event log, its
-// projections (probe_failures and fleetd's rollout_progress) and the stores
-// over them. `fleetd rebuild` runs on it.
-func CoreOptions(cfg Config) fx.Option {
+// Options is fleetd's whole fx graph: canonlog's module with fleetd's
+// projections, the stores it reads and the HTTP server.
+func Options(cfg Config) fx.Option {
 	cfg = cfg.withDefaults()
+	ps := projections()
+	registered := make([]fx.Option, len(ps))
+	for i, p := range ps {
+		registered[i] = app.AsProjection(p)
+	}
 	return fx.Options(
 		fx.Supply(cfg, cfg.Canonlog, cfg.Logger),
 		fx.WithLogger(func() fxevent.Logger {
@@ -66,8 +74,17 @@ func CoreOptions(cfg Config) fx.Option {
 			return l
 		}),
 		app.Module,
-		app.ProbeFailuresModule,
-		app.AsProjection(newRolloutProgress),
-		fx.Provide(newProgressStore),
+		// Not app.ProbeFailuresModule: it would register probe_failures a
+		// second time. fleetd provides the store over it itself.
+		fx.Options(registered...),
+		fx.Provide(newFailuresStore, newProgressStore),
+		fx.Provide(newAPI, newHandler, newServer),
+		fx.Invoke(func(*server) {}), // the server is what fleetd runs
 	)
+}
+
+// newFailuresStore takes the log only to be built after it, so that its
+// users start after the migrations ran.
+func newFailuresStore(db *sqlx.DB, _ *eventlog.Log) *probefailures.Store {
+	return probefailures.NewStore(db)
 }

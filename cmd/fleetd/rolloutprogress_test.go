@@ -15,7 +15,6 @@ import (
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
-	"github.com/canonlog/canonlog/internal/testio"
 	"github.com/canonlog/canonlog/projectiontest"
 )
 
@@ -61,8 +60,9 @@ func TestTypeAndStatus(t *testing.T) {
 	}
 }
 
-// TestRebuildCommand: `fleetd rebuild` re-derives fleetd's own projection,
-// which the canonlog command does not know.
+// TestRebuildCommand: `fleetd rebuild NAME` re-derives fleetd's own
+// projection, which the canonlog command does not know, on the database
+// a running fleetd serves from.
 func TestRebuildCommand(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, backend string) {
 		ctx := context.Background()
@@ -80,20 +80,27 @@ func TestRebuildCommand(t *testing.T) {
 		_, err := f.db.ExecContext(ctx, `UPDATE rollout_progress SET last_status = 'tampered'`)
 		require.NoError(t, err)
 
-		var stdout, stderr testio.SyncBuffer
 		url := dbURL(t, f)
-		code := run(ctx, []string{"-database-url", url, "rebuild", "rollout_progress"}, noEnv, &stdout, &stderr)
-		require.Equal(t, exitOK, code, stderr.String())
-		require.Contains(t, stdout.String(), "rebuilt rollout_progress (version 1): 3 events replayed, 2 rows")
+		stdout, stderr, code := runFleetd(ctx, nil, "--database-url", url, "verify", "rollout_progress")
+		require.Equal(t, 3, code, "verify finds the tampered view: %s%s", stdout, stderr)
+		require.Contains(t, stdout, "rollout_progress")
+
+		stdout, stderr, code = runFleetd(ctx, nil, "--database-url", url, "rebuild", "rollout_progress")
+		require.Equal(t, exitOK, code, stderr)
+		require.Contains(t, stdout, "rebuilt rollout_progress")
+		require.Contains(t, stdout, "3 events replayed")
+		require.NotContains(t, stdout, "probe_failures", "only the named projection is rebuilt")
 
 		var got hostsResponse
 		require.Equal(t, 200, c.do("GET", "/v1/rollouts/r-1/hosts", "", &got))
 		require.Equal(t, want, got)
+		_, stderr, code = runFleetd(ctx, nil, "--database-url", url, "verify")
+		require.Equal(t, exitOK, code, stderr)
 
-		code = run(ctx, []string{"-database-url", url, "rebuild", "host_status"}, noEnv, &stdout, &stderr)
-		require.Equal(t, exitFailure, code)
-		require.Contains(t, stderr.String(), `unknown projection: "host_status"`)
-		require.Contains(t, stderr.String(), "rollout_progress")
+		_, stderr, code = runFleetd(ctx, nil, "--database-url", url, "rebuild", "host_status")
+		require.Equal(t, exitUsage, code, stderr)
+		require.Contains(t, stderr, `"host_status"`)
+		require.Contains(t, stderr, "rollout_progress", "the error names the projections fleetd knows")
 	})
 }
 

@@ -57,7 +57,7 @@ func (s *server) start(ctx context.Context) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", s.addr)
 	if err != nil {
-		return fmt.Errorf("fleetd: listen on %s (-addr, FLEETD_ADDR): %w", s.addr, err)
+		return fmt.Errorf("fleetd: listen on %s (--addr, FLEETD_ADDR): %w", s.addr, err)
 	}
 	s.mu.Lock()
 	s.ln, s.done = ln, make(chan struct{})

@@ -67,6 +67,22 @@ type Config struct {
 	// module from runtime/debug.ReadBuildInfo ("(devel)" for a build
 	// from a working tree).
 	Version string
+
+	// DefaultDatabaseURL is the database the commands open when neither
+	// --database-url, CANONLOG_DATABASE_URL nor DATABASE_URL names one:
+	// a service's own default, so that its operator commands open the
+	// database it serves from. Defaults to eventlog.DefaultDatabaseURL
+	// (sqlite:canonlog.db).
+	DefaultDatabaseURL string
+
+	// Commands are the application's own commands (a service's "serve",
+	// say), added to the root next to canonlog's. They share the root's
+	// --database-url flag (cmd.Flags().GetString("database-url")), its
+	// streams (cmd.OutOrStdout(), cmd.ErrOrStderr()) and Run's handling
+	// of errors: one line naming the binary, exit 2 for a flag error and
+	// 1 for any other. Cobra commands keep the flags they parsed: build
+	// new ones for each Run. Defaults to none.
+	Commands []*cobra.Command
 }
 
 func (c *Config) withDefaults() *Config {
@@ -79,6 +95,9 @@ func (c *Config) withDefaults() *Config {
 	}
 	if out.Projections == nil {
 		out.Projections = []projection.Projection{probefailures.New()}
+	}
+	if out.DefaultDatabaseURL == "" {
+		out.DefaultDatabaseURL = eventlog.DefaultDatabaseURL
 	}
 	return &out
 }
@@ -100,8 +119,10 @@ func (g *globals) named(s string) string {
 }
 
 // resolveDatabaseURL applies the fallback chain: --database-url, then
-// CANONLOG_DATABASE_URL, then DATABASE_URL, then the embedded default.
-func (g *globals) resolveDatabaseURL() string { return eventlog.DatabaseURL(g.databaseURL, nil) }
+// CANONLOG_DATABASE_URL, then DATABASE_URL, then Config.DefaultDatabaseURL.
+func (g *globals) resolveDatabaseURL() string {
+	return eventlog.DatabaseURL(g.databaseURL, nil, g.cfg.DefaultDatabaseURL)
+}
 
 // newRegistry returns the projections the command line keeps. Every
 // append goes through a log whose hook is this registry: an event appended
@@ -280,7 +301,7 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 verify found a difference,
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SuggestionsMinimumDistance = 2
 	root.PersistentFlags().StringVar(&g.databaseURL, "database-url", "",
-		"database URL: postgres://…, sqlite:PATH or sqlite::memory: (default $CANONLOG_DATABASE_URL, then $DATABASE_URL, then "+eventlog.DefaultDatabaseURL+")")
+		"database URL: postgres://…, sqlite:PATH or sqlite::memory: (default $CANONLOG_DATABASE_URL, then $DATABASE_URL, then "+g.cfg.DefaultDatabaseURL+")")
 	root.SetIn(g.stdin)
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
@@ -298,6 +319,7 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 verify found a difference,
 		newBenchCommand(g),
 		newVersionCommand(g),
 	)
+	root.AddCommand(g.cfg.Commands...)
 	// cobra adds help and completion when the tree runs; added now, their
 	// argument checks are wrapped too.
 	root.InitDefaultHelpCmd()
