@@ -67,7 +67,7 @@ func TestMountedCommands(t *testing.T) {
 
 	r = run("hello", "--bogus")
 	require.Equal(t, exitUsage, r.code)
-	require.Equal(t, "myctl: unknown flag: --bogus\nRun 'myctl --help' for usage.\n", r.err)
+	require.Equal(t, "myctl: unknown flag: --bogus\nRun 'myctl hello --help' for usage.\n", r.err)
 
 	r = run("hello", "extra")
 	require.Equal(t, exitUsage, r.code, r.err)
