@@ -35,3 +35,19 @@ func TestDatabaseURL(t *testing.T) {
 		})
 	}
 }
+
+func TestSQLiteFile(t *testing.T) {
+	for url, want := range map[string]string{
+		"sqlite:canonlog.db":         "canonlog.db",
+		"sqlite:///abs/c.db?_x=1":    "/abs/c.db",
+		"sqlite://rel/c.db":          "rel/c.db",
+		"sqlite::memory:":            "",
+		"sqlite:":                    "",
+		"postgres://h/db":            "",
+		"file:/tmp/c.db?mode=memory": "",
+	} {
+		path, ok := eventlog.SQLiteFile(url)
+		require.Equal(t, want, path, url)
+		require.Equal(t, want != "", ok, url)
+	}
+}

@@ -148,9 +148,7 @@ func parseDatabaseURL(raw string) (driver, dsn string, memory, userJournal bool,
 		query := strings.TrimPrefix(raw, "sqlite::memory:")
 		return driverSQLite, sqliteDSN("file::memory:", query), true, setsJournalMode(query), nil
 	case strings.HasPrefix(raw, "sqlite:"):
-		rest := strings.TrimPrefix(raw, "sqlite:")
-		rest = strings.TrimPrefix(rest, "//") // sqlite:///abs/path and sqlite://rel both work
-		path, query, _ := strings.Cut(rest, "?")
+		path, query := sqlitePath(raw)
 		if path == "" {
 			return "", "", false, false, fmt.Errorf("eventlog: database URL %q has no file path (use sqlite:PATH, or sqlite::memory: for a private in-memory database)", redact.URL(raw))
 		}
@@ -170,6 +168,26 @@ func parseDatabaseURL(raw string) (driver, dsn string, memory, userJournal bool,
 	default:
 		return "", "", false, false, fmt.Errorf("eventlog: database URL %s: unknown scheme: use postgres://…, postgresql://…, sqlite:PATH, sqlite::memory: or file:…", redact.URL(raw))
 	}
+}
+
+// SQLiteFile returns the file a sqlite:PATH database URL names (the URLs
+// OpenDB creates a file for when it is missing), and false for any other
+// URL, sqlite::memory: included. Tools that must not create a database
+// check the file first.
+func SQLiteFile(databaseURL string) (path string, ok bool) {
+	if !strings.HasPrefix(databaseURL, "sqlite:") || strings.HasPrefix(databaseURL, "sqlite::memory:") {
+		return "", false
+	}
+	path, _ = sqlitePath(databaseURL)
+	return path, path != ""
+}
+
+// sqlitePath splits a sqlite:PATH?QUERY URL; sqlite:///abs/path and
+// sqlite://rel both work.
+func sqlitePath(raw string) (path, query string) {
+	rest := strings.TrimPrefix(strings.TrimPrefix(raw, "sqlite:"), "//")
+	path, query, _ = strings.Cut(rest, "?")
+	return path, query
 }
 
 // sqliteDSN appends canonlog's per-connection settings to a SQLite URI,

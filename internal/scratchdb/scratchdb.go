@@ -114,7 +114,7 @@ func New(baseURL string, cfg *Config) (*Set, error) {
 		parent := c.Dir
 		if parent == "" {
 			parent = os.TempDir()
-			if path, ok := sqliteFile(baseURL); ok {
+			if path, ok := eventlog.SQLiteFile(baseURL); ok {
 				parent = filepath.Dir(path)
 			}
 		}
@@ -133,16 +133,6 @@ func NewName(prefix string) string {
 	var buf [6]byte
 	_, _ = rand.Read(buf[:])
 	return prefix + "_" + hex.EncodeToString(buf[:])
-}
-
-// sqliteFile returns the file of a sqlite:PATH URL.
-func sqliteFile(raw string) (string, bool) {
-	if !strings.HasPrefix(raw, "sqlite:") || strings.HasPrefix(raw, "sqlite::memory:") {
-		return "", false
-	}
-	rest := strings.TrimPrefix(strings.TrimPrefix(raw, "sqlite:"), "//")
-	path, _, _ := strings.Cut(rest, "?")
-	return path, path != ""
 }
 
 // Dialect returns the backend of the set's databases.

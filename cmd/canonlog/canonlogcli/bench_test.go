@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/bench"
 	"github.com/canonlog/canonlog/internal/dbtest"
 )
@@ -41,7 +42,7 @@ func TestBench(t *testing.T) {
 			require.NoError(t, c.db().Get(&n, `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()`))
 			require.Zero(t, n, "tables created in the configured schema")
 		} else {
-			path, ok := sqliteFile(c.url)
+			path, ok := eventlog.SQLiteFile(c.url)
 			require.True(t, ok)
 			require.Equal(t, filepath.Dir(path), filepath.Dir(rep.Scratch), "scratch directory next to the configured file")
 			entries, err := os.ReadDir(filepath.Dir(path))

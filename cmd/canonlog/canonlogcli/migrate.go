@@ -181,7 +181,7 @@ func runMigrateDown(ctx context.Context, g *globals, yes bool) error {
 		defer e.Close()
 		db, where = e.db, e.url
 	} else {
-		if path, ok := sqliteFile(g.resolveDatabaseURL()); ok {
+		if path, ok := eventlog.SQLiteFile(g.resolveDatabaseURL()); ok {
 			if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 				// Without --yes the answer is a usage error, as ever.
 				return usagef("migrate down rolls back only with --yes, and there is no database at %s to roll back: nothing was created", path)
@@ -230,7 +230,7 @@ func (g *globals) openExisting(ctx context.Context) (*env, error) {
 
 // requireFile refuses a sqlite:PATH URL whose file does not exist.
 func (g *globals) requireFile(raw string) error {
-	path, ok := sqliteFile(raw)
+	path, ok := eventlog.SQLiteFile(raw)
 	if !ok {
 		return nil
 	}

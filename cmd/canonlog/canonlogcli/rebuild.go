@@ -119,7 +119,7 @@ func noteUnregistered(ctx context.Context, e *env, w io.Writer, done string) {
 // record them (a sqlite:PATH whose file does not exist). Otherwise the
 // database decides: a name may be another binary's projection.
 func checkNamesOffline(g *globals, names []string) error {
-	path, ok := sqliteFile(g.resolveDatabaseURL())
+	path, ok := eventlog.SQLiteFile(g.resolveDatabaseURL())
 	if !ok {
 		return nil
 	}

@@ -185,7 +185,7 @@ func (g *globals) open(ctx context.Context, mode openMode, opts ...openOptions) 
 	}
 	raw := g.resolveDatabaseURL()
 	if mode == requireSchema || mode == readSchema {
-		if path, ok := sqliteFile(raw); ok {
+		if path, ok := eventlog.SQLiteFile(raw); ok {
 			if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 				return nil, fmt.Errorf("no database at %s: create it with '%s migrate up' (or run '%s demo'), or pass --database-url", path, g.cfg.Name, g.cfg.Name)
 			}
@@ -266,16 +266,6 @@ func (e *env) checkSchema(ctx context.Context, mode openMode) error {
 
 func (e *env) schemaError(table string, err error) error {
 	return fmt.Errorf("the database at %s has no table %s, or an older one (%v): run '%s migrate up' first", e.url, table, err, e.name)
-}
-
-// sqliteFile returns the file of a sqlite:PATH URL.
-func sqliteFile(raw string) (string, bool) {
-	if !strings.HasPrefix(raw, "sqlite:") || strings.HasPrefix(raw, "sqlite::memory:") {
-		return "", false
-	}
-	rest := strings.TrimPrefix(strings.TrimPrefix(raw, "sqlite:"), "//")
-	path, _, _ := strings.Cut(rest, "?")
-	return path, path != ""
 }
 
 func newRootCommand(g *globals) *cobra.Command {
