@@ -134,12 +134,17 @@ type UnregisteredError struct {
 	Kind eventlog.Kind
 }
 
-func (e *UnregisteredError) Error() string {
-	names := strings.Join(e.Names, ", ")
-	subject, them := "projection "+names+" is", "it"
-	if len(e.Names) > 1 {
-		subject, them = "projections "+names+" are", "them"
+// namesSubject phrases names as a sentence's subject ("projection a is",
+// "projections a, b are") and the pronoun that refers back to it.
+func namesSubject(names []string) (subject, them string) {
+	if len(names) > 1 {
+		return "projections " + strings.Join(names, ", ") + " are", "them"
 	}
+	return "projection " + strings.Join(names, ", ") + " is", "it"
+}
+
+func (e *UnregisteredError) Error() string {
+	subject, them := namesSubject(e.Names)
 	if e.Op == "append" {
 		return fmt.Sprintf("append of kind %s refused: %s recorded in this database as consuming that kind, and this binary does not register %s, so the view would miss the event; append with the binary that registers %s (such as the service owning %s), or allow drift and then rebuild %s with that binary",
 			e.Kind, subject, them, them, them, them)
@@ -195,10 +200,7 @@ type NotInstalledError struct {
 }
 
 func (e *NotInstalledError) Error() string {
-	subject := "projection " + strings.Join(e.Names, ", ") + " is"
-	if len(e.Names) > 1 {
-		subject = "projections " + strings.Join(e.Names, ", ") + " are"
-	}
+	subject, _ := namesSubject(e.Names)
 	if e.Op == "append" {
 		return fmt.Sprintf("append of kind %s refused: %s registered but not installed in this database, so it would miss the event; migrate the database first (install it), or append with the binary this database belongs to", e.Kind, subject)
 	}

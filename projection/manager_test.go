@@ -228,6 +228,38 @@ func TestManager(t *testing.T) {
 			require.Equal(t, "*", kinds)
 		})
 
+		t.Run("NotInstalled", func(t *testing.T) {
+			db := dbtest.New(t, backend).Migrated(t) // canonlog's core only
+			m := newManager(t, db, nil, &kindView{testView{kinds: []eventlog.Kind{deploy}}})
+			require.NoError(t, m.CheckSchema(ctx), "a projection not installed is no schema error")
+			_, err := m.Log().Append(ctx, ev(deploy, "h1", `{}`))
+			var ne *projection.NotInstalledError
+			require.ErrorAs(t, err, &ne)
+			require.ErrorIs(t, err, projection.ErrNotInstalled)
+			require.Equal(t, []string{"test_view"}, ne.Names)
+			n, _ := logCount(t, db)
+			require.Zero(t, n)
+			_, err = m.Log().Append(ctx, ev(effect, "h1", `{}`))
+			require.NoError(t, err, "kinds it does not consume go through")
+			_, err = m.Rebuild(ctx, &projection.RebuildOptions{Names: []string{"test_view"}})
+			require.ErrorIs(t, err, projection.ErrNotInstalled)
+			res, err := m.Rebuild(ctx, nil)
+			require.NoError(t, err)
+			require.Empty(t, res, "without names only installed projections are rebuilt")
+			sts, err := m.Status(ctx)
+			require.NoError(t, err)
+			st, _ := sts.Get("test_view")
+			require.False(t, st.Installed)
+
+			_, err = m.Migrate(ctx)
+			require.NoError(t, err)
+			_, err = m.Log().Append(ctx, ev(deploy, "h1", `{}`))
+			require.NoError(t, err)
+			vr, err := m.Verify(ctx, nil)
+			require.NoError(t, err)
+			require.NoError(t, vr.Err())
+		})
+
 		t.Run("CheckSchema", func(t *testing.T) {
 			db := dbtest.New(t, backend).Open(t)
 			m := newManager(t, db, nil, &testView{})
