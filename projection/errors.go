@@ -110,10 +110,13 @@ type StaleError struct {
 func (e *StaleError) Error() string {
 	parts := make([]string, len(e.Stale))
 	for i, s := range e.Stale {
-		if s.BuiltVersion == 0 {
+		switch {
+		case s.BuiltVersion == 0:
 			parts[i] = fmt.Sprintf("%s (version %d, never built)", s.Name, s.Version)
-		} else {
+		case s.BuiltVersion != s.Version:
 			parts[i] = fmt.Sprintf("%s (version %d, built at version %d)", s.Name, s.Version, s.BuiltVersion)
+		default:
+			parts[i] = fmt.Sprintf("%s (version %d, seq %d appended without it by another binary)", s.Name, s.Version, s.DriftSeq)
 		}
 	}
 	return fmt.Sprintf("stale projections, rebuild them before serving (projection.Rebuild with StaleOnly, or the stale policy \"rebuild\"): %s", strings.Join(parts, ", "))

@@ -3,6 +3,7 @@ package projection_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -111,6 +112,7 @@ func TestManager(t *testing.T) {
 			require.Equal(t, r.Event.Seq, st.DriftSeq)
 			_, err = svc.CheckStale(ctx, projection.StaleRefuse)
 			require.ErrorIs(t, err, projection.ErrStale)
+			require.ErrorContains(t, err, fmt.Sprintf("test_view (version 1, seq %d appended without it by another binary)", r.Event.Seq))
 
 			vr, err := svc.Verify(ctx, nil)
 			require.NoError(t, err)
