@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -854,5 +855,55 @@ func TestMigrateLockPostgres(t *testing.T) {
 			require.NoError(t, err, "a migration in another schema must not wait for this one's lock")
 			requireResults(t, res, "core", "up", coreFiles(t, "postgres"))
 		})
+	})
+}
+
+// TestProjectionKindsMigration moves canonlog_projections across 00004
+// (kinds, drift_seq, version 0 allowed) both ways with rows in it: an
+// upgrade keeps every checkpoint, with kinds not recorded; a rollback keeps
+// the built ones and drops "never built" rows, which the old table cannot
+// hold.
+func TestProjectionKindsMigration(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		db := dbtest.New(t, backend).Open(t)
+		_, err := migrations.Up(ctx, db)
+		require.NoError(t, err)
+		m, err := migrations.New(db, migrations.Core())
+		require.NoError(t, err)
+		down, err := m.Down(ctx)
+		require.NoError(t, err)
+		require.Equal(t, "00004_projection_kinds.sql", down.Source)
+
+		const at = "2026-05-16T01:00:00.000000Z"
+		_, err = db.Exec(db.Rebind(`INSERT INTO canonlog_projections (name, version, built_seq, built_at) VALUES (?, 3, 7, ?)`), "old_view", at)
+		require.NoError(t, err)
+		_, err = db.Exec(db.Rebind(`INSERT INTO canonlog_projections (name, version, built_seq, built_at) VALUES (?, 0, 0, ?)`), "never_view", at)
+		require.Error(t, err, "before 00004 a checkpoint has version 1 or more")
+
+		_, err = migrations.Up(ctx, db)
+		require.NoError(t, err)
+		var row struct {
+			Version  int            `db:"version"`
+			Seq      int64          `db:"built_seq"`
+			Kinds    sql.NullString `db:"kinds"`
+			DriftSeq int64          `db:"drift_seq"`
+		}
+		require.NoError(t, db.Get(&row, `SELECT version, built_seq, kinds, drift_seq FROM canonlog_projections WHERE name = 'old_view'`))
+		require.Equal(t, 3, row.Version)
+		require.Equal(t, int64(7), row.Seq)
+		require.False(t, row.Kinds.Valid, "kinds not recorded")
+		require.Zero(t, row.DriftSeq)
+		_, err = db.Exec(db.Rebind(`INSERT INTO canonlog_projections (name, version, built_seq, built_at, kinds) VALUES (?, 0, 0, ?, '*')`), "never_view", at)
+		require.NoError(t, err)
+		_, err = db.Exec(`UPDATE canonlog_projections SET drift_seq = -1 WHERE name = 'old_view'`)
+		require.Error(t, err, "drift_seq is never negative")
+
+		_, err = m.Down(ctx)
+		require.NoError(t, err)
+		var names []string
+		require.NoError(t, db.Select(&names, `SELECT name FROM canonlog_projections ORDER BY name`))
+		require.Equal(t, []string{"old_view"}, names)
 	})
 }
