@@ -52,7 +52,10 @@ type projectionReport struct {
 	// Registered is false for a projection the database records that this
 	// binary does not register: another binary owns it, and its version,
 	// staleness and rows are not checked here.
-	Registered   bool       `json:"registered"`
+	Registered bool `json:"registered"`
+	// Installed is false for a projection this binary registers that the
+	// database never installed ('migrate up' installs it).
+	Installed    bool       `json:"installed"`
 	Version      int        `json:"version"`
 	BuiltVersion int        `json:"built_version"`
 	Stale        bool       `json:"stale"`
@@ -85,14 +88,14 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 		return fmt.Errorf("status: %w", err)
 	}
 	for _, s := range sts {
-		pr := projectionReport{Name: s.Name, Registered: s.Registered, Version: s.Version, BuiltVersion: s.BuiltVersion,
+		pr := projectionReport{Name: s.Name, Registered: s.Registered, Installed: s.Installed, Version: s.Version, BuiltVersion: s.BuiltVersion,
 			Stale: s.Stale, BuiltSeq: s.BuiltSeq, Rows: -1, Kinds: kindStrings(s), DriftSeq: s.DriftSeq}
 		if !s.BuiltAt.IsZero() {
 			at := s.BuiltAt
 			pr.BuiltAt = &at
 		}
 		p, _ := e.reg.Get(s.Name)
-		if t, ok := p.(projection.Tabler); ok {
+		if t, ok := p.(projection.Tabler); ok && s.Installed {
 			pr.Rows = 0
 			for _, table := range t.Tables() {
 				var n int64
@@ -112,7 +115,7 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 	fmt.Fprintf(w, "events:   %d (last seq %d)\n\n", rep.Events, rep.LastSeq)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROJECTION\tVERSION\tBUILT VERSION\tSTALE\tROWS\tLAST REBUILD")
-	anyStale, anyDrift, anyOther := false, false, false
+	anyStale, anyDrift, anyOther, anyMissing := false, false, false, false
 	for _, p := range rep.Projections {
 		version, built, last, stale, rows := fmt.Sprint(p.Version), "-", "never", "no", fmt.Sprint(p.Rows)
 		if p.BuiltVersion > 0 {
@@ -124,6 +127,8 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 		switch {
 		case !p.Registered:
 			version, stale, anyOther = "-", "registered by another binary: not checked", true
+		case !p.Installed:
+			stale, last, anyMissing = "not installed", "-", true
 		case p.Stale && p.DriftSeq > p.BuiltSeq:
 			stale, anyStale, anyDrift = fmt.Sprintf("yes (seq %d appended without it)", p.DriftSeq), true, true
 		case p.Stale:
@@ -143,6 +148,9 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 			fmt.Fprint(w, ", or missed events appended with --allow-drift")
 		}
 		fmt.Fprintf(w, ": run '%s rebuild --stale'\n", g.cfg.Name)
+	}
+	if anyMissing {
+		fmt.Fprintf(w, "\nprojections not installed in this database: '%s migrate up' installs them; until then '%s append' refuses the kinds they consume\n", g.cfg.Name, g.cfg.Name)
 	}
 	if anyOther {
 		fmt.Fprintf(w, "\nprojections registered by another binary (such as the service that owns them) are not checked here: operate them with that binary; '%s append' refuses the kinds they consume\n", g.cfg.Name)
