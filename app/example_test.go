@@ -3,8 +3,12 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
+	"github.com/jmoiron/sqlx"
 	"go.uber.org/fx"
 
 	"github.com/canonlog/canonlog/app"
@@ -56,6 +60,10 @@ func Example() {
 	// failing CIS-5.2.1: [web-1]
 }
 
+// newAgentEventCount is a projection's constructor: fx passes it its
+// parameters from the graph.
+func newAgentEventCount(app.Config) (agentEventCount, error) { return agentEventCount{}, nil }
+
 // AsProjection registers an application projection: a value, or a
 // constructor taking its dependencies from the graph.
 func ExampleAsProjection() {
@@ -64,8 +72,8 @@ func ExampleAsProjection() {
 		fx.NopLogger,
 		fx.Supply(app.Config{DatabaseURL: "sqlite::memory:"}),
 		app.Module,
-		app.AsProjection(hostSeen{}),
-		app.AsProjection(func(app.Config) (agentEventCount, error) { return agentEventCount{}, nil }),
+		app.AsProjection(hostSeen{}),         // a value
+		app.AsProjection(newAgentEventCount), // or a constructor: func(deps…) (T, error) or func(deps…) T
 		fx.Invoke(func(reg *projection.Registry) { names = reg.Names() }),
 	)
 	ctx := context.Background()
@@ -76,4 +84,149 @@ func ExampleAsProjection() {
 	fmt.Println(names)
 	// Output:
 	// [agent_event_count host_seen]
+}
+
+// newHostSeen is the constructor of a service's own projection.
+func newHostSeen() hostSeen { return hostSeen{version: 1} }
+
+// api stands for a service's own component built on the log and a store.
+type api struct {
+	log      *eventlog.Log
+	failures *probefailures.Store
+}
+
+func newAPI(log *eventlog.Log, failures *probefailures.Store) *api {
+	return &api{log: log, failures: failures}
+}
+
+// A service's main function: its configuration from the environment,
+// canonlog's modules, its own projection and components. (Not run here:
+// Run serves until SIGINT or SIGTERM.)
+func ExampleModule() {
+	fx.New(
+		fx.Provide(app.ConfigFromEnv), // or fx.Supply(app.Config{…})
+		app.Module,                    // *sqlx.DB, *eventlog.Log, *projection.Registry
+		app.ProbeFailuresModule,       // probe_failures + *probefailures.Store
+		app.AsProjection(newHostSeen), // your own projection
+		fx.Provide(newAPI),            // uses *eventlog.Log, *probefailures.Store, …
+		fx.Invoke(func(*api) {}),
+	).Run()
+}
+
+// WithDB hands the module a database the service opened; the module uses
+// it and leaves it open on stop.
+func ExampleWithDB() {
+	ctx := context.Background()
+	db, err := eventlog.OpenDB(ctx, "sqlite::memory:") // or sqlx.Open("postgres", …) with lib/pq
+	if err != nil {
+		panic(err)
+	}
+	defer db.Close() // the module leaves it open: its owner closes it
+	var log *eventlog.Log
+	a := fx.New(fx.NopLogger, fx.Supply(app.Config{}), app.WithDB(db), app.Module, fx.Populate(&log))
+	if err := a.Start(ctx); err != nil {
+		panic(err)
+	}
+	res, err := log.Append(ctx, eventlog.Entry{Kind: eventlog.KindEffect, Payload: json.RawMessage(`{}`)})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("seq", res.Event.Seq)
+	if err := a.Stop(ctx); err != nil {
+		panic(err)
+	}
+
+	var n int
+	if err := db.GetContext(ctx, &n, `SELECT COUNT(*) FROM event_log`); err != nil {
+		panic(err)
+	}
+	fmt.Println("events, read after stop:", n)
+	// Output:
+	// seq 1
+	// events, read after stop: 1
+}
+
+// serviceConfig is a service's own configuration.
+type serviceConfig struct {
+	DatabaseURL string
+}
+
+// ProvideDB registers the constructor of the service's database: the
+// module uses what it returns, and the constructor's stop hook closes it.
+func ExampleProvideDB() {
+	var log *eventlog.Log
+	a := fx.New(
+		fx.NopLogger,
+		fx.Supply(app.Config{}, serviceConfig{DatabaseURL: "sqlite::memory:"}),
+		app.ProvideDB(func(lc fx.Lifecycle, cfg serviceConfig) (*sqlx.DB, error) {
+			db, err := eventlog.OpenDB(context.Background(), cfg.DatabaseURL)
+			if err == nil {
+				lc.Append(fx.StopHook(db.Close)) // yours to close
+			}
+			return db, err
+		}),
+		app.Module,
+		fx.Populate(&log),
+	)
+	ctx := context.Background()
+	if err := a.Start(ctx); err != nil {
+		panic(err)
+	}
+	defer func() { _ = a.Stop(ctx) }()
+	res, err := log.Append(ctx, eventlog.Entry{Kind: eventlog.KindEffect, Payload: json.RawMessage(`{}`)})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("seq", res.Event.Seq)
+	// Output:
+	// seq 1
+}
+
+// Start refuses a projection whose view an older version of its logic
+// built, naming it and the ways past it; with Config.Stale set to
+// projection.StaleRebuild it rebuilds the view first.
+func Example_staleProjection() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "canonlog-app-example-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	cfg := app.Config{DatabaseURL: "sqlite:" + filepath.Join(dir, "service.db")}
+
+	// Version 1 of host_seen builds its view.
+	var log *eventlog.Log
+	v1 := fx.New(fx.NopLogger, fx.Supply(cfg), app.Module, app.AsProjection(hostSeen{version: 1}), fx.Populate(&log))
+	if err := v1.Start(ctx); err != nil {
+		panic(err)
+	}
+	if _, err := log.Append(ctx, statusReport("web-1", "healthy", "web-1/1")); err != nil {
+		panic(err)
+	}
+	if err := v1.Stop(ctx); err != nil {
+		panic(err)
+	}
+
+	// Version 2 derives other rows from the same events.
+	v2 := fx.New(fx.NopLogger, fx.Supply(cfg), app.Module, app.AsProjection(hostSeen{version: 2}))
+	err = v2.Start(ctx)
+	fmt.Println(errors.Is(err, projection.ErrStale))
+	fmt.Println(err)
+
+	cfg.Stale = projection.StaleRebuild
+	var db *sqlx.DB
+	v2 = fx.New(fx.NopLogger, fx.Supply(cfg), app.Module, app.AsProjection(hostSeen{version: 2}), fx.Populate(&db))
+	if err := v2.Start(ctx); err != nil {
+		panic(err)
+	}
+	defer func() { _ = v2.Stop(ctx) }()
+	rows, err := hostSeenRows(ctx, db)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("rebuilt on start:", rows)
+	// Output:
+	// true
+	// app: start: stale projections, rebuild them before serving (projection.Rebuild with StaleOnly, or the stale policy "rebuild"): host_seen (version 2, built at version 1); or let the service rebuild them on start with Config.Stale = projection.StaleRebuild (CANONLOG_STALE_POLICY=rebuild)
+	// rebuilt on start: [web-1=v2:healthy]
 }

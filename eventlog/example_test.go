@@ -46,3 +46,49 @@ func Example() {
 	// 1 true
 	// 1 {"type": "Heartbeat"}
 }
+
+// The log on its own, as the README shows it: open, migrate, append, read.
+func Example_appendAndRead() {
+	ctx := context.Background()
+	db, err := eventlog.OpenDB(ctx, "sqlite::memory:") // or "postgres://postgres@127.0.0.1:5432/app?sslmode=disable"
+	if err != nil {
+		panic(err)
+	}
+	defer db.Close()
+	if _, err := migrations.Up(ctx, db); err != nil {
+		panic(err)
+	}
+
+	log, err := eventlog.New(db, nil) // *eventlog.Config: clock, payload limit, hook, serialized appends
+	if err != nil {
+		panic(err)
+	}
+
+	res, err := log.Append(ctx, eventlog.Entry{
+		Kind:      eventlog.KindAgentEvent,
+		HostID:    "host-17",
+		RolloutID: "rollout-2026-05-16",
+		Payload:   json.RawMessage(`{"type":"ProbeResult","status":"pass"}`),
+		EventID:   "host-17/probe/9121", // retrying with the same id lands nothing new
+	})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("seq", res.Event.Seq, "duplicate", res.Duplicate)
+
+	events, err := log.Query(ctx, eventlog.Filter{HostID: "host-17", Limit: 100})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(len(events), "event of host-17:", events[0].EventID)
+	for page, err := range log.Pages(ctx, 0, nil) { // the whole log, in bounded memory
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println("a page from seq", page[0].Seq, "to", page[len(page)-1].Seq)
+	}
+	// Output:
+	// seq 1 duplicate false
+	// 1 event of host-17: host-17/probe/9121
+	// a page from seq 1 to 1
+}

@@ -40,6 +40,9 @@ func TestProjectionKit(t *testing.T) {
 		t.Run("host_status", func(t *testing.T) {
 			projectiontest.RequireRebuildEquivalent(t, dbtest.New(t, backend).Open(t), hostStatus{}, statusGen, nil)
 		})
+		t.Run("host_reports", func(t *testing.T) { // ApplyBatch differs by backend
+			projectiontest.RequireRebuildEquivalent(t, dbtest.New(t, backend).Open(t), hostReports{}, statusGen, nil)
+		})
 		t.Run("test_view", func(t *testing.T) {
 			projectiontest.RequireRebuildEquivalent(t, dbtest.New(t, backend).Open(t), &testView{failOn: "poison"}, mixedGen, refusesPoison)
 		})
