@@ -46,7 +46,15 @@ func holdFileLock(t *testing.T, path string) (release func()) {
 	require.NoError(t, err)
 	require.NoError(t, syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB), "the migration lock of %s is free", path)
 	var once sync.Once
-	release = func() { once.Do(func() { require.NoError(t, f.Close()) }) }
+	// Unlock before closing: a process forked meanwhile by a parallel test
+	// shares the descriptor until it execs, and would keep the lock held
+	// past Close.
+	release = func() {
+		once.Do(func() {
+			require.NoError(t, syscall.Flock(int(f.Fd()), syscall.LOCK_UN))
+			require.NoError(t, f.Close())
+		})
+	}
 	t.Cleanup(release)
 	return release
 }
@@ -66,6 +74,9 @@ func fileLockIsFree(t *testing.T, path string) bool {
 		return false
 	}
 	require.NoError(t, err)
+	// As in holdFileLock: unlock, not only close, or a concurrent fork
+	// keeps the probe's lock held.
+	require.NoError(t, syscall.Flock(int(f.Fd()), syscall.LOCK_UN))
 	return true
 }
 
