@@ -219,7 +219,11 @@ func (r *Runner) Run(ctx context.Context) (_ *Report, err error) {
 // scenario.
 func (rep *Report) WriteTable(w io.Writer) error {
 	tw := bufio.NewWriter(w)
-	fmt.Fprintf(tw, "canonlog bench on %s: %d rounds per scenario, medians; ratio = canonlog ÷ raw\n", rep.Backend, rep.Rounds)
+	rounds := "rounds"
+	if rep.Rounds == 1 {
+		rounds = "round"
+	}
+	fmt.Fprintf(tw, "canonlog bench on %s: %d %s per scenario, medians; ratio = canonlog ÷ raw\n", rep.Backend, rep.Rounds, rounds)
 	fmt.Fprintf(tw, "%-13s %-7s %9s %12s %12s %6s %11s %7s %4s %s\n", "SCENARIO", "UNIT", "PER_ROUND", "CANONLOG/S", "RAW/S", "RATIO", "RANGE", "TARGET", "MET", "PEAK_RSS")
 	for _, s := range rep.Scenarios {
 		met, rss := "no", ""
