@@ -5,19 +5,21 @@
 //
 // Module provides the *sqlx.DB (opened from Config.DatabaseURL and closed on
 // stop, or supplied by the service with WithDB or ProvideDB and then left
-// open), the *eventlog.Log with the projection registry as its hook, and the
-// *projection.Registry assembled from every projection registered with
-// AsProjection. On start it runs the migrations (canonlog's core, then each
-// projection's) and the stale-projection check, so a service never serves a
-// view built by older logic without saying so. ProbeFailuresModule adds the
-// reference projection and its query store.
+// open), the *projection.Registry assembled from every projection
+// registered with AsProjection, and the *projection.Manager that assembles
+// them with the *eventlog.Log, whose appends apply the registry. On start
+// it runs the migrations (canonlog's core, then each projection's) and the
+// stale-projection check, so a service never serves a view built by older
+// logic without saying so. ProbeFailuresModule adds the reference
+// projection and its query store. A service's main (ExampleModule):
 //
 //	fx.New(
-//		fx.Provide(app.ConfigFromEnv),           // or fx.Supply(app.Config{…})
-//		app.Module,
-//		app.ProbeFailuresModule,
-//		app.AsProjection(newRolloutProgress),    // your own projection
-//		fx.Invoke(func(log *eventlog.Log, failures *probefailures.Store) { … }),
+//		fx.Provide(app.ConfigFromEnv), // or fx.Supply(app.Config{…})
+//		app.Module,                    // *sqlx.DB, *eventlog.Log, *projection.Registry
+//		app.ProbeFailuresModule,       // probe_failures + *probefailures.Store
+//		app.AsProjection(newHostSeen), // your own projection
+//		fx.Provide(newAPI),            // uses *eventlog.Log, *probefailures.Store, …
+//		fx.Invoke(func(*api) {}),
 //	).Run()
 //
 // See docs/fx.md for the configuration variables, supplying your own
