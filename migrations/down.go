@@ -5,12 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/canonlog/canonlog/eventlog"
 	"slices"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/pressly/goose/v3"
+
+	"github.com/canonlog/canonlog/eventlog"
 )
 
 // DownStep is one migration that Down rolls back.

@@ -6,13 +6,14 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"github.com/canonlog/canonlog/eventlog"
 	"io/fs"
 	"regexp"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/pressly/goose/v3"
+
+	"github.com/canonlog/canonlog/eventlog"
 )
 
 //go:embed postgres/*.sql sqlite/*.sql

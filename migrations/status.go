@@ -5,12 +5,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/canonlog/canonlog/eventlog"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/canonlog/canonlog/eventlog"
 )
 
 // queryer is what reading the migration state needs.

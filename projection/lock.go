@@ -3,10 +3,10 @@ package projection
 import (
 	"context"
 	"fmt"
-	"github.com/canonlog/canonlog/eventlog"
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/pglock"
 )
 

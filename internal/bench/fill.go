@@ -3,9 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
-	"github.com/canonlog/canonlog/eventlog"
 	"time"
 
+	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/projection"
 )
 
