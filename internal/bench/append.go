@@ -46,11 +46,7 @@ func rawTS(d eventlog.Backend, t time.Time) any {
 // eventlog's benchmarks), so table and index sizes grow alike on both.
 // Both carry an event id, so both maintain the unique index on it.
 func (r *run) appends(ctx context.Context, name string, clients, per int) (Result, error) {
-	ours, err := r.fresh(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	theirs, err := r.fresh(ctx)
+	ours, theirs, err := r.freshPair(ctx)
 	if err != nil {
 		return Result{}, err
 	}
@@ -127,11 +123,7 @@ const batchSize = 1000
 // rows; on SQLite (no COPY) one prepared INSERT per event then the same
 // set-based insert; one transaction per batch.
 func (r *run) appendBatch(ctx context.Context, batches int) (Result, error) {
-	ours, err := r.fresh(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	theirs, err := r.fresh(ctx)
+	ours, theirs, err := r.freshPair(ctx)
 	if err != nil {
 		return Result{}, err
 	}

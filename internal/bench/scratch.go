@@ -31,6 +31,18 @@ type benchDB struct {
 }
 
 // fresh creates, opens and migrates a new scratch database.
+// freshPair returns two fresh databases: one for each side of a scenario
+// that writes, so that table and index sizes grow alike on both.
+func (r *run) freshPair(ctx context.Context) (ours, theirs *benchDB, err error) {
+	if ours, err = r.fresh(ctx); err != nil {
+		return nil, nil, err
+	}
+	if theirs, err = r.fresh(ctx); err != nil {
+		return nil, nil, err
+	}
+	return ours, theirs, nil
+}
+
 func (r *run) fresh(ctx context.Context) (*benchDB, error) {
 	sdb, err := r.set.Create(ctx)
 	if err != nil {
