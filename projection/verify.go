@@ -101,8 +101,16 @@ func (rs VerifyResults) Err() error {
 // anything: the derivation runs in a transaction that is always rolled back.
 // The comparison uses the projection's Checksummer and, when it implements
 // Tabler, a row-by-row comparison of its tables that counts and samples the
-// differences. While a projection is verified, appends that apply to it
-// wait, as during a rebuild.
+// differences.
+//
+// On PostgreSQL, a projection that lists its tables (Tabler), unqualified,
+// is verified without its lock: the live view is read from one snapshot
+// of the database, and the fresh derivation replays the log from that
+// snapshot into temporary tables of the same names, in short transactions.
+// Appends never wait for it, and followers are not held back. Otherwise
+// (SQLite, where one writer at a time holds the database anyway, or a
+// projection verified by checksum alone) appends that apply to the
+// projection wait while it is verified, as during a rebuild.
 //
 // A difference is not an error: check each result's Equal, or call the
 // results' Err method.
@@ -124,7 +132,12 @@ func Verify(ctx context.Context, log *eventlog.Log, reg *Registry, names []strin
 	}
 	out := make(VerifyResults, 0, len(entries))
 	for _, e := range entries {
-		res, err := verifyOne(ctx, log, d, e)
+		var res VerifyResult
+		if tables, ok := onlineTables(e); ok && d == eventlog.Postgres {
+			res, err = verifyOnline(ctx, log, e, tables)
+		} else {
+			res, err = verifyOne(ctx, log, d, e)
+		}
 		if err != nil {
 			return out, fmt.Errorf("projection: verify %s: %w", e.name, err)
 		}

@@ -1,0 +1,255 @@
+package projection
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/canonlog/canonlog/eventlog"
+)
+
+// verifyOnline verifies e on PostgreSQL without its lock, so appends never
+// wait for it (docs/projections.md, "Verifying"):
+//
+//   - one read-only REPEATABLE READ transaction fixes a snapshot; in it the
+//     log and every inline view agree, because each append writes both in
+//     one transaction. It takes no transaction id, so it holds back neither
+//     followers nor anything else but vacuum;
+//   - on a connection of its own, the projection's tables are created as
+//     temporary tables of the same names. PostgreSQL resolves unqualified
+//     names in the session's temporary schema first, so the projection's
+//     own Apply writes there, untouched;
+//   - the log is replayed from that snapshot, one page per short
+//     transaction on that connection;
+//   - the live tables, read in the snapshot, and the temporary ones are
+//     compared row by row, both sorted the same way, and by checksum.
+//
+// The temporary tables are discarded before the connection goes back to
+// the pool, or the connection is closed.
+func verifyOnline(ctx context.Context, log *eventlog.Log, e *registered, tables []string) (VerifyResult, error) {
+	res := VerifyResult{Name: e.name}
+	db := log.DB()
+	snap, err := db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	if err != nil {
+		return res, err
+	}
+	defer func() { _ = snap.Rollback() }()
+	var schema string
+	if err := snap.GetContext(ctx, &schema, `SELECT current_schema()`); err != nil { // takes the snapshot
+		return res, fmt.Errorf("take a snapshot: %w", err)
+	}
+
+	conn, err := db.Connx(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer discardTemp(conn)
+
+	cols := make([][]string, len(tables))
+	for i, t := range tables {
+		if cols[i], err = columnsOf(ctx, snap, t); err != nil {
+			return res, fmt.Errorf("columns of %s: %w", t, err)
+		}
+		live := quoteIdent(schema) + "." + quoteIdent(t)
+		if _, err := conn.ExecContext(ctx, `CREATE TEMP TABLE `+quoteIdent(t)+` (LIKE `+live+` INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)`); err != nil {
+			return res, fmt.Errorf("create a private copy of %s: %w", t, err)
+		}
+	}
+
+	for page, err := range log.PagesTx(ctx, snap, 0, &eventlog.ReadOptions{Kinds: e.kindList()}) {
+		if err != nil {
+			return res, fmt.Errorf("read log: %w", err)
+		}
+		if err := applyOnConn(ctx, conn, e, page); err != nil {
+			return res, err
+		}
+		res.Events += int64(len(page))
+	}
+
+	res.Equal = true
+	if summer, ok := e.p.(Checksummer); ok {
+		if res.LiveChecksum, err = summer.Checksum(ctx, snap); err != nil {
+			return res, fmt.Errorf("live checksum: %w", err)
+		}
+		if err := withConnTx(ctx, conn, func(tx *sqlx.Tx) (err error) {
+			res.FreshChecksum, err = summer.Checksum(ctx, tx)
+			return err
+		}); err != nil {
+			return res, fmt.Errorf("fresh checksum: %w", err)
+		}
+		res.Equal = res.LiveChecksum == res.FreshChecksum
+	}
+	for i, t := range tables {
+		live := quoteIdent(schema) + "." + quoteIdent(t)
+		missing, extra, samples, err := mergeDiff(ctx, snap, conn, live, "pg_temp."+quoteIdent(t), t, cols[i], maxSamples-len(res.Samples))
+		if err != nil {
+			return res, fmt.Errorf("compare %s: %w", t, err)
+		}
+		res.Missing += missing
+		res.Extra += extra
+		res.Samples = append(res.Samples, samples...)
+	}
+	if res.Missing > 0 || res.Extra > 0 {
+		res.Equal = false
+	}
+	return res, nil
+}
+
+// onlineTables returns the tables of e when verifyOnline can verify it:
+// it lists its tables (Tabler) and names them unqualified, so that its SQL
+// resolves them in the session's temporary schema first.
+func onlineTables(e *registered) ([]string, bool) {
+	t, ok := e.p.(Tabler)
+	if !ok {
+		return nil, false
+	}
+	tables := t.Tables()
+	for _, name := range tables {
+		if strings.Contains(name, ".") {
+			return nil, false
+		}
+	}
+	return tables, len(tables) > 0
+}
+
+// applyOnConn applies a page of events to e in a short transaction on
+// conn.
+func applyOnConn(ctx context.Context, conn *sqlx.Conn, e *registered, page []eventlog.Event) error {
+	return withConnTx(ctx, conn, func(tx *sqlx.Tx) error { return e.apply(ctx, tx, page) })
+}
+
+func withConnTx(ctx context.Context, conn *sqlx.Conn, fn func(*sqlx.Tx) error) error {
+	tx, err := conn.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// discardTemp drops the session's temporary tables and returns conn to
+// the pool; when that fails, it closes the connection instead, so that no
+// later user of the pool finds tables shadowing the live ones.
+func discardTemp(conn *sqlx.Conn) {
+	if _, err := conn.ExecContext(context.Background(), `DISCARD TEMP`); err != nil {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	_ = conn.Close()
+}
+
+// mergeDiff compares the multiset of rows of live (read in snap) and fresh
+// (read on conn), every column as text, by merging the two sorted
+// streams.
+func mergeDiff(ctx context.Context, snap *sqlx.Tx, conn *sqlx.Conn, live, fresh, table string, cols []string, sampleLimit int) (missing, extra int64, samples []Sample, err error) {
+	casts := make([]string, len(cols))
+	order := make([]string, len(cols))
+	for i, c := range cols {
+		casts[i] = "CAST(" + quoteIdent(c) + " AS TEXT)"
+		order[i] = casts[i] + ` COLLATE "C" NULLS FIRST`
+	}
+	query := func(from string) string {
+		return `SELECT ` + strings.Join(casts, ", ") + ` FROM ` + from + ` ORDER BY ` + strings.Join(order, ", ")
+	}
+	lrows, err := snap.QueryContext(ctx, query(live))
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	defer lrows.Close()
+	frows, err := conn.QueryContext(ctx, query(fresh))
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	defer frows.Close()
+
+	next := func(rows *sql.Rows) ([]*string, error) {
+		if !rows.Next() {
+			return nil, rows.Err()
+		}
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		out := make([]*string, len(cols))
+		for i, v := range vals {
+			if v.Valid {
+				s := v.String
+				out[i] = &s
+			}
+		}
+		return out, nil
+	}
+	sample := func(side string, row []*string) {
+		if len(samples) < sampleLimit {
+			samples = append(samples, Sample{Table: table, Side: side, Columns: cols, Values: row})
+		}
+	}
+	l, err := next(lrows)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	f, err := next(frows)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	for l != nil || f != nil {
+		c := compareRows(l, f)
+		switch {
+		case c == 0:
+			if l, err = next(lrows); err != nil {
+				return 0, 0, nil, err
+			}
+			if f, err = next(frows); err != nil {
+				return 0, 0, nil, err
+			}
+		case c < 0: // only live has it
+			extra++
+			sample("extra", l)
+			if l, err = next(lrows); err != nil {
+				return 0, 0, nil, err
+			}
+		default: // only a fresh derivation has it
+			missing++
+			sample("missing", f)
+			if f, err = next(frows); err != nil {
+				return 0, 0, nil, err
+			}
+		}
+	}
+	return missing, extra, samples, nil
+}
+
+// compareRows orders rows as ORDER BY … COLLATE "C" NULLS FIRST does (byte
+// order, NULL first); a nil row (a stream at its end) sorts last.
+func compareRows(a, b []*string) int {
+	switch {
+	case a == nil && b == nil:
+		return 0
+	case a == nil:
+		return 1
+	case b == nil:
+		return -1
+	}
+	for i := range a {
+		switch x, y := a[i], b[i]; {
+		case x == nil && y == nil:
+		case x == nil:
+			return -1
+		case y == nil:
+			return 1
+		case *x != *y:
+			return strings.Compare(*x, *y)
+		}
+	}
+	return 0
+}
