@@ -108,9 +108,10 @@ func (rs VerifyResults) Err() error {
 // of the database, and the fresh derivation replays the log from that
 // snapshot into temporary tables of the same names, in short transactions.
 // Appends never wait for it, and followers are not held back. Otherwise
-// (SQLite, where one writer at a time holds the database anyway, or a
-// projection verified by checksum alone) appends that apply to the
-// projection wait while it is verified, as during a rebuild.
+// (SQLite, where one writer at a time holds the database anyway, a
+// projection verified by checksum alone, or a pool limited to one
+// connection) appends that apply to the projection wait while it is
+// verified, as during a rebuild.
 //
 // A difference is not an error: check each result's Equal, or call the
 // results' Err method.
@@ -133,7 +134,9 @@ func Verify(ctx context.Context, log *eventlog.Log, reg *Registry, names []strin
 	out := make(VerifyResults, 0, len(entries))
 	for _, e := range entries {
 		var res VerifyResult
-		if tables, ok := onlineTables(e); ok && d == eventlog.Postgres {
+		// The snapshot and the derivation need a connection each: a pool
+		// of one would wait for itself.
+		if tables, ok := onlineTables(e); ok && d == eventlog.Postgres && log.DB().Stats().MaxOpenConnections != 1 {
 			res, err = verifyOnline(ctx, log, e, tables)
 		} else {
 			res, err = verifyOne(ctx, log, d, e)

@@ -99,3 +99,21 @@ func TestVerifyOnline(t *testing.T) {
 	require.NoError(t, res.Err())
 	require.Equal(t, int64(4), res[0].Events)
 }
+
+// TestVerifyOnAPoolOfOne: the snapshot and the derivation would each need
+// a connection; on a pool of one, verify takes the blocking path instead
+// of waiting for itself.
+func TestVerifyOnAPoolOfOne(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	log, reg, db := setup(t, "postgres", &testView{})
+	_, err := log.AppendBatch(ctx, []eventlog.Entry{ev("k", "h1", `{}`), ev("k", "h2", `{}`)})
+	require.NoError(t, err)
+	db.SetMaxOpenConns(1)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	res, err := projection.Verify(ctx, log, reg, nil)
+	require.NoError(t, err)
+	require.NoError(t, res.Err())
+	require.Equal(t, int64(2), res[0].Events)
+}
