@@ -43,7 +43,7 @@ func verifyOnline(ctx context.Context, log *eventlog.Log, e *registered, tables 
 		return res, fmt.Errorf("take a snapshot: %w", err)
 	}
 
-	conn, err := db.Connx(ctx)
+	conn, err := liveConn(ctx, db)
 	if err != nil {
 		return res, err
 	}
@@ -97,6 +97,31 @@ func verifyOnline(ctx context.Context, log *eventlog.Log, e *registered, tables 
 		res.Equal = false
 	}
 	return res, nil
+}
+
+// liveConn takes a connection of the pool for verifyOnline's own use. A
+// connection the server dropped while it sat idle shows only when it is
+// used, and database/sql retries a bad connection for a statement on the
+// pool but not on a connection taken out of it: so try it first, and take
+// another when it is gone. Each dead one is dropped from the pool as it
+// is found, so the idle connections bound the attempts.
+func liveConn(ctx context.Context, db *sqlx.DB) (*sqlx.Conn, error) {
+	attempts := db.Stats().Idle + 2
+	for attempt := 1; ; attempt++ {
+		conn, err := db.Connx(ctx)
+		if err != nil {
+			return nil, err
+		}
+		_, err = conn.ExecContext(ctx, `SELECT 1`)
+		if err == nil {
+			return conn, nil
+		}
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn }) // never back to the pool
+		_ = conn.Close()
+		if attempt >= attempts || !eventlog.Retryable(err) || ctx.Err() != nil {
+			return nil, err
+		}
+	}
 }
 
 // onlineTables returns the tables of e when verifyOnline can verify it:

@@ -117,3 +117,45 @@ func TestVerifyOnAPoolOfOne(t *testing.T) {
 	require.NoError(t, res.Err())
 	require.Equal(t, int64(2), res[0].Events)
 }
+
+// TestVerifyAfterIdleConnectionsDied: connections the server ended while
+// they sat idle in the pool show only when used; verify takes live ones
+// instead of failing with a bad connection.
+func TestVerifyAfterIdleConnectionsDied(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := dbtest.New(t, "postgres")
+	tag := b.Schema + "_idle"
+	db, err := eventlog.OpenDB(ctx, b.SessionURL(tag))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	db.SetMaxIdleConns(dbtest.MaxConns)
+	db.SetMaxOpenConns(dbtest.MaxConns)
+	reg := projection.Must(projection.NewRegistry(&testView{}))
+	log, err := eventlog.New(db, &eventlog.Config{Hook: reg})
+	require.NoError(t, err)
+	_, err = projection.Migrate(ctx, log, reg)
+	require.NoError(t, err)
+	_, err = log.AppendBatch(ctx, []eventlog.Entry{ev("k", "h1", `{}`), ev("k", "h2", `{}`)})
+	require.NoError(t, err)
+
+	// Four idle connections in the pool, then the server ends every one.
+	conns := make([]*sqlx.Conn, 4)
+	for i := range conns {
+		conns[i], err = db.Connx(ctx)
+		require.NoError(t, err)
+		_, err = conns[i].ExecContext(ctx, `SELECT 1`)
+		require.NoError(t, err)
+	}
+	for _, c := range conns {
+		require.NoError(t, c.Close())
+	}
+	var ended []bool
+	require.NoError(t, dbtest.Admin(t).Select(&ended, `SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity WHERE application_name = $1`, tag))
+	require.GreaterOrEqual(t, len(ended), len(conns))
+
+	res, err := projection.Verify(ctx, log, reg, nil)
+	require.NoError(t, err)
+	require.NoError(t, res.Err())
+	require.Equal(t, int64(2), res[0].Events)
+}
