@@ -98,20 +98,19 @@ func (rs VerifyResults) Err() error {
 
 // Verify derives each named projection (all registered ones when names is
 // empty) afresh and compares it with the live view, without changing
-// anything: the derivation runs in a transaction that is always rolled back.
-// The comparison uses the projection's Checksummer and, when it implements
+// anything. The comparison uses the projection's Checksummer and, when it implements
 // Tabler, a row-by-row comparison of its tables that counts and samples the
 // differences.
 //
-// On PostgreSQL, a projection that lists its tables (Tabler), unqualified,
-// is verified without its lock: the live view is read from one snapshot
-// of the database, and the fresh derivation replays the log from that
-// snapshot into temporary tables of the same names, in short transactions.
-// Appends never wait for it, and followers are not held back. Otherwise
-// (SQLite, where one writer at a time holds the database anyway, a
-// projection verified by checksum alone, or a pool limited to one
-// connection) appends that apply to the projection wait while it is
-// verified, as during a rebuild.
+// A projection that lists its tables (Tabler), unqualified, is verified
+// without blocking anyone: the live view is read from one snapshot of the
+// database, and the fresh derivation replays the log from that snapshot
+// into temporary tables of the same names, in short transactions (on
+// SQLite, transactions that write only those tables and take no lock on
+// the database). Appends never wait for it, and followers are not held
+// back. A projection verified by checksum alone, or a pool limited to one
+// connection, takes the blocking way: appends that apply to the
+// projection wait while it is verified, as during a rebuild.
 //
 // A difference is not an error: check each result's Equal, or call the
 // results' Err method.
@@ -136,8 +135,8 @@ func Verify(ctx context.Context, log *eventlog.Log, reg *Registry, names []strin
 		var res VerifyResult
 		// The snapshot and the derivation need a connection each: a pool
 		// of one would wait for itself.
-		if tables, ok := onlineTables(e); ok && d == eventlog.Postgres && log.DB().Stats().MaxOpenConnections != 1 {
-			res, err = verifyOnline(ctx, log, e, tables)
+		if tables, ok := onlineTables(e); ok && log.DB().Stats().MaxOpenConnections != 1 {
+			res, err = verifyOnline(ctx, log, d, e, tables)
 		} else {
 			res, err = verifyOne(ctx, log, d, e)
 		}

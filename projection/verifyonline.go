@@ -12,17 +12,18 @@ import (
 	"github.com/canonlog/canonlog/eventlog"
 )
 
-// verifyOnline verifies e on PostgreSQL without its lock, so appends never
-// wait for it (docs/projections.md, "Verifying"):
+// verifyOnline verifies e without its lock, so appends never wait for it
+// (docs/projections.md, "Verifying"):
 //
-//   - one read-only REPEATABLE READ transaction fixes a snapshot; in it the
-//     log and every inline view agree, because each append writes both in
-//     one transaction. It takes no transaction id, so it holds back neither
-//     followers nor anything else but vacuum;
+//   - one read-only transaction fixes a snapshot (REPEATABLE READ on
+//     PostgreSQL, a deferred read in WAL mode on SQLite); in it the log and
+//     every inline view agree, because each append writes both in one
+//     transaction. On PostgreSQL it takes no transaction id, so it holds
+//     back neither followers nor anything else but vacuum;
 //   - on a connection of its own, the projection's tables are created as
-//     temporary tables of the same names. PostgreSQL resolves unqualified
-//     names in the session's temporary schema first, so the projection's
-//     own Apply writes there, untouched;
+//     temporary tables of the same names. Both backends resolve
+//     unqualified names in the session's temporary schema first, so the
+//     projection's own Apply writes there, untouched;
 //   - the log is replayed from that snapshot, one page per short
 //     transaction on that connection;
 //   - the live tables, read in the snapshot, and the temporary ones are
@@ -30,16 +31,23 @@ import (
 //
 // The temporary tables are discarded before the connection goes back to
 // the pool, or the connection is closed.
-func verifyOnline(ctx context.Context, log *eventlog.Log, e *registered, tables []string) (VerifyResult, error) {
+func verifyOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *registered, tables []string) (VerifyResult, error) {
 	res := VerifyResult{Name: e.name}
 	db := log.DB()
+	// On SQLite a read-only transaction begins deferred: in WAL mode its
+	// first read fixes a snapshot, and writers go on.
 	snap, err := db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
 	if err != nil {
 		return res, err
 	}
 	defer func() { _ = snap.Rollback() }()
-	var schema string
-	if err := snap.GetContext(ctx, &schema, `SELECT current_schema()`); err != nil { // takes the snapshot
+	schema := "main"
+	if d == eventlog.Postgres {
+		err = snap.GetContext(ctx, &schema, `SELECT current_schema()`)
+	} else {
+		_, err = log.LastSeqTx(ctx, snap)
+	}
+	if err != nil { // that first read took the snapshot
 		return res, fmt.Errorf("take a snapshot: %w", err)
 	}
 
@@ -47,15 +55,14 @@ func verifyOnline(ctx context.Context, log *eventlog.Log, e *registered, tables 
 	if err != nil {
 		return res, err
 	}
-	defer discardTemp(conn)
+	defer discardTemp(conn, d)
 
 	cols := make([][]string, len(tables))
 	for i, t := range tables {
 		if cols[i], err = columnsOf(ctx, snap, t); err != nil {
 			return res, fmt.Errorf("columns of %s: %w", t, err)
 		}
-		live := quoteIdent(schema) + "." + quoteIdent(t)
-		if _, err := conn.ExecContext(ctx, `CREATE TEMP TABLE `+quoteIdent(t)+` (LIKE `+live+` INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)`); err != nil {
+		if err := createTempCopy(ctx, snap, conn, d, schema, t); err != nil {
 			return res, fmt.Errorf("create a private copy of %s: %w", t, err)
 		}
 	}
@@ -64,7 +71,7 @@ func verifyOnline(ctx context.Context, log *eventlog.Log, e *registered, tables 
 		if err != nil {
 			return res, fmt.Errorf("read log: %w", err)
 		}
-		if err := applyOnConn(ctx, conn, e, page); err != nil {
+		if err := applyOnConn(ctx, conn, d, e, page); err != nil {
 			return res, err
 		}
 		res.Events += int64(len(page))
@@ -75,7 +82,7 @@ func verifyOnline(ctx context.Context, log *eventlog.Log, e *registered, tables 
 		if res.LiveChecksum, err = summer.Checksum(ctx, snap); err != nil {
 			return res, fmt.Errorf("live checksum: %w", err)
 		}
-		if err := withConnTx(ctx, conn, func(tx *sqlx.Tx) (err error) {
+		if err := withConnTx(ctx, conn, d, func(tx *sqlx.Tx) (err error) {
 			res.FreshChecksum, err = summer.Checksum(ctx, tx)
 			return err
 		}); err != nil {
@@ -85,7 +92,11 @@ func verifyOnline(ctx context.Context, log *eventlog.Log, e *registered, tables 
 	}
 	for i, t := range tables {
 		live := quoteIdent(schema) + "." + quoteIdent(t)
-		missing, extra, samples, err := mergeDiff(ctx, snap, conn, live, "pg_temp."+quoteIdent(t), t, cols[i], maxSamples-len(res.Samples))
+		temp := "temp." + quoteIdent(t)
+		if d == eventlog.Postgres {
+			temp = "pg_temp." + quoteIdent(t)
+		}
+		missing, extra, samples, err := mergeDiff(ctx, snap, conn, d, live, temp, t, cols[i], maxSamples-len(res.Samples))
 		if err != nil {
 			return res, fmt.Errorf("compare %s: %w", t, err)
 		}
@@ -141,14 +152,68 @@ func onlineTables(e *registered) ([]string, bool) {
 	return tables, len(tables) > 0
 }
 
-// applyOnConn applies a page of events to e in a short transaction on
-// conn.
-func applyOnConn(ctx context.Context, conn *sqlx.Conn, e *registered, page []eventlog.Event) error {
-	return withConnTx(ctx, conn, func(tx *sqlx.Tx) error { return e.apply(ctx, tx, page) })
+// createTempCopy creates on conn an empty temporary table named like the
+// live table t of schema, with its columns, defaults, constraints and
+// indexes (its foreign keys too on SQLite, which does not enforce them on
+// conn: see discardTemp).
+func createTempCopy(ctx context.Context, snap *sqlx.Tx, conn *sqlx.Conn, d eventlog.Backend, schema, t string) error {
+	if d == eventlog.Postgres {
+		live := quoteIdent(schema) + "." + quoteIdent(t)
+		_, err := conn.ExecContext(ctx, `CREATE TEMP TABLE `+quoteIdent(t)+` (LIKE `+live+` INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)`)
+		return err
+	}
+	// SQLite keeps each object's CREATE statement, normalized to begin
+	// "CREATE TABLE" / "CREATE [UNIQUE] INDEX": the same statements make
+	// the copy, in the temp schema.
+	var ddl []struct {
+		Type string `db:"type"`
+		SQL  string `db:"sql"`
+	}
+	if err := snap.SelectContext(ctx, &ddl, `SELECT type, sql FROM main.sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL ORDER BY type = 'index', name`, t); err != nil {
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {
+		return err
+	}
+	for _, o := range ddl {
+		stmt, ok := "", false
+		switch o.Type {
+		case "table":
+			stmt, ok = strings.CutPrefix(o.SQL, "CREATE TABLE ")
+			stmt = "CREATE TEMP TABLE " + stmt
+		case "index":
+			rest, unique := strings.CutPrefix(o.SQL, "CREATE UNIQUE INDEX ")
+			if !unique {
+				rest, ok = strings.CutPrefix(o.SQL, "CREATE INDEX ")
+				stmt = "CREATE INDEX temp." + rest
+			} else {
+				ok, stmt = true, "CREATE UNIQUE INDEX temp."+rest
+			}
+		default:
+			continue // triggers and views stay with the live table
+		}
+		if !ok {
+			return fmt.Errorf("unexpected statement in sqlite_master: %.60s", o.SQL)
+		}
+		if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func withConnTx(ctx context.Context, conn *sqlx.Conn, fn func(*sqlx.Tx) error) error {
-	tx, err := conn.BeginTxx(ctx, nil)
+// applyOnConn applies a page of events to e in a short transaction on
+// conn.
+func applyOnConn(ctx context.Context, conn *sqlx.Conn, d eventlog.Backend, e *registered, page []eventlog.Event) error {
+	return withConnTx(ctx, conn, d, func(tx *sqlx.Tx) error { return e.apply(ctx, tx, page) })
+}
+
+// withConnTx runs fn in a transaction on conn. On SQLite the transaction
+// begins deferred (read-only by canonlog's settings): it writes only the
+// temporary tables, which take no lock on the database, so writers never
+// wait for it.
+func withConnTx(ctx context.Context, conn *sqlx.Conn, d eventlog.Backend, fn func(*sqlx.Tx) error) error {
+	tx, err := conn.BeginTxx(ctx, &sql.TxOptions{ReadOnly: d == eventlog.SQLite})
 	if err != nil {
 		return err
 	}
@@ -160,10 +225,13 @@ func withConnTx(ctx context.Context, conn *sqlx.Conn, fn func(*sqlx.Tx) error) e
 }
 
 // discardTemp drops the session's temporary tables and returns conn to
-// the pool; when that fails, it closes the connection instead, so that no
+// the pool; when that fails, and always on SQLite (where conn's foreign
+// keys were switched off), it closes the connection instead, so that no
 // later user of the pool finds tables shadowing the live ones.
-func discardTemp(conn *sqlx.Conn) {
-	if _, err := conn.ExecContext(context.Background(), `DISCARD TEMP`); err != nil {
+func discardTemp(conn *sqlx.Conn, d eventlog.Backend) {
+	if d != eventlog.Postgres {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	} else if _, err := conn.ExecContext(context.Background(), `DISCARD TEMP`); err != nil {
 		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 	}
 	_ = conn.Close()
@@ -172,12 +240,16 @@ func discardTemp(conn *sqlx.Conn) {
 // mergeDiff compares the multiset of rows of live (read in snap) and fresh
 // (read on conn), every column as text, by merging the two sorted
 // streams.
-func mergeDiff(ctx context.Context, snap *sqlx.Tx, conn *sqlx.Conn, live, fresh, table string, cols []string, sampleLimit int) (missing, extra int64, samples []Sample, err error) {
+func mergeDiff(ctx context.Context, snap *sqlx.Tx, conn *sqlx.Conn, d eventlog.Backend, live, fresh, table string, cols []string, sampleLimit int) (missing, extra int64, samples []Sample, err error) {
+	collate := ` COLLATE "C"` // byte order, as strings.Compare
+	if d != eventlog.Postgres {
+		collate = ` COLLATE BINARY`
+	}
 	casts := make([]string, len(cols))
 	order := make([]string, len(cols))
 	for i, c := range cols {
 		casts[i] = "CAST(" + quoteIdent(c) + " AS TEXT)"
-		order[i] = casts[i] + ` COLLATE "C" NULLS FIRST`
+		order[i] = casts[i] + collate + ` NULLS FIRST`
 	}
 	query := func(from string) string {
 		return `SELECT ` + strings.Join(casts, ", ") + ` FROM ` + from + ` ORDER BY ` + strings.Join(order, ", ")
