@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -219,8 +220,16 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("Decode(%q): payload %q is not the input's bytes", data, e.Payload)
 		}
 		wroteFFFD := bytes.Contains(data, []byte("\uFFFD")) || bytes.Contains(bytes.ToLower(data), []byte(`\ufffd`))
+		for _, s := range []string{string(e.Kind), e.HostID, e.RolloutID, e.EventID} {
+			if !utf8.ValidString(s) {
+				t.Fatalf("Decode(%q): field %q is not valid UTF-8", data, s)
+			}
+		}
+		// A replacement is the encoded U+FFFD; raw bytes that are not UTF-8
+		// (which ContainsRune would also report) pass through the payload
+		// untouched, for eventlog.ValidatePayload to refuse at append.
 		for _, s := range []string{string(e.Kind), e.HostID, e.RolloutID, e.EventID, string(e.Payload)} {
-			if strings.ContainsRune(s, '\uFFFD') && !wroteFFFD {
+			if strings.Contains(s, "\uFFFD") && !wroteFFFD {
 				t.Fatalf("Decode(%q): %q holds a U+FFFD the input did not write", data, s)
 			}
 		}
