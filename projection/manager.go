@@ -206,10 +206,11 @@ func (m *Manager) Migrate(ctx context.Context) ([]migrations.Result, error) {
 // Status reports every projection: the registered ones and those the
 // database records that the registry lacks (Registered false).
 func (m *Manager) Status(ctx context.Context) (Statuses, error) {
-	if _, err := m.load(ctx); err != nil {
+	cps, err := m.load(ctx) // one read serves the guard and the statuses
+	if err != nil {
 		return nil, err
 	}
-	return ReadStatus(ctx, m.log, m.reg)
+	return statusOf(cps, m.reg), nil
 }
 
 // CheckStale applies policy to the stale registered projections (see the

@@ -200,6 +200,12 @@ func ReadStatus(ctx context.Context, log *eventlog.Log, reg *Registry) (Statuses
 	if err != nil {
 		return nil, err
 	}
+	return statusOf(cps, reg), nil
+}
+
+// statusOf judges reg's projections, and the others cps records, against
+// the checkpoints cps.
+func statusOf(cps map[string]checkpoint, reg *Registry) Statuses {
 	entries, _ := reg.selectEntries(nil)
 	out := make(Statuses, 0, max(len(entries), len(cps)))
 	for _, e := range entries {
@@ -220,7 +226,7 @@ func ReadStatus(ctx context.Context, log *eventlog.Log, reg *Registry) (Statuses
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Name, b.Name) })
-	return out, nil
+	return out
 }
 
 // StalePolicy says what CheckStale does about stale projections.

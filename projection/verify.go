@@ -195,14 +195,19 @@ func verifyOne(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *re
 		if err != nil {
 			return res, fmt.Errorf("compare %s: %w", t, err)
 		}
-		res.Missing += missing
-		res.Extra += extra
-		res.Samples = append(res.Samples, samples...)
-	}
-	if res.Missing > 0 || res.Extra > 0 {
-		res.Equal = false
+		res.addDiff(missing, extra, samples)
 	}
 	return res, nil
+}
+
+// addDiff adds one table's differences to r.
+func (r *VerifyResult) addDiff(missing, extra int64, samples []Sample) {
+	r.Missing += missing
+	r.Extra += extra
+	r.Samples = append(r.Samples, samples...)
+	if missing > 0 || extra > 0 {
+		r.Equal = false
+	}
 }
 
 // diffTable compares the multiset of rows of live and fresh (same columns),

@@ -100,12 +100,7 @@ func verifyOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e 
 		if err != nil {
 			return res, fmt.Errorf("compare %s: %w", t, err)
 		}
-		res.Missing += missing
-		res.Extra += extra
-		res.Samples = append(res.Samples, samples...)
-	}
-	if res.Missing > 0 || res.Extra > 0 {
-		res.Equal = false
+		res.addDiff(missing, extra, samples)
 	}
 	return res, nil
 }
