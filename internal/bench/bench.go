@@ -10,6 +10,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/scratchdb"
@@ -171,6 +172,9 @@ type Result struct {
 
 // Run runs the configured scenarios and returns their figures. The
 // scratch databases are gone when it returns, whatever the outcome.
+// cpuProfileMu serializes the runs that write a CPU profile.
+var cpuProfileMu sync.Mutex
+
 func (r *Runner) Run(ctx context.Context) (_ *Report, err error) {
 	set, err := scratchdb.New(r.cfg.DatabaseURL, &scratchdb.Config{Prefix: r.prefix})
 	if err != nil {
@@ -192,6 +196,10 @@ func (r *Runner) Run(ctx context.Context) (_ *Report, err error) {
 			return nil, err
 		}
 		defer f.Close()
+		// pprof takes one CPU profile per process: runs that profile in
+		// one process (tests of both backends in parallel) take turns.
+		cpuProfileMu.Lock()
+		defer cpuProfileMu.Unlock()
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return nil, err
 		}

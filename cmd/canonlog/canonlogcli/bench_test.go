@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -18,11 +17,6 @@ import (
 // TestBench checks the command's wiring: flags to the harness (tested in
 // internal/bench), the report to the output, the configured database
 // untouched.
-// cpuProfileMu serializes the runs that profile the CPU: pprof allows one
-// profile at a time in a process, and the backends' subtests run in
-// parallel.
-var cpuProfileMu sync.Mutex
-
 func TestBench(t *testing.T) {
 	t.Parallel()
 	dbtest.Run(t, func(t *testing.T, backend string) {
@@ -59,10 +53,7 @@ func TestBench(t *testing.T) {
 		// The table carries one line per scenario asked for, with the peak
 		// RSS for rebuild.
 		profile := filepath.Join(t.TempDir(), "cpu.out")
-		// CPU profiling is one per process: the backends take turns.
-		cpuProfileMu.Lock()
 		r := c.run("", "bench", "--events", "1", "--rounds", "1", "--scenario", "read,rebuild", "--cpuprofile", profile)
-		cpuProfileMu.Unlock()
 		require.Equal(t, exitOK, r.code, r.err)
 		require.Contains(t, r.err, "bench: "+backend+", scratch ")
 		fi, err := os.Stat(profile)
