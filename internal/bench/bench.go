@@ -170,11 +170,11 @@ type Result struct {
 	PeakRSS      uint64    `json:"peak_rss_bytes,omitempty"` // rebuild: the process's VmHWM during canonlog's rebuilds
 }
 
-// Run runs the configured scenarios and returns their figures. The
-// scratch databases are gone when it returns, whatever the outcome.
 // cpuProfileMu serializes the runs that write a CPU profile.
 var cpuProfileMu sync.Mutex
 
+// Run runs the configured scenarios and returns their figures. The
+// scratch databases are gone when it returns, whatever the outcome.
 func (r *Runner) Run(ctx context.Context) (_ *Report, err error) {
 	set, err := scratchdb.New(r.cfg.DatabaseURL, &scratchdb.Config{Prefix: r.prefix})
 	if err != nil {
