@@ -167,7 +167,16 @@ func (l *Log) NewFollower(from Position, opts *FollowOptions) (*Follower, error)
 	if o.PollInterval == 0 {
 		o.PollInterval = DefaultPollInterval
 	}
-	where, args, err := o.Filter.where()
+	// On PostgreSQL a page walks the (tx_id, seq) index from the cursor
+	// and filters as it goes: linear in the events it passes, whatever
+	// the planner knows. Planned onto the kind or host index instead, as
+	// a table without statistics invites, each page would read and sort
+	// every matching event after the cursor.
+	render := o.Filter.where
+	if l.backend == Postgres {
+		render = o.Filter.whereUnindexed
+	}
+	where, args, err := render()
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +253,11 @@ type followPage struct {
 // slice when there is nothing new (yet). Poll never waits; Events loops
 // over it.
 func (f *Follower) Poll(ctx context.Context) ([]Event, error) {
-	p, err := f.poll(ctx)
+	return f.pollAndMove(ctx, f.log.db)
+}
+
+func (f *Follower) pollAndMove(ctx context.Context, q sqlx.QueryerContext) ([]Event, error) {
+	p, err := f.pollOn(ctx, q, false)
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +319,59 @@ func (f *Follower) Events(ctx context.Context) iter.Seq2[Event, error] {
 	}
 }
 
+// PollTx is Poll inside the caller's transaction, so that a consumer can
+// read the next events and write what it derives from them in one
+// transaction. On PostgreSQL tx must be READ COMMITTED, so that the page
+// sees every transaction below the horizon it reads first. The cursor
+// moves as with Poll: when tx rolls back, discard the Follower (or
+// resume from the position saved before).
+func (f *Follower) PollTx(ctx context.Context, tx *sqlx.Tx) ([]Event, error) {
+	return f.pollAndMove(ctx, tx)
+}
+
+// DrainTx reads, inside tx, every event after the cursor that tx can
+// see, in commit order, a page at a time, and moves the cursor past each
+// page as it is yielded. Unlike Poll it does not wait for the horizon:
+// it is for a caller that knows no transaction still running can append
+// an event the follower wants — for example one holding, in tx, a lock
+// that every such append takes before it inserts, as a projection's
+// exclusive lock is. With that guarantee the events yielded and those
+// delivered before are every event to deliver up to now, once each;
+// without it, an event committed later below the cursor would be
+// skipped. On PostgreSQL tx should be READ COMMITTED, so that each page
+// sees every commit before it.
+func (f *Follower) DrainTx(ctx context.Context, tx *sqlx.Tx) iter.Seq2[[]Event, error] {
+	return func(yield func([]Event, error) bool) {
+		for {
+			p, err := f.pollOn(ctx, tx, true)
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			if n := len(p.events); n > 0 {
+				f.moveTo(p.txIDs[n-1], p.events[n-1].Seq)
+				if !yield(p.events, nil) {
+					return
+				}
+			}
+			if p.caughtUp {
+				return
+			}
+		}
+	}
+}
+
+// noHorizon is the largest xid8: as a horizon, it lets every visible
+// transaction through.
+const noHorizon = "18446744073709551615"
+
 func (f *Follower) poll(ctx context.Context) (followPage, error) {
+	return f.pollOn(ctx, f.log.db, false)
+}
+
+// pollOn reads one page on q. With drain it reads past the horizon, up to
+// everything q sees, and the cursor does not jump beyond the last event.
+func (f *Follower) pollOn(ctx context.Context, q sqlx.QueryerContext, drain bool) (followPage, error) {
 	var p followPage
 	if err := ctx.Err(); err != nil {
 		return p, err
@@ -314,12 +379,19 @@ func (f *Follower) poll(ctx context.Context) (followPage, error) {
 	l := f.log
 	pos := f.pos
 	var args []any
-	if l.backend == Postgres {
+	if l.backend == Postgres && drain {
+		var snapshot any
+		if pos.Snapshot != "" {
+			snapshot = pos.Snapshot
+		}
+		args = append(args, strconv.FormatUint(pos.TxID, 10), pos.Seq, noHorizon, pos.AfterSeq, snapshot)
+		p.nextTx, p.nextSeq = pos.TxID, pos.Seq
+	} else if l.backend == Postgres {
 		// The horizon is read first, in its own statement: every
 		// transaction below it had finished by then, so the page query,
 		// which starts later, sees all of their events.
 		var horizon string
-		if err := l.db.QueryRowxContext(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`).Scan(&horizon); err != nil {
+		if err := q.QueryRowxContext(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`).Scan(&horizon); err != nil {
 			return p, fmt.Errorf("eventlog: follow: read the horizon: %w", err)
 		}
 		h, err := strconv.ParseUint(horizon, 10, 64)
@@ -340,7 +412,7 @@ func (f *Follower) poll(ctx context.Context) (followPage, error) {
 		// committed (or gone for good, as AUTOINCREMENT never reuses a
 		// committed one).
 		var horizon int64
-		if err := l.db.QueryRowxContext(ctx, l.q.lastSeq).Scan(&horizon); err != nil {
+		if err := q.QueryRowxContext(ctx, l.q.lastSeq).Scan(&horizon); err != nil {
 			return p, fmt.Errorf("eventlog: follow: read the horizon: %w", err)
 		}
 		args = append(args, max(pos.Seq, pos.AfterSeq), horizon)
@@ -348,7 +420,7 @@ func (f *Follower) poll(ctx context.Context) (followPage, error) {
 	}
 	args = append(args, f.filterArgs...)
 	args = append(args, f.pageSize)
-	rows, err := l.db.QueryxContext(ctx, f.pageQuery, args...)
+	rows, err := q.QueryxContext(ctx, f.pageQuery, args...)
 	if err != nil {
 		return p, fmt.Errorf("eventlog: follow: %w", err)
 	}

@@ -84,6 +84,18 @@ func (f Filter) Validate() error {
 // where validates the filter and renders its conditions with ?
 // placeholders.
 func (f Filter) where() (string, []any, error) {
+	return f.render(func(col string) string { return col })
+}
+
+// whereUnindexed is where with host_id, rollout_id and kind compared as
+// expressions that no index matches, for a reader that walks another
+// index in order and must not be planned onto these (see
+// Follower.pageQuery).
+func (f Filter) whereUnindexed() (string, []any, error) {
+	return f.render(func(col string) string { return "(" + col + " || '')" })
+}
+
+func (f Filter) render(col func(string) string) (string, []any, error) {
 	if err := f.Validate(); err != nil {
 		return "", nil, err
 	}
@@ -95,24 +107,24 @@ func (f Filter) where() (string, []any, error) {
 		conds, args = append(conds, "seq > ?"), append(args, f.AfterSeq)
 	}
 	if f.HostID != "" {
-		conds, args = append(conds, "host_id = ?"), append(args, f.HostID)
+		conds, args = append(conds, col("host_id")+" = ?"), append(args, f.HostID)
 	}
 	if f.RolloutID != "" {
-		conds, args = append(conds, "rollout_id = ?"), append(args, f.RolloutID)
+		conds, args = append(conds, col("rollout_id")+" = ?"), append(args, f.RolloutID)
 	}
 	switch len(f.Kinds) {
 	case 0:
 	case 1:
 		// A single kind stays an equality so the (kind, seq) index serves it
 		// in seq order.
-		conds, args = append(conds, "kind = ?"), append(args, string(f.Kinds[0]))
+		conds, args = append(conds, col("kind")+" = ?"), append(args, string(f.Kinds[0]))
 	default:
 		marks := make([]string, len(f.Kinds))
 		for i, k := range f.Kinds {
 			marks[i] = "?"
 			args = append(args, string(k))
 		}
-		conds = append(conds, "kind IN ("+strings.Join(marks, ", ")+")")
+		conds = append(conds, col("kind")+" IN ("+strings.Join(marks, ", ")+")")
 	}
 	if !f.Since.IsZero() {
 		conds, args = append(conds, "ts >= ?"), append(args, FormatTime(f.Since))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"iter"
+	"strconv"
 
 	"github.com/jmoiron/sqlx"
 )
@@ -33,6 +34,15 @@ type ReadOptions struct {
 	// bounded by bytes, not only by event count, when payloads are large.
 	// Defaults to DefaultMaxPageBytes.
 	MaxPageBytes int
+	// Before, when set, keeps only the events that a Follower started from
+	// *Before does not deliver: for a start position (PositionAtHead), the
+	// events that had committed when it was taken. With it, reads outside
+	// any transaction see the log as of that moment, page after page,
+	// without holding a snapshot open: the log only grows, so an event
+	// committed then stays readable, and one committed later (even with a
+	// lower seq, on PostgreSQL) stays excluded. A Follower from the same
+	// position then delivers exactly the rest, once each.
+	Before *Position
 }
 
 // Pages streams every event with seq > afterSeq, in seq order, a page at a
@@ -106,6 +116,14 @@ func (l *Log) pages(ctx context.Context, q sqlx.QueryerContext, afterSeq int64, 
 			// on, so every page runs the same query.
 			where, args = " WHERE seq > ?"+andRest(where), append([]any{int64(0)}, args...)
 		}
+		if o.Before != nil {
+			cond, bargs, err := l.beforeCondition(*o.Before)
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			where, args = where+" AND "+cond, append(args, bargs...)
+		}
 		query := l.db.Rebind(`SELECT ` + eventColumns + ` FROM event_log` + where + ` ORDER BY seq LIMIT ?`)
 		limit := o.PageSize
 		args = append(args, limit)
@@ -142,6 +160,34 @@ func (l *Log) pages(ctx context.Context, q sqlx.QueryerContext, afterSeq int64, 
 }
 
 // andRest turns " WHERE a AND b" into " AND a AND b".
+// beforeCondition renders ReadOptions.Before: the complement of what a
+// Follower from p delivers. On PostgreSQL that is every event at or below
+// the cursor in (tx_id, seq) order, and the events at or below the floor
+// that the start snapshot sees (every one, for a position saved without a
+// snapshot, as the follower then skips them all). On SQLite the cursor and
+// the floor are seqs.
+func (l *Log) beforeCondition(p Position) (string, []any, error) {
+	if p.Seq < 0 || p.AfterSeq < 0 {
+		return "", nil, fmt.Errorf("eventlog: %w: position %s has a negative seq", ErrInvalidFilter, p)
+	}
+	if l.backend != Postgres {
+		if p.Snapshot != "" {
+			return "", nil, fmt.Errorf("eventlog: %w: position %s holds a PostgreSQL snapshot, but this log is on %s: take the position from this log",
+				ErrInvalidFilter, p, l.backend)
+		}
+		return "seq <= ?", []any{max(p.Seq, p.AfterSeq)}, nil
+	}
+	var snapshot any // NULL: the floor applies to every event
+	if p.Snapshot != "" {
+		if _, _, err := parseSnapshot(p.Snapshot); err != nil {
+			return "", nil, fmt.Errorf("eventlog: %w: position %s: %w", ErrInvalidFilter, p, err)
+		}
+		snapshot = p.Snapshot
+	}
+	return "((tx_id, seq) <= (?::xid8, ?) OR (seq <= ? AND COALESCE(pg_visible_in_snapshot(tx_id, ?::pg_snapshot), TRUE)))",
+		[]any{strconv.FormatUint(p.TxID, 10), p.Seq, p.AfterSeq, snapshot}, nil
+}
+
 func andRest(where string) string {
 	if where == "" {
 		return ""

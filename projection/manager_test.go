@@ -151,7 +151,7 @@ func TestManager(t *testing.T) {
 			rebuilt := make(chan error, 1)
 			go func() {
 				var once bool
-				_, err := svc.Rebuild(ctx, &projection.RebuildOptions{Progress: func(projection.Progress) {
+				_, err := svc.Rebuild(ctx, &projection.RebuildOptions{Offline: true, Progress: func(projection.Progress) {
 					if !once {
 						once = true
 						close(locked)

@@ -247,17 +247,20 @@ func TestRebuild(t *testing.T) {
 			var progress []projection.Progress
 			res, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{
 				BatchSize: 100,
+				Offline:   true,
 				Progress:  func(p projection.Progress) { progress = append(progress, p) },
 			})
 			require.NoError(t, err)
 			require.Len(t, res, 1)
-			require.Equal(t, projection.RebuildResult{Name: "test_view", Version: 1, Events: 250, Seq: 250, Rows: 250, Duration: res[0].Duration}, res[0])
+			require.Positive(t, res[0].LockHeld)
+			require.Equal(t, projection.RebuildResult{Name: "test_view", Version: 1, Events: 250, Seq: 250, Rows: 250,
+				Duration: res[0].Duration, LockHeld: res[0].LockHeld}, res[0])
 			require.Equal(t, want, viewRows(t, db))
 			require.Equal(t, []projection.Progress{
-				{Projection: "test_view", Done: 0, Total: 250},
-				{Projection: "test_view", Done: 100, Total: 250},
-				{Projection: "test_view", Done: 200, Total: 250},
-				{Projection: "test_view", Done: 250, Total: 250},
+				{Projection: "test_view", Phase: projection.PhaseReplay, Done: 0, Total: 250},
+				{Projection: "test_view", Phase: projection.PhaseReplay, Done: 100, Total: 250},
+				{Projection: "test_view", Phase: projection.PhaseReplay, Done: 200, Total: 250},
+				{Projection: "test_view", Phase: projection.PhaseReplay, Done: 250, Total: 250},
 			}, progress)
 
 			sts, err := projection.ReadStatus(ctx, log, reg)
@@ -481,10 +484,25 @@ func TestCheckStale(t *testing.T) {
 }
 
 // Two rebuilds of one projection never interleave: the second waits for
-// the first (PostgreSQL advisory lock; SQLite's single writer).
+// the first — offline, for its exclusive lock (PostgreSQL advisory lock;
+// SQLite's single writer); online on PostgreSQL, for its session lock,
+// since both would build in the same shadow schema. (Online on SQLite
+// each builds in its own connection's temporary tables, and each swap
+// installs a complete view: they need not wait for each other.)
 func TestConcurrentRebuilds(t *testing.T) {
 	t.Parallel()
-	dbtest.Run(t, func(t *testing.T, backend string) {
+	t.Run("offline", func(t *testing.T) {
+		t.Parallel()
+		dbtest.Run(t, func(t *testing.T, backend string) { concurrentRebuilds(t, backend, true) })
+	})
+	t.Run("online/postgres", func(t *testing.T) {
+		t.Parallel()
+		concurrentRebuilds(t, "postgres", false)
+	})
+}
+
+func concurrentRebuilds(t *testing.T, backend string, offline bool) {
+	{
 		ctx := context.Background()
 		log, reg, db := setup(t, backend, &testView{})
 		var batch []eventlog.Entry
@@ -500,7 +518,7 @@ func TestConcurrentRebuilds(t *testing.T) {
 		var wg sync.WaitGroup
 		var events sync.Map
 		wg.Go(func() {
-			_, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{BatchSize: 50, Progress: func(p projection.Progress) {
+			_, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{BatchSize: 50, Offline: offline, Progress: func(p projection.Progress) {
 				if p.Done > 0 {
 					once.Do(func() { close(firstHolding); <-releaseFirst })
 				}
@@ -510,7 +528,7 @@ func TestConcurrentRebuilds(t *testing.T) {
 		<-firstHolding
 		secondStarted := make(chan struct{})
 		wg.Go(func() {
-			_, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{BatchSize: 50, Progress: func(p projection.Progress) {
+			_, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{BatchSize: 50, Offline: offline, Progress: func(p projection.Progress) {
 				select {
 				case <-secondStarted:
 				default:
@@ -533,5 +551,5 @@ func TestConcurrentRebuilds(t *testing.T) {
 			}
 		}
 		require.Equal(t, 200, count(t, db, "test_view"))
-	})
+	}
 }

@@ -2,6 +2,7 @@ package projection
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"slices"
@@ -24,16 +25,26 @@ type RebuildOptions struct {
 	// BatchSize is the number of events read per page and handed to
 	// ApplyBatch at once. Defaults to eventlog.DefaultPageSize.
 	BatchSize int
-	// Progress, when set, is called after each batch, from the goroutine
-	// running Rebuild.
+	// Progress, when set, is called as each phase begins and after each
+	// batch, from the goroutine running Rebuild.
 	Progress func(Progress)
+	// Offline rebuilds each projection in one transaction that holds the
+	// projection's exclusive lock for the whole replay: appends of its
+	// kinds wait for it to end. By default a projection that lists its
+	// tables (Tabler) by unqualified names is rebuilt online: beside the
+	// live view, while appends go on, swapped in at the end under the
+	// lock held only for the events that arrived last (docs/projections.md,
+	// "Online rebuilds"). The others are always rebuilt offline.
+	Offline bool
 }
 
 // Progress reports how far a rebuild has come.
 type Progress struct {
 	Projection string
+	Phase      Phase
+	Round      int   // the catch-up round, from 1, in PhaseCatchUp and PhaseSwap
 	Done       int64 // events replayed so far
-	Total      int64 // events to replay, counted when the rebuild started
+	Total      int64 // events of the projection's kinds when the rebuild started (or Done, once more)
 }
 
 // RebuildResult summarizes one projection's rebuild.
@@ -44,6 +55,20 @@ type RebuildResult struct {
 	Seq      int64 // the log's last seq the rebuild covered
 	Rows     int64 // rows in the projection's tables afterwards; -1 when it does not implement Tabler
 	Duration time.Duration
+
+	// Online reports an online rebuild; OfflineReason says why a
+	// projection was rebuilt offline although Offline was not set.
+	Online        bool
+	OfflineReason string
+	// CatchUpRounds and CatchUpEvents count the online rebuild's
+	// catch-up; SwapEvents the events applied in the swap, under the lock.
+	CatchUpRounds int
+	CatchUpEvents int64
+	SwapEvents    int64
+	// LockHeld is how long the projection's exclusive lock was held —
+	// appends of its kinds wait that long at most: the swap's transaction
+	// online, the whole rebuild offline. On SQLite it is the write lock.
+	LockHeld time.Duration
 }
 
 // Rebuild re-derives projections from the log. Each projection is rebuilt in
@@ -96,11 +121,41 @@ func Rebuild(ctx context.Context, log *eventlog.Log, reg *Registry, opts *Rebuil
 
 func rebuildOne(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *registered, o RebuildOptions) (RebuildResult, error) {
 	start := time.Now()
+	var reason string
+	if !o.Offline {
+		var tables []string
+		if tables, reason = onlineRebuildBlocker(log, e); reason == "" {
+			res, err := rebuildOnline(ctx, log, d, e, tables, o)
+			var off *offlineError
+			switch {
+			case errors.As(err, &off):
+				reason = off.reason
+			case err != nil:
+				return RebuildResult{}, fmt.Errorf("projection: rebuild %s online: %w", e.name, err)
+			default:
+				if res.Rows, err = countRows(ctx, log.DB(), tables); err != nil {
+					return RebuildResult{}, fmt.Errorf("projection: rebuild %s: %w", e.name, err)
+				}
+				res.Duration = time.Since(start)
+				return res, nil
+			}
+		}
+	}
+	res, err := rebuildOffline(ctx, log, d, e, o)
+	res.OfflineReason = reason
+	return res, err
+}
+
+// rebuildOffline rebuilds e in one transaction holding its exclusive lock.
+func rebuildOffline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *registered, o RebuildOptions) (RebuildResult, error) {
+	start := time.Now()
 	res := RebuildResult{Name: e.name, Version: e.p.Version(), Rows: -1}
 	err := dbutil.WithTx(ctx, log.DB(), nil, func(tx *sqlx.Tx) error {
 		if err := lockExclusive(ctx, tx, d, e.name); err != nil {
 			return err
 		}
+		locked := time.Now()
+		defer func() { res.LockHeld = time.Since(locked) }()
 		if err := e.p.Reset(ctx, tx); err != nil {
 			return fmt.Errorf("projection %s: reset: %w", e.name, err)
 		}
@@ -138,14 +193,14 @@ func replay(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *registered, 
 		if total, err = log.CountTx(ctx, tx, eventlog.Filter{Kinds: e.kindList()}); err != nil {
 			return 0, 0, fmt.Errorf("projection %s: %w", e.name, err)
 		}
-		progress(Progress{Projection: e.name, Total: total})
+		progress(Progress{Projection: e.name, Phase: PhaseReplay, Total: total})
 	}
 	var done int64
 	advance := func(page []eventlog.Event) error {
 		done += int64(len(page))
 		last = max(last, page[len(page)-1].Seq)
 		if progress != nil {
-			progress(Progress{Projection: e.name, Done: done, Total: max(total, done)})
+			progress(Progress{Projection: e.name, Phase: PhaseReplay, Done: done, Total: max(total, done)})
 		}
 		return ctx.Err()
 	}
@@ -170,11 +225,11 @@ func replay(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *registered, 
 	return done, last, nil
 }
 
-func countRows(ctx context.Context, tx *sqlx.Tx, tables []string) (int64, error) {
+func countRows(ctx context.Context, q sqlx.QueryerContext, tables []string) (int64, error) {
 	var total int64
 	for _, t := range tables {
 		var n int64
-		if err := tx.QueryRowxContext(ctx, `SELECT COUNT(*) FROM `+quoteIdent(t)).Scan(&n); err != nil {
+		if err := q.QueryRowxContext(ctx, `SELECT COUNT(*) FROM `+quoteIdent(t)).Scan(&n); err != nil {
 			return 0, fmt.Errorf("count rows of %s: %w", t, err)
 		}
 		total += n

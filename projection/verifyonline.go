@@ -151,7 +151,7 @@ func onlineTables(e *registered) ([]string, bool) {
 // live table t of schema, with its columns, defaults, constraints and
 // indexes (its foreign keys too on SQLite, which does not enforce them on
 // conn: see discardTemp).
-func createTempCopy(ctx context.Context, snap *sqlx.Tx, conn *sqlx.Conn, d eventlog.Backend, schema, t string) error {
+func createTempCopy(ctx context.Context, snap sqlx.QueryerContext, conn *sqlx.Conn, d eventlog.Backend, schema, t string) error {
 	if d == eventlog.Postgres {
 		live := quoteIdent(schema) + "." + quoteIdent(t)
 		_, err := conn.ExecContext(ctx, `CREATE TEMP TABLE `+quoteIdent(t)+` (LIKE `+live+` INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)`)
@@ -164,7 +164,7 @@ func createTempCopy(ctx context.Context, snap *sqlx.Tx, conn *sqlx.Conn, d event
 		Type string `db:"type"`
 		SQL  string `db:"sql"`
 	}
-	if err := snap.SelectContext(ctx, &ddl, `SELECT type, sql FROM main.sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL ORDER BY type = 'index', name`, t); err != nil {
+	if err := sqlx.SelectContext(ctx, snap, &ddl, `SELECT type, sql FROM main.sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL ORDER BY type = 'index', name`, t); err != nil {
 		return err
 	}
 	if _, err := conn.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {

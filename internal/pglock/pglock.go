@@ -16,3 +16,10 @@ func KeyExpr(nameExpr string) string {
 func ProjectionLock(projection string) string {
 	return "canonlog:projection:" + projection
 }
+
+// KeyExprIn is KeyExpr for the schema given by schemaExpr instead of the
+// current one: for a session whose search path puts another schema
+// first, such as an online rebuild's.
+func KeyExprIn(schemaExpr, nameExpr string) string {
+	return "hashtextextended(" + schemaExpr + " || ':' || " + nameExpr + ", 0)"
+}

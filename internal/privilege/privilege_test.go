@@ -191,6 +191,10 @@ GRANT USAGE ON SEQUENCE event_log_seq_seq TO `+pq.QuoteIdentifier(svc))
 		require.NoError(t, err)
 		require.Len(t, rebuilt, 1)
 		require.Equal(t, int64(6), rebuilt[0].Events)
+		// The service role may neither create schemas nor move the
+		// migrator's tables: it rebuilds offline, and says why.
+		require.False(t, rebuilt[0].Online)
+		require.Contains(t, rebuilt[0].OfflineReason, "may not create schemas")
 		verified, err := projection.Verify(ctx, log, reg, nil)
 		require.NoError(t, err)
 		require.True(t, verified[0].Equal, "%+v", verified[0])

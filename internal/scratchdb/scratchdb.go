@@ -234,7 +234,15 @@ func (s *Set) drop(ctx context.Context, db *DB) error {
 	var err error
 	for range 20 {
 		// IF EXISTS: a CREATE that failed may have left nothing to drop.
-		if _, err = s.admin.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+pq.QuoteIdentifier(db.Name)+` CASCADE`); err == nil {
+		// The schemas named after it, <name>__…, are its online
+		// rebuilds' shadow copies, which a test stopped halfway leaves.
+		if _, err = s.admin.ExecContext(ctx, `DO $$
+DECLARE s text;
+BEGIN
+  FOR s IN SELECT nspname FROM pg_namespace WHERE nspname = `+pq.QuoteLiteral(db.Name)+` OR starts_with(nspname, `+pq.QuoteLiteral(db.Name+"__")+`) LOOP
+    EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', s);
+  END LOOP;
+END $$`); err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {

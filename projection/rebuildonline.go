@@ -1,0 +1,775 @@
+package projection
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql/driver"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/pglock"
+)
+
+// Phase names a step of a rebuild, as Progress reports it.
+type Phase string
+
+// The phases of a rebuild. An offline rebuild has one, PhaseReplay; an
+// online rebuild goes through PhaseBuild, PhaseCatchUp and PhaseSwap.
+const (
+	// PhaseReplay is the offline rebuild's replay, under the projection's
+	// exclusive lock.
+	PhaseReplay Phase = "replay"
+	// PhaseBuild replays the events committed before the rebuild began
+	// into a copy of the projection's tables, beside the live ones.
+	PhaseBuild Phase = "build"
+	// PhaseCatchUp applies to the copy the events committed since.
+	PhaseCatchUp Phase = "catch-up"
+	// PhaseSwap takes the projection's exclusive lock, applies the last
+	// events and puts the copy in place of the live tables.
+	PhaseSwap Phase = "swap"
+)
+
+// Online rebuild tuning.
+const (
+	// catchUpRounds bounds the catch-up rounds before the swap: a log
+	// appended to faster than the rebuild applies never lets the delta
+	// shrink, and the swap then takes whatever is left.
+	catchUpRounds = 10
+	// catchUpShort is a round short enough that the swap, which applies
+	// about as much as one more round would, holds the lock about as
+	// long.
+	catchUpShort = 50 * time.Millisecond
+	// catchUpRoundMax bounds a round that does not catch up: appends
+	// arrive faster than the rebuild applies them.
+	catchUpRoundMax = 5 * time.Second
+	// swapLockTimeout bounds each wait for a lock in the swap (the
+	// projection's own lock, and the live tables' locks, which readers
+	// hold while they query them). A swap that times out rolls back and
+	// is tried again after another catch-up round, so a long query on the
+	// view delays the swap without making every append queue behind it.
+	swapLockTimeout = 2 * time.Second
+	// swapAttempts bounds those tries.
+	swapAttempts = 5
+)
+
+// rebuildLock names the session lock an online rebuild holds on
+// PostgreSQL from start to end: a second rebuild of the projection waits
+// for it, and Status tells a running rebuild's shadow schema from one a
+// killed rebuild left behind.
+func rebuildLock(name string) string { return "canonlog:rebuild:" + name }
+
+// shadowSchema names the schema in which an online rebuild of projection
+// builds its tables on PostgreSQL, beside the live schema. It begins with
+// the live schema's name when that fits, so that whoever looks at the
+// server sees whose it is.
+func shadowSchema(schema, projection string) string {
+	return rebuildSchema(schema, "rebuild", projection)
+}
+
+// retiredSchema names the schema to which the swap moves the old tables,
+// dropped right after.
+func retiredSchema(schema, projection string) string {
+	return rebuildSchema(schema, "retired", projection)
+}
+
+func rebuildSchema(schema, role, projection string) string {
+	const maxIdent = 63
+	if s := schema + "__" + role + "_" + projection; len(s) <= maxIdent {
+		return s
+	}
+	sum := sha256.Sum256([]byte(schema + "." + projection))
+	h := hex.EncodeToString(sum[:8])
+	if s := schema + "__" + role + "_" + h; len(s) <= maxIdent {
+		return s
+	}
+	return "canonlog_" + role + "_" + h
+}
+
+// onlineRebuildBlocker tells why e cannot be rebuilt online on d: "" when
+// it can. Online rebuilds need the projection's tables (Tabler), named
+// unqualified, so that its SQL writes the copy when the copy's schema
+// comes first; and a pool that can lend a connection while others work.
+func onlineRebuildBlocker(log *eventlog.Log, e *registered) ([]string, string) {
+	tables, ok := onlineTables(e)
+	switch {
+	case !ok:
+		return nil, "it does not list its tables by unqualified names (Tabler)"
+	case log.DB().Stats().MaxOpenConnections == 1:
+		return nil, "the database pool holds one connection"
+	}
+	return tables, ""
+}
+
+// rebuildOnline rebuilds e beside its live tables while appends go on,
+// then swaps the new tables in (docs/projections.md, "Online rebuilds").
+// It returns errOffline wrapped with a reason when a table of e has
+// something the copy cannot carry over; the caller then rebuilds
+// offline.
+func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *registered, tables []string, o RebuildOptions) (RebuildResult, error) {
+	res := RebuildResult{Name: e.name, Version: e.p.Version(), Rows: -1, Online: true}
+	conn, err := liveConn(ctx, log.DB())
+	if err != nil {
+		return res, err
+	}
+	// The connection's search path (PostgreSQL) or temporary tables
+	// (SQLite) are the rebuild's: it never goes back to the pool.
+	defer func() {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		_ = conn.Close()
+	}()
+	var b builder
+	if d == eventlog.Postgres {
+		b = &pgBuilder{conn: conn, e: e, tables: tables}
+	} else {
+		b = &sqliteBuilder{conn: conn, e: e, tables: tables}
+	}
+	if err := b.prepare(ctx); err != nil {
+		return res, err
+	}
+	defer b.cleanup()
+
+	start, err := log.PositionAtHead(ctx)
+	if err != nil {
+		return res, err
+	}
+	var total int64
+	if o.Progress != nil {
+		if total, err = log.Count(ctx, eventlog.Filter{Kinds: e.kindList()}); err != nil {
+			return res, fmt.Errorf("projection %s: %w", e.name, err)
+		}
+	}
+	var (
+		lastPhase Phase
+		lastWrite time.Time
+	)
+	report := func(phase Phase, round int) {
+		if o.Progress != nil {
+			o.Progress(Progress{Projection: e.name, Phase: phase, Round: round, Done: res.Events, Total: max(total, res.Events)})
+		}
+		// Status reads it from the database: write it when the phase
+		// changes, and once a second at most within one.
+		if phase != lastPhase || time.Since(lastWrite) >= time.Second {
+			b.progress(ctx, phase, res.Events, max(total, res.Events))
+			lastPhase, lastWrite = phase, time.Now()
+		}
+	}
+	report(PhaseBuild, 0)
+
+	// Build: the events committed before start, read page by page without
+	// a transaction held open, each page written in a short transaction.
+	opts := &eventlog.ReadOptions{PageSize: o.BatchSize, Kinds: e.kindList(), Before: &start}
+	if err := b.build(ctx, log, opts, func(n int) {
+		res.Events += int64(n)
+		report(PhaseBuild, 0)
+	}); err != nil {
+		return res, err
+	}
+
+	// Catch up: the events committed since start, in commit order. Each
+	// round reads up to the followers' horizon. Once a round is short (it
+	// found little to do) or stops shrinking, what is left is for the
+	// swap.
+	// Its pages are at least the default size, whatever BatchSize says:
+	// each is a transaction, and the catch-up must outpace the appends.
+	pageSize := max(o.BatchSize, eventlog.DefaultPageSize)
+	f, err := log.NewFollower(start, &eventlog.FollowOptions{Filter: eventlog.Filter{Kinds: e.kindList()}, PageSize: pageSize})
+	if err != nil {
+		return res, err
+	}
+	// round runs one round: it applies what the follower reads until it
+	// has caught up with the horizon, or for catchUpRoundMax at most. It
+	// reports whether another round is worth it: one that caught up but
+	// took long leaves less for the next. One that did not catch up means
+	// appends arrive faster than the rebuild applies them; the swap then
+	// applies the rest, while appends wait.
+	round := func() (bool, error) {
+		res.CatchUpRounds++
+		report(PhaseCatchUp, res.CatchUpRounds)
+		began := time.Now()
+		caughtUp := false
+		for !caughtUp && time.Since(began) < catchUpRoundMax {
+			// Read and apply in one transaction on the rebuild's
+			// connection: no other connection is needed, and a failure
+			// fails the rebuild, follower and all.
+			var page []eventlog.Event
+			if err := b.inTx(ctx, func(tx *sqlx.Tx) error {
+				var err error
+				if page, err = f.PollTx(ctx, tx); err != nil || len(page) == 0 {
+					return err
+				}
+				return e.apply(ctx, tx, page)
+			}); err != nil {
+				return false, err
+			}
+			if len(page) > 0 {
+				res.Events += int64(len(page))
+				res.CatchUpEvents += int64(len(page))
+				report(PhaseCatchUp, res.CatchUpRounds)
+			}
+			caughtUp = len(page) < pageSize
+		}
+		return caughtUp && time.Since(began) > catchUpShort && res.CatchUpRounds < catchUpRounds, nil
+	}
+	for {
+		again, err := round()
+		if err != nil {
+			return res, fmt.Errorf("projection %s: catch up: %w", e.name, err)
+		}
+		if !again {
+			break
+		}
+	}
+
+	// Swap: under the exclusive lock no append of e's kinds is in flight,
+	// so what the follower drains now is every event left.
+	for attempt := 1; ; attempt++ {
+		report(PhaseSwap, res.CatchUpRounds)
+		err = b.swap(ctx, log, d, f, &res)
+		if err == nil {
+			break
+		}
+		if !isLockTimeout(err) || attempt == swapAttempts || ctx.Err() != nil {
+			return res, fmt.Errorf("projection %s: swap: %w", e.name, err)
+		}
+		if _, err := round(); err != nil {
+			return res, fmt.Errorf("projection %s: catch up: %w", e.name, err)
+		}
+	}
+	return res, nil
+}
+
+// isLockTimeout reports a PostgreSQL lock_timeout (55P03), or a deadlock
+// (40P01) that the server broke by failing the swap: both leave the
+// swap to be tried again.
+func isLockTimeout(err error) bool {
+	var pe *pq.Error
+	return errors.As(err, &pe) && (pe.Code == "55P03" || pe.Code == "40P01")
+}
+
+// pipeline reads pages and prepares each (Pipeliner.PrepareBatch, when e
+// has it) on another goroutine while the previous page is written, and
+// calls write for each page in order with a function that writes it in
+// a transaction.
+func pipeline(ctx context.Context, e *registered, pages func(func([]eventlog.Event, error) bool), write func(page []eventlog.Event, apply func(*sqlx.Tx) error) error) error {
+	type item struct {
+		page []eventlog.Event
+		b    PreparedBatch
+		err  error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	items := make(chan item, 1)
+	pl, _ := e.p.(Pipeliner)
+	go func() {
+		defer close(items)
+		for page, err := range pages {
+			it := item{page: page, err: err}
+			if err != nil {
+				it.err = fmt.Errorf("projection %s: read log: %w", e.name, err)
+			} else if pl != nil {
+				if it.b, it.err = pl.PrepareBatch(page); it.err != nil {
+					it.err = e.applyError(page, 0, it.err)
+				}
+			}
+			select {
+			case items <- it:
+			case <-ctx.Done():
+				return
+			}
+			if it.err != nil {
+				return
+			}
+		}
+	}()
+	for it := range items {
+		if it.err != nil {
+			return it.err
+		}
+		apply := func(tx *sqlx.Tx) error { return e.apply(ctx, tx, it.page) }
+		if pl != nil {
+			apply = func(tx *sqlx.Tx) error {
+				if it.b == nil {
+					return nil
+				}
+				if err := it.b.WriteTx(ctx, tx); err != nil {
+					return e.applyError(it.page, 0, err)
+				}
+				return nil
+			}
+		}
+		if err := write(it.page, apply); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// builder is the backend-specific half of an online rebuild.
+type builder interface {
+	// prepare creates the empty copy of the projection's tables.
+	prepare(ctx context.Context) error
+	// build applies to the copy the events opts selects, calling done
+	// with the number of events after each page.
+	build(ctx context.Context, log *eventlog.Log, opts *eventlog.ReadOptions, done func(int)) error
+	// inTx runs fn in a short transaction that writes the copy.
+	inTx(ctx context.Context, fn func(*sqlx.Tx) error) error
+	// progress records how far the rebuild is, for Status; best effort.
+	progress(ctx context.Context, phase Phase, done, total int64)
+	// swap drains f into the copy under the projection's exclusive lock
+	// and puts the copy in place of the live tables, with the checkpoint,
+	// in one transaction.
+	swap(ctx context.Context, log *eventlog.Log, d eventlog.Backend, f *eventlog.Follower, res *RebuildResult) error
+	// cleanup removes what is left of the copy after a failure.
+	cleanup()
+}
+
+// drainAndCheckpoint is the common part of a swap, inside tx holding
+// the projection's exclusive lock: apply what the follower has left and
+// write the checkpoint at the log's last seq.
+func drainAndCheckpoint(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *registered, f *eventlog.Follower, res *RebuildResult, check func(*sqlx.Tx) error) error {
+	for page, err := range f.DrainTx(ctx, tx) {
+		if err != nil {
+			return err
+		}
+		if err := e.apply(ctx, tx, page); err != nil {
+			return err
+		}
+		res.Events += int64(len(page))
+		res.SwapEvents += int64(len(page))
+	}
+	if err := check(tx); err != nil {
+		return err
+	}
+	seq, err := log.LastSeqTx(ctx, tx)
+	if err != nil {
+		return err
+	}
+	res.Seq = seq
+	return nil
+}
+
+// pgBuilder builds the copy in a shadow schema that comes first in the
+// rebuild connection's search path.
+type pgBuilder struct {
+	conn   *sqlx.Conn
+	e      *registered
+	tables []string
+	live   string // the live schema (current_schema())
+	shadow string
+	locked bool // the rebuild's session lock is held
+}
+
+func (b *pgBuilder) prepare(ctx context.Context) error {
+	var path string
+	if err := b.conn.QueryRowxContext(ctx, `SELECT current_schema(), current_setting('search_path')`).Scan(&b.live, &path); err != nil {
+		return err
+	}
+	if b.live == "" {
+		return errors.New("no current schema: the search path names no schema that exists")
+	}
+	if reason, err := b.blocker(ctx); err != nil {
+		return err
+	} else if reason != "" {
+		return &offlineError{reason: reason}
+	}
+	// Wait for a rebuild of the same projection running elsewhere: its
+	// shadow schema is the same.
+	if _, err := b.conn.ExecContext(ctx, `SELECT pg_advisory_lock(`+pglock.KeyExpr("$1::text")+`)`, rebuildLock(b.e.name)); err != nil {
+		return fmt.Errorf("take the rebuild lock: %w", err)
+	}
+	b.locked = true
+	b.shadow = shadowSchema(b.live, b.e.name)
+	sh := quoteIdent(b.shadow)
+	if err := dropRebuildSchemas(ctx, b.conn, b.live, b.e.name); err != nil { // a killed rebuild's
+		return err
+	}
+	stmts := []string{
+		`CREATE SCHEMA ` + sh,
+		`COMMENT ON SCHEMA ` + sh + ` IS ` + pq.QuoteLiteral("canonlog: online rebuild of projection "+b.e.name+" of schema "+b.live),
+		`CREATE TABLE ` + sh + `.canonlog_rebuild (phase text NOT NULL, done bigint NOT NULL, total bigint NOT NULL,
+  started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now())`,
+		`INSERT INTO ` + sh + `.canonlog_rebuild (phase, done, total) VALUES ('build', 0, 0)`,
+	}
+	for _, s := range stmts {
+		if _, err := b.conn.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("create shadow schema %s: %w", b.shadow, err)
+		}
+	}
+	lv := quoteIdent(b.live)
+	// Tables first, then their keys and indexes under the live names
+	// (names are per schema), then foreign keys, which may point at each
+	// other's copies.
+	for _, t := range b.tables {
+		if _, err := b.conn.ExecContext(ctx, `CREATE TABLE `+sh+`.`+quoteIdent(t)+` (LIKE `+lv+`.`+quoteIdent(t)+` INCLUDING ALL EXCLUDING INDEXES)`); err != nil {
+			return fmt.Errorf("copy table %s: %w", t, err)
+		}
+	}
+	var fks []string
+	for _, t := range b.tables {
+		var cons []struct {
+			Name string `db:"conname"`
+			Type string `db:"contype"`
+			Def  string `db:"def"`
+		}
+		if err := b.conn.SelectContext(ctx, &cons, `SELECT conname, contype::text, pg_get_constraintdef(oid) AS def FROM pg_constraint
+WHERE conrelid = $1::regclass AND contype IN ('p', 'u', 'x', 'f') ORDER BY contype, conname`, lv+"."+quoteIdent(t)); err != nil {
+			return err
+		}
+		for _, c := range cons {
+			stmt := `ALTER TABLE ` + sh + `.` + quoteIdent(t) + ` ADD CONSTRAINT ` + quoteIdent(c.Name) + ` ` + c.Def
+			if c.Type == "f" {
+				fks = append(fks, stmt)
+				continue
+			}
+			if _, err := b.conn.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("copy constraint %s of %s: %w", c.Name, t, err)
+			}
+		}
+		var idx []string
+		if err := b.conn.SelectContext(ctx, &idx, `SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+WHERE i.indrelid = $1::regclass AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid)
+ORDER BY i.indexrelid`, lv+"."+quoteIdent(t)); err != nil {
+			return err
+		}
+		for _, def := range idx {
+			m := indexDefRE.FindStringSubmatch(def)
+			if m == nil {
+				return &offlineError{reason: fmt.Sprintf("index definition %q of table %s is not of a form the copy can repeat", def, t)}
+			}
+			if _, err := b.conn.ExecContext(ctx, m[1]+sh+`.`+quoteIdent(t)+m[3]); err != nil {
+				return fmt.Errorf("copy index of %s: %w", t, err)
+			}
+		}
+	}
+	// The projection's SQL resolves its unqualified names in the shadow
+	// schema first; the log and everything else stay where they are. The
+	// shadow's writes need not wait for the disk: a server that crashes
+	// loses the rebuild anyway. The swap commits synchronously.
+	if _, err := b.conn.ExecContext(ctx, `SET search_path TO `+sh+`, `+path); err != nil {
+		return err
+	}
+	if _, err := b.conn.ExecContext(ctx, `SET synchronous_commit = off`); err != nil {
+		return err
+	}
+	for _, s := range fks {
+		if _, err := b.conn.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("copy foreign key: %w", err)
+		}
+	}
+	return nil
+}
+
+// indexDefRE splits pg_get_indexdef's "CREATE [UNIQUE] INDEX name ON
+// table USING …" around the table's name.
+var indexDefRE = regexp.MustCompile(`^(CREATE (?:UNIQUE )?INDEX (?:[a-z_][a-z0-9_$]*|"(?:[^"]|"")+") ON )(\S+)( USING .*)$`)
+
+// blocker tells what about the live tables a swap could not carry over,
+// or would break: "" when nothing.
+func (b *pgBuilder) blocker(ctx context.Context) (string, error) {
+	lv := quoteIdent(b.live)
+	var regs []string
+	for _, t := range b.tables {
+		regs = append(regs, lv+"."+quoteIdent(t))
+	}
+	var reasons []string
+	err := b.conn.SelectContext(ctx, &reasons, `WITH t AS (SELECT c.oid, c.relname, c.relkind, c.relrowsecurity FROM pg_class c WHERE c.oid = ANY($1::regclass[]))
+SELECT format('table %s is partitioned', relname) FROM t WHERE relkind <> 'r'
+UNION ALL SELECT format('table %s has row-level security', relname) FROM t WHERE relrowsecurity
+UNION ALL SELECT format('table %s takes part in inheritance', t.relname) FROM t JOIN pg_inherits i ON i.inhrelid = t.oid OR i.inhparent = t.oid
+UNION ALL SELECT format('table %s has trigger %s', t.relname, g.tgname) FROM t JOIN pg_trigger g ON g.tgrelid = t.oid AND NOT g.tgisinternal
+UNION ALL SELECT format('table %s is referenced by a foreign key of %s', t.relname, c.conrelid::regclass) FROM t JOIN pg_constraint c ON c.confrelid = t.oid AND c.contype = 'f' AND c.conrelid <> ALL($1::regclass[])
+UNION ALL SELECT format('view %s depends on table %s', r.ev_class::regclass, t.relname) FROM t JOIN pg_depend d ON d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass JOIN pg_rewrite r ON r.oid = d.objid AND r.ev_class <> t.oid
+UNION ALL SELECT format('column %s.%s takes its default from a sequence (serial): use an identity column', t.relname, a.attname) FROM t JOIN pg_attrdef ad ON ad.adrelid = t.oid JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ad.adnum WHERE pg_get_expr(ad.adbin, ad.adrelid) LIKE 'nextval(%'
+UNION ALL SELECT format('table %s has column privileges', t.relname) FROM t JOIN pg_attribute a ON a.attrelid = t.oid AND a.attacl IS NOT NULL
+UNION ALL SELECT format('role %s may not create schemas in database %s (GRANT CREATE ON DATABASE)', current_user, current_database()) WHERE NOT has_database_privilege(current_database(), 'CREATE')
+UNION ALL SELECT format('role %s does not own table %s (it belongs to %s)', current_user, t.relname, pg_get_userbyid(c.relowner)) FROM t JOIN pg_class c ON c.oid = t.oid WHERE NOT pg_has_role(current_user, c.relowner, 'MEMBER')
+LIMIT 1`, pq.Array(regs))
+	if err != nil {
+		return "", fmt.Errorf("inspect the live tables: %w", err)
+	}
+	if len(reasons) > 0 {
+		return reasons[0], nil
+	}
+	return "", nil
+}
+
+// build reads pages on the pool and prepares each while the one before
+// is written on the rebuild's connection.
+func (b *pgBuilder) build(ctx context.Context, log *eventlog.Log, opts *eventlog.ReadOptions, done func(int)) error {
+	return pipeline(ctx, b.e, log.Pages(ctx, 0, opts), func(page []eventlog.Event, write func(*sqlx.Tx) error) error {
+		if err := b.inTx(ctx, write); err != nil {
+			return err
+		}
+		done(len(page))
+		return nil
+	})
+}
+
+func (b *pgBuilder) inTx(ctx context.Context, fn func(*sqlx.Tx) error) error {
+	tx, err := b.conn.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	before, err := b.writesOutside(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := b.checkWrites(ctx, tx, before); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// writesOutside reads how many rows the connection has written, per
+// table outside the shadow schema, by its statistics not yet reported
+// (those of this transaction and of recent ones; they are reported
+// between transactions, never in the middle of one).
+func (b *pgBuilder) writesOutside(ctx context.Context, tx *sqlx.Tx) (map[string]int64, error) {
+	var rows []struct {
+		Table string `db:"t"`
+		N     int64  `db:"n"`
+	}
+	if err := tx.SelectContext(ctx, &rows, `SELECT schemaname || '.' || relname AS t, n_tup_ins + n_tup_upd + n_tup_del AS n FROM pg_stat_xact_user_tables
+WHERE schemaname <> $1 AND schemaname NOT LIKE 'pg\_temp\_%' AND n_tup_ins + n_tup_upd + n_tup_del > 0`, b.shadow); err != nil {
+		return nil, fmt.Errorf("check what the rebuild wrote: %w", err)
+	}
+	m := make(map[string]int64, len(rows))
+	for _, r := range rows {
+		m[r.Table] = r.N
+	}
+	return m, nil
+}
+
+// checkWrites fails when tx wrote a table outside the shadow schema since
+// before was read: the projection's SQL named a live table
+// (schema-qualified, or one it does not list in Tables), which the
+// rebuild would then change under the appends' feet.
+func (b *pgBuilder) checkWrites(ctx context.Context, tx *sqlx.Tx, before map[string]int64) error {
+	after, err := b.writesOutside(ctx, tx)
+	if err != nil {
+		return err
+	}
+	var written []string
+	for t, n := range after {
+		if n > before[t] {
+			written = append(written, t)
+		}
+	}
+	if len(written) > 0 {
+		slices.Sort(written)
+		return fmt.Errorf("%w: projection %s wrote %s while rebuilding online: its SQL must name only the tables it lists in Tables(), unqualified",
+			ErrInvalidProjection, b.e.name, strings.Join(written, ", "))
+	}
+	return nil
+}
+
+func (b *pgBuilder) progress(ctx context.Context, phase Phase, done, total int64) {
+	if b.shadow == "" {
+		return
+	}
+	_, _ = b.conn.ExecContext(ctx, `UPDATE `+quoteIdent(b.shadow)+`.canonlog_rebuild SET phase = $1, done = $2, total = $3, updated_at = now()`, string(phase), done, total)
+}
+
+func (b *pgBuilder) swap(ctx context.Context, log *eventlog.Log, d eventlog.Backend, f *eventlog.Follower, res *RebuildResult) error {
+	tx, err := b.conn.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, swapLockTimeout.Milliseconds())); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit = on`); err != nil {
+		return err
+	}
+	// The session's current schema is the shadow: name the live one.
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(`+pglock.KeyExprIn("$1::text", "$2::text")+`)`, b.live, pglock.ProjectionLock(b.e.name)); err != nil {
+		return fmt.Errorf("take the exclusive lock: %w", err)
+	}
+	locked := time.Now()
+	before, err := b.writesOutside(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if err := drainAndCheckpoint(ctx, log, tx, b.e, f, res, func(tx *sqlx.Tx) error { return b.checkWrites(ctx, tx, before) }); err != nil {
+		return err
+	}
+	sh, lv := quoteIdent(b.shadow), quoteIdent(b.live)
+	live := make([]string, len(b.tables))
+	for i, t := range b.tables {
+		live[i] = lv + "." + quoteIdent(t)
+		// The live table's owner and privileges, as they are now.
+		var grants []string
+		if err := tx.SelectContext(ctx, &grants, `SELECT format('ALTER TABLE %s OWNER TO %I', $2::text, pg_get_userbyid(c.relowner))
+FROM pg_class c WHERE c.oid = $1::regclass AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
+UNION ALL
+SELECT format('GRANT %s ON %s TO %s%s', a.privilege_type, $2::text,
+  CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+  CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = $1::regclass AND a.grantee <> c.relowner`, live[i], sh+"."+quoteIdent(t)); err != nil {
+			return fmt.Errorf("read the privileges of %s: %w", t, err)
+		}
+		for _, g := range grants {
+			if _, err := tx.ExecContext(ctx, g); err != nil {
+				return fmt.Errorf("carry the privileges of %s over: %w", t, err)
+			}
+		}
+	}
+	// The old tables move aside, not dropped: dropping a table with a
+	// foreign key to event_log locks event_log against every append, and
+	// appends waiting for this transaction's projection lock hold their
+	// own lock on event_log, so that would deadlock. Moving takes locks
+	// on the projection's own tables only. They are dropped after commit.
+	old := quoteIdent(retiredSchema(b.live, b.e.name))
+	if _, err := tx.ExecContext(ctx, `CREATE SCHEMA `+old); err != nil {
+		return fmt.Errorf("create a schema for the old tables: %w", err)
+	}
+	for i, t := range b.tables {
+		if _, err := tx.ExecContext(ctx, `ALTER TABLE `+live[i]+` SET SCHEMA `+old); err != nil {
+			return fmt.Errorf("move the old table %s out: %w", t, err)
+		}
+	}
+	for _, t := range b.tables {
+		if _, err := tx.ExecContext(ctx, `ALTER TABLE `+sh+`.`+quoteIdent(t)+` SET SCHEMA `+lv); err != nil {
+			return fmt.Errorf("move the new table %s in: %w", t, err)
+		}
+	}
+	if err := writeCheckpoint(ctx, tx, b.e, checkpoint{Version: res.Version, Seq: res.Seq, At: log.Clock().Now()}); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	res.LockHeld = time.Since(locked)
+	return nil // cleanup drops the old tables with the schemas
+}
+
+func (b *pgBuilder) cleanup() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if b.shadow != "" {
+		// After a swap: the emptied shadow schema and the old tables.
+		// After a failure: the shadow's tables. Best effort: whatever
+		// stays is reported by Status and dropped by the next rebuild or
+		// Migrate.
+		_ = dropRebuildSchemas(ctx, b.conn, b.live, b.e.name)
+	}
+	if b.locked {
+		_, _ = b.conn.ExecContext(ctx, `SELECT pg_advisory_unlock(`+pglock.KeyExpr("$1::text")+`)`, rebuildLock(b.e.name))
+	}
+}
+
+// dropRebuildSchemas drops the shadow and retired schemas of projection
+// in the live schema.
+func dropRebuildSchemas(ctx context.Context, q sqlx.ExecerContext, live, projection string) error {
+	for _, s := range []string{shadowSchema(live, projection), retiredSchema(live, projection)} {
+		if _, err := q.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+quoteIdent(s)+` CASCADE`); err != nil {
+			return fmt.Errorf("drop schema %s: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// sqliteBuilder builds the copy as temporary tables of the rebuild's
+// connection, which SQLite resolves before the live tables of the same
+// names. Writing them takes no lock on the database file, so the build
+// and catch-up never hold up writers; the swap copies the rows into the
+// live tables in one write transaction.
+type sqliteBuilder struct {
+	conn   *sqlx.Conn
+	e      *registered
+	tables []string
+}
+
+func (b *sqliteBuilder) prepare(ctx context.Context) error {
+	for _, t := range b.tables {
+		if err := createTempCopy(ctx, b.conn, b.conn, eventlog.SQLite, "main", t); err != nil {
+			return fmt.Errorf("create a private copy of %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// build reads each page and writes it in one short transaction on the
+// rebuild's connection: reading the main database and writing the
+// temporary one, it takes no write lock, and it needs no other
+// connection of the pool, which writers use.
+func (b *sqliteBuilder) build(ctx context.Context, log *eventlog.Log, opts *eventlog.ReadOptions, done func(int)) error {
+	var after int64
+	for {
+		var page []eventlog.Event
+		err := b.inTx(ctx, func(tx *sqlx.Tx) error {
+			for p, err := range log.PagesTx(ctx, tx, after, opts) {
+				if err != nil {
+					return fmt.Errorf("projection %s: read log: %w", b.e.name, err)
+				}
+				page = p
+				break
+			}
+			if len(page) == 0 {
+				return nil
+			}
+			return b.e.apply(ctx, tx, page)
+		})
+		if err != nil || len(page) == 0 {
+			return err
+		}
+		after = page[len(page)-1].Seq
+		done(len(page))
+	}
+}
+
+func (b *sqliteBuilder) inTx(ctx context.Context, fn func(*sqlx.Tx) error) error {
+	return withConnTx(ctx, b.conn, eventlog.SQLite, fn)
+}
+
+func (b *sqliteBuilder) progress(context.Context, Phase, int64, int64) {}
+
+func (b *sqliteBuilder) swap(ctx context.Context, log *eventlog.Log, d eventlog.Backend, f *eventlog.Follower, res *RebuildResult) error {
+	tx, err := b.conn.BeginTxx(ctx, nil) // BEGIN IMMEDIATE: the write lock
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	locked := time.Now()
+	if err := drainAndCheckpoint(ctx, log, tx, b.e, f, res, func(*sqlx.Tx) error { return nil }); err != nil {
+		return err
+	}
+	for _, t := range b.tables {
+		q := quoteIdent(t)
+		if _, err := tx.ExecContext(ctx, `DELETE FROM main.`+q); err != nil {
+			return fmt.Errorf("empty %s: %w", t, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO main.`+q+` SELECT * FROM temp.`+q); err != nil {
+			return fmt.Errorf("fill %s: %w", t, err)
+		}
+	}
+	if err := writeCheckpoint(ctx, tx, b.e, checkpoint{Version: res.Version, Seq: res.Seq, At: log.Clock().Now()}); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	res.LockHeld = time.Since(locked)
+	return nil
+}
+
+func (b *sqliteBuilder) cleanup() {} // the temporary tables go with the connection
+
+// offlineError says why a projection cannot be rebuilt online.
+type offlineError struct{ reason string }
+
+func (e *offlineError) Error() string { return "cannot rebuild online: " + e.reason }
