@@ -23,7 +23,8 @@ const (
 	// EnvMigrate is "true" or "false" (also 1/0, t/f): run the migrations
 	// on start. Sets Config.SkipMigrate to its negation.
 	EnvMigrate = "CANONLOG_MIGRATE"
-	// EnvStalePolicy is "refuse", "rebuild" or "ignore": Config.Stale.
+	// EnvStalePolicy is "refuse", "rebuild", "ignore" or "rebuild-online":
+	// Config.Stale.
 	EnvStalePolicy = "CANONLOG_STALE_POLICY"
 	// EnvMaxPayloadBytes is a positive number of bytes: Config.MaxPayloadBytes.
 	EnvMaxPayloadBytes = "CANONLOG_MAX_PAYLOAD_BYTES"
@@ -57,7 +58,10 @@ type Config struct {
 	// (a version bump) or never built: projection.StaleRefuse (the
 	// default, the zero value) fails start naming them,
 	// projection.StaleRebuild rebuilds them before the service starts,
-	// projection.StaleIgnore starts anyway and logs a warning.
+	// projection.StaleIgnore starts anyway and logs a warning, and
+	// projection.StaleRebuildOnline starts at once and rebuilds them
+	// online in the background, each view swapped in when done (see
+	// docs/fx.md, "Deploying a new projection version").
 	Stale projection.StalePolicy
 
 	// MaxPayloadBytes is the largest payload the log accepts. Defaults to
@@ -93,9 +97,9 @@ func (c Config) databaseURL() string {
 func (c Config) validate() error {
 	var errs []error
 	switch c.Stale {
-	case projection.StaleRefuse, projection.StaleRebuild, projection.StaleIgnore:
+	case projection.StaleRefuse, projection.StaleRebuild, projection.StaleIgnore, projection.StaleRebuildOnline:
 	default:
-		errs = append(errs, fmt.Errorf("stale policy (Config.Stale) is %v: use projection.StaleRefuse, StaleRebuild or StaleIgnore", c.Stale))
+		errs = append(errs, fmt.Errorf("stale policy (Config.Stale) is %v: use projection.StaleRefuse, StaleRebuild, StaleIgnore or StaleRebuildOnline", c.Stale))
 	}
 	if c.MaxPayloadBytes < 0 || c.MaxPayloadBytes > maxPayloadLimit {
 		errs = append(errs, fmt.Errorf("payload limit (Config.MaxPayloadBytes) is %d: use 1 to %d bytes, or 0 for the default of %d",
@@ -141,7 +145,7 @@ func LoadConfig(lookup func(key string) (string, bool)) (Config, error) {
 	if v := get(EnvStalePolicy); v != "" {
 		p, err := projection.ParseStalePolicy(strings.ToLower(v))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: use refuse, rebuild or ignore", EnvStalePolicy, v))
+			errs = append(errs, fmt.Errorf("%s=%q: use refuse, rebuild, ignore or rebuild-online", EnvStalePolicy, v))
 		}
 		c.Stale = p
 	}

@@ -66,7 +66,7 @@ func TestLoadConfig(t *testing.T) {
 			want []string // every message fragment the error must hold
 		}{
 			"migrate_not_a_bool":       {env: map[string]string{app.EnvMigrate: "maybe"}, want: []string{`CANONLOG_MIGRATE="maybe"`, "true or false"}},
-			"stale_unknown":            {env: map[string]string{app.EnvStalePolicy: "repair"}, want: []string{`CANONLOG_STALE_POLICY="repair"`, "refuse, rebuild or ignore"}},
+			"stale_unknown":            {env: map[string]string{app.EnvStalePolicy: "repair"}, want: []string{`CANONLOG_STALE_POLICY="repair"`, "refuse, rebuild, ignore or rebuild-online"}},
 			"payload_not_a_number":     {env: map[string]string{app.EnvMaxPayloadBytes: "1MiB"}, want: []string{`CANONLOG_MAX_PAYLOAD_BYTES="1MiB"`, "whole number of bytes"}},
 			"payload_zero":             {env: map[string]string{app.EnvMaxPayloadBytes: "0"}, want: []string{`CANONLOG_MAX_PAYLOAD_BYTES="0"`}},
 			"payload_negative":         {env: map[string]string{app.EnvMaxPayloadBytes: "-5"}, want: []string{`CANONLOG_MAX_PAYLOAD_BYTES="-5"`}},

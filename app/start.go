@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/redact"
 	"github.com/canonlog/canonlog/projection"
 )
@@ -21,7 +23,19 @@ type starter struct {
 	owned  bool // Module opened db, so Module closes it
 	m      *projection.Manager
 	logger *slog.Logger
+
+	// The background rebuild of StaleRebuildOnline: cancel stops it, done
+	// is closed when it has returned. Both nil when none runs.
+	cancel context.CancelFunc
+	done   chan struct{}
 }
+
+// Retry pacing of the background rebuild (StaleRebuildOnline) after a
+// failure that may pass (a lost connection, a deadlock).
+const (
+	rebuildRetryFirst = time.Second
+	rebuildRetryMax   = time.Minute
+)
 
 // start makes the schema current and refuses (or rebuilds) stale
 // projections. It runs to completion before any component that depends on
@@ -93,6 +107,8 @@ func (s *starter) prepare(ctx context.Context) error {
 			} else {
 				s.logger.InfoContext(ctx, "canonlog: projection registered by another binary; appends of its kinds are refused", attrs...)
 			}
+		case st.Stale && s.cfg.Stale == projection.StaleRebuildOnline:
+			s.logger.WarnContext(ctx, "canonlog: projection is stale; served as it is until its online rebuild swaps the new view in (Config.Stale is rebuild-online)", attrs...)
 		case st.Stale:
 			s.logger.WarnContext(ctx, "canonlog: projection is stale and served anyway (Config.Stale is ignore); rebuild it", attrs...)
 		case slices.Contains(staleBefore, st.Name):
@@ -101,7 +117,56 @@ func (s *starter) prepare(ctx context.Context) error {
 			s.logger.InfoContext(ctx, "canonlog: projection", attrs...)
 		}
 	}
+	if s.cfg.Stale == projection.StaleRebuildOnline && slices.ContainsFunc(sts, func(st projection.Status) bool { return st.Registered && st.Stale }) {
+		s.rebuildInBackground()
+	}
 	return nil
+}
+
+// rebuildInBackground starts the online rebuild of the stale projections
+// (StaleRebuildOnline). It runs until every stale projection is rebuilt,
+// or a failure that will not pass by itself (logged at ERROR: the views
+// stay stale, Status says so, and `canonlog rebuild --stale` is the way
+// on), or stop. A failure that may pass is retried with backoff.
+func (s *starter) rebuildInBackground() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel, s.done = cancel, make(chan struct{})
+	go func() {
+		defer close(s.done)
+		wait := rebuildRetryFirst
+		for {
+			began := time.Now()
+			res, err := s.m.RebuildStale(ctx, nil)
+			for _, r := range res {
+				attrs := []any{"name", r.Name, "version", r.Version, "events", r.Events, "seq", r.Seq,
+					"duration", r.Duration, "lock_held", r.LockHeld, "online", r.Online}
+				if r.OfflineReason != "" {
+					attrs = append(attrs, "offline_reason", r.OfflineReason)
+				}
+				s.logger.InfoContext(ctx, "canonlog: projection rebuilt in the background", attrs...)
+			}
+			switch {
+			case err == nil:
+				return
+			case ctx.Err() != nil:
+				s.logger.InfoContext(context.Background(), "canonlog: background rebuild stopped with the service; the views it had not swapped in stay stale")
+				return
+			case !eventlog.Retryable(err):
+				s.logger.ErrorContext(ctx, "canonlog: background rebuild failed; the stale views stay stale until rebuilt (canonlog rebuild --stale)", "error", err)
+				return
+			}
+			if time.Since(began) > rebuildRetryMax {
+				wait = rebuildRetryFirst // it had made progress: start over
+			}
+			s.logger.WarnContext(ctx, "canonlog: background rebuild failed; retrying", "error", err, "retry_in", wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, rebuildRetryMax)
+		}
+	}()
 }
 
 // checkError explains a failed stale check in terms of the configuration.
@@ -120,7 +185,17 @@ func (s *starter) checkError(err error) error {
 // stop releases what start and New acquired: the log's prepared statements,
 // then the database if Module opened it. A supplied database stays open
 // for its owner.
-func (s *starter) stop(context.Context) error {
+func (s *starter) stop(ctx context.Context) error {
+	if s.cancel != nil {
+		// A rebuild cancelled mid-way leaves the live view and its
+		// checkpoint as they were.
+		s.cancel()
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			return fmt.Errorf("app: stop: the background rebuild did not stop in time: %w", ctx.Err())
+		}
+	}
 	err := s.m.Close()
 	if s.owned {
 		err = errors.Join(err, s.db.Close())

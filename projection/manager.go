@@ -246,6 +246,20 @@ func (m *Manager) Rebuild(ctx context.Context, opts *RebuildOptions) ([]RebuildR
 	return Rebuild(ctx, m.log, m.reg, &o)
 }
 
+// RebuildStale rebuilds the registered projections that are stale, online
+// where they can be (see Rebuild), and returns what it rebuilt: nothing
+// when none is stale. It is what StaleRebuildOnline leaves to the caller,
+// to run while the service serves. A projection rebuilt in the meantime
+// by someone else is skipped.
+func (m *Manager) RebuildStale(ctx context.Context, opts *RebuildOptions) ([]RebuildResult, error) {
+	var o RebuildOptions
+	if opts != nil {
+		o = *opts
+	}
+	o.StaleOnly = true
+	return m.Rebuild(ctx, &o)
+}
+
 // Verify compares projections with a fresh derivation (see the package
 // function Verify). Unknown names fail as in Rebuild.
 func (m *Manager) Verify(ctx context.Context, names []string) (VerifyResults, error) {

@@ -128,7 +128,7 @@ func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e
 	}()
 	var b builder
 	if d == eventlog.Postgres {
-		b = &pgBuilder{conn: conn, e: e, tables: tables}
+		b = &pgBuilder{db: log.DB(), conn: conn, e: e, tables: tables}
 	} else {
 		b = &sqliteBuilder{conn: conn, e: e, tables: tables}
 	}
@@ -360,12 +360,12 @@ func drainAndCheckpoint(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *
 // pgBuilder builds the copy in a shadow schema that comes first in the
 // rebuild connection's search path.
 type pgBuilder struct {
+	db     *sqlx.DB
 	conn   *sqlx.Conn
 	e      *registered
 	tables []string
 	live   string // the live schema (current_schema())
 	shadow string
-	locked bool // the rebuild's session lock is held
 }
 
 func (b *pgBuilder) prepare(ctx context.Context) error {
@@ -386,7 +386,6 @@ func (b *pgBuilder) prepare(ctx context.Context) error {
 	if _, err := b.conn.ExecContext(ctx, `SELECT pg_advisory_lock(`+pglock.KeyExpr("$1::text")+`)`, rebuildLock(b.e.name)); err != nil {
 		return fmt.Errorf("take the rebuild lock: %w", err)
 	}
-	b.locked = true
 	b.shadow = shadowSchema(b.live, b.e.name)
 	sh := quoteIdent(b.shadow)
 	if err := dropRebuildSchemas(ctx, b.conn, b.live, b.e.name); err != nil { // a killed rebuild's
@@ -660,16 +659,32 @@ FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = $1::regclass AND a.grantee
 func (b *pgBuilder) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if b.shadow != "" {
-		// After a swap: the emptied shadow schema and the old tables.
-		// After a failure: the shadow's tables. Best effort: whatever
-		// stays is reported by Status and dropped by the next rebuild or
-		// Migrate.
+	if b.shadow == "" {
+		return
+	}
+	// After a swap: the emptied shadow schema and the old tables. After
+	// a failure: the shadow's tables. Best effort: whatever stays is
+	// reported by Status and dropped by the next rebuild or Migrate.
+	if _, err := b.conn.ExecContext(ctx, `SELECT 1`); err == nil {
 		_ = dropRebuildSchemas(ctx, b.conn, b.live, b.e.name)
-	}
-	if b.locked {
 		_, _ = b.conn.ExecContext(ctx, `SELECT pg_advisory_unlock(`+pglock.KeyExpr("$1::text")+`)`, rebuildLock(b.e.name))
+		return
 	}
+	// The connection is gone (a cancelled context discards a
+	// transaction's connection), and the rebuild lock with it: drop the
+	// schemas from another connection if the lock is free, never those
+	// of a rebuild that has started since.
+	conn, err := b.db.Connx(ctx)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	var got bool
+	if err := conn.QueryRowxContext(ctx, `SELECT pg_try_advisory_lock(`+pglock.KeyExprIn("$1::text", "$2::text")+`)`, b.live, rebuildLock(b.e.name)).Scan(&got); err != nil || !got {
+		return
+	}
+	_ = dropRebuildSchemas(ctx, conn, b.live, b.e.name)
+	_, _ = conn.ExecContext(ctx, `SELECT pg_advisory_unlock(`+pglock.KeyExprIn("$1::text", "$2::text")+`)`, b.live, rebuildLock(b.e.name))
 }
 
 // dropRebuildSchemas drops the shadow and retired schemas of projection

@@ -17,6 +17,13 @@ const (
 	StaleRebuild
 	// StaleIgnore reports them and carries on.
 	StaleIgnore
+	// StaleRebuildOnline reports them and carries on, like StaleIgnore,
+	// for the caller to rebuild them online while it serves: the service
+	// starts at once and each stale view is swapped in when its rebuild
+	// is done (see docs/projections.md, "Deploying a new version").
+	// CheckStale itself does not rebuild; app.Module runs the rebuild in
+	// the background (Manager.RebuildStale).
+	StaleRebuildOnline
 )
 
 func (p StalePolicy) String() string {
@@ -27,18 +34,21 @@ func (p StalePolicy) String() string {
 		return "rebuild"
 	case StaleIgnore:
 		return "ignore"
+	case StaleRebuildOnline:
+		return "rebuild-online"
 	}
 	return fmt.Sprintf("StalePolicy(%d)", int(p))
 }
 
-// ParseStalePolicy parses "refuse", "rebuild" or "ignore".
+// ParseStalePolicy parses "refuse", "rebuild", "ignore" or
+// "rebuild-online".
 func ParseStalePolicy(s string) (StalePolicy, error) {
-	for _, p := range []StalePolicy{StaleRefuse, StaleRebuild, StaleIgnore} {
+	for _, p := range []StalePolicy{StaleRefuse, StaleRebuild, StaleIgnore, StaleRebuildOnline} {
 		if p.String() == s {
 			return p, nil
 		}
 	}
-	return 0, fmt.Errorf("projection: stale policy %q: use refuse, rebuild or ignore", s)
+	return 0, fmt.Errorf("projection: stale policy %q: use refuse, rebuild, ignore or rebuild-online", s)
 }
 
 // CheckStale is the start-up check that keeps a service from serving a view
@@ -66,7 +76,7 @@ func CheckStale(ctx context.Context, log *eventlog.Log, reg *Registry, policy St
 			return sts, err
 		}
 		return ReadStatus(ctx, log, reg)
-	case StaleIgnore:
+	case StaleIgnore, StaleRebuildOnline:
 		return sts, nil
 	default:
 		return sts, fmt.Errorf("projection: unknown stale policy %d", int(policy))

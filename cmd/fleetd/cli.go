@@ -14,6 +14,7 @@ import (
 
 	"github.com/canonlog/canonlog/app"
 	"github.com/canonlog/canonlog/cmd/canonlog/canonlogcli"
+	"github.com/canonlog/canonlog/projection"
 )
 
 // Exit codes, as canonlogcli.Run returns them.
@@ -92,7 +93,9 @@ func newServeCommand(lookup func(string) (string, bool)) *cobra.Command {
 		Use:   "serve",
 		Short: "Serve the HTTP API (what fleetd does without a command)",
 		Long: `serve runs fleetd's HTTP API until SIGINT or SIGTERM. On start it
-migrates the database and checks for stale projections (see docs/fx.md);
+migrates the database and checks for stale projections (see docs/fx.md):
+by default it serves at once and rebuilds stale ones online, each view
+swapped in when its rebuild is done (` + app.EnvStalePolicy + `=rebuild-online);
 a taken port or a refused start exits 1.
 
 fleetd without a command serves, with serve's flags if given:
@@ -111,12 +114,17 @@ Environment: FLEETD_ADDR, ` + app.EnvDatabaseURL + ` (then ` + app.EnvDatabaseUR
 			if u, _ := cmd.Flags().GetString("database-url"); u != "" {
 				canonlog.DatabaseURL = u
 			}
+			if _, set := lookup(app.EnvStalePolicy); !set {
+				// A deploy that bumps a projection's version must not take
+				// fleetd down: serve at once, rebuild beside the live view.
+				canonlog.Stale = projection.StaleRebuildOnline
+			}
 			cfg := Config{Addr: addr, Canonlog: canonlog, Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))}
 			return serve(cmd.Context(), cfg, time.Duration(startTimeout))
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", addr, "HTTP listen address (env FLEETD_ADDR)")
-	cmd.Flags().Var(&startTimeout, "start-timeout", "how long start may take: migrations, and rebuilds with "+app.EnvStalePolicy+"=rebuild")
+	cmd.Flags().Var(&startTimeout, "start-timeout", "how long start may take: migrations, and rebuilds with "+app.EnvStalePolicy+"=rebuild (rebuild-online, the default, does not wait)")
 	return cmd
 }
 

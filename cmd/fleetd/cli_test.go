@@ -54,7 +54,7 @@ func TestRun(t *testing.T) {
 		// A malformed environment fails serve (exit 1), as a malformed
 		// CANONLOG_DATABASE_URL fails canonlog's commands.
 		"bad_env": {env: map[string]string{"CANONLOG_STALE_POLICY": "later"}, code: exitFailure,
-			want: []string{`CANONLOG_STALE_POLICY="later": use refuse, rebuild or ignore`}},
+			want: []string{`CANONLOG_STALE_POLICY="later": use refuse, rebuild, ignore or rebuild-online`}},
 		"bad_timeout":         {args: []string{"serve", "--start-timeout", "0s"}, code: exitUsage, want: []string{"--start-timeout", "use a positive duration"}},
 		"bad_timeout_default": {args: []string{"--start-timeout", "-1m"}, code: exitUsage, want: []string{"--start-timeout", "use a positive duration"}},
 		"bad_url":             {args: []string{"--database-url", "mysql://db", "rebuild", "--all"}, code: exitFailure, want: []string{"fleetd: ", "unknown scheme"}},
