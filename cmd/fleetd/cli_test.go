@@ -179,3 +179,54 @@ func TestServeByDefault(t *testing.T) {
 		require.Error(t, err, "the port is released on stop")
 	})
 }
+
+// fleetd serves at once when a projection is stale, and rebuilds it
+// online beside the live view (CANONLOG_STALE_POLICY unset means
+// rebuild-online for fleetd).
+func TestServeRebuildsStaleOnline(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		b := dbtest.New(t, backend)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		cli := func(args ...string) {
+			t.Helper()
+			var stdout, stderr testio.SyncBuffer
+			code := run(ctx, append(args, "--database-url", b.URL), noEnv, strings.NewReader(""), &stdout, &stderr)
+			require.Equal(t, exitOK, code, "%s: %s", args, stderr.String())
+		}
+		cli("migrate", "up")
+		cli("append", "--kind", "agent_event", "--host", "web-1", "--rollout", "r-1", "--event-id", "web-1/1",
+			"--payload", `{"type":"Heartbeat","status":"ok"}`)
+		// As after a deploy that bumped rollout_progress's version.
+		db := b.Open(t)
+		_, err := db.Exec(`UPDATE canonlog_projections SET version = 0 WHERE name = 'rollout_progress'`)
+		require.NoError(t, err)
+		_, err = db.Exec(`DELETE FROM rollout_progress`)
+		require.NoError(t, err)
+
+		var stdout, stderr testio.SyncBuffer
+		done := make(chan int, 1)
+		go func() {
+			done <- run(ctx, []string{"--addr", "127.0.0.1:0", "--database-url", b.URL}, noEnv, strings.NewReader(""), &stdout, &stderr)
+		}()
+		require.Eventually(t, func() bool {
+			return strings.Contains(stderr.String(), `msg="canonlog: projection rebuilt in the background" name=rollout_progress`)
+		}, time.Minute, 10*time.Millisecond, "no background rebuild: %s", &stderr)
+		require.Contains(t, stderr.String(), "fleetd: listening")
+		require.Contains(t, stderr.String(), "online=true")
+		var last string
+		require.NoError(t, db.Get(&last, `SELECT last_type FROM rollout_progress WHERE host_id = 'web-1'`))
+		require.Equal(t, "Heartbeat", last)
+		var version int
+		require.NoError(t, db.Get(&version, `SELECT version FROM canonlog_projections WHERE name = 'rollout_progress'`))
+		require.Positive(t, version)
+
+		cancel()
+		select {
+		case code := <-done:
+			require.Equal(t, exitOK, code, stderr.String())
+		case <-time.After(30 * time.Second):
+			t.Fatal("fleetd did not stop when its context ended")
+		}
+	})
+}
