@@ -128,6 +128,11 @@ type Follower struct {
 	filterSQL  string
 	filterArgs []any
 	pageQuery  string
+	// windowed: pageQuery reads a window of events, marked whether they
+	// match the filter (PostgreSQL, with a filter).
+	windowed bool
+	// caughtUp reports that the last poll read everything readable.
+	caughtUp bool
 }
 
 // NewFollower returns a Follower that delivers the events after from,
@@ -167,23 +172,32 @@ func (l *Log) NewFollower(from Position, opts *FollowOptions) (*Follower, error)
 	if o.PollInterval == 0 {
 		o.PollInterval = DefaultPollInterval
 	}
-	// On PostgreSQL a page walks the (tx_id, seq) index from the cursor
-	// and filters as it goes: linear in the events it passes, whatever
-	// the planner knows. Planned onto the kind or host index instead, as
-	// a table without statistics invites, each page would read and sort
-	// every matching event after the cursor.
-	render := o.Filter.where
-	if l.backend == Postgres {
-		render = o.Filter.whereUnindexed
-	}
-	where, args, err := render()
+	where, args, err := o.Filter.where()
 	if err != nil {
 		return nil, err
 	}
 	f := &Follower{log: l, pos: from, pageSize: o.PageSize, interval: o.PollInterval, snapXmax: xmax,
 		filterSQL: andRest(where), filterArgs: args}
 	f.moveTo(from.TxID, from.Seq) // a saved position may already be past its snapshot
-	if l.backend == Postgres {
+	if l.backend == Postgres && where != "" {
+		// A filtered page is a window: the next PageSize events after the
+		// cursor in (tx_id, seq) order, each marked whether it matches,
+		// and only the matching ones' payloads sent. The window walks the
+		// (tx_id, seq) index whatever the planner knows: with the filter
+		// in the WHERE clause, a table without statistics (after a bulk
+		// load or a restore, autovacuum behind) gets planned onto the
+		// kind or host index, or a sequential scan, and every page then
+		// reads and sorts every matching event after the cursor. The
+		// cursor moves to the window's end, matches or not, so a
+		// follower of a rare kind is linear in the log it passes.
+		unindexed, _, _ := o.Filter.whereUnindexed()
+		f.windowed = true
+		f.pageQuery = l.db.Rebind(`SELECT tx_text, hit, seq, ts, kind, host_id, rollout_id, CASE WHEN hit THEN payload END AS payload, event_id FROM (
+SELECT tx_id, tx_id::text AS tx_text, COALESCE(` + unindexed[len(" WHERE "):] + `, FALSE) AS hit, ` + eventColumns + ` FROM event_log
+WHERE (tx_id, seq) > (?::xid8, ?) AND tx_id < ?::xid8
+  AND (seq > ? OR NOT pg_visible_in_snapshot(tx_id, ?::pg_snapshot))
+ORDER BY tx_id, seq LIMIT ?) AS w ORDER BY tx_id, seq`)
+	} else if l.backend == Postgres {
 		// The (tx_id, seq) index serves the row comparison and the order.
 		// The text copy of tx_id needs a name of its own: ORDER BY tx_id
 		// would otherwise sort by the output column, as text.
@@ -241,6 +255,11 @@ func (f *Follower) moveTo(tx uint64, seq int64) {
 type followPage struct {
 	events []Event
 	txIDs  []uint64
+	// lastTx and lastSeq are the last event the page read, delivered or
+	// (in a window) not matching; scanned counts those read.
+	lastTx  uint64
+	lastSeq int64
+	scanned int
 	// caughtUp reports a short page: every event below the horizon has
 	// been read, so the cursor may jump to (nextTx, nextSeq).
 	caughtUp bool
@@ -248,10 +267,28 @@ type followPage struct {
 	nextSeq  int64
 }
 
+// moveAfter moves the cursor past everything p read.
+func (f *Follower) moveAfter(p followPage) {
+	if p.scanned > 0 {
+		f.moveTo(p.lastTx, p.lastSeq)
+	}
+	if p.caughtUp {
+		f.moveTo(p.nextTx, p.nextSeq)
+	}
+	f.caughtUp = p.caughtUp
+}
+
+// CaughtUp reports whether the last Poll, PollTx or DrainTx read
+// everything there was to read then: Poll can return fewer events than
+// PageSize, even none, while more are readable — when the filter skips
+// most of a page — so "fewer than a page" does not say it.
+func (f *Follower) CaughtUp() bool { return f.caughtUp }
+
 // Poll reads the events that became readable after the cursor, at most
 // PageSize of them, and moves the cursor past them. It returns an empty
-// slice when there is nothing new (yet). Poll never waits; Events loops
-// over it.
+// slice when there is nothing new (yet), and, with a filter on
+// PostgreSQL, also when a whole page of events passed it by: CaughtUp
+// tells the two apart. Poll never waits; Events loops over it.
 func (f *Follower) Poll(ctx context.Context) ([]Event, error) {
 	return f.pollAndMove(ctx, f.log.db)
 }
@@ -261,12 +298,7 @@ func (f *Follower) pollAndMove(ctx context.Context, q sqlx.QueryerContext) ([]Ev
 	if err != nil {
 		return nil, err
 	}
-	if n := len(p.events); n > 0 {
-		f.moveTo(p.txIDs[n-1], p.events[n-1].Seq)
-	}
-	if p.caughtUp {
-		f.moveTo(p.nextTx, p.nextSeq)
-	}
+	f.moveAfter(p)
 	return p.events, nil
 }
 
@@ -298,13 +330,13 @@ func (f *Follower) Events(ctx context.Context) iter.Seq2[Event, error] {
 					return
 				}
 			}
+			f.moveAfter(p)
 			if !p.caughtUp {
 				if ctx.Err() != nil {
 					return
 				}
 				continue // a full page: more is readable now
 			}
-			f.moveTo(p.nextTx, p.nextSeq)
 			if timer == nil {
 				timer = time.NewTimer(f.interval)
 			} else {
@@ -348,13 +380,13 @@ func (f *Follower) DrainTx(ctx context.Context, tx *sqlx.Tx) iter.Seq2[[]Event, 
 				yield(nil, err)
 				return
 			}
-			if n := len(p.events); n > 0 {
-				f.moveTo(p.txIDs[n-1], p.events[n-1].Seq)
-				if !yield(p.events, nil) {
-					return
-				}
+			p.caughtUp = false // drained to its last event, not to a horizon
+			f.moveAfter(p)
+			f.caughtUp = p.scanned < f.pageSize
+			if len(p.events) > 0 && !yield(p.events, nil) {
+				return
 			}
-			if p.caughtUp {
+			if f.caughtUp {
 				return
 			}
 		}
@@ -418,7 +450,11 @@ func (f *Follower) pollOn(ctx context.Context, q sqlx.QueryerContext, drain bool
 		args = append(args, max(pos.Seq, pos.AfterSeq), horizon)
 		p.nextSeq = horizon
 	}
-	args = append(args, f.filterArgs...)
+	if f.windowed {
+		args = append(f.filterArgs[:len(f.filterArgs):len(f.filterArgs)], args...) // the select list comes first
+	} else {
+		args = append(args, f.filterArgs...)
+	}
 	args = append(args, f.pageSize)
 	rows, err := q.QueryxContext(ctx, f.pageQuery, args...)
 	if err != nil {
@@ -427,23 +463,32 @@ func (f *Follower) pollOn(ctx context.Context, q sqlx.QueryerContext, drain bool
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			ev Event
-			tx string
+			ev  Event
+			tx  string
+			hit = true
 		)
-		if err := scanEvent(prefixScanner{rows, &tx}, &ev); err != nil {
+		sc := prefixScanner{r: rows, tx: &tx}
+		if f.windowed {
+			sc.hit = &hit
+		}
+		if err := scanEvent(sc, &ev); err != nil {
 			return p, fmt.Errorf("eventlog: follow: %w", err)
 		}
 		id, err := strconv.ParseUint(tx, 10, 64)
 		if err != nil {
 			return p, fmt.Errorf("eventlog: follow: tx_id %q: %w", tx, err)
 		}
-		p.events = append(p.events, ev)
-		p.txIDs = append(p.txIDs, id)
+		p.scanned++
+		p.lastTx, p.lastSeq = id, ev.Seq
+		if hit {
+			p.events = append(p.events, ev)
+			p.txIDs = append(p.txIDs, id)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return p, fmt.Errorf("eventlog: follow: %w", err)
 	}
-	p.caughtUp = len(p.events) < f.pageSize
+	p.caughtUp = p.scanned < f.pageSize
 	if !p.caughtUp {
 		return p, nil
 	}
@@ -452,8 +497,8 @@ func (f *Follower) pollOn(ctx context.Context, q sqlx.QueryerContext, drain bool
 	if cursorLess(p.nextTx, p.nextSeq, pos.TxID, pos.Seq) {
 		p.nextTx, p.nextSeq = pos.TxID, pos.Seq
 	}
-	if n := len(p.events); n > 0 && cursorLess(p.nextTx, p.nextSeq, p.txIDs[n-1], p.events[n-1].Seq) {
-		p.nextTx, p.nextSeq = p.txIDs[n-1], p.events[n-1].Seq
+	if p.scanned > 0 && cursorLess(p.nextTx, p.nextSeq, p.lastTx, p.lastSeq) {
+		p.nextTx, p.nextSeq = p.lastTx, p.lastSeq
 	}
 	return p, nil
 }
@@ -466,13 +511,18 @@ func cursorLess(atx uint64, aseq int64, btx uint64, bseq int64) bool {
 	return aseq < bseq
 }
 
-// prefixScanner scans a leading tx_id column before the event's columns.
+// prefixScanner scans a leading tx_id column before the event's columns,
+// and after it, when hit is set, whether the event matches the filter.
 type prefixScanner struct {
-	r  rowScanner
-	tx *string
+	r   rowScanner
+	tx  *string
+	hit *bool
 }
 
 func (s prefixScanner) Scan(dest ...any) error {
+	if s.hit != nil {
+		return s.r.Scan(append([]any{s.tx, s.hit}, dest...)...)
+	}
 	return s.r.Scan(append([]any{s.tx}, dest...)...)
 }
 

@@ -215,7 +215,7 @@ func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e
 				res.CatchUpEvents += int64(len(page))
 				report(PhaseCatchUp, res.CatchUpRounds)
 			}
-			caughtUp = len(page) < pageSize
+			caughtUp = f.CaughtUp()
 		}
 		return caughtUp && time.Since(began) > catchUpShort && res.CatchUpRounds < catchUpRounds, nil
 	}
