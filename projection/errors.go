@@ -50,6 +50,11 @@ var (
 	// ErrNotVerifiable is returned by Verify for a projection that
 	// implements neither Tabler nor Checksummer.
 	ErrNotVerifiable = errors.New("projection cannot be verified")
+	// ErrViewChanged is returned by an online rebuild whose projection's
+	// tables were altered while it ran (a migration applied meanwhile):
+	// swapping its copy in would undo the change, so it stops and leaves
+	// the live view as it is. Rebuild again.
+	ErrViewChanged = errors.New("projection's tables changed during the rebuild")
 )
 
 // ApplyError reports a projection that failed to apply an event. The append

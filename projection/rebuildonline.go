@@ -610,6 +610,32 @@ func (b *pgBuilder) swap(ctx context.Context, log *eventlog.Log, d eventlog.Back
 	live := make([]string, len(b.tables))
 	for i, t := range b.tables {
 		live[i] = lv + "." + quoteIdent(t)
+	}
+	// Lock the live tables, then make sure they are still what the copy
+	// was made from: a migration that altered them while the rebuild ran
+	// would otherwise be undone by the swap.
+	if _, err := tx.ExecContext(ctx, `LOCK TABLE `+strings.Join(live, ", ")+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+		return fmt.Errorf("lock the live tables: %w", err)
+	}
+	for i, t := range b.tables {
+		var liveShape, copyShape string
+		for _, x := range []struct {
+			table string
+			shape *string
+		}{{live[i], &liveShape}, {sh + "." + quoteIdent(t), &copyShape}} {
+			if err := tx.GetContext(ctx, x.shape, `SELECT
+  COALESCE((SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod) || CASE WHEN attnotnull THEN ' not null' ELSE '' END, ', ' ORDER BY attnum)
+    FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped), '') || '; ' ||
+  COALESCE((SELECT string_agg(c.relname, ', ' ORDER BY c.relname) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1::regclass), '')`, x.table); err != nil {
+				return fmt.Errorf("compare %s with its copy: %w", t, err)
+			}
+		}
+		if liveShape != copyShape {
+			return fmt.Errorf("%w: table %s changed while the rebuild ran (a migration?): it is now (%s), the copy was made as (%s); rebuild again",
+				ErrViewChanged, t, liveShape, copyShape)
+		}
+	}
+	for i, t := range b.tables {
 		// The live table's owner and privileges, as they are now.
 		var grants []string
 		if err := tx.SelectContext(ctx, &grants, `SELECT format('ALTER TABLE %s OWNER TO %I', $2::text, pg_get_userbyid(c.relowner))
@@ -764,6 +790,22 @@ func (b *sqliteBuilder) swap(ctx context.Context, log *eventlog.Log, d eventlog.
 		return err
 	}
 	for _, t := range b.tables {
+		// A migration that altered the table while the rebuild ran would
+		// make the copy's rows land in the wrong columns.
+		var liveShape, copyShape string
+		for _, x := range []struct {
+			schema string
+			shape  *string
+		}{{"main", &liveShape}, {"temp", &copyShape}} {
+			if err := tx.GetContext(ctx, x.shape, `SELECT COALESCE(group_concat(name || ' ' || type || CASE WHEN "notnull" THEN ' not null' ELSE '' END, ', '), '')
+FROM (SELECT * FROM pragma_table_info(?, ?) ORDER BY cid)`, t, x.schema); err != nil {
+				return fmt.Errorf("compare %s with its copy: %w", t, err)
+			}
+		}
+		if liveShape != copyShape {
+			return fmt.Errorf("%w: table %s changed while the rebuild ran (a migration?): it is now (%s), the copy was made as (%s); rebuild again",
+				ErrViewChanged, t, liveShape, copyShape)
+		}
 		q := quoteIdent(t)
 		if _, err := tx.ExecContext(ctx, `DELETE FROM main.`+q); err != nil {
 			return fmt.Errorf("empty %s: %w", t, err)
