@@ -204,13 +204,18 @@ func (m *Manager) Migrate(ctx context.Context) ([]migrations.Result, error) {
 }
 
 // Status reports every projection: the registered ones and those the
-// database records that the registry lacks (Registered false).
+// database records that the registry lacks (Registered false), with
+// their online rebuilds on PostgreSQL (Status.Rebuild).
 func (m *Manager) Status(ctx context.Context) (Statuses, error) {
 	cps, err := m.load(ctx) // one read serves the guard and the statuses
 	if err != nil {
 		return nil, err
 	}
-	return statusOf(cps, m.reg), nil
+	sts := statusOf(cps, m.reg)
+	if err := addRebuildStates(ctx, m.db, sts); err != nil {
+		return nil, err
+	}
+	return sts, nil
 }
 
 // CheckStale applies policy to the stale registered projections (see the

@@ -25,6 +25,13 @@ import (
 // projection stale for good. Killed the other way round, the projection has
 // a checkpoint and no tables: appends through the registry fail until the
 // next Migrate creates them.
+//
+// Last, on PostgreSQL, it drops the schemas that online rebuilds of these
+// projections (registered, or recorded in the database) left behind when
+// they were stopped (see RebuildState): never those of a rebuild that is
+// running, whose lock it tries without waiting. It reports nothing about
+// them, and leaves those this role may not drop; Status shows what is
+// left.
 func Migrate(ctx context.Context, log *eventlog.Log, reg *Registry) ([]migrations.Result, error) {
 	sets := append([]migrations.Set{migrations.Core()}, reg.MigrationSets()...)
 	ms := make([]*migrations.Migrator, len(sets))
@@ -49,7 +56,10 @@ func Migrate(ctx context.Context, log *eventlog.Log, reg *Registry) ([]migration
 			return res, err
 		}
 	}
-	return res, recordKinds(ctx, log.DB(), reg)
+	if err := recordKinds(ctx, log.DB(), reg); err != nil {
+		return res, err
+	}
+	return res, dropStoppedRebuilds(ctx, log.DB(), reg)
 }
 
 // Install records a checkpoint for each registered projection that has

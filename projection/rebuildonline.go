@@ -152,14 +152,15 @@ func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e
 		lastWrite time.Time
 	)
 	report := func(phase Phase, round int) {
-		if o.Progress != nil {
-			o.Progress(Progress{Projection: e.name, Phase: phase, Round: round, Done: res.Events, Total: max(total, res.Events)})
-		}
 		// Status reads it from the database: write it when the phase
-		// changes, and once a second at most within one.
+		// changes, and once a second at most within one. Written first,
+		// so that Status shows at least the phase that Progress reports.
 		if phase != lastPhase || time.Since(lastWrite) >= time.Second {
 			b.progress(ctx, phase, res.Events, max(total, res.Events))
 			lastPhase, lastWrite = phase, time.Now()
+		}
+		if o.Progress != nil {
+			o.Progress(Progress{Projection: e.name, Phase: phase, Round: round, Done: res.Events, Total: max(total, res.Events)})
 		}
 	}
 	report(PhaseBuild, 0)
@@ -717,7 +718,7 @@ func (b *pgBuilder) cleanup() {
 // in the live schema.
 func dropRebuildSchemas(ctx context.Context, q sqlx.ExecerContext, live, projection string) error {
 	for _, s := range []string{shadowSchema(live, projection), retiredSchema(live, projection)} {
-		if _, err := q.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+quoteIdent(s)+` CASCADE`); err != nil {
+		if _, err := q.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+pq.QuoteIdentifier(s)+` CASCADE`); err != nil {
 			return fmt.Errorf("drop schema %s: %w", s, err)
 		}
 	}

@@ -56,6 +56,11 @@ type Status struct {
 	// last rebuild): it needs a rebuild before it can be trusted. Always
 	// false for an unregistered projection, which this binary cannot judge.
 	Stale bool
+	// Rebuild is the projection's online rebuild as the database shows it,
+	// on PostgreSQL: one that is running, or the schemas of one that was
+	// stopped (Running false). Nil when there is none, and always on
+	// SQLite.
+	Rebuild *RebuildState
 }
 
 // Statuses are projection statuses in name order.
@@ -194,13 +199,18 @@ func recordKinds(ctx context.Context, db *sqlx.DB, reg *Registry) error {
 
 // ReadStatus reports the status of every projection, in name order: each
 // registered one, and each one the database records that reg lacks
-// (Registered false).
+// (Registered false). On PostgreSQL it also looks for their online
+// rebuilds (Status.Rebuild).
 func ReadStatus(ctx context.Context, log *eventlog.Log, reg *Registry) (Statuses, error) {
 	cps, err := readCheckpoints(ctx, log.DB())
 	if err != nil {
 		return nil, err
 	}
-	return statusOf(cps, reg), nil
+	sts := statusOf(cps, reg)
+	if err := addRebuildStates(ctx, log.DB(), sts); err != nil {
+		return nil, err
+	}
+	return sts, nil
 }
 
 // statusOf judges reg's projections, and the others cps records, against

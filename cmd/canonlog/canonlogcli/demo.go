@@ -209,8 +209,9 @@ What just happened:
   - probe_failures, the view the gate reads, was written in the same
     transaction as each probe result: one row per failing control of an
     enforce-mode result (observe-mode results write nothing).
-  - The rebuild emptied the view and replayed the log from seq 1; verify
-    derived it afresh and compared row by row. The log is the truth.
+  - The rebuild derived the view afresh from seq 1 (online: into a copy
+    beside the live one, swapped in at the end); verify derived it again
+    and compared row by row. The log is the truth.
 
 `)
 	exe, _ := os.Executable() // "" when unknown: the hints then use the name

@@ -167,6 +167,13 @@ func TestEndToEnd(t *testing.T) {
 		require.Contains(t, r.out, "TAMPERED")
 		u.ok("", "rebuild", "probe_failures")
 		require.Equal(t, 0, u.run("", "verify").code)
+		r = u.run("", "rebuild", "probe_failures", "--offline")
+		require.Equal(t, 0, r.code, r.err)
+		require.Contains(t, r.out, "rebuilt probe_failures (version 1) offline: ")
+		require.Contains(t, r.err, "rebuild probe_failures: replay 0/")
+		out := u.ok("", "status")
+		require.NotContains(t, out, "rebuilding online")
+		require.NotContains(t, out, "leftover from a stopped rebuild")
 
 		status := u.ok("", "status")
 		require.Contains(t, status, "events:   3000 (last seq 3000)")

@@ -126,7 +126,7 @@ func ExampleRun() {
 	// $ fleetctl append --kind agent_event --host web-1 --ts 2026-05-16T01:00:00Z --payload {"type":"Heartbeat"}: exit 0
 	// seq 1
 	// $ fleetctl rebuild fleet_hosts --progress none: exit 0
-	// rebuilt fleet_hosts (version 1): 1 event replayed, 1 row, up to seq 1
+	// rebuilt fleet_hosts (version 1) online: 1 event replayed, 1 row, up to seq 1
 	// $ fleetctl verify: exit 0
 	// fleet_hosts: equal to a fresh derivation (1 event replayed)
 	// probe_failures: equal to a fresh derivation (1 event replayed)

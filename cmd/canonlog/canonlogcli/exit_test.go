@@ -255,8 +255,8 @@ func TestExitInterrupted(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			// The first progress line is written once the rebuild has
-			// emptied the view, before it reads the log.
-			stderr := &cancelOn{substr: "rebuild probe_failures: 0/", cancel: cancel}
+			// made its copy of the view, before it reads the log.
+			stderr := &cancelOn{substr: "rebuild probe_failures: build 0/", cancel: cancel}
 			var out strings.Builder
 			args := []string{"--database-url", c.url, "rebuild", "probe_failures", "--progress", "lines", "--batch-size", "10"}
 			code := Run(ctx, nil, args, strings.NewReader(""), &out, stderr)
@@ -265,6 +265,8 @@ func TestExitInterrupted(t *testing.T) {
 			interrupted(t, result{out.String(), msg, code}, args)
 			// The tampered row is still there: the old view was kept.
 			require.Equal(t, exitDifferent, c.run("", "verify").code)
+			// And the interrupted online rebuild cleaned up after itself.
+			require.NotContains(t, c.ok("", "status"), "leftover from a stopped rebuild")
 		})
 
 		t.Run("MidAppendFile", func(t *testing.T) {

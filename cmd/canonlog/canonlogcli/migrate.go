@@ -41,7 +41,9 @@ tables, each with its own goose version table.`,
 creating the database when it is a new SQLite file, then records a
 checkpoint for each projection that is new and has nothing to derive yet
 (one added to a log that already holds its events stays stale until
-'{name} rebuild --stale').`),
+'{name} rebuild --stale'). On PostgreSQL it last drops the schemas that
+online rebuilds left behind when they were stopped ('{name} status' shows
+them), never those of a rebuild that is running.`),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output, outputTable, outputJSON); err != nil {

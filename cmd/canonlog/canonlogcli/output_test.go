@@ -20,7 +20,7 @@ func TestCLIPlural(t *testing.T) {
 	require.Contains(t, c.ok(probe+`{"kind":"effect","payload":{}}`+"\n", "append", "--file", "-"), "appended 1 new event (seqs 3), 1 duplicate\n")
 	r := c.run("", "rebuild", "probe_failures", "--progress", "lines")
 	require.Equal(t, 0, r.code, r.err)
-	require.Contains(t, r.out, "rebuilt probe_failures (version 1): 1 event replayed, 1 row, up to seq 3")
-	require.Contains(t, r.err, "rebuild probe_failures: 1/1 event (100%)")
+	require.Contains(t, r.out, "rebuilt probe_failures (version 1) online: 1 event replayed, 1 row, up to seq 3")
+	require.Contains(t, r.err, "rebuild probe_failures: build 1/1 event (100%)")
 	require.Contains(t, c.ok("", "verify"), "probe_failures: equal to a fresh derivation (1 event replayed)\n")
 }

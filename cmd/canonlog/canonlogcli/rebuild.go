@@ -20,6 +20,7 @@ type rebuildOptions struct {
 	names     []string
 	all       bool
 	stale     bool
+	offline   bool
 	batchSize int
 	progress  string
 	output    string
@@ -28,19 +29,28 @@ type rebuildOptions struct {
 func newRebuildCommand(g *globals) *cobra.Command {
 	var o rebuildOptions
 	cmd := &cobra.Command{
-		Use:   "rebuild [NAME…] [--all] [--stale]",
+		Use:   "rebuild [NAME…] [--all] [--stale] [--offline]",
 		Short: "Re-derive projections from the log",
-		Long: g.named(`rebuild empties projections and replays the whole log into them from seq 1,
-each in one transaction: a failed or interrupted rebuild leaves the old view
-as it was. Appends keep working meanwhile (on PostgreSQL they wait for the
-projection's lock; on SQLite for the single writer, up to 10 s).
+		Long: g.named(`rebuild replays the whole log from seq 1 into projections. By default
+each is rebuilt online: into a copy beside the live view while appends go
+on (the build), then the events appended meanwhile (catch-up rounds), then
+the copy is swapped in under the projection's lock, held only for the last
+events (the swap). A projection the copy cannot carry (one that does not
+list its tables, or whose tables have triggers, views or other things the
+copy would lose) is rebuilt offline, and the summary says why.
 
+--offline rebuilds in one transaction that empties the view and replays
+the log under the projection's lock: appends of its kinds wait for it to
+end (on SQLite every append waits, up to 10 s).
+
+Either way a failed or interrupted rebuild leaves the old view as it was.
 Name the projections, or use --all, or --stale for those whose version
-changed or that were never built. Progress goes to stderr: a bar on a
-terminal, a plain line every few seconds otherwise.`),
+changed or that were never built. Progress goes to stderr, phase by
+phase: a bar on a terminal, a plain line every few seconds otherwise.`),
 		Example: g.named(`  {name} rebuild probe_failures
   {name} rebuild --stale
-  {name} rebuild --all --progress lines`),
+  {name} rebuild --all --progress lines
+  {name} rebuild probe_failures --offline`),
 		Args:              projectionArgs(g),
 		ValidArgsFunction: completeProjections(g.cfg),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -63,6 +73,7 @@ terminal, a plain line every few seconds otherwise.`),
 	fl := cmd.Flags()
 	fl.BoolVar(&o.all, "all", false, "rebuild every projection")
 	fl.BoolVar(&o.stale, "stale", false, "rebuild only stale projections (of those named, or of all)")
+	fl.BoolVar(&o.offline, "offline", false, "rebuild in one transaction under the projection's lock: appends of its kinds wait for the whole rebuild")
 	numFlag(fl, &o.batchSize, "batch-size", "", 0,
 		bounds{min: 1, max: eventlog.MaxPageSize, zero: fmt.Sprintf("the default, %d", eventlog.DefaultPageSize)},
 		"events per page and per batch apply")
@@ -160,6 +171,19 @@ type rebuildReport struct {
 	Seq          int64   `json:"seq"`
 	Seconds      float64 `json:"seconds"`
 	EventsPerSec float64 `json:"events_per_second"`
+	// Online is false for a rebuild offline: asked for (--offline), or
+	// because the projection cannot be rebuilt online, as OfflineReason
+	// says.
+	Online        bool   `json:"online"`
+	OfflineReason string `json:"offline_reason,omitempty"`
+	// CatchUpRounds and CatchUpEvents count an online rebuild's catch-up,
+	// SwapEvents the events it applied in the swap.
+	CatchUpRounds int   `json:"catch_up_rounds"`
+	CatchUpEvents int64 `json:"catch_up_events"`
+	SwapEvents    int64 `json:"swap_events"`
+	// LockHeldSeconds is how long appends of the projection's kinds could
+	// wait for it: the swap online, the whole rebuild offline.
+	LockHeldSeconds float64 `json:"lock_held_seconds"`
 }
 
 func runRebuild(ctx context.Context, g *globals, o rebuildOptions) error {
@@ -191,7 +215,7 @@ func runRebuild(ctx context.Context, g *globals, o rebuildOptions) error {
 func rebuild(ctx context.Context, e *env, stderr io.Writer, o rebuildOptions) ([]rebuildReport, error) {
 	pr := newProgressReporter(stderr, o.progress)
 	res, err := e.m.Rebuild(ctx, &projection.RebuildOptions{
-		Names: o.names, StaleOnly: o.stale, BatchSize: o.batchSize, Progress: pr.update,
+		Names: o.names, StaleOnly: o.stale, BatchSize: o.batchSize, Offline: o.offline, Progress: pr.update,
 	})
 	pr.finish()
 	if err := namesError(err); err != nil {
@@ -199,7 +223,9 @@ func rebuild(ctx context.Context, e *env, stderr io.Writer, o rebuildOptions) ([
 	}
 	reports := make([]rebuildReport, 0, len(res))
 	for _, r := range res {
-		rep := rebuildReport{Name: r.Name, Version: r.Version, Events: r.Events, Rows: r.Rows, Seq: r.Seq, Seconds: r.Duration.Seconds()}
+		rep := rebuildReport{Name: r.Name, Version: r.Version, Events: r.Events, Rows: r.Rows, Seq: r.Seq, Seconds: r.Duration.Seconds(),
+			Online: r.Online, OfflineReason: r.OfflineReason, CatchUpRounds: r.CatchUpRounds, CatchUpEvents: r.CatchUpEvents,
+			SwapEvents: r.SwapEvents, LockHeldSeconds: r.LockHeld.Seconds()}
 		if r.Duration > 0 {
 			rep.EventsPerSec = float64(r.Events) / r.Duration.Seconds()
 		}
@@ -219,6 +245,33 @@ func printRebuild(w io.Writer, r rebuildReport) {
 	if r.Rows < 0 {
 		rows = "rows not counted"
 	}
-	fmt.Fprintf(w, "rebuilt %s (version %d): %s replayed, %s, up to seq %d, in %s (%s events/s)\n",
-		r.Name, r.Version, plural(r.Events, "event", "events"), rows, r.Seq, time.Duration(r.Seconds*float64(time.Second)).Round(time.Millisecond), formatRate(r.EventsPerSec))
+	mode := "online"
+	if !r.Online {
+		mode = "offline"
+	}
+	fmt.Fprintf(w, "rebuilt %s (version %d) %s: %s replayed, %s, up to seq %d, in %s (%s events/s)",
+		r.Name, r.Version, mode, plural(r.Events, "event", "events"), rows, r.Seq, seconds(r.Seconds).Round(time.Millisecond), formatRate(r.EventsPerSec))
+	if r.Online {
+		fmt.Fprintf(w, "; catch-up %s, %s; swap %s", plural(r.CatchUpRounds, "round", "rounds"),
+			plural(r.CatchUpEvents, "event", "events"), plural(r.SwapEvents, "event", "events"))
+	}
+	fmt.Fprintf(w, "; lock held %s", lockTime(seconds(r.LockHeldSeconds)))
+	if r.OfflineReason != "" {
+		fmt.Fprintf(w, "; not online because %s", r.OfflineReason)
+	}
+	fmt.Fprintln(w)
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// lockTime rounds how long a lock was held to three significant digits
+// or so: a swap holds it for milliseconds or less.
+func lockTime(d time.Duration) time.Duration {
+	switch {
+	case d >= 100*time.Millisecond:
+		return d.Round(time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
 }

@@ -37,9 +37,12 @@ func TestRebuildVerifyStatus(t *testing.T) {
 
 		r := c.run("", "rebuild", "probe_failures", "--progress", "lines")
 		require.Equal(t, 0, r.code, r.err)
-		require.Regexp(t, `rebuilt probe_failures \(version 1\): \d+ events replayed, `+itoa(rows)+` rows, up to seq 600, in .* events/s\)`, r.out)
-		require.Contains(t, r.err, "rebuild probe_failures: 0/")
+		require.Regexp(t, `rebuilt probe_failures \(version 1\) online: \d+ events replayed, `+itoa(rows)+` rows, up to seq 600, in .* events/s\); `+
+			`catch-up \d+ rounds?, 0 events; swap 0 events; lock held \d`, r.out)
+		require.Contains(t, r.err, "rebuild probe_failures: build 0/")
 		require.Contains(t, r.err, "(100%)")
+		require.Contains(t, r.err, "rebuild probe_failures: catch-up round 1: 0 events since the build\n")
+		require.Regexp(t, `rebuild probe_failures: swap after \d+ catch-up rounds?: the last events, under the projection's lock\n`, r.err)
 
 		var reports []rebuildReport
 		require.NoError(t, json.Unmarshal([]byte(c.ok("", "rebuild", "--all", "--progress", "none", "-o", "json")), &reports))
@@ -96,16 +99,26 @@ func TestProgressBar(t *testing.T) {
 	clock := time.Date(2026, 5, 16, 0, 0, 0, 0, time.UTC)
 	r := newProgressReporter(&out, progressBar)
 	r.now = func() time.Time { return clock }
-	r.update(projection.Progress{Projection: "p", Total: 1000})
+	build := projection.PhaseBuild
+	r.update(projection.Progress{Projection: "p", Phase: build, Total: 1000})
 	clock = clock.Add(time.Second)
-	r.update(projection.Progress{Projection: "p", Done: 250, Total: 1000})
+	r.update(projection.Progress{Projection: "p", Phase: build, Done: 250, Total: 1000})
 	clock = clock.Add(time.Second)
-	r.update(projection.Progress{Projection: "p", Done: 1000, Total: 1000})
+	r.update(projection.Progress{Projection: "p", Phase: build, Done: 1000, Total: 1000})
+	r.update(projection.Progress{Projection: "p", Phase: projection.PhaseCatchUp, Round: 1, Done: 1000, Total: 1000})
+	r.update(projection.Progress{Projection: "p", Phase: projection.PhaseCatchUp, Round: 1, Done: 1003, Total: 1003})
+	r.update(projection.Progress{Projection: "p", Phase: projection.PhaseCatchUp, Round: 2, Done: 1003, Total: 1003})
+	r.update(projection.Progress{Projection: "p", Phase: projection.PhaseSwap, Round: 2, Done: 1003, Total: 1003})
 	r.finish()
 	s := out.String()
-	require.Contains(t, s, "\rp [=======                       ] 25% 250/1000 events 250/s ETA 3s")
-	require.Contains(t, s, "100% 1000/1000 events 500/s ETA 0s")
+	require.Contains(t, s, "\rp build [=======                       ] 25% 250/1000 events 250/s ETA 3s")
+	// Each phase keeps its last state on a line of its own; the rounds of
+	// the catch-up redraw one line.
+	require.Contains(t, s, "100% 1000/1000 events 500/s ETA 0s\x1b[K\n\rp catch-up round 1: 0 events since the build\x1b[K")
+	require.Contains(t, s, "\rp catch-up round 2: 3 events since the build\x1b[K\n")
+	require.Contains(t, s, "\rp swap after 2 catch-up rounds: the last events, under the projection's lock\x1b[K\n")
 	require.True(t, strings.HasSuffix(s, "\n"))
+	require.Equal(t, 3, strings.Count(s, "\n"))
 }
 
 func TestMigrate(t *testing.T) {

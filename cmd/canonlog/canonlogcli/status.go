@@ -3,6 +3,7 @@ package canonlogcli
 import (
 	"context"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -27,7 +28,11 @@ built at, whether it is stale (built by other logic, never built, or
 missed events appended with --allow-drift: run '{name} rebuild --stale'), its row
 count, and its last rebuild. Projections that the database records but
 this binary does not register (another binary, such as the service that
-owns them, does) are listed as such and not checked.`),
+owns them, does) are listed as such and not checked.
+
+On PostgreSQL it also shows each online rebuild the database holds: one
+running, with its phase and progress, or the schemas of one that was
+stopped, which the next rebuild or '{name} migrate up' drops.`),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
@@ -65,6 +70,40 @@ type projectionReport struct {
 	// Kinds are the kinds it consumes; ["*"] for every kind.
 	Kinds    []string `json:"kinds"`
 	DriftSeq int64    `json:"drift_seq"`
+	// Rebuild is the projection's online rebuild that the database holds
+	// (PostgreSQL only); null when there is none.
+	Rebuild *rebuildStateReport `json:"rebuild"`
+}
+
+// rebuildStateReport is a projection.RebuildState.
+type rebuildStateReport struct {
+	// Running is false for the schemas a stopped rebuild left behind.
+	Running bool `json:"running"`
+	// Phase is "build", "catch-up" or "swap"; "" when unknown (the role
+	// may not read the rebuild's schema, or the swap is done). Done,
+	// Total, StartedAt and UpdatedAt are zero or null then.
+	Phase     string     `json:"phase"`
+	Done      int64      `json:"done"`
+	Total     int64      `json:"total"`
+	StartedAt *time.Time `json:"started_at"`
+	UpdatedAt *time.Time `json:"updated_at"`
+	Schemas   []string   `json:"schemas"`
+}
+
+func newRebuildStateReport(r *projection.RebuildState) *rebuildStateReport {
+	if r == nil {
+		return nil
+	}
+	rep := &rebuildStateReport{Running: r.Running, Phase: string(r.Phase), Done: r.Done, Total: r.Total, Schemas: r.Schemas}
+	if !r.StartedAt.IsZero() {
+		at := r.StartedAt.UTC()
+		rep.StartedAt = &at
+	}
+	if !r.UpdatedAt.IsZero() {
+		at := r.UpdatedAt.UTC()
+		rep.UpdatedAt = &at
+	}
+	return rep
 }
 
 func runStatus(ctx context.Context, g *globals, output string) error {
@@ -89,7 +128,7 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 	}
 	for _, s := range sts {
 		pr := projectionReport{Name: s.Name, Registered: s.Registered, Installed: s.Installed, Version: s.Version, BuiltVersion: s.BuiltVersion,
-			Stale: s.Stale, BuiltSeq: s.BuiltSeq, Rows: -1, Kinds: kindStrings(s), DriftSeq: s.DriftSeq}
+			Stale: s.Stale, BuiltSeq: s.BuiltSeq, Rows: -1, Kinds: kindStrings(s), DriftSeq: s.DriftSeq, Rebuild: newRebuildStateReport(s.Rebuild)}
 		if !s.BuiltAt.IsZero() {
 			at := s.BuiltAt
 			pr.BuiltAt = &at
@@ -142,6 +181,17 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	first := true
+	for _, p := range rep.Projections {
+		if p.Rebuild == nil {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w)
+			first = false
+		}
+		fmt.Fprintf(w, "%s: %s\n", p.Name, describeRebuild(p.Rebuild, g.cfg.Name))
+	}
 	if anyStale {
 		fmt.Fprintf(w, "\nstale projections were built by other logic, never built")
 		if anyDrift {
@@ -156,6 +206,31 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 		fmt.Fprintf(w, "\nprojections registered by another binary (such as the service that owns them) are not checked here: operate them with that binary; '%s append' refuses the kinds they consume\n", g.cfg.Name)
 	}
 	return nil
+}
+
+// describeRebuild says what an online rebuild that the database holds is
+// doing, or that it was stopped.
+func describeRebuild(r *rebuildStateReport, name string) string {
+	if !r.Running {
+		return fmt.Sprintf("leftover from a stopped rebuild: %s %s, dropped by the next rebuild or '%s migrate up'",
+			pluralWord(len(r.Schemas), "schema", "schemas"), strings.Join(r.Schemas, ", "), name)
+	}
+	if r.Phase == "" {
+		return fmt.Sprintf("rebuilding online: progress unknown (%s %s)", pluralWord(len(r.Schemas), "schema", "schemas"), strings.Join(r.Schemas, ", "))
+	}
+	s := fmt.Sprintf("rebuilding online: %s %d/%d", r.Phase, r.Done, r.Total)
+	if r.StartedAt != nil {
+		s += " since " + r.StartedAt.Format(time.RFC3339)
+	}
+	return s
+}
+
+// pluralWord is the word for n things, without the number.
+func pluralWord(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // kindStrings lists the kinds a projection consumes; "*" for every kind.
