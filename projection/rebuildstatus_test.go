@@ -66,6 +66,7 @@ func stopRebuild(t *testing.T, log *eventlog.Log, reg *projection.Registry, name
 	t.Helper()
 	ctx := context.Background()
 	killed := false
+	var held *sqlx.Conn
 	_, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{Names: []string{name}, Progress: func(p projection.Progress) {
 		if killed || p.Phase != projection.PhaseBuild {
 			return
@@ -79,9 +80,21 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
 		var ok bool
 		require.NoError(t, log.DB().Get(&ok, `SELECT pg_terminate_backend($1, 10000)`, pid))
 		require.True(t, ok, "the rebuild's session ended")
+		// A process that died would clean nothing up; this one, still
+		// alive, would drop its schema from another connection once it
+		// finds its own gone — unless the rebuild lock is taken by then,
+		// as by a rebuild started since. Take it until Rebuild returns.
+		var err error
+		held, err = log.DB().Connx(ctx)
+		require.NoError(t, err)
+		_, err = held.ExecContext(ctx, `SELECT pg_advisory_lock(hashtextextended(current_schema() || ':' || $1, 0))`, "canonlog:rebuild:"+name)
+		require.NoError(t, err)
 	}})
 	require.True(t, killed, "the rebuild reached its build phase")
 	require.Error(t, err, "a rebuild whose session was terminated fails")
+	_, err = held.ExecContext(ctx, `SELECT pg_advisory_unlock(hashtextextended(current_schema() || ':' || $1, 0))`, "canonlog:rebuild:"+name)
+	require.NoError(t, err)
+	require.NoError(t, held.Close())
 }
 
 func TestRebuildStatus(t *testing.T) {

@@ -147,6 +147,7 @@ func TestStatusShowsRebuilds(t *testing.T) {
 		// Stopped: the rebuild's session is terminated as its build
 		// begins, as a crash would end it.
 		killed := false
+		var held *sqlx.Conn
 		_, err = m.Rebuild(ctx, &projection.RebuildOptions{Progress: func(p projection.Progress) {
 			if killed {
 				return
@@ -158,8 +159,19 @@ func TestStatusShowsRebuilds(t *testing.T) {
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.classid::bigint = (key.k >> 32) & 4294967295 AND l.objid::bigint = key.k & 4294967295`))
 			require.True(t, ok)
+			// A dead process cleans nothing up; this live one would drop
+			// its schema from another connection unless the rebuild lock
+			// is taken meanwhile: take it until Rebuild returns.
+			var err error
+			held, err = c.db().Connx(ctx)
+			require.NoError(t, err)
+			_, err = held.ExecContext(ctx, `SELECT pg_advisory_lock(hashtextextended(current_schema() || ':' || 'canonlog:rebuild:probe_failures', 0))`)
+			require.NoError(t, err)
 		}})
 		require.Error(t, err)
+		_, err = held.ExecContext(ctx, `SELECT pg_advisory_unlock(hashtextextended(current_schema() || ':' || 'canonlog:rebuild:probe_failures', 0))`)
+		require.NoError(t, err)
+		require.NoError(t, held.Close())
 		out, pr = status()
 		require.Contains(t, out, "\n\nprobe_failures: leftover from a stopped rebuild: schema "+shadow+", dropped by the next rebuild or 'canonlog migrate up'\n")
 		require.NotNil(t, pr.Rebuild)
