@@ -10,7 +10,9 @@ import (
 
 var (
 	// ErrInvalidProjection is returned by Register for a malformed name or
-	// version.
+	// version, and by Rebuild when a projection rebuilt online writes a
+	// table outside its copy (its SQL names a live table, qualified, or
+	// one it does not list in Tables).
 	ErrInvalidProjection = errors.New("invalid projection")
 
 	// ErrDuplicateName is returned by Register when a projection of the same

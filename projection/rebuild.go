@@ -131,6 +131,11 @@ func rebuildOne(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *r
 			case errors.As(err, &off):
 				reason = off.reason
 			case err != nil:
+				if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+					// A cancelled statement can cost the rebuild its
+					// connection, and the error then only says that.
+					err = fmt.Errorf("%w (%w)", cerr, err)
+				}
 				return RebuildResult{}, fmt.Errorf("projection: rebuild %s online: %w", e.name, err)
 			default:
 				if res.Rows, err = countRows(ctx, log.DB(), tables); err != nil {

@@ -10,10 +10,12 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+	"modernc.org/sqlite"
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/pglock"
@@ -137,10 +139,6 @@ func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e
 	}
 	defer b.cleanup()
 
-	start, err := log.PositionAtHead(ctx)
-	if err != nil {
-		return res, err
-	}
 	var total int64
 	if o.Progress != nil {
 		if total, err = log.Count(ctx, eventlog.Filter{Kinds: e.kindList()}); err != nil {
@@ -163,7 +161,16 @@ func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e
 			o.Progress(Progress{Projection: e.name, Phase: phase, Round: round, Done: res.Events, Total: max(total, res.Events)})
 		}
 	}
+	// The build is reported before its start position is taken, once the
+	// copy is ready: on PostgreSQL preparing it takes a lock on event_log
+	// (its foreign keys) that waits for every append in flight, so this
+	// is the first moment an append can be held open across the start.
+	// What commits before the position is built, the rest caught up.
 	report(PhaseBuild, 0)
+	start, err := log.PositionAtHead(ctx)
+	if err != nil {
+		return res, err
+	}
 
 	// Build: the events committed before start, read page by page without
 	// a transaction held open, each page written in a short transaction.
@@ -361,7 +368,7 @@ func drainAndCheckpoint(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *
 // pgBuilder builds the copy in a shadow schema that comes first in the
 // rebuild connection's search path.
 type pgBuilder struct {
-	db     *sqlx.DB
+	db     *sqlx.DB // the pool, for cleaning up after the connection is lost
 	conn   *sqlx.Conn
 	e      *registered
 	tables []string
@@ -687,31 +694,44 @@ func (b *pgBuilder) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if b.shadow == "" {
-		return
+		return // the rebuild lock is taken, and the shadow named, together
 	}
 	// After a swap: the emptied shadow schema and the old tables. After
 	// a failure: the shadow's tables. Best effort: whatever stays is
 	// reported by Status and dropped by the next rebuild or Migrate.
-	if _, err := b.conn.ExecContext(ctx, `SELECT 1`); err == nil {
-		_ = dropRebuildSchemas(ctx, b.conn, b.live, b.e.name)
-		_, _ = b.conn.ExecContext(ctx, `SELECT pg_advisory_unlock(`+pglock.KeyExpr("$1::text")+`)`, rebuildLock(b.e.name))
+	if err := dropRebuildSchemas(ctx, b.conn, b.live, b.e.name); err != nil {
+		b.dropFromPool(ctx)
 		return
 	}
-	// The connection is gone (a cancelled context discards a
-	// transaction's connection), and the rebuild lock with it: drop the
-	// schemas from another connection if the lock is free, never those
-	// of a rebuild that has started since.
-	conn, err := b.db.Connx(ctx)
+	// The session's current schema is the shadow: name the live one, as
+	// prepare's current schema was.
+	_, _ = b.conn.ExecContext(ctx, `SELECT pg_advisory_unlock(`+pglock.KeyExprIn("$1::text", "$2::text")+`)`, b.live, rebuildLock(b.e.name))
+}
+
+// dropFromPool drops the shadow and retired schemas on a connection of
+// the pool, when the rebuild's own connection is gone: lib/pq discards a
+// connection whose statement was cancelled, so a rebuild whose context
+// ends would otherwise leave its copy behind. The rebuild lock went with
+// the connection; the drop takes it again (for its transaction), so that
+// it never drops the copy of another rebuild of the projection that took
+// the lock meanwhile — that one dropped these leftovers itself and is
+// still running, and the wait for it gives up.
+func (b *pgBuilder) dropFromPool(ctx context.Context) {
+	tx, err := b.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return
 	}
-	defer conn.Close()
-	var got bool
-	if err := conn.QueryRowxContext(ctx, `SELECT pg_try_advisory_lock(`+pglock.KeyExprIn("$1::text", "$2::text")+`)`, b.live, rebuildLock(b.e.name)).Scan(&got); err != nil || !got {
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, swapLockTimeout.Milliseconds())); err != nil {
 		return
 	}
-	_ = dropRebuildSchemas(ctx, conn, b.live, b.e.name)
-	_, _ = conn.ExecContext(ctx, `SELECT pg_advisory_unlock(`+pglock.KeyExprIn("$1::text", "$2::text")+`)`, b.live, rebuildLock(b.e.name))
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(`+pglock.KeyExprIn("$1::text", "$2::text")+`)`, b.live, rebuildLock(b.e.name)); err != nil {
+		return
+	}
+	if err := dropRebuildSchemas(ctx, tx, b.live, b.e.name); err != nil {
+		return
+	}
+	_ = tx.Commit()
 }
 
 // dropRebuildSchemas drops the shadow and retired schemas of projection
@@ -734,6 +754,11 @@ type sqliteBuilder struct {
 	conn   *sqlx.Conn
 	e      *registered
 	tables []string
+	// mainWrites lets the connection write the main database, as only
+	// the swap's copy and checkpoint may; refused is the first table of
+	// the main database a statement tried to write before.
+	mainWrites atomic.Bool
+	refused    atomic.Pointer[string]
 }
 
 func (b *sqliteBuilder) prepare(ctx context.Context) error {
@@ -741,6 +766,40 @@ func (b *sqliteBuilder) prepare(ctx context.Context) error {
 		if err := createTempCopy(ctx, b.conn, b.conn, eventlog.SQLite, "main", t); err != nil {
 			return fmt.Errorf("create a private copy of %s: %w", t, err)
 		}
+	}
+	// A projection whose SQL names a live table (main.t, or a table it
+	// does not list) would write it while rebuilding, and the swap would
+	// then install the copy over it and report success: the connection
+	// refuses such statements instead (PostgreSQL checks the same with
+	// writesOutside).
+	return b.conn.Raw(func(dc any) error {
+		r, ok := dc.(sqlite.AuthorizerRegisterer)
+		if !ok {
+			return &offlineError{reason: fmt.Sprintf("the SQLite driver (%T) cannot refuse writes to the live tables", dc)}
+		}
+		return r.RegisterAuthorizer(b.authorize)
+	})
+}
+
+func (b *sqliteBuilder) authorize(action sqlite.AuthorizerActionCode, table, _, database, _ string) sqlite.AuthorizerReturnCode {
+	switch action {
+	case sqlite.AuthInsert, sqlite.AuthUpdate, sqlite.AuthDelete:
+		if database != "temp" && !b.mainWrites.Load() {
+			name := database + "." + table
+			b.refused.CompareAndSwap(nil, &name)
+			return sqlite.AuthorizerDeny
+		}
+	}
+	return sqlite.AuthorizerOK
+}
+
+// checkWrites fails when a statement of the projection tried to write
+// the main database: whatever error it caused, this is the one to
+// report.
+func (b *sqliteBuilder) checkWrites() error {
+	if t := b.refused.Load(); t != nil {
+		return fmt.Errorf("%w: projection %s wrote %s while rebuilding online: its SQL must name only the tables it lists in Tables(), unqualified",
+			ErrInvalidProjection, b.e.name, *t)
 	}
 	return nil
 }
@@ -775,7 +834,11 @@ func (b *sqliteBuilder) build(ctx context.Context, log *eventlog.Log, opts *even
 }
 
 func (b *sqliteBuilder) inTx(ctx context.Context, fn func(*sqlx.Tx) error) error {
-	return withConnTx(ctx, b.conn, eventlog.SQLite, fn)
+	err := withConnTx(ctx, b.conn, eventlog.SQLite, fn)
+	if werr := b.checkWrites(); werr != nil {
+		return werr
+	}
+	return err
 }
 
 func (b *sqliteBuilder) progress(context.Context, Phase, int64, int64) {}
@@ -787,9 +850,14 @@ func (b *sqliteBuilder) swap(ctx context.Context, log *eventlog.Log, d eventlog.
 	}
 	defer func() { _ = tx.Rollback() }()
 	locked := time.Now()
-	if err := drainAndCheckpoint(ctx, log, tx, b.e, f, res, func(*sqlx.Tx) error { return nil }); err != nil {
+	if err := drainAndCheckpoint(ctx, log, tx, b.e, f, res, func(*sqlx.Tx) error { return b.checkWrites() }); err != nil {
+		if werr := b.checkWrites(); werr != nil {
+			return werr
+		}
 		return err
 	}
+	b.mainWrites.Store(true)
+	defer b.mainWrites.Store(false)
 	for _, t := range b.tables {
 		// A migration that altered the table while the rebuild ran would
 		// make the copy's rows land in the wrong columns.
