@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -345,7 +346,9 @@ func (l *loadRun) sampleLocks(ctx context.Context) {
 			n       int
 			foreign float64
 		)
-		err := l.op.db.QueryRowxContext(ctx, `SELECT count(*) FILTER (WHERE application_name = $1 AND wait_event_type = 'Lock'),
+		// Waits to extend a table or index are the writers' own contention,
+		// not a lock another transaction holds.
+		err := l.op.db.QueryRowxContext(ctx, `SELECT count(*) FILTER (WHERE application_name = $1 AND wait_event_type = 'Lock' AND wait_event <> 'extend'),
   COALESCE(EXTRACT(epoch FROM max(clock_timestamp() - xact_start) FILTER (WHERE backend_xid IS NOT NULL AND NOT starts_with(application_name, $2))), 0)
 FROM pg_stat_activity`, l.appName, l.r.set.Name()+"_").Scan(&n, &foreign)
 		if err != nil {
@@ -429,7 +432,7 @@ func (l *loadRun) measure(ctx context.Context, name string, op func(context.Cont
 		}
 	}
 
-	var lat, lag []time.Duration
+	var lat, lag, own []time.Duration
 	l.mu.Lock()
 	for _, a := range in {
 		lat = append(lat, a.end-a.start)
@@ -445,6 +448,7 @@ func (l *loadRun) measure(ctx context.Context, name string, op func(context.Cont
 			}
 			if t, ok := l.delivered[a.seq]; ok {
 				lag = append(lag, max(t-a.end, 0))
+				own = append(own, max(t-max(a.end, l.heldUntil(a.end, t)), 0))
 			} else {
 				c.Tail.Undelivered++
 			}
@@ -466,7 +470,24 @@ func (l *loadRun) measure(ctx context.Context, name string, op func(context.Cont
 	c.P50MS, c.P99MS, c.MaxMS = percentiles(lat)
 	c.Tail.Events = len(lag)
 	c.Tail.P50MS, c.Tail.P99MS, c.Tail.MaxMS = percentiles(lag)
+	_, c.Tail.OwnP99MS, c.Tail.OwnMaxMS = percentiles(own)
 	return c, nil
+}
+
+// heldUntil returns the last time up to until at which the sampler saw a
+// transaction of another client of the server that had begun before
+// acked still running (PostgreSQL): until then it held the follower
+// back from an event acknowledged at acked. It returns 0 when there was
+// none. Call with l.mu held.
+func (l *loadRun) heldUntil(acked, until time.Duration) time.Duration {
+	var held time.Duration
+	i, _ := slices.BinarySearchFunc(l.samples, acked, func(s lockSample, t time.Duration) int { return cmp.Compare(s.t, t) })
+	for ; i < len(l.samples) && l.samples[i].t <= until; i++ {
+		if s := l.samples[i]; s.foreign > 0 && s.t-s.foreign < acked {
+			held = s.t
+		}
+	}
+	return held
 }
 
 // settled reports whether no append that started before t is still in

@@ -54,6 +54,11 @@ func TestRebuildLoad(t *testing.T) {
 			require.LessOrEqual(t, c.P99MS, c.MaxMS, c.Name)
 			require.LessOrEqual(t, c.Tail.P50MS, c.Tail.P99MS, c.Name)
 			require.LessOrEqual(t, c.Tail.P99MS, c.Tail.MaxMS, c.Name)
+			require.LessOrEqual(t, c.Tail.OwnP99MS, c.Tail.P99MS, c.Name)
+			require.LessOrEqual(t, c.Tail.OwnMaxMS, c.Tail.MaxMS, c.Name)
+			if backend != "postgres" {
+				require.Equal(t, c.Tail.MaxMS, c.Tail.OwnMaxMS, c.Name)
+			}
 			if backend != "postgres" {
 				require.Zero(t, c.LockSamples, c.Name)
 			}
@@ -133,4 +138,22 @@ func TestMixEntry(t *testing.T) {
 	require.InDelta(t, 0.65, float64(kinds[eventlog.KindAgentEvent])/n, 0.02)
 	require.Len(t, kinds, 7, "every predefined kind")
 	require.InDelta(t, 0.1, float64(deriving)/n, 0.02, "about one event in ten derives rows")
+}
+
+// A follower's lag counts, for the run's own share, from the last sample
+// that saw another client's transaction begun before the append returned.
+func TestHeldUntil(t *testing.T) {
+	t.Parallel()
+	s := func(t, foreign time.Duration) lockSample {
+		return lockSample{t: t * time.Millisecond, foreign: foreign * time.Millisecond}
+	}
+	l := &loadRun{samples: []lockSample{
+		s(100, 0), s(120, 50), s(140, 70), s(160, 10), s(180, 0), s(200, 20), s(220, 0),
+	}}
+	ms := func(d time.Duration) time.Duration { return d * time.Millisecond }
+	require.Equal(t, ms(140), l.heldUntil(ms(110), ms(1000)), "begun at 70, seen until 140; those seen at 160 and 200 began later")
+	require.Equal(t, ms(200), l.heldUntil(ms(190), ms(1000)), "begun at 180")
+	require.Equal(t, ms(120), l.heldUntil(ms(110), ms(130)), "not after the delivery")
+	require.Zero(t, l.heldUntil(ms(205), ms(1000)), "none after")
+	require.Zero(t, l.heldUntil(ms(60), ms(1000)), "every one began after the append returned")
 }

@@ -89,6 +89,15 @@ type TailLag struct {
 	P99MS       float64 `json:"p99_ms"`
 	MaxMS       float64 `json:"max_ms"`
 	Undelivered int     `json:"undelivered"` // still not delivered a minute after the window
+	// OwnP99MS and OwnMaxMS estimate the lag the run caused itself: on
+	// PostgreSQL each event's lag counts from the last sample (every 20
+	// ms) at which a transaction of another client of the server, begun
+	// before the append returned, was still running, if that is later.
+	// Such a transaction holds every follower back (its transaction id
+	// may be older than the event's), whatever the run does. The same as
+	// P99MS and MaxMS on SQLite.
+	OwnP99MS float64 `json:"own_p99_ms"`
+	OwnMaxMS float64 `json:"own_max_ms"`
 }
 
 // RebuildFigures is projection.RebuildResult's figures.
@@ -154,8 +163,15 @@ func (lr *LoadResult) evaluate(d eventlog.Backend) {
 		Got: fmt.Sprintf("%.2fx (%.1f / %.1f ms)", p99, on.P99MS, base.P99MS), Met: p99 <= targetP99Ratio})
 	atMost("longest append stall, online rebuild", on.MaxMS, targetStallMS, false)
 	atMost("swap lock held, online rebuild", on.Rebuild.LockHeldMS, goalSwapLockMS, true)
-	atMost("tail lag max, online rebuild", on.Tail.MaxMS, targetTailLagMS, false)
-	atMost("tail lag max, verify", ver.Tail.MaxMS, targetTailLagMS, false)
+	lag := func(name string, c *LoadCase) {
+		got := fmt.Sprintf("%.1f ms", c.Tail.MaxMS)
+		if c.Tail.OwnMaxMS < c.Tail.MaxMS {
+			got += fmt.Sprintf(" (own %.1f)", c.Tail.OwnMaxMS)
+		}
+		add(Target{Name: name, Want: fmt.Sprintf("<= %.0f ms", float64(targetTailLagMS)), Got: got, Met: c.Tail.MaxMS <= targetTailLagMS})
+	}
+	lag("tail lag max, online rebuild", on)
+	lag("tail lag max, verify", ver)
 	add(Target{Name: "rebuild events/s, online ÷ offline", Want: fmt.Sprintf(">= %.2fx", targetOnlineVsOffline),
 		Got: fmt.Sprintf("%.2fx", lr.OnlineVsOffline), Met: lr.OnlineVsOffline >= targetOnlineVsOffline})
 	atMost("longest append stall, verify", ver.MaxMS, targetStallMS, false)
@@ -189,15 +205,15 @@ func (lr *LoadResult) writeTable(w io.Writer, backend string) error {
 	line := func(format string, args ...any) {
 		fmt.Fprintln(tw, strings.TrimRight(fmt.Sprintf(format, args...), " "))
 	}
-	line("%-15s %8s %8s %9s %7s %7s %8s %6s %4s %10s %8s %8s %5s %8s", "CASE", "WINDOW", "APPENDS", "APPENDS/S",
-		"P50", "P99", "MAX", "FAILED", "BUSY", "LOCK_WAITS", "TAIL_P99", "TAIL_MAX", "LOST", "OTHER_TX")
+	line("%-15s %8s %8s %9s %7s %7s %8s %6s %4s %10s %8s %8s %8s %5s %8s", "CASE", "WINDOW", "APPENDS", "APPENDS/S",
+		"P50", "P99", "MAX", "FAILED", "BUSY", "LOCK_WAITS", "TAIL_P99", "TAIL_MAX", "TAIL_OWN", "LOST", "OTHER_TX")
 	for _, c := range lr.Cases {
 		waits, other := "-", "-"
 		if c.LockSamples > 0 {
 			waits, other = fmt.Sprintf("%d/%d", c.LockWaitSamples, c.LockSamples), fmt.Sprintf("%.1f", c.OtherTxMS)
 		}
-		line("%-15s %7.1fs %8d %9.0f %7.1f %7.1f %8.1f %6d %4d %10s %8.1f %8.1f %5d %8s", c.Name, c.WindowMS/1000, c.Appends,
-			c.AppendsPerSecond, c.P50MS, c.P99MS, c.MaxMS, c.Failed, c.Busy, waits, c.Tail.P99MS, c.Tail.MaxMS, c.Tail.Undelivered, other)
+		line("%-15s %7.1fs %8d %9.0f %7.1f %7.1f %8.1f %6d %4d %10s %8.1f %8.1f %8.1f %5d %8s", c.Name, c.WindowMS/1000, c.Appends,
+			c.AppendsPerSecond, c.P50MS, c.P99MS, c.MaxMS, c.Failed, c.Busy, waits, c.Tail.P99MS, c.Tail.MaxMS, c.Tail.OwnMaxMS, c.Tail.Undelivered, other)
 	}
 	line("%-15s %6s %9s %9s %10s %9s %9s %14s %11s %s", "OPERATION", "ONLINE", "DURATION", "EVENTS", "EVENTS/S",
 		"LOCK_HELD", "CATCH_UPS", "CATCH_UP_EVTS", "SWAP_EVENTS", "RESULT")
