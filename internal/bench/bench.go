@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/scratchdb"
@@ -24,12 +25,23 @@ const (
 	ScenarioRead        = "read"
 	ScenarioRebuild     = "rebuild"
 	ScenarioQuery       = "query"
+	// ScenarioRebuildLoad is not a comparison with hand-written SQL but
+	// rebuilds and a verify under a steady load of appends (LoadResult);
+	// it runs only when named.
+	ScenarioRebuildLoad = "rebuild-load"
 )
 
-var scenarios = []string{ScenarioAppend1, ScenarioAppend16, ScenarioAppendBatch, ScenarioRead, ScenarioRebuild, ScenarioQuery}
+var (
+	scenarios        = []string{ScenarioAppend1, ScenarioAppend16, ScenarioAppendBatch, ScenarioRead, ScenarioRebuild, ScenarioQuery, ScenarioRebuildLoad}
+	defaultScenarios = scenarios[:len(scenarios)-1]
+)
 
-// Scenarios returns the scenario names in the order they run.
+// Scenarios returns every scenario's name in the order they run.
 func Scenarios() []string { return slices.Clone(scenarios) }
+
+// DefaultScenarios returns the scenarios a run without Config.Scenarios
+// runs: all but rebuild-load.
+func DefaultScenarios() []string { return slices.Clone(defaultScenarios) }
 
 // targets are the ratios (canonlog ÷ raw) each scenario should reach
 // (issue 7).
@@ -57,14 +69,16 @@ type Config struct {
 	DatabaseURL string
 
 	// Scenarios are the scenarios to run (see Scenarios); they run in
-	// Scenarios' order whatever the order here. Defaults to all.
+	// Scenarios' order whatever the order here. Defaults to
+	// DefaultScenarios.
 	Scenarios []string
 
 	// Events sizes the run: the log of read, rebuild and query holds
 	// Events events; append-1 makes Events/40 appends per side per round
 	// (at least 10), append-16 Events/20 (at least Clients), append-batch
 	// Events/2000 batches of 1,000 (at least 1), query Events/100 sets of
-	// five queries (at least 10). Defaults to DefaultEvents.
+	// five queries (at least 10); rebuild-load fills a log of its own
+	// with Events mixed events. Defaults to DefaultEvents.
 	Events int
 
 	// Clients is the number of concurrent clients of append-16, at most
@@ -74,6 +88,21 @@ type Config struct {
 	// Rounds is how often each side of a scenario runs, at most MaxRounds.
 	// Defaults to DefaultRounds.
 	Rounds int
+
+	// Writers is the number of writers of rebuild-load, each appending
+	// one event at a time, at most MaxClients. Defaults to
+	// DefaultWriters.
+	Writers int
+
+	// LoadBaseline is how long rebuild-load measures its writers with
+	// nothing else running, at most MaxLoadBaseline. Defaults to
+	// DefaultLoadBaseline.
+	LoadBaseline time.Duration
+
+	// WriteRate caps the appends per second of rebuild-load's writers
+	// together. Defaults to 0: each writer appends as soon as its last
+	// append returned, which saturates the database.
+	WriteRate float64
 
 	// CPUProfile, when set, names a file to write a CPU profile of the
 	// run to (both sides; the client side only), for go tool pprof.
@@ -104,7 +133,7 @@ func New(cfg *Config) (*Runner, error) {
 		c.DatabaseURL = eventlog.DefaultDatabaseURL
 	}
 	if len(c.Scenarios) == 0 {
-		c.Scenarios = scenarios
+		c.Scenarios = DefaultScenarios()
 	}
 	for _, s := range c.Scenarios {
 		if !slices.Contains(scenarios, s) {
@@ -120,6 +149,12 @@ func New(cfg *Config) (*Runner, error) {
 	if c.Rounds == 0 {
 		c.Rounds = DefaultRounds
 	}
+	if c.Writers == 0 {
+		c.Writers = DefaultWriters
+	}
+	if c.LoadBaseline == 0 {
+		c.LoadBaseline = DefaultLoadBaseline
+	}
 	switch {
 	case c.Events < 0:
 		return nil, fmt.Errorf("bench: Events is %d: give a positive number, or 0 for %d", c.Events, DefaultEvents)
@@ -127,6 +162,12 @@ func New(cfg *Config) (*Runner, error) {
 		return nil, fmt.Errorf("bench: Clients is %d: give 1 to %d, or 0 for %d", c.Clients, MaxClients, DefaultClients)
 	case c.Rounds < 0 || c.Rounds > MaxRounds:
 		return nil, fmt.Errorf("bench: Rounds is %d: give 1 to %d, or 0 for %d", c.Rounds, MaxRounds, DefaultRounds)
+	case c.Writers < 0 || c.Writers > MaxClients:
+		return nil, fmt.Errorf("bench: Writers is %d: give 1 to %d, or 0 for %d", c.Writers, MaxClients, DefaultWriters)
+	case !(c.WriteRate >= 0):
+		return nil, fmt.Errorf("bench: WriteRate is %v: give a rate in appends per second, or 0 for no limit", c.WriteRate)
+	case c.LoadBaseline < 0 || c.LoadBaseline > MaxLoadBaseline:
+		return nil, fmt.Errorf("bench: LoadBaseline is %s: give up to %s, or 0 for %s", c.LoadBaseline, MaxLoadBaseline, DefaultLoadBaseline)
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
@@ -151,6 +192,8 @@ type Report struct {
 	Rounds    int      `json:"rounds"`
 	Clients   int      `json:"clients"`
 	Scenarios []Result `json:"scenarios"`
+	// Load is rebuild-load's result, when it ran.
+	Load *LoadResult `json:"load,omitempty"`
 }
 
 // Result is one scenario's figures: medians over the rounds.
@@ -210,6 +253,16 @@ func (r *Runner) Run(ctx context.Context) (_ *Report, err error) {
 		if !slices.Contains(r.cfg.Scenarios, name) {
 			continue
 		}
+		if name == ScenarioRebuildLoad {
+			if rep.Load, err = rn.rebuildLoad(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil, fmt.Errorf("bench interrupted during %s", name)
+				}
+				return nil, fmt.Errorf("bench %s: %w", name, err)
+			}
+			fmt.Fprintf(r.cfg.Progress, "bench: %s done\n", name)
+			continue
+		}
 		res, err := rn.scenario(ctx, name)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -224,8 +277,25 @@ func (r *Runner) Run(ctx context.Context) (_ *Report, err error) {
 }
 
 // WriteTable writes the report as a table: a title line, then one line per
-// scenario.
+// scenario; then rebuild-load's tables, when it ran.
 func (rep *Report) WriteTable(w io.Writer) error {
+	if len(rep.Scenarios) > 0 || rep.Load == nil {
+		if err := rep.writeScenarios(w); err != nil {
+			return err
+		}
+	}
+	if rep.Load == nil {
+		return nil
+	}
+	if len(rep.Scenarios) > 0 {
+		if _, err := fmt.Fprintln(w); err != nil {
+			return err
+		}
+	}
+	return rep.Load.writeTable(w, rep.Backend)
+}
+
+func (rep *Report) writeScenarios(w io.Writer) error {
 	tw := bufio.NewWriter(w)
 	rounds := "rounds"
 	if rep.Rounds == 1 {

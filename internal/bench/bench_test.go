@@ -52,7 +52,8 @@ func TestRunner(t *testing.T) {
 			require.Equal(t, targets[s.Name], s.Target, s.Name)
 			require.Equal(t, s.Ratio >= s.Target, s.Met, s.Name)
 		}
-		require.Equal(t, Scenarios(), names)
+		require.Equal(t, DefaultScenarios(), names)
+		require.Nil(t, rep.Load, "rebuild-load runs only when named")
 		out := progress.String()
 		require.Contains(t, out, "bench: "+backend+", scratch ")
 		require.Contains(t, out, "bench: filled 200 events in ")
@@ -95,8 +96,9 @@ func TestNew(t *testing.T) {
 	r, err := New(nil)
 	require.NoError(t, err)
 	require.Equal(t, Config{
-		DatabaseURL: "sqlite:canonlog.db", Scenarios: Scenarios(), Events: DefaultEvents,
-		Clients: DefaultClients, Rounds: DefaultRounds, Progress: r.cfg.Progress,
+		DatabaseURL: "sqlite:canonlog.db", Scenarios: DefaultScenarios(), Events: DefaultEvents,
+		Clients: DefaultClients, Rounds: DefaultRounds, Writers: DefaultWriters, LoadBaseline: DefaultLoadBaseline,
+		Progress: r.cfg.Progress,
 	}, r.cfg)
 
 	for name, cfg := range map[string]Config{
@@ -106,6 +108,10 @@ func TestNew(t *testing.T) {
 		"too many clients": {Clients: MaxClients + 1},
 		"negative rounds":  {Rounds: -1},
 		"too many rounds":  {Rounds: MaxRounds + 1},
+		"negative writers": {Writers: -1},
+		"too many writers": {Writers: MaxClients + 1},
+		"long baseline":    {LoadBaseline: MaxLoadBaseline + 1},
+		"negative rate":    {WriteRate: -1},
 	} {
 		_, err := New(&cfg)
 		require.Error(t, err, name)

@@ -22,6 +22,16 @@
 // PostgreSQL, a directory next to the SQLite file — and removes them at the
 // end, also on an error or an interrupt.
 //
+// # Rebuilds under load
+//
+// One scenario, rebuild-load, compares nothing with hand-written SQL: it
+// fills a log of mixed control-plane events through AppendBatch, starts
+// writers appending agent events one at a time and a follower at the head
+// (as `canonlog tail -f`), each on a pool of its own as separate processes
+// would be, and measures them while nothing else runs, during an online
+// rebuild of probe_failures, an offline one and a verify (LoadResult). It
+// runs only when named.
+//
 // # Hand-written SQL against event_log
 //
 // Outside package eventlog, this is the one package that holds SQL against

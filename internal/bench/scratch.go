@@ -30,7 +30,6 @@ type benchDB struct {
 	bare *eventlog.Log // no hook: the core alone
 }
 
-// fresh creates, opens and migrates a new scratch database.
 // freshPair returns two fresh databases: one for each side of a scenario
 // that writes, so that table and index sizes grow alike on both.
 func (r *run) freshPair(ctx context.Context) (ours, theirs *benchDB, err error) {
@@ -43,12 +42,26 @@ func (r *run) freshPair(ctx context.Context) (ours, theirs *benchDB, err error) 
 	return ours, theirs, nil
 }
 
+// fresh creates, opens and migrates a new scratch database.
 func (r *run) fresh(ctx context.Context) (*benchDB, error) {
 	sdb, err := r.set.Create(ctx)
 	if err != nil {
 		return nil, err
 	}
-	db, err := eventlog.OpenDB(ctx, sdb.URL)
+	b, err := r.open(ctx, sdb.URL)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := projection.Migrate(ctx, b.log, b.reg); err != nil {
+		return nil, fmt.Errorf("migrate scratch database: %w", err)
+	}
+	return b, nil
+}
+
+// open opens a pool of its own on a scratch database, with a registry of
+// its own: another process's view of the same database.
+func (r *run) open(ctx context.Context, url string) (*benchDB, error) {
+	db, err := eventlog.OpenDB(ctx, url)
 	if err != nil {
 		return nil, err
 	}
@@ -59,9 +72,6 @@ func (r *run) fresh(ctx context.Context) (*benchDB, error) {
 	}
 	if b.bare, err = eventlog.New(db, nil); err != nil {
 		return nil, err
-	}
-	if _, err := projection.Migrate(ctx, b.log, b.reg); err != nil {
-		return nil, fmt.Errorf("migrate scratch database: %w", err)
 	}
 	return b, nil
 }

@@ -19,7 +19,7 @@ func newBenchCommand(g *globals) *cobra.Command {
 		output string
 	)
 	cmd := &cobra.Command{
-		Use:   "bench [--scenario NAME…] [--events N] [--clients N] [--rounds N]",
+		Use:   "bench [--scenario NAME…] [--events N] [--clients N] [--rounds N] [--writers N] [--write-rate R] [--load-baseline D]",
 		Short: "Measure canonlog against hand-written SQL on this database",
 		Long: `bench measures each canonlog path next to a raw database/sql baseline doing
 the same work, alternately for several rounds, and prints the median rates
@@ -36,9 +36,19 @@ Scenarios (` + strings.Join(bench.Scenarios(), ", ") + `) and their sizes, from 
   append-batch  N/2000 batches of 1,000 probe results per side per round
   read          streams a log of N events
   rebuild       rebuilds probe_failures over a log of N events
-  query         N/100 sets of five gate queries per side per round`,
+  query         N/100 sets of five gate queries per side per round
+  rebuild-load  a log of N mixed events; --writers writers append agent events
+                one at a time and a follower tails the log, measured with
+                nothing else running (for --load-baseline), then during an
+                online rebuild of probe_failures, an offline rebuild and a
+                verify: append latency, stalls, tail lag, rebuild figures,
+                and the targets met or missed. Writers append as fast as
+                they can unless --write-rate caps them. Not a comparison
+                with raw SQL, and not run by default: name it with
+                --scenario.`,
 		Example: `  canonlog bench --database-url 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'
   canonlog bench --scenario rebuild --events 1000000
+  canonlog bench --scenario rebuild-load --events 1000000
   canonlog bench --database-url sqlite:canonlog.db --scenario read,query -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -54,6 +64,12 @@ Scenarios (` + strings.Join(bench.Scenarios(), ", ") + `) and their sizes, from 
 				return usagef("--clients is %d, must be between 1 and %d", cfg.Clients, bench.MaxClients)
 			case cfg.Rounds < 1 || cfg.Rounds > bench.MaxRounds:
 				return usagef("--rounds is %d, must be between 1 and %d", cfg.Rounds, bench.MaxRounds)
+			case cfg.Writers < 1 || cfg.Writers > bench.MaxClients:
+				return usagef("--writers is %d, must be between 1 and %d", cfg.Writers, bench.MaxClients)
+			case !(cfg.WriteRate >= 0):
+				return usagef("--write-rate is %v, must be 0 (no cap) or more", cfg.WriteRate)
+			case cfg.LoadBaseline <= 0 || cfg.LoadBaseline > bench.MaxLoadBaseline:
+				return usagef("--load-baseline is %s, must be more than 0 and at most %s", cfg.LoadBaseline, bench.MaxLoadBaseline)
 			}
 			if err := checkOutput(output, outputTable, outputJSON); err != nil {
 				return err
@@ -78,10 +94,13 @@ Scenarios (` + strings.Join(bench.Scenarios(), ", ") + `) and their sizes, from 
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringSliceVar(&cfg.Scenarios, "scenario", nil, "scenarios to run (repeat or comma-separate; default all): "+strings.Join(bench.Scenarios(), ", "))
-	fl.IntVar(&cfg.Events, "events", bench.DefaultEvents, "size of the run: log size for read, rebuild and query; appends are scaled from it")
+	fl.StringSliceVar(&cfg.Scenarios, "scenario", nil, "scenarios to run (repeat or comma-separate; default all but rebuild-load): "+strings.Join(bench.Scenarios(), ", "))
+	fl.IntVar(&cfg.Events, "events", bench.DefaultEvents, "size of the run: log size for read, rebuild, query and rebuild-load; appends are scaled from it")
 	fl.IntVar(&cfg.Clients, "clients", bench.DefaultClients, "concurrent clients of append-16")
 	fl.IntVar(&cfg.Rounds, "rounds", bench.DefaultRounds, "rounds per scenario; each round runs both sides, in alternating order")
+	fl.IntVar(&cfg.Writers, "writers", bench.DefaultWriters, "rebuild-load: concurrent writers appending one event at a time")
+	fl.Float64Var(&cfg.WriteRate, "write-rate", 0, "rebuild-load: cap on the writers' appends per second together (0: as fast as they can)")
+	fl.DurationVar(&cfg.LoadBaseline, "load-baseline", bench.DefaultLoadBaseline, "rebuild-load: how long to measure the writers with no rebuild or verify running")
 	fl.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the run (both sides, client side only) to this file, for go tool pprof")
 	addOutputFlag(cmd, &output, outputTable, outputJSON)
 	return cmd

@@ -66,6 +66,20 @@ func TestBench(t *testing.T) {
 		require.True(t, strings.HasPrefix(lines[2], "read "), r.out)
 		require.True(t, strings.HasPrefix(lines[3], "rebuild "), r.out)
 		require.Contains(t, lines[3], "MiB")
+
+		// rebuild-load takes its own flags and reports in a section of its
+		// own.
+		out = c.ok("", "bench", "--scenario", "rebuild-load", "--events", "100", "--writers", "1", "--write-rate", "200", "--load-baseline", "100ms", "-o", "json")
+		rep = bench.Report{}
+		require.NoError(t, json.Unmarshal([]byte(out), &rep))
+		require.Empty(t, rep.Scenarios)
+		require.NotNil(t, rep.Load)
+		require.Equal(t, 100, rep.Load.Events)
+		require.Equal(t, 1, rep.Load.Writers)
+		require.Equal(t, 100.0, rep.Load.BaselineMS)
+		require.Equal(t, 200.0, rep.Load.WriteRate)
+		require.Len(t, rep.Load.Cases, 4)
+		require.NotEmpty(t, rep.Load.Targets)
 	})
 }
 
@@ -79,6 +93,11 @@ func TestBenchUsage(t *testing.T) {
 		{"bench", "--clients", "0"},
 		{"bench", "--clients", "257"},
 		{"bench", "-o", "yaml"},
+		{"bench", "--writers", "0"},
+		{"bench", "--writers", "257"},
+		{"bench", "--load-baseline", "0s"},
+		{"bench", "--load-baseline", "2h"},
+		{"bench", "--write-rate", "-1"},
 	} {
 		_, errOut, code := runCLI(t, args...)
 		require.Equal(t, exitUsage, code, "%v: %s", args, errOut)
