@@ -138,9 +138,14 @@ func rebuildDuringConcurrentAppends(t *testing.T, offline bool, pause time.Durat
 			retries  atomic.Int64
 			errs     = make(chan error, 8)
 		)
+		// Each writer stops after maxAppends calls: an online rebuild
+		// ends only once it outpaces the appends, which a loaded machine
+		// may never let it do while they go on (a run spent 20 minutes in
+		// one build, the log growing faster than it was read).
+		const maxAppends = 400
 		for w := range 6 {
 			wg.Go(func() {
-				for i := 0; ; i++ {
+				for i := 0; i < maxAppends; i++ {
 					select {
 					case <-stop:
 						return
