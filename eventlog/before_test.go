@@ -166,7 +166,7 @@ func TestFollowDrainTx(t *testing.T) {
 		}
 		require.Equal(t, want, got)
 		require.GreaterOrEqual(t, pages, 3)
-		require.Equal(t, want[4], f.Position().Seq)
+		require.GreaterOrEqual(t, f.Position().Seq, want[4], "the cursor is past the last event drained (or past the window that held it)")
 		for _, err := range f.DrainTx(ctx, tx) {
 			require.NoError(t, err)
 			t.Fatal("a second drain found more")
