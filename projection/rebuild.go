@@ -2,6 +2,8 @@ package projection
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"iter"
@@ -135,6 +137,10 @@ func rebuildOne(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *r
 					// A cancelled statement can cost the rebuild its
 					// connection, and the error then only says that.
 					err = fmt.Errorf("%w (%w)", cerr, err)
+				} else if cerr == nil && errors.Is(err, sql.ErrConnDone) {
+					// The server ended the rebuild's own session: a lost
+					// connection, retryable as any other (eventlog.Retryable).
+					err = fmt.Errorf("%w: %w", driver.ErrBadConn, err)
 				}
 				return RebuildResult{}, fmt.Errorf("projection: rebuild %s online: %w", e.name, err)
 			default:
