@@ -58,9 +58,15 @@ func readRebuildStates(ctx context.Context, q sqlx.QueryerContext, names []strin
 	if len(names) == 0 {
 		return nil, nil
 	}
+	var live string
+	if err := q.QueryRowxContext(ctx, `SELECT current_schema()`).Scan(&live); err != nil {
+		return nil, fmt.Errorf("projection: look for online rebuilds: %w", err)
+	}
 	locks := make([]string, len(names))
+	shadows := make([]string, len(names))
+	retired := make([]string, len(names))
 	for i, n := range names {
-		locks[i] = rebuildLock(n)
+		locks[i], shadows[i], retired[i] = rebuildLock(n), shadowSchema(live, n), retiredSchema(live, n)
 	}
 	var rows []struct {
 		Name     string `db:"name"`
@@ -69,7 +75,7 @@ func readRebuildStates(ctx context.Context, q sqlx.QueryerContext, names []strin
 		Running  bool   `db:"running"`
 		Readable bool   `db:"readable"`
 	}
-	if err := sqlx.SelectContext(ctx, q, &rows, rebuildStatesQuery, pq.Array(names), pq.Array(locks)); err != nil {
+	if err := sqlx.SelectContext(ctx, q, &rows, rebuildStatesQuery, pq.Array(names), pq.Array(locks), pq.Array(shadows), pq.Array(retired)); err != nil {
 		return nil, fmt.Errorf("projection: look for online rebuilds: %w", err)
 	}
 	out := make(map[string]*RebuildState)
@@ -91,22 +97,16 @@ func readRebuildStates(ctx context.Context, q sqlx.QueryerContext, names []strin
 }
 
 // rebuildStatesQuery finds, for each projection name in $1 with its
-// rebuild lock's name in $2, the rebuild schemas that exist, the shadow
-// first. The schema names are those of rebuildSchema, computed here for
-// the current schema so that one query does it all; TestRebuildStatus
-// rebuilds projections whose names take each of its three forms.
-// pg_namespace, pg_class and pg_locks are readable by every role; the
-// progress table is read only where the privileges allow it.
+// rebuild lock's name in $2 and its shadow and retired schemas' names in
+// $3 and $4 (shadowSchema, retiredSchema), the rebuild schemas that
+// exist, the shadow first. pg_namespace, pg_class and pg_locks are
+// readable by every role; the progress table is read only where the
+// privileges allow it.
 var rebuildStatesQuery = `WITH p AS (
-  SELECT p.name, p.lock, r.shadow, r.role, current_schema() AS live,
-    left(encode(sha256(convert_to(current_schema() || '.' || p.name, 'UTF8')), 'hex'), 16) AS h
-  FROM unnest($1::text[], $2::text[]) AS p(name, lock), (VALUES (true, 'rebuild'), (false, 'retired')) AS r(shadow, role)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS p(name, lock, shadow_schema, retired_schema)
 ), s AS (
-  SELECT name, lock, shadow, CASE
-    WHEN octet_length(live || '__' || role || '_' || name) <= 63 THEN live || '__' || role || '_' || name
-    WHEN octet_length(live || '__' || role || '_' || h) <= 63 THEN live || '__' || role || '_' || h
-    ELSE 'canonlog_' || role || '_' || h END AS schema
-  FROM p
+  SELECT name, lock, true AS shadow, shadow_schema AS schema FROM p
+  UNION ALL SELECT name, lock, false, retired_schema FROM p
 )
 SELECT s.name, n.nspname AS schema, s.shadow,
   EXISTS (SELECT 1 FROM pg_locks l, (SELECT ` + pglock.KeyExpr("s.lock") + ` AS k) AS key
