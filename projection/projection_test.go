@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/eventlogtest"
 	"github.com/canonlog/canonlog/internal/dbtest"
 	"github.com/canonlog/canonlog/projection"
 )
@@ -23,17 +22,7 @@ var t0 = time.Date(2026, 5, 16, 1, 0, 0, 0, time.UTC)
 // registered and installed.
 func setup(t *testing.T, backend string, ps ...projection.Projection) (*eventlog.Log, *projection.Registry, *sqlx.DB) {
 	t.Helper()
-	db := dbtest.New(t, backend).Open(t)
-	reg, err := projection.NewRegistry(ps...)
-	require.NoError(t, err)
-	clock := eventlogtest.NewFakeClock(t0)
-	clock.SetStep(time.Millisecond)
-	log, err := eventlog.New(db, &eventlog.Config{Hook: reg, Clock: clock})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = log.Close() })
-	_, err = projection.Migrate(context.Background(), log, reg)
-	require.NoError(t, err)
-	return log, reg, db
+	return setupIn(t, dbtest.New(t, backend), ps...)
 }
 
 func ev(kind eventlog.Kind, host, payload string) eventlog.Entry {
