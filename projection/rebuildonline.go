@@ -61,6 +61,11 @@ const (
 	swapLockTimeout = 2 * time.Second
 	// swapAttempts bounds those tries.
 	swapAttempts = 5
+	// foreignKeyLockTimeout bounds each wait to add a foreign key to the
+	// copy: appends of every kind queue behind it.
+	foreignKeyLockTimeout = 100 * time.Millisecond
+	// foreignKeyRetry is the pause between those tries, once caught up.
+	foreignKeyRetry = 200 * time.Millisecond
 )
 
 // rebuildLock names the session lock an online rebuild holds on
@@ -181,6 +186,10 @@ func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e
 	}); err != nil {
 		return res, err
 	}
+	indexed, err := b.index(ctx)
+	if err != nil {
+		return res, fmt.Errorf("projection %s: index the copy: %w", e.name, err)
+	}
 
 	// Catch up: the events committed since start, in commit order. Each
 	// round reads up to the followers' horizon. Once a round is short (it
@@ -231,6 +240,22 @@ func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e
 		again, err := round()
 		if err != nil {
 			return res, fmt.Errorf("projection %s: catch up: %w", e.name, err)
+		}
+		if !indexed {
+			// The swap needs the foreign keys; a transaction that
+			// holds them back (one writing event_log for long) is
+			// waited for here, catching up meanwhile.
+			if indexed, err = b.index(ctx); err != nil {
+				return res, fmt.Errorf("projection %s: index the copy: %w", e.name, err)
+			}
+			if !indexed && !again {
+				select {
+				case <-ctx.Done():
+					return res, ctx.Err()
+				case <-time.After(foreignKeyRetry):
+				}
+			}
+			continue
 		}
 		if !again {
 			break
@@ -328,6 +353,13 @@ type builder interface {
 	// build applies to the copy the events opts selects, calling done
 	// with the number of events after each page.
 	build(ctx context.Context, log *eventlog.Log, opts *eventlog.ReadOptions, done func(int)) error
+	// index gives the built copy what prepare left out so that the build
+	// need not check it row by row: foreign keys, each checked in one
+	// pass over the built table. It reports whether they are all in
+	// place; if not, a transaction held a lock in the way, and index is
+	// called again after a while. Indexes are there from the start: the
+	// projection's statements may look rows up by any of them.
+	index(ctx context.Context) (bool, error)
 	// inTx runs fn in a short transaction that writes the copy.
 	inTx(ctx context.Context, fn func(*sqlx.Tx) error) error
 	// progress records how far the rebuild is, for Status; best effort.
@@ -374,6 +406,16 @@ type pgBuilder struct {
 	tables []string
 	live   string // the live schema (current_schema())
 	shadow string
+	// fks are the copy's foreign keys, which index adds after the
+	// build.
+	fks []foreignKey
+}
+
+// foreignKey is a foreign key of the copy: ALTER TABLE table ADD
+// CONSTRAINT name def.
+type foreignKey struct {
+	table, name, def string
+	notValid         bool // as the live one is: index leaves it so
 }
 
 func (b *pgBuilder) prepare(ctx context.Context) error {
@@ -420,7 +462,6 @@ func (b *pgBuilder) prepare(ctx context.Context) error {
 			return fmt.Errorf("copy table %s: %w", t, err)
 		}
 	}
-	var fks []string
 	for _, t := range b.tables {
 		var cons []struct {
 			Name string `db:"conname"`
@@ -432,11 +473,13 @@ WHERE conrelid = $1::regclass AND contype IN ('p', 'u', 'x', 'f') ORDER BY conty
 			return err
 		}
 		for _, c := range cons {
-			stmt := `ALTER TABLE ` + sh + `.` + quoteIdent(t) + ` ADD CONSTRAINT ` + quoteIdent(c.Name) + ` ` + c.Def
 			if c.Type == "f" {
-				fks = append(fks, stmt)
+				// Validated by index unless the live one is not.
+				def, notValid := strings.CutSuffix(c.Def, " NOT VALID")
+				b.fks = append(b.fks, foreignKey{table: sh + `.` + quoteIdent(t), name: quoteIdent(c.Name), def: def, notValid: notValid})
 				continue
 			}
+			stmt := `ALTER TABLE ` + sh + `.` + quoteIdent(t) + ` ADD CONSTRAINT ` + quoteIdent(c.Name) + ` ` + c.Def
 			if _, err := b.conn.ExecContext(ctx, stmt); err != nil {
 				return fmt.Errorf("copy constraint %s of %s: %w", c.Name, t, err)
 			}
@@ -464,15 +507,46 @@ ORDER BY i.indexrelid`, lv+"."+quoteIdent(t)); err != nil {
 	if _, err := b.conn.ExecContext(ctx, `SET search_path TO `+sh+`, `+path); err != nil {
 		return err
 	}
-	if _, err := b.conn.ExecContext(ctx, `SET synchronous_commit = off`); err != nil {
-		return err
-	}
-	for _, s := range fks {
-		if _, err := b.conn.ExecContext(ctx, s); err != nil {
-			return fmt.Errorf("copy foreign key: %w", err)
+	_, err := b.conn.ExecContext(ctx, `SET synchronous_commit = off`)
+	return err
+}
+
+// index adds the copy's foreign keys, which prepare deferred: checked
+// row by row, a foreign key looks up and locks (FOR KEY SHARE) the row
+// it references, for probe_failures a row of event_log, which the lock
+// dirties; checked after the build, it is one join. For probe_failures
+// that is about ten times less work (docs/performance.md, "Rebuilds and
+// verify under load"). Each is added NOT VALID, which needs a lock on
+// the table it references that waits for every transaction writing it
+// (for event_log, every append in flight) and holds new ones back:
+// index waits foreignKeyLockTimeout at most, and reports false when a
+// transaction was in the way, to be called again later. Validation
+// lets appends go on.
+func (b *pgBuilder) index(ctx context.Context) (bool, error) {
+	for len(b.fks) > 0 {
+		fk := b.fks[0]
+		// Not inTx: the lock on the referenced table is the point.
+		err := withConnTx(ctx, b.conn, eventlog.Postgres, func(tx *sqlx.Tx) error {
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, foreignKeyLockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `ALTER TABLE `+fk.table+` ADD CONSTRAINT `+fk.name+` `+fk.def+` NOT VALID`)
+			return err
+		})
+		if isLockTimeout(err) && ctx.Err() == nil {
+			return false, nil // a transaction writing the table is in the way
 		}
+		if err != nil {
+			return false, fmt.Errorf("copy foreign key: %w", err)
+		}
+		if !fk.notValid {
+			if _, err := b.conn.ExecContext(ctx, `ALTER TABLE `+fk.table+` VALIDATE CONSTRAINT `+fk.name); err != nil {
+				return false, fmt.Errorf("check foreign key: %w", err)
+			}
+		}
+		b.fks = b.fks[1:]
 	}
-	return nil
+	return true, nil
 }
 
 // indexDefRE splits pg_get_indexdef's "CREATE [UNIQUE] INDEX name ON
@@ -762,6 +836,10 @@ func (b *sqliteBuilder) prepare(ctx context.Context) error {
 		return r.RegisterAuthorizer(b.authorize)
 	})
 }
+
+// index has nothing to add: the copy has no foreign keys (they could
+// not reference the main database from the temporary one).
+func (b *sqliteBuilder) index(context.Context) (bool, error) { return true, nil }
 
 func (b *sqliteBuilder) authorize(action sqlite.AuthorizerActionCode, table, _, database, _ string) sqlite.AuthorizerReturnCode {
 	switch action {
