@@ -184,7 +184,7 @@ func TestExplainFollowFilteredWithoutStatistics(t *testing.T) {
 	dbtest.Admin(t)
 	b := dbtest.New(t, "postgres")
 	db := b.Migrated(t)
-	fillLog(t, db, 20_000)
+	fillLog(t, db, 20_000, false)
 
 	rec := &recorder{}
 	log, err := eventlog.New(recordingDB(t, b.URL, rec), nil)

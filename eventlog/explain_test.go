@@ -40,7 +40,7 @@ func TestExplainQueries(t *testing.T) {
 	ctx := context.Background()
 	b := dbtest.New(t, "postgres")
 	db := b.Migrated(t)
-	fillLog(t, db, 100_000)
+	fillLog(t, db, 100_000, true)
 
 	rec := &recorder{}
 	log, err := eventlog.New(recordingDB(t, b.URL, rec), nil)
@@ -222,8 +222,16 @@ func filterColumn(f eventlog.Filter) (string, string) {
 // the events each, and a small canary rollout (every 400th event); kinds
 // skewed from agent events (half the log) down to gate decisions (every
 // 200th event). Rollout events carry no host, manifest polls no rollout.
-func fillLog(t *testing.T, db *sqlx.DB, n int) {
+// fillLog inserts n events in SQL, with every predefined kind. With
+// analyze the table then has statistics; without, it has none, as after a
+// bulk load or a restore with autovacuum behind (which is switched off
+// for the table, so that it stays so).
+func fillLog(t *testing.T, db *sqlx.DB, n int, analyze bool) {
 	t.Helper()
+	if !analyze {
+		_, err := db.Exec(`ALTER TABLE event_log SET (autovacuum_enabled = false)`)
+		require.NoError(t, err)
+	}
 	// kinds[i % 200] is event i's kind.
 	weights := []struct {
 		kind eventlog.Kind
@@ -254,8 +262,14 @@ SELECT timestamptz '2026-05-16 00:00:00+00' + i * interval '10 milliseconds',
        ('{"i":' || i || '}')::json
 FROM (SELECT i, ($1::text[])[1 + i % 200] AS kind FROM generate_series(1, $2::int) AS i) AS g`, pq.Array(kinds), n)
 	require.NoError(t, err)
-	_, err = db.Exec(`ANALYZE event_log`)
-	require.NoError(t, err)
+	if analyze {
+		_, err = db.Exec(`ANALYZE event_log`)
+		require.NoError(t, err)
+	} else {
+		var analyzed bool
+		require.NoError(t, db.Get(&analyzed, `SELECT EXISTS (SELECT 1 FROM pg_stats WHERE schemaname = current_schema() AND tablename = 'event_log')`))
+		require.False(t, analyzed, "event_log has statistics")
+	}
 
 	var got []string
 	require.NoError(t, db.Select(&got, `SELECT DISTINCT kind FROM event_log ORDER BY kind`))
@@ -458,3 +472,78 @@ func (c *recordingConn) CheckNamedValue(nv *driver.NamedValue) error {
 }
 func (c *recordingConn) ResetSession(ctx context.Context) error { return c.inner.ResetSession(ctx) }
 func (c *recordingConn) IsValid() bool                          { return c.inner.IsValid() }
+
+// A filtered streaming read (Pages with Kinds or Before: what a rebuild,
+// a verify and Migrate's check read) stays linear in the log on a table
+// that was never analyzed: each page reads a bounded range of seqs, and
+// every scan of its plan — of the primary key, of the (kind, seq) index,
+// or a bitmap of either — is bounded by that range in its index
+// condition. Without the range, such a table gets a bitmap of every
+// matching event after the cursor, sorted, on every page.
+func TestExplainPagesWithoutStatistics(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := dbtest.New(t, "postgres")
+	db := b.Migrated(t)
+	fillLog(t, db, 100_000, false)
+
+	rec := &recorder{}
+	log, err := eventlog.New(recordingDB(t, b.URL, rec), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = log.Close() })
+	start, err := log.PositionAtHead(ctx)
+	require.NoError(t, err)
+
+	for _, c := range []struct {
+		name  string
+		opts  eventlog.ReadOptions
+		kinds []string
+	}{
+		{"CommonKind", eventlog.ReadOptions{Kinds: []eventlog.Kind{eventlog.KindAgentEvent}}, []string{"agent_event"}},
+		{"RareKind", eventlog.ReadOptions{Kinds: []eventlog.Kind{eventlog.KindGateDecision}}, []string{"gate_decision"}},
+		{"Kinds", eventlog.ReadOptions{Kinds: []eventlog.Kind{eventlog.KindAgentEvent, eventlog.KindEffect}}, []string{"agent_event", "effect"}},
+		{"Before", eventlog.ReadOptions{Kinds: []eventlog.Kind{eventlog.KindPlanAction}, Before: &start}, []string{"plan_action"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var want []int64
+			require.NoError(t, db.Select(&want, `SELECT seq FROM event_log WHERE kind = ANY($1) ORDER BY seq`, pq.Array(c.kinds)))
+			require.NotEmpty(t, want)
+
+			rec.reset()
+			opts := c.opts
+			opts.PageSize = 500
+			var got []int64
+			for page, err := range log.Pages(ctx, 0, &opts) {
+				require.NoError(t, err)
+				for _, ev := range page {
+					got = append(got, ev.Seq)
+				}
+			}
+			require.Equal(t, want, got, "every matching event once, in seq order")
+
+			rec.mu.Lock()
+			queries := slices.Clone(rec.queries)
+			rec.mu.Unlock()
+			var pages []recordedQuery
+			for _, q := range queries {
+				if strings.Contains(q.sql, "ORDER BY seq LIMIT") {
+					pages = append(pages, q)
+				}
+			}
+			// Linear: about one page of matches per query, and not many
+			// more queries than pages of matches, however rare the kind.
+			require.LessOrEqual(t, len(pages), 2*(len(want)/opts.PageSize+1)+20, "%d queries for %d events", len(pages), len(want))
+			for _, q := range []recordedQuery{pages[0], pages[len(pages)/2], pages[len(pages)-1]} {
+				plan := explain(t, db, q.sql, q.args)
+				require.Empty(t, plan.find("Seq Scan"), "plan:\n%s", plan)
+				scans := plan.find("Index Scan", "Index Only Scan", "Bitmap Index Scan")
+				require.NotEmpty(t, scans, "plan:\n%s", plan)
+				for _, s := range scans {
+					require.Contains(t, s.IndexCond, "seq > ", "the scan starts at the cursor; plan:\n%s", plan)
+					require.Contains(t, s.IndexCond, "seq <= ", "the scan ends with the range; plan:\n%s", plan)
+				}
+				t.Logf("plan:\n%s", plan)
+			}
+		})
+	}
+}

@@ -386,9 +386,7 @@ func TestExplainFollow(t *testing.T) {
 	dbtest.Admin(t)
 	b := dbtest.New(t, "postgres")
 	db := b.Migrated(t)
-	fillLog(t, db, 20_000)
-	_, err := db.Exec(`ANALYZE event_log`)
-	require.NoError(t, err)
+	fillLog(t, db, 20_000, true)
 
 	rec := &recorder{}
 	log, err := eventlog.New(recordingDB(t, b.URL, rec), nil)
