@@ -155,71 +155,94 @@ func (l *Log) pagesAll(ctx context.Context, q sqlx.QueryerContext, afterSeq int6
 	}
 }
 
-// pagesInRanges is pages with a filter (kinds, Before). Each page reads
-// the matching events of a bounded range of seqs after the cursor:
-//
-//	seq > cursor AND seq <= cursor + span AND <filter> ORDER BY seq LIMIT n
-//
-// The range is what keeps a full read linear whatever the planner knows.
-// With "seq > cursor" alone, a table without statistics (after a bulk
-// load or a restore, with autovacuum behind or off) gets planned as a
-// bitmap scan of the (kind, seq) index over every matching event after
-// the cursor, sorted, on every page: quadratic in the log (a 300,000
-// event rebuild took three times as long as after ANALYZE). Bounded by
-// the range, whichever plan the planner picks — the matching index, the
-// primary key, a bitmap — reads no more than the range holds, so the
-// whole read costs about one pass over the log, and the planner may still
-// use the (kind, seq) index to skip the events of other kinds. The span
-// follows the matches' density: about one page of matches per range.
+// pagesInRanges is pages with a filter (kinds, Before): see rangeReader.
 func (l *Log) pagesInRanges(ctx context.Context, q sqlx.QueryerContext, afterSeq int64, o ReadOptions, where string, args []any, yield func([]Event, error) bool) {
-	query := l.db.Rebind(`SELECT ` + eventColumns + ` FROM event_log WHERE seq > ? AND seq <= ?` + andRest(where) + ` ORDER BY seq LIMIT ?`)
-	var head int64 // the log's last seq, read when the ranges reach it
-	if err := q.QueryRowxContext(ctx, l.q.lastSeq).Scan(&head); err != nil {
-		yield(nil, fmt.Errorf("eventlog: read the last seq: %w", err))
-		return
-	}
+	r := l.newRangeReader(q, afterSeq, where, args, o.PageSize, o.MaxPageBytes)
 	limit := o.PageSize
-	span := int64(limit)
-	qargs := append([]any{int64(0), int64(0)}, args...)
-	qargs = append(qargs, 0)
 	for {
-		if afterSeq >= head {
-			// The ranges reached the head as it was: read it again, for
-			// events appended since.
-			if err := q.QueryRowxContext(ctx, l.q.lastSeq).Scan(&head); err != nil {
-				yield(nil, fmt.Errorf("eventlog: read the last seq: %w", err))
-				return
-			}
-			if afterSeq >= head {
-				return
-			}
-		}
-		end := afterSeq + min(span, math.MaxInt64-afterSeq)
-		qargs[0], qargs[1], qargs[len(qargs)-1] = afterSeq, end, limit
-		page, truncated, err := readEvents(ctx, q, query, qargs, limit, o.MaxPageBytes)
+		page, err := r.next(ctx, limit)
 		if err != nil {
 			yield(nil, err)
 			return
 		}
-		full := truncated || len(page) == limit
-		if full {
-			// More matches than a page in the range: the next range
-			// begins after the last one read, and is as long as this
-			// page took.
-			last := page[len(page)-1].Seq
-			span = max(int64(limit), (last-afterSeq)*5/4)
-			afterSeq = last
-		} else {
-			// The range is read to its end. Aim the next one at a page
-			// of matches, growing at most sixteenfold at a time.
-			span = min(span*16, max(int64(limit), span*int64(limit)/int64(max(len(page), 1))), maxSpan)
-			afterSeq = end
-		}
-		if len(page) > 0 && !yield(page, nil) {
+		if page == nil || !yield(page, nil) {
 			return
 		}
+		limit = nextLimit(page, o)
+	}
+}
+
+// rangeReader reads the events matching a filter after a cursor, in seq
+// order, a page at a time. Each page reads the matching events of a
+// bounded range of seqs after the cursor:
+//
+//	seq > cursor AND seq <= cursor + span AND <filter> ORDER BY seq LIMIT n
+//
+// The range is what keeps a read linear whatever the planner knows. With
+// "seq > cursor" alone, a table without statistics (after a bulk load or
+// a restore, with autovacuum behind or off) gets planned as a bitmap scan
+// of the (kind, seq) index over every matching event after the cursor,
+// sorted, on every page: quadratic in the log (a rebuild of 300,000
+// events took three times as long as after ANALYZE). Bounded by the
+// range, whichever plan the planner picks — the matching index, the
+// primary key, a bitmap — reads no more than the range holds, so a whole
+// read costs about one pass over the log, and the planner may still use
+// the matching index to skip the other events. The span follows the
+// density of matches: about one page of matches per range.
+type rangeReader struct {
+	l        *Log
+	q        sqlx.QueryerContext
+	query    string
+	args     []any // cursor, range end, the filter's, limit
+	after    int64
+	head     int64 // the log's last seq as last read; -1 before the first
+	span     int64
+	maxBytes int
+}
+
+func (l *Log) newRangeReader(q sqlx.QueryerContext, afterSeq int64, where string, args []any, pageSize, maxBytes int) *rangeReader {
+	qargs := append([]any{int64(0), int64(0)}, args...)
+	return &rangeReader{
+		l: l, q: q, after: afterSeq, head: -1, span: int64(pageSize), maxBytes: maxBytes,
+		query: l.db.Rebind(`SELECT ` + eventColumns + ` FROM event_log WHERE seq > ? AND seq <= ?` + andRest(where) + ` ORDER BY seq LIMIT ?`),
+		args:  append(qargs, 0),
+	}
+}
+
+// next returns the next page of at most limit matching events (fewer
+// when maxBytes cut it short), nil after the last one. A nil page comes
+// once the ranges pass the log's last seq, read again when reached, so
+// the events appended meanwhile are read too.
+func (r *rangeReader) next(ctx context.Context, limit int) ([]Event, error) {
+	for {
+		if r.after >= r.head {
+			if err := r.q.QueryRowxContext(ctx, r.l.q.lastSeq).Scan(&r.head); err != nil {
+				return nil, fmt.Errorf("eventlog: read the last seq: %w", err)
+			}
+			if r.after >= r.head {
+				return nil, nil
+			}
+		}
+		end := r.after + min(r.span, math.MaxInt64-r.after)
+		r.args[0], r.args[1], r.args[len(r.args)-1] = r.after, end, limit
+		page, truncated, err := readEvents(ctx, r.q, r.query, r.args, limit, r.maxBytes)
+		if err != nil {
+			return nil, err
+		}
+		if truncated || len(page) == limit {
+			// More matches in the range than a page: the next range
+			// begins after the last one read, as long as this page took.
+			last := page[len(page)-1].Seq
+			r.span = max(int64(limit), (last-r.after)*5/4)
+			r.after = last
+			return page, nil
+		}
+		// The range is read to its end. Aim the next one at a page of
+		// matches, growing at most sixteenfold at a time.
+		r.span = min(r.span*16, max(int64(limit), r.span*int64(limit)/int64(max(len(page), 1))), maxSpan)
+		r.after = end
 		if len(page) > 0 {
-			limit = nextLimit(page, o)
+			return page, nil
 		}
 	}
 }
