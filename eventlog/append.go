@@ -3,8 +3,10 @@ package eventlog
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 
@@ -54,6 +56,9 @@ func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error
 			return nil, fmt.Errorf("eventlog: append: %w", err)
 		}
 	}
+	if l.oneStatement(prepared, locks) {
+		return l.appendOneStatement(ctx, prepared[0])
+	}
 	var res []Result
 	err = dbutil.WithTx(ctx, l.db, nil, func(tx *sqlx.Tx) error {
 		var err error
@@ -64,6 +69,85 @@ func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error
 		return nil, outcomeError(err)
 	}
 	return res, nil
+}
+
+// hookWants reports whether the hook is to see events: there is one, and
+// unless it is a SelectiveHook, it consumes at least one of them.
+func (l *Log) hookWants(events []Event) bool {
+	if l.hook == nil {
+		return false
+	}
+	sh, ok := l.hook.(SelectiveHook)
+	return !ok || slices.ContainsFunc(events, func(ev Event) bool { return sh.Consumes(ev.Kind) })
+}
+
+// oneStatement reports whether an append of entries is one INSERT and
+// nothing else: on PostgreSQL, a single entry with an event id, with
+// SerializeAppends off, of a kind the hook does not consume (no hook, or
+// a SelectiveHook that does not want it) and that takes no shared lock.
+// It then runs autocommitted: one round trip instead of three (BEGIN,
+// INSERT, COMMIT).
+//
+// The event id is what makes that safe. database/sql sends a statement
+// again, on another connection, when the driver reports the first one
+// bad, and lib/pq does so also when the server closed the connection
+// after receiving the statement (io.EOF), which may have committed it.
+// A transaction's statement is never sent again; an autocommitted one
+// is, and without an event id it could store the event twice. With one,
+// the second attempt finds the first's event and reports it as a
+// duplicate, at its seq.
+func (l *Log) oneStatement(entries []preparedEntry, locks []string) bool {
+	if l.backend != Postgres || len(entries) != 1 || entries[0].EventID == "" || l.serialize || len(locks) > 0 {
+		return false
+	}
+	if l.hook == nil {
+		return true
+	}
+	sh, ok := l.hook.(SelectiveHook)
+	return ok && !sh.Consumes(entries[0].Kind)
+}
+
+// appendOneStatement appends e with one autocommitted INSERT (see
+// oneStatement). A duplicate event id costs a second statement, which
+// reads the stored event.
+func (l *Log) appendOneStatement(ctx context.Context, e preparedEntry) ([]Result, error) {
+	st, err := l.stmt(ctx, l.q.insertOne)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: append: %w", err)
+	}
+	var seq int64
+	err = st.QueryRowxContext(ctx, FormatTime(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID).Scan(&seq)
+	switch {
+	case err == nil:
+		return []Result{{Event: Event{Seq: seq, Kind: e.Kind, TS: e.TS, HostID: e.HostID,
+			RolloutID: e.RolloutID, Payload: e.Payload, EventID: e.EventID}}}, nil
+	case errors.Is(err, sql.ErrNoRows):
+		// ON CONFLICT skipped it: the event id is stored.
+		results := make([]Result, 1)
+		if err := l.resolveDuplicates(ctx, l.db, []preparedEntry{e}, []int64{0}, []int{0}, results); err != nil {
+			return nil, err
+		}
+		return results, nil
+	}
+	return nil, autocommitError(err)
+}
+
+// autocommitError says what a caller must know of a failed autocommitted
+// append: when its answer was lost with the connection, the statement,
+// its own transaction, may have committed, as a lost COMMIT may have.
+// The server's refusal, a bad connection (database/sql's word for one
+// that failed before the statement was sent, which it retried) and a
+// failed dial leave no doubt.
+func autocommitError(err error) error {
+	var (
+		pqErr *pq.Error
+		opErr *net.OpError
+	)
+	unsent := errors.As(err, &pqErr) || errors.Is(err, driver.ErrBadConn) || (errors.As(err, &opErr) && opErr.Op == "dial")
+	if !unsent && Retryable(err) {
+		return fmt.Errorf("eventlog: append: autocommitted insert: %w (the append may have committed: retry with the same event ids)", err)
+	}
+	return fmt.Errorf("eventlog: append: %w", err)
 }
 
 // outcomeError names a failed BEGIN or COMMIT as an append's, and says
@@ -150,7 +234,7 @@ func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []prepare
 			return nil, err
 		}
 	}
-	if len(fresh) > 0 && l.hook != nil {
+	if len(fresh) > 0 && l.hookWants(fresh) {
 		if err := l.hook.AfterAppend(ctx, tx, fresh); err != nil {
 			return nil, err
 		}
@@ -416,7 +500,7 @@ func (l *Log) insertBatchOnConflict(ctx context.Context, tx *sqlx.Tx, entries []
 // resolveDuplicates fills results[i] for every entry i in dupIdx with the
 // stored event owning its event id, or fails when the content differs.
 // seqs are the seqs this call inserted (0 for the duplicates).
-func (l *Log) resolveDuplicates(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, seqs []int64, dupIdx []int, results []Result) error {
+func (l *Log) resolveDuplicates(ctx context.Context, q sqlx.QueryerContext, entries []preparedEntry, seqs []int64, dupIdx []int, results []Result) error {
 	ids := make([]string, 0, len(dupIdx))
 	for _, i := range dupIdx {
 		ids = append(ids, entries[i].EventID)
@@ -427,7 +511,7 @@ func (l *Log) resolveDuplicates(ctx context.Context, tx *sqlx.Tx, entries []prep
 	if err != nil {
 		return fmt.Errorf("eventlog: look up duplicates: %w", err)
 	}
-	rows, err := tx.QueryxContext(ctx, tx.Rebind(query), args...)
+	rows, err := q.QueryxContext(ctx, l.db.Rebind(query), args...)
 	if err != nil {
 		return fmt.Errorf("eventlog: look up duplicates: %w", err)
 	}

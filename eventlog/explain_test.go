@@ -353,10 +353,71 @@ type recordedQuery struct {
 	prepared bool // sent with PrepareContext (args then go to the statement)
 }
 
-// recorder keeps the statements a recording pool sends to PostgreSQL.
+// recorder keeps the statements a recording pool sends to PostgreSQL,
+// and in trips every exchange with the server: BEGIN, COMMIT, ROLLBACK,
+// each statement prepared, run, or run from a prepared statement.
 type recorder struct {
 	mu      sync.Mutex
 	queries []recordedQuery
+	trips   []string
+}
+
+func (r *recorder) trip(what string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.trips = append(r.trips, what)
+}
+
+func (r *recorder) roundTrips() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.trips)
+}
+
+// recordingTx records COMMIT and ROLLBACK.
+type recordingTx struct {
+	inner driver.Tx
+	rec   *recorder
+}
+
+func (t recordingTx) Commit() error {
+	t.rec.trip("COMMIT")
+	return t.inner.Commit()
+}
+
+func (t recordingTx) Rollback() error {
+	t.rec.trip("ROLLBACK")
+	return t.inner.Rollback()
+}
+
+// recordingStmt records each run of a prepared statement.
+type recordingStmt struct {
+	inner interface {
+		driver.Stmt
+		driver.StmtQueryContext
+		driver.StmtExecContext
+	}
+	query string
+	rec   *recorder
+}
+
+func (s recordingStmt) Close() error  { return s.inner.Close() }
+func (s recordingStmt) NumInput() int { return s.inner.NumInput() }
+
+//lint:ignore SA1019 driver.Stmt requires them; database/sql uses the Context forms.
+func (s recordingStmt) Exec(args []driver.Value) (driver.Result, error) { return s.inner.Exec(args) }
+
+//lint:ignore SA1019 driver.Stmt requires them; database/sql uses the Context forms.
+func (s recordingStmt) Query(args []driver.Value) (driver.Rows, error) { return s.inner.Query(args) }
+
+func (s recordingStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	s.rec.trip("EXECUTE " + s.query)
+	return s.inner.QueryContext(ctx, args)
+}
+
+func (s recordingStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	s.rec.trip("EXECUTE " + s.query)
+	return s.inner.ExecContext(ctx, args)
 }
 
 func (r *recorder) add(q recordedQuery) {
@@ -368,7 +429,7 @@ func (r *recorder) add(q recordedQuery) {
 func (r *recorder) reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.queries = nil
+	r.queries, r.trips = nil, nil
 }
 
 // only returns the single statement recorded since the last reset.
@@ -441,17 +502,32 @@ func values(args []driver.NamedValue) []any {
 
 func (c *recordingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
 	c.rec.add(recordedQuery{sql: query, args: values(args)})
+	c.rec.trip(query)
 	return c.inner.QueryContext(ctx, query, args)
 }
 
 func (c *recordingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	c.rec.add(recordedQuery{sql: query, args: values(args)})
+	c.rec.trip(query)
 	return c.inner.ExecContext(ctx, query, args)
 }
 
 func (c *recordingConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
 	c.rec.add(recordedQuery{sql: query, prepared: true})
-	return c.inner.PrepareContext(ctx, query)
+	c.rec.trip("PREPARE " + query)
+	st, err := c.inner.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	inner, ok := st.(interface {
+		driver.Stmt
+		driver.StmtQueryContext
+		driver.StmtExecContext
+	})
+	if !ok {
+		return st, nil
+	}
+	return recordingStmt{inner: inner, query: query, rec: c.rec}, nil
 }
 
 func (c *recordingConn) Prepare(query string) (driver.Stmt, error) {
@@ -459,7 +535,12 @@ func (c *recordingConn) Prepare(query string) (driver.Stmt, error) {
 }
 
 func (c *recordingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	return c.inner.BeginTx(ctx, opts)
+	c.rec.trip("BEGIN")
+	tx, err := c.inner.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return recordingTx{inner: tx, rec: c.rec}, nil
 }
 
 // Begin is required by driver.Conn; database/sql calls BeginTx.

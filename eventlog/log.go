@@ -36,6 +36,21 @@ type LockingHook interface {
 	SharedLocks(kinds []Kind) []string
 }
 
+// SelectiveHook is an optional extension of Hook for a hook that acts
+// only on some kinds: an append none of whose entries it consumes does
+// not call it. On PostgreSQL a single such append, taking no shared lock
+// (LockingHook) and with SerializeAppends off, then runs as one
+// autocommitted INSERT: one round trip instead of three (BEGIN, INSERT,
+// COMMIT). projection.Registry and the projection.Manager's hook
+// implement it.
+type SelectiveHook interface {
+	Hook
+	// Consumes reports whether AfterAppend acts on events of kind. It
+	// must be true for every kind AfterAppend acts on: events of a kind
+	// it is false for may be appended without calling the hook.
+	Consumes(kind Kind) bool
+}
+
 // Config configures a Log. A nil *Config means all defaults.
 type Config struct {
 	// Clock stamps entries appended with a zero TS. Defaults to SystemClock.

@@ -1,10 +1,14 @@
 package eventlog
 
 import (
+	"context"
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/lib/pq"
@@ -38,6 +42,41 @@ func TestOutcomeError(t *testing.T) {
 			if !strings.HasPrefix(got.Error(), c.want) {
 				t.Fatalf("error %q, want it to start with %q", got, c.want)
 			}
+			if saved := strings.Contains(got.Error(), "may have committed"); saved != c.maybeSaved {
+				t.Fatalf("error %q: says it may have committed = %v, want %v", got, saved, c.maybeSaved)
+			}
+			if Retryable(got) != c.retryable {
+				t.Fatalf("Retryable(%q) = %v, want %v", got, !c.retryable, c.retryable)
+			}
+			if !errors.Is(got, c.in) {
+				t.Fatalf("error %q does not wrap %q", got, c.in)
+			}
+		})
+	}
+}
+
+// TestAutocommitError: an autocommitted append whose answer was lost may
+// have committed, and says so; one refused by the server, or whose
+// connection failed before the statement went out, did not.
+func TestAutocommitError(t *testing.T) {
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	for _, c := range []struct {
+		name       string
+		in         error
+		maybeSaved bool
+		retryable  bool
+	}{
+		{"answer lost", reset, true, true},
+		{"unexpected EOF", io.ErrUnexpectedEOF, true, true},
+		{"dial refused", refused, false, true},
+		{"bad connection", driver.ErrBadConn, false, true},
+		{"shutting down", &pq.Error{Code: "57P01", Message: "terminating connection"}, false, true},
+		{"refused by the server", &pq.Error{Code: "23514", Message: "check"}, false, false},
+		{"cancelled", context.Canceled, false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := autocommitError(c.in)
 			if saved := strings.Contains(got.Error(), "may have committed"); saved != c.maybeSaved {
 				t.Fatalf("error %q: says it may have committed = %v, want %v", got, saved, c.maybeSaved)
 			}

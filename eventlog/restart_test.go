@@ -45,6 +45,9 @@ func (w *restartWriters) failures() int {
 
 // run appends until stop is closed, alternating single appends and
 // batches of three, and returns once its last entries are acknowledged.
+// Every other single append is of a kind probe_failures does not
+// consume: one autocommitted statement, whose lost answers a retry must
+// resolve as well as a lost COMMIT's.
 func (w *restartWriters) run(id int, stop <-chan struct{}) {
 	for n := 0; ; n++ {
 		select {
@@ -60,6 +63,9 @@ func (w *restartWriters) run(id int, stop <-chan struct{}) {
 				EventID: fmt.Sprintf("w%d-%d-%d", id, n, i),
 				Payload: json.RawMessage(`{"type":"ProbeResult","mode":"enforce","status":"` + status + `","probe_name":"p","observed_at":"2026-05-16T01:00:00Z",` +
 					`"sub_results":[{"control_id":"C-` + fmt.Sprint(n) + `","framework":"cis","status":"fail"}]}`)}
+		}
+		if n%4 == 2 {
+			entries[0].Kind, entries[0].HostID, entries[0].Payload = eventlog.KindPlanAction, "", json.RawMessage(`{"step":`+fmt.Sprint(n)+`}`)
 		}
 		if !w.appendUntilAcked(entries) {
 			return

@@ -353,7 +353,34 @@ func (m *Manager) CheckSchema(ctx context.Context) error {
 // unregistered projections.
 type managerHook Manager
 
-var _ eventlog.LockingHook = (*managerHook)(nil)
+var (
+	_ eventlog.LockingHook   = (*managerHook)(nil)
+	_ eventlog.SelectiveHook = (*managerHook)(nil)
+)
+
+// Consumes implements eventlog.SelectiveHook: a registered projection
+// wants kind, or the guard watches it (an unregistered or not installed
+// projection consumes it).
+func (h *managerHook) Consumes(kind eventlog.Kind) bool {
+	if h.reg.Consumes(kind) {
+		return true
+	}
+	g := h.guard.Load()
+	if g == nil {
+		return false
+	}
+	for _, e := range g.uninstalled {
+		if e.wants(kind) {
+			return true
+		}
+	}
+	for i := range g.foreign {
+		if g.foreign[i].consumes(kind) {
+			return true
+		}
+	}
+	return false
+}
 
 // SharedLocks implements eventlog.LockingHook. With AllowDrift it adds the
 // locks of unregistered projections that consume the kinds: a rebuild of

@@ -343,19 +343,23 @@ func (rc *rebuildCrash) kill(t *testing.T, point string) {
 		stopWriter()
 	}()
 
-	// The helper has made its copy and taken its start position: what
-	// the test appends now is for the catch-up.
+	// The helper has made its copy and is about to take its start
+	// position: it goes on with "go".
 	h.expect(t, "started")
 	lap("start")
 	require.NoError(t, rc.append(ctx, 20))
-	// "go": the helper goes on. At catch-up, "go page" makes it stop
-	// after its first catch-up page, which the events just appended
-	// guarantee; but on PostgreSQL only once the followers' horizon has
-	// passed them, which a transaction elsewhere on the server can hold
-	// up. Then "go round" makes it stop at the start of its first
-	// catch-up round instead.
 	goLine := "go"
 	if point == "catch-up" {
+		// At its first catch-up round, before it reads, the helper waits
+		// again: what the test appends now is for the catch-up. "go
+		// page" makes it stop after its first catch-up page, which these
+		// events guarantee; but on PostgreSQL only once the followers'
+		// horizon has passed them, which a transaction elsewhere on the
+		// server can hold up. Then "go round" makes it stop at the start
+		// of its first catch-up round instead.
+		h.send(t, "go")
+		h.expect(t, "catch-up")
+		require.NoError(t, rc.append(ctx, 20))
 		goLine = "go page"
 		if pg && !rc.waitHorizon(t, 10*time.Second) {
 			goLine = "go round"
@@ -621,8 +625,9 @@ func rebuildCrashKilled(err error) bool {
 // is not a test of its own and skips unless started by it. It rebuilds
 // probe_failures online and talks to the test, a line at a time: it says
 // "started" once its copy is made and its start position taken, and waits
-// for "go" (at catch-up: "go page" to stop after a catch-up page, "go
-// round" to stop at the start of the first round); it says "swap" when
+// for "go"; at catch-up it says "catch-up" at the first round, before
+// reading, and waits again ("go page" to stop after a catch-up page, "go
+// round" to stop at the start of the round); it says "swap" when
 // the swap begins (at swap-drain it then waits for "go" again); at build,
 // catch-up, swap-drain and swap-copy it says "killme PHASE" at its point
 // and waits for the kill. When its stdin
@@ -683,9 +688,9 @@ func TestRebuildCrashHelperProcess(t *testing.T) {
 		fail("log: %v", err)
 	}
 	var (
-		started bool
-		goLine  string
-		built   int64
+		started, catchingUp bool
+		goLine              string
+		built               int64
 	)
 	progress := func(p projection.Progress) {
 		switch p.Phase {
@@ -701,7 +706,15 @@ func TestRebuildCrashHelperProcess(t *testing.T) {
 				stop("build")
 			}
 		case projection.PhaseCatchUp:
-			if point == "catch-up" && (p.Done > built || goLine == "go round") {
+			if point != "catch-up" {
+				return
+			}
+			if !catchingUp {
+				catchingUp = true
+				say("catch-up")
+				goLine = wait()
+			}
+			if p.Done > built || goLine == "go round" {
 				stop("catch-up")
 			}
 		case projection.PhaseSwap:

@@ -217,6 +217,14 @@ func (r *Registry) SharedLocks(kinds []eventlog.Kind) []string {
 	return names
 }
 
+// Consumes implements eventlog.SelectiveHook: whether a projection of
+// the registry wants events of kind.
+func (r *Registry) Consumes(kind eventlog.Kind) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return slices.ContainsFunc(r.entries, func(e *registered) bool { return e.wants(kind) })
+}
+
 // AfterAppend implements eventlog.Hook: it applies events to every
 // projection that wants them, in name order, inside the append's
 // transaction. It relies on the log having taken SharedLocks (which
