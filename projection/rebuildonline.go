@@ -626,19 +626,26 @@ func (b *pgBuilder) inTx(ctx context.Context, fn func(*sqlx.Tx) error) error {
 // quarter longer (docs/performance.md, "Rebuilds and verify under
 // load").
 func (b *pgBuilder) checkWrites(ctx context.Context, tx *sqlx.Tx) error {
+	return pgWritesOutside(ctx, tx, b.shadow, b.e.name, "rebuilding online")
+}
+
+// pgWritesOutside fails when tx has written a table that is neither
+// temporary nor in schema allowed ("": none) — see checkWrites — naming
+// projection and what it was doing.
+func pgWritesOutside(ctx context.Context, tx *sqlx.Tx, allowed, projection, doing string) error {
 	var written []string
 	if err := tx.SelectContext(ctx, &written, `SELECT DISTINCT n.nspname || '.' || c.relname FROM pg_locks l
 JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
   AND c.relkind IN ('r', 'p') AND c.relpersistence <> 't' AND n.nspname <> $1
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'`, b.shadow); err != nil {
-		return fmt.Errorf("check what the rebuild wrote: %w", err)
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'`, allowed); err != nil {
+		return fmt.Errorf("check what %s wrote: %w", doing, err)
 	}
 	if len(written) > 0 {
 		slices.Sort(written)
-		return fmt.Errorf("%w: projection %s wrote %s while rebuilding online: its SQL must name only the tables it lists in Tables(), unqualified",
-			ErrInvalidProjection, b.e.name, strings.Join(written, ", "))
+		return fmt.Errorf("%w: projection %s wrote %s while %s: its SQL must name only the tables it lists in Tables(), unqualified",
+			ErrInvalidProjection, projection, strings.Join(written, ", "), doing)
 	}
 	return nil
 }
@@ -810,11 +817,54 @@ type sqliteBuilder struct {
 	conn   *sqlx.Conn
 	e      *registered
 	tables []string
+	guard  tempOnly
+}
+
+// tempOnly refuses, on a SQLite connection it is registered on as the
+// authorizer, every write to a database other than temp: a projection
+// whose SQL names a live table (main.t, or a table it does not list)
+// would otherwise write it while its private copy is being derived.
+type tempOnly struct {
 	// mainWrites lets the connection write the main database, as only
-	// the swap's copy and checkpoint may; refused is the first table of
-	// the main database a statement tried to write before.
+	// an online rebuild's swap may; refused is the first table of the
+	// main database a statement tried to write before.
 	mainWrites atomic.Bool
 	refused    atomic.Pointer[string]
+}
+
+// register makes g conn's authorizer; refuse, when the driver cannot
+// have one, is the error to return.
+func (g *tempOnly) register(conn *sqlx.Conn, refuse func(driver any) error) error {
+	return conn.Raw(func(dc any) error {
+		r, ok := dc.(sqlite.AuthorizerRegisterer)
+		if !ok {
+			return refuse(dc)
+		}
+		return r.RegisterAuthorizer(g.authorize)
+	})
+}
+
+func (g *tempOnly) authorize(action sqlite.AuthorizerActionCode, table, _, database, _ string) sqlite.AuthorizerReturnCode {
+	switch action {
+	case sqlite.AuthInsert, sqlite.AuthUpdate, sqlite.AuthDelete:
+		if database != "temp" && !g.mainWrites.Load() {
+			name := database + "." + table
+			g.refused.CompareAndSwap(nil, &name)
+			return sqlite.AuthorizerDeny
+		}
+	}
+	return sqlite.AuthorizerOK
+}
+
+// check fails when a statement of projection tried to write the main
+// database while doing (say, "rebuilding online"): whatever error it
+// caused, this is the one to report.
+func (g *tempOnly) check(projection, doing string) error {
+	if t := g.refused.Load(); t != nil {
+		return fmt.Errorf("%w: projection %s wrote %s while %s: its SQL must name only the tables it lists in Tables(), unqualified",
+			ErrInvalidProjection, projection, *t, doing)
+	}
+	return nil
 }
 
 func (b *sqliteBuilder) prepare(ctx context.Context) error {
@@ -828,12 +878,8 @@ func (b *sqliteBuilder) prepare(ctx context.Context) error {
 	// then install the copy over it and report success: the connection
 	// refuses such statements instead (PostgreSQL checks the same with
 	// writesOutside).
-	return b.conn.Raw(func(dc any) error {
-		r, ok := dc.(sqlite.AuthorizerRegisterer)
-		if !ok {
-			return &offlineError{reason: fmt.Sprintf("the SQLite driver (%T) cannot refuse writes to the live tables", dc)}
-		}
-		return r.RegisterAuthorizer(b.authorize)
+	return b.guard.register(b.conn, func(dc any) error {
+		return &offlineError{reason: fmt.Sprintf("the SQLite driver (%T) cannot refuse writes to the live tables", dc)}
 	})
 }
 
@@ -841,28 +887,9 @@ func (b *sqliteBuilder) prepare(ctx context.Context) error {
 // not reference the main database from the temporary one).
 func (b *sqliteBuilder) index(context.Context) (bool, error) { return true, nil }
 
-func (b *sqliteBuilder) authorize(action sqlite.AuthorizerActionCode, table, _, database, _ string) sqlite.AuthorizerReturnCode {
-	switch action {
-	case sqlite.AuthInsert, sqlite.AuthUpdate, sqlite.AuthDelete:
-		if database != "temp" && !b.mainWrites.Load() {
-			name := database + "." + table
-			b.refused.CompareAndSwap(nil, &name)
-			return sqlite.AuthorizerDeny
-		}
-	}
-	return sqlite.AuthorizerOK
-}
-
 // checkWrites fails when a statement of the projection tried to write
-// the main database: whatever error it caused, this is the one to
-// report.
-func (b *sqliteBuilder) checkWrites() error {
-	if t := b.refused.Load(); t != nil {
-		return fmt.Errorf("%w: projection %s wrote %s while rebuilding online: its SQL must name only the tables it lists in Tables(), unqualified",
-			ErrInvalidProjection, b.e.name, *t)
-	}
-	return nil
-}
+// the main database.
+func (b *sqliteBuilder) checkWrites() error { return b.guard.check(b.e.name, "rebuilding online") }
 
 // build reads each page and writes it in one short transaction on the
 // rebuild's connection: reading the main database and writing the
@@ -916,8 +943,8 @@ func (b *sqliteBuilder) swap(ctx context.Context, log *eventlog.Log, d eventlog.
 		}
 		return err
 	}
-	b.mainWrites.Store(true)
-	defer b.mainWrites.Store(false)
+	b.guard.mainWrites.Store(true)
+	defer b.guard.mainWrites.Store(false)
 	for _, t := range b.tables {
 		// A migration that altered the table while the rebuild ran would
 		// make the copy's rows land in the wrong columns.

@@ -56,6 +56,33 @@ func verifyOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e 
 		return res, err
 	}
 	defer discardTemp(conn, d)
+	// A projection whose SQL names a live table (schema-qualified, or one
+	// it does not list) would write it while verifying: on SQLite the
+	// connection refuses such writes; on PostgreSQL each page's
+	// transaction is checked before it commits, and rolled back.
+	var guard tempOnly
+	if d != eventlog.Postgres {
+		if err := guard.register(conn, func(dc any) error {
+			return fmt.Errorf("the SQLite driver (%T) cannot refuse writes to the live tables", dc)
+		}); err != nil {
+			return res, err
+		}
+	}
+	apply := func(page []eventlog.Event) error {
+		err := withConnTx(ctx, conn, d, func(tx *sqlx.Tx) error {
+			if err := e.apply(ctx, tx, page); err != nil {
+				return err
+			}
+			if d == eventlog.Postgres {
+				return pgWritesOutside(ctx, tx, "", e.name, "verifying")
+			}
+			return nil
+		})
+		if werr := guard.check(e.name, "verifying"); werr != nil {
+			return werr
+		}
+		return err
+	}
 
 	cols := make([][]string, len(tables))
 	for i, t := range tables {
@@ -71,7 +98,7 @@ func verifyOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e 
 		if err != nil {
 			return res, fmt.Errorf("read log: %w", err)
 		}
-		if err := applyOnConn(ctx, conn, d, e, page); err != nil {
+		if err := apply(page); err != nil {
 			return res, err
 		}
 		res.Events += int64(len(page))
@@ -195,12 +222,6 @@ func createTempCopy(ctx context.Context, snap sqlx.QueryerContext, conn *sqlx.Co
 		}
 	}
 	return nil
-}
-
-// applyOnConn applies a page of events to e in a short transaction on
-// conn.
-func applyOnConn(ctx context.Context, conn *sqlx.Conn, d eventlog.Backend, e *registered, page []eventlog.Event) error {
-	return withConnTx(ctx, conn, d, func(tx *sqlx.Tx) error { return e.apply(ctx, tx, page) })
 }
 
 // withConnTx runs fn in a transaction on conn. On SQLite the transaction

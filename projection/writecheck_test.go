@@ -102,3 +102,39 @@ func TestOnlineRebuildRefusesWritesOutsideTheCopy(t *testing.T) {
 		require.Equal(t, 5, count(t, db, "test_view"))
 	})
 }
+
+// An online verify whose projection writes a table outside its private
+// copy fails with ErrInvalidProjection and changes nothing live: SQLite
+// refuses the write, PostgreSQL rolls back the page that made it. A
+// temporary table of the projection's own is no such write.
+func TestVerifyRefusesWritesOutsideTheCopy(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		log, reg, db := setup(t, backend, &leakyView{})
+		for range 5 {
+			_, err := log.Append(ctx, ev(eventlog.KindAgentEvent, "h1", `{}`))
+			require.NoError(t, err)
+		}
+		var n int
+		require.NoError(t, db.Get(&n, `SELECT n FROM leak_count`))
+		require.Equal(t, 5, n)
+
+		_, err := projection.Verify(ctx, log, reg, nil)
+		require.ErrorIs(t, err, projection.ErrInvalidProjection)
+		require.ErrorContains(t, err, "leak_count")
+		require.ErrorContains(t, err, "while verifying")
+		require.NoError(t, db.Get(&n, `SELECT n FROM leak_count`))
+		require.Equal(t, 5, n, "the verify wrote nothing live")
+		require.Equal(t, 5, count(t, db, "test_view"))
+
+		log, reg, _ = setup(t, backend, &stagingView{})
+		for range 5 {
+			_, err := log.Append(ctx, ev(eventlog.KindAgentEvent, "h1", `{}`))
+			require.NoError(t, err)
+		}
+		res, err := projection.Verify(ctx, log, reg, nil)
+		require.NoError(t, err)
+		require.True(t, res[0].Equal, "%+v", res[0])
+	})
+}
