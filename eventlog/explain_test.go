@@ -404,10 +404,8 @@ type recordingStmt struct {
 func (s recordingStmt) Close() error  { return s.inner.Close() }
 func (s recordingStmt) NumInput() int { return s.inner.NumInput() }
 
-//lint:ignore SA1019 driver.Stmt requires them; database/sql uses the Context forms.
 func (s recordingStmt) Exec(args []driver.Value) (driver.Result, error) { return s.inner.Exec(args) }
 
-//lint:ignore SA1019 driver.Stmt requires them; database/sql uses the Context forms.
 func (s recordingStmt) Query(args []driver.Value) (driver.Rows, error) { return s.inner.Query(args) }
 
 func (s recordingStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {

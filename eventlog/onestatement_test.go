@@ -126,10 +126,10 @@ func TestAppendOneRoundTrip(t *testing.T) {
 
 	// A batch of kinds the hook does not consume does not call it; one
 	// with a kind it consumes passes it every new event, as before.
-	res, err := log.AppendBatch(ctx, []eventlog.Entry{plan("p-2", `{}`), plan("p-3", `{}`)})
+	_, err = log.AppendBatch(ctx, []eventlog.Entry{plan("p-2", `{}`), plan("p-3", `{}`)})
 	require.NoError(t, err)
 	require.Len(t, hook.called(), 1)
-	res, err = log.AppendBatch(ctx, []eventlog.Entry{plan("p-4", `{}`), {Kind: eventlog.KindAgentEvent, HostID: "h1", Payload: json.RawMessage(`{}`)}})
+	res, err := log.AppendBatch(ctx, []eventlog.Entry{plan("p-4", `{}`), {Kind: eventlog.KindAgentEvent, HostID: "h1", Payload: json.RawMessage(`{}`)}})
 	require.NoError(t, err)
 	require.Equal(t, []int64{res[0].Event.Seq, res[1].Event.Seq}, hook.called()[1])
 	require.Equal(t, 7, countEvents(t, db))
