@@ -66,6 +66,12 @@ const (
 	foreignKeyLockTimeout = 100 * time.Millisecond
 	// foreignKeyRetry is the pause between those tries, once caught up.
 	foreignKeyRetry = 200 * time.Millisecond
+	// dropLockTimeout, dropRetry and dropAttempts bound the waits of
+	// dropRebuildSchemas in a rebuild (Migrate tries once): every append
+	// and read of the log queues behind them.
+	dropLockTimeout = 100 * time.Millisecond
+	dropRetry       = 200 * time.Millisecond
+	dropAttempts    = 50
 )
 
 // rebuildLock names the session lock an online rebuild holds on
@@ -438,7 +444,7 @@ func (b *pgBuilder) prepare(ctx context.Context) error {
 	}
 	b.shadow = shadowSchema(b.live, b.e.name)
 	sh := quoteIdent(b.shadow)
-	if err := dropRebuildSchemas(ctx, b.conn, b.live, b.e.name); err != nil { // a killed rebuild's
+	if err := dropRebuildSchemas(ctx, b.conn, b.live, b.e.name, dropAttempts); err != nil { // a killed rebuild's
 		return err
 	}
 	stmts := []string{
@@ -762,7 +768,7 @@ func (b *pgBuilder) cleanup() {
 	// After a swap: the emptied shadow schema and the old tables. After
 	// a failure: the shadow's tables. Best effort: whatever stays is
 	// reported by Status and dropped by the next rebuild or Migrate.
-	if err := dropRebuildSchemas(ctx, b.conn, b.live, b.e.name); err != nil {
+	if err := dropRebuildSchemas(ctx, b.conn, b.live, b.e.name, dropAttempts); err != nil {
 		b.dropFromPool(ctx)
 		return
 	}
@@ -791,21 +797,50 @@ func (b *pgBuilder) dropFromPool(ctx context.Context) {
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(`+pglock.KeyExprIn("$1::text", "$2::text")+`)`, b.live, rebuildLock(b.e.name)); err != nil {
 		return
 	}
-	if err := dropRebuildSchemas(ctx, tx, b.live, b.e.name); err != nil {
+	// Once: see dropRebuildSchemas for the short wait.
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d; `, dropLockTimeout.Milliseconds())+dropRebuildSchemasSQL(b.live, b.e.name)); err != nil {
 		return
 	}
 	_ = tx.Commit()
 }
 
 // dropRebuildSchemas drops the shadow and retired schemas of projection
-// in the live schema.
-func dropRebuildSchemas(ctx context.Context, q sqlx.ExecerContext, live, projection string) error {
-	for _, s := range []string{shadowSchema(live, projection), retiredSchema(live, projection)} {
-		if _, err := q.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+pq.QuoteIdentifier(s)+` CASCADE`); err != nil {
-			return fmt.Errorf("drop schema %s: %w", s, err)
+// in the live schema, on conn, outside any transaction. Dropping a table
+// with a foreign key to event_log takes event_log's strongest lock: it
+// waits for every transaction reading or writing the log, and holds back
+// every one that comes after it, appends included — for as long as a
+// long reader of the log (a verify's snapshot, a long query) runs. So
+// each drop waits at most dropLockTimeout for its locks, and is tried
+// again dropRetry later, attempts times at most; then it fails with
+// the lock timeout (55P03), and the leftovers stay for Status to report
+// and the next rebuild or Migrate to drop.
+func dropRebuildSchemas(ctx context.Context, conn *sqlx.Conn, live, projection string, attempts int) error {
+	for attempt := 1; ; attempt++ {
+		// One simple query is one transaction: SET LOCAL holds for the
+		// drops.
+		_, err := conn.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d; `, dropLockTimeout.Milliseconds())+dropRebuildSchemasSQL(live, projection))
+		if err == nil || !isLockTimeout(err) || attempt >= attempts {
+			if err != nil {
+				return fmt.Errorf("drop the schemas of a rebuild of %s: %w", projection, err)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(dropRetry):
 		}
 	}
-	return nil
+}
+
+// dropRebuildSchemasSQL is the statement that drops the shadow and
+// retired schemas of projection in the live schema.
+func dropRebuildSchemasSQL(live, projection string) string {
+	var stmts []string
+	for _, s := range []string{shadowSchema(live, projection), retiredSchema(live, projection)} {
+		stmts = append(stmts, `DROP SCHEMA IF EXISTS `+pq.QuoteIdentifier(s)+` CASCADE`)
+	}
+	return strings.Join(stmts, "; ")
 }
 
 // sqliteBuilder builds the copy as temporary tables of the rebuild's

@@ -803,3 +803,61 @@ func waitHorizon(t *testing.T, db *sqlx.DB, seq int64) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// Dropping the old tables after a swap takes event_log's strongest lock
+// (their foreign key to it), which waits for every reader of the log: a
+// long one (here a REPEATABLE READ transaction that read it, as a verify
+// holds) would make every append queue behind the drop until it ends.
+// The drop waits a moment at a time instead: appends go on meanwhile, the
+// old tables go once the reader is done, and Status shows them until
+// then.
+func TestOnlineRebuildDropWaitsForLongReaders(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	view := &kindView{testView{kinds: []eventlog.Kind{eventlog.KindAgentEvent}}}
+	log, reg, db := setup(t, "postgres", view)
+	_, err := log.AppendBatch(ctx, agentEvents(50))
+	require.NoError(t, err)
+	var schema string
+	require.NoError(t, db.Get(&schema, `SELECT current_schema()`))
+
+	reader, err := db.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = reader.Rollback() })
+	var n int
+	require.NoError(t, reader.Get(&n, `SELECT COUNT(*) FROM event_log`))
+	require.Equal(t, 50, n)
+
+	type result struct {
+		res []projection.RebuildResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := projection.Rebuild(ctx, log, reg, nil)
+		done <- result{res, err}
+	}()
+	// The swap has committed once the old tables are visible aside; the
+	// drop cannot take them while the reader runs.
+	require.Eventually(t, func() bool {
+		var aside bool
+		return db.Get(&aside, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1 || '__retired_test_view')`, schema) == nil && aside
+	}, 30*time.Second, 10*time.Millisecond, "the swap never committed")
+
+	// Appends are not held back behind the drop (with a plain DROP this
+	// one would wait for the reader, which ends only after it).
+	actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	r, err := log.Append(actx, ev(eventlog.KindAgentEvent, "h1", `{"during":"drop"}`))
+	require.NoError(t, err, "an append waited behind the drop of the old tables")
+
+	require.NoError(t, reader.Rollback())
+	got := <-done
+	require.NoError(t, got.err)
+	require.True(t, got.res[0].Online, "%+v", got.res[0])
+	require.Empty(t, rebuildSchemas(t, db, schema), "the old tables are dropped once the reader is done")
+	var rows int
+	require.NoError(t, db.Get(&rows, `SELECT COUNT(*) FROM test_view WHERE event_log_seq = $1`, r.Event.Seq))
+	require.Equal(t, 1, rows)
+	requireVerified(t, log, reg)
+}

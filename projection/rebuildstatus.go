@@ -207,13 +207,16 @@ func dropStoppedRebuilds(ctx context.Context, db *sqlx.DB, reg *Registry) error 
 		if !held {
 			continue // a rebuild began meanwhile: it drops them itself
 		}
-		err := dropRebuildSchemas(ctx, conn, live, name)
+		err := dropRebuildSchemas(ctx, conn, live, name, 1)
 		var unlocked bool
 		if uerr := conn.QueryRowxContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(`+pglock.KeyExpr("$1::text")+`)`, rebuildLock(name)).Scan(&unlocked); uerr == nil && unlocked {
 			held = false
 		}
+		// Not allowed to (42501), or a long reader of the log in the way
+		// (a lock timeout): the leftovers stay, Status reports them, and
+		// the next rebuild or Migrate tries again.
 		var pe *pq.Error
-		if err != nil && !(errors.As(err, &pe) && pe.Code == "42501") {
+		if err != nil && !(errors.As(err, &pe) && (pe.Code == "42501" || pe.Code == "55P03")) {
 			return fmt.Errorf("projection %s: drop what a stopped rebuild left: %w", name, err)
 		}
 		if held {
