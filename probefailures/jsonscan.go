@@ -41,7 +41,7 @@ func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 // skipSpace returns the index of the first byte at or after i that is not
 // JSON whitespace.
 func skipSpace(p []byte, i int) int {
-	for i < len(p) && isSpace(p[i]) {
+	for i < len(p) && p[i] <= ' ' && isSpace(p[i]) {
 		i++
 	}
 	return i
