@@ -1,6 +1,7 @@
 package probefailures
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -46,6 +47,9 @@ func FuzzRows(f *testing.F) {
 	} {
 		f.Add([]byte(p), "host-1", "r-1", int64(42), true)
 	}
+	for _, p := range fastPathSeeds {
+		f.Add([]byte(p), "host-1", "r-1", int64(42), true)
+	}
 	f.Add([]byte(`{"type":"ProbeResult","mode":"enforce","status":"fail","probe_name":"ssh"}`), "", "", int64(1), true)
 	f.Add([]byte(`{"type":"ProbeResult","mode":"enforce","status":"fail","probe_name":""}`), "h", "", int64(1), false)
 
@@ -80,8 +84,15 @@ func FuzzRows(f *testing.F) {
 		if agent && (fmt.Sprint(err) != fmt.Sprint(slowErr) || !reflect.DeepEqual(rows, slow)) {
 			t.Fatalf("Rows = %#v, %v; the general decoder says %#v, %v", rows, err, slow, slowErr)
 		}
-		if fast, ok := rowsFast(append([]Row(nil), prefix...), ev); ok && agent && !reflect.DeepEqual(fast, slow) {
-			t.Fatalf("rowsFast = %#v; the general decoder says %#v, %v", fast, slow, slowErr)
+		// The fast path answers only when it gives the general decoder's
+		// answer, which needs valid JSON.
+		if fast, ok := rowsFast(append([]Row(nil), prefix...), ev); ok {
+			if slowErr != nil || !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("rowsFast = %#v; the general decoder says %#v, %v", fast, slow, slowErr)
+			}
+			if !json.Valid(payload) {
+				t.Fatalf("rowsFast answered for a payload that is not JSON")
+			}
 		}
 
 		type key struct{ framework, control string }
@@ -98,6 +109,109 @@ func FuzzRows(f *testing.F) {
 				t.Fatalf("observed_at %v is not a UTC time at microsecond precision", r.ObservedAt)
 			}
 			seen[key{r.Framework, r.ControlID}] = true
+		}
+	})
+}
+
+// FuzzScan: the fast path's scanner accepts exactly what json.Valid
+// accepts, but for nesting deeper than it follows. Run it for real with
+//
+//	go test ./probefailures -run '^$' -fuzz '^FuzzScan$' -fuzztime 5m
+func FuzzScan(f *testing.F) {
+	for _, p := range fastPathSeeds {
+		f.Add([]byte(p))
+	}
+	for _, p := range []string{``, ` `, `0`, `-0`, `-`, `01`, `1.`, `1.5e`, `1E+9`, `-1.25e-3`, `true`, `tru`, `nulll`, `"`, `"\`, `"\u"`,
+		`"\uD83D\uDE00"`, `"\ud800"`, "\"\x7f\x80\"", "\"\x1f\"", `[]`, `[,]`, `[1,]`, `[1 2]`, `{"a"}`, `{"a":}`, `{"a":1,}`, `{,}`, `{1:2}`,
+		`{"a":{"b":[{"c":[]}]}}`, " \t\r\n[ 1 , { } ] \n", "[\v]", "[1]\x00", strings.Repeat(`[`, 1001) + strings.Repeat(`]`, 1001)} {
+		f.Add([]byte(p))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		end := skipValue(p, skipSpace(p, 0), 0)
+		scanned := end >= 0 && skipSpace(p, end) == len(p)
+		if valid := json.Valid(p); scanned != valid && (scanned || depth(p) <= maxScanDepth) {
+			t.Fatalf("the scanner says valid=%v, json.Valid says %v", scanned, valid)
+		}
+	})
+}
+
+// depth is how deeply the valid JSON p nests.
+func depth(p []byte) int {
+	d, most, inString := 0, 0, false
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case inString && c == '\\':
+			i++
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '[' || c == '{':
+			d++
+			most = max(most, d)
+		case c == ']' || c == '}':
+			d--
+		}
+	}
+	return most
+}
+
+// FuzzUnquote: the scanner accepts a string exactly when encoding/json
+// does, and decodes it to the same Go string. Run it for real with
+//
+//	go test ./probefailures -run '^$' -fuzz '^FuzzUnquote$' -fuzztime 5m
+func FuzzUnquote(f *testing.F) {
+	for _, s := range []string{``, `fail`, `f\u0061il`, `\"\\\/\b\f\n\r\t`, `\u00e9\u2014`, `\ud83d\ude00`, `\ud800`, `\udc00`,
+		`\ud800\u0041`, `\ud800\ud800\udc00`, `\udbff\udfff`, `\ud800\\u0041`, `\ud800\`, `\u12`, `\x`, `\'`, "\xff", "\xc3(", "\xed\xa0\x80",
+		"\xf0\x9f\x98", "é", "\x00", "\x1f", "a\"b", `ProbeResult`, `Probe\u0052esult`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, s []byte) {
+		q := append(append([]byte{'"'}, s...), '"')
+		end, flags := scanString(q, 0)
+		if end != len(q) {
+			if json.Valid(q) {
+				t.Fatalf("the scanner refuses %q (end %d), encoding/json takes it", q, end)
+			}
+			return
+		}
+		var want string
+		if err := json.Unmarshal(q, &want); err != nil {
+			t.Fatalf("the scanner takes %q, encoding/json says %v", q, err)
+		}
+		if got := appendUnquoted(nil, s, flags); string(got) != want {
+			t.Fatalf("%q decodes to %q, encoding/json says %q", q, got, want)
+		}
+		fld := field{start: 1, end: len(q) - 1, kind: kindString, flags: flags}
+		for _, lit := range []string{"fail", "enforce", TypeProbeResult, want} {
+			if got := fieldIs(q, fld, lit); got != (want == lit) {
+				t.Fatalf("fieldIs(%q, %q) = %v", q, lit, got)
+			}
+		}
+	})
+}
+
+// FuzzParseRFC3339: whatever parseRFC3339 accepts, time.Parse accepts
+// too, as the same instant. Run it for real with
+//
+//	go test ./probefailures -run '^$' -fuzz '^FuzzParseRFC3339$' -fuzztime 5m
+func FuzzParseRFC3339(f *testing.F) {
+	for _, s := range []string{"2026-05-16T01:00:00Z", "2026-05-16T01:00:00.5Z", "2026-05-16T01:00:00.1234567891-07:30",
+		"2024-02-29T23:59:59+23:59", "2026-02-29T00:00:00Z", "0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999-00:00",
+		"2026-05-16T01:00:00,5Z", "2026-05-16T01:00:00.Z", "2026-05-16T24:00:00Z", "2026-05-16T01:00:60Z", "2026-05-16T01:00:00+24:00",
+		"2026-05-16t01:00:00z", "2026-05-16T01:00:00+0200", "+026-05-16T01:00:00Z", "2026-5-16T01:00:00Z", "2026-05-16T01:00:00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := parseRFC3339([]byte(s))
+		if !ok {
+			return
+		}
+		want, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatalf("parseRFC3339(%q) = %v; time.Parse says %v", s, got, err)
+		}
+		if !got.Equal(want) || got.Location() != time.UTC || eventlog.NormalizeTime(got) != eventlog.NormalizeTime(want) {
+			t.Fatalf("parseRFC3339(%q) = %v; time.Parse says %v", s, got, want)
 		}
 	})
 }

@@ -182,62 +182,6 @@ func rowsSlow(dst []Row, ev eventlog.Event) ([]Row, error) {
 	return dst, nil
 }
 
-// fastProbe decodes a well-formed probe result in one pass. Any decoding
-// error (a field of an unexpected type, or not an object at all) sends the
-// event down the slow path, which decides exactly what is wrong.
-type fastProbe struct {
-	Type       string  `json:"type"`
-	Mode       string  `json:"mode"`
-	Status     string  `json:"status"`
-	ProbeName  string  `json:"probe_name"`
-	ObservedAt *string `json:"observed_at"`
-	SubResults []struct {
-		ControlID string `json:"control_id"`
-		Framework string `json:"framework"`
-		Status    string `json:"status"`
-	} `json:"sub_results"`
-}
-
-// rowsFast handles the common case: a probe result that is not malformed,
-// or an event that is plainly not one. It returns ok=false whenever the
-// slow path must decide (including every malformed probe result), so both
-// paths always agree.
-func rowsFast(dst []Row, ev eventlog.Event) ([]Row, bool) {
-	var fp fastProbe
-	if err := json.Unmarshal(ev.Payload, &fp); err != nil {
-		return dst, false
-	}
-	if fp.Type != TypeProbeResult {
-		return dst, true
-	}
-	if fp.ProbeName == "" || ev.HostID == "" {
-		return dst, false
-	}
-	observed := ev.TS
-	if fp.ObservedAt != nil {
-		t, err := time.Parse(time.RFC3339Nano, *fp.ObservedAt)
-		if err != nil {
-			return dst, false
-		}
-		observed = eventlog.NormalizeTime(t)
-	}
-	emit := fp.Mode == "enforce" && fp.Status == "fail"
-	first := len(dst)
-	for _, sub := range fp.SubResults {
-		if sub.Status != "fail" {
-			continue
-		}
-		if sub.ControlID == "" || sub.Framework == "" {
-			return dst[:first], false
-		}
-		if emit && !seen(dst[first:], sub.Framework, sub.ControlID) {
-			dst = append(dst, Row{Seq: ev.Seq, RolloutID: ev.RolloutID, HostID: ev.HostID, ProbeName: fp.ProbeName,
-				ControlID: sub.ControlID, Framework: sub.Framework, ObservedAt: observed})
-		}
-	}
-	return dst, true
-}
-
 // seen reports whether rows already hold the control: a probe listing the
 // same failing control twice yields one row.
 func seen(rows []Row, framework, control string) bool {
