@@ -207,7 +207,7 @@ func modeStatus(t *testing.T, p []byte) (mode, status string) {
 // result, a third failing three controls.
 func TestDenseRatios(t *testing.T) {
 	t.Parallel()
-	const n = 20_000
+	const n = 6000
 	g := setup(t, &Config{Profile: Dense})
 	rows, failing := 0, 0
 	for i := range int64(n) {
@@ -220,8 +220,8 @@ func TestDenseRatios(t *testing.T) {
 		}
 		rows += len(rs)
 	}
-	require.InDelta(t, 1.0/3, share(failing, n), 0.015)
-	require.InDelta(t, 1.0, share(rows, n), 0.045)
+	require.InDelta(t, 1.0/3, share(failing, n), 0.02)
+	require.InDelta(t, 1.0, share(rows, n), 0.06)
 }
 
 // Shares override the profile's: no failing results, no rows; every
@@ -264,7 +264,7 @@ func TestShares(t *testing.T) {
 // Decoded, every spelling gives the same string.
 func TestEscapes(t *testing.T) {
 	t.Parallel()
-	const n = 20_000
+	const n = 10_000
 	g := setup(t, nil)
 	found := map[string]int{}
 	names := map[string]map[string]bool{} // decoded probe name → the spellings seen
@@ -333,7 +333,7 @@ func TestObservedAt(t *testing.T) {
 	t.Parallel()
 	g := setup(t, nil)
 	forms := map[string]int{}
-	for i := range int64(20_000) {
+	for i := range int64(5000) {
 		e := g.Entry(i)
 		var p probefailures.ProbeResult
 		require.NoError(t, json.Unmarshal(e.Payload, &p))
