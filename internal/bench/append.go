@@ -2,49 +2,21 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
 	"sync"
-	"time"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/eventlog"
 )
 
-// probeEntry is event i of the write scenarios: an agent event like the
-// fill's, a third of them failing enforce results with three failing
-// controls.
-func probeEntry(i int, eventID string) eventlog.Entry {
-	status := "pass"
-	if i%3 == 0 {
-		status = "fail"
-	}
-	return eventlog.Entry{
-		Kind: eventlog.KindAgentEvent, TS: epoch.Add(time.Duration(i) * time.Second),
-		HostID: "host-" + strconv.Itoa(i%2000), RolloutID: "rollout-" + strconv.Itoa(i%40), EventID: eventID,
-		Payload: json.RawMessage(fmt.Sprintf(`{"type":"ProbeResult","mode":"enforce","status":%q,"probe_name":"probe-%d","observed_at":"2026-05-16T01:00:00Z","sub_results":[`+
-			`{"control_id":"C-%d","framework":"cis","status":%q},{"control_id":"C-%d","framework":"cis","status":%q},{"control_id":"N-%d","framework":"nist","status":%q}]}`,
-			status, i%7, i%50, status, i%50+1, status, i%20, status)),
-	}
-}
-
-var epoch = time.Date(2026, 5, 16, 0, 0, 0, 0, time.UTC)
-
-// rawTS is how the raw side sends a timestamp: PostgreSQL takes a
-// time.Time; SQLite's schema wants fixed-width UTC text.
-func rawTS(d eventlog.Backend, t time.Time) any {
-	if d == eventlog.SQLite {
-		return t.UTC().Format("2006-01-02T15:04:05.000000Z")
-	}
-	return t
-}
-
 // appends measures single appends from clients goroutines, per events per
-// side per round. Each side appends into a fresh database of its own (the
-// canonlog side through a log without hook — the core's cost, as in
-// eventlog's benchmarks), so table and index sizes grow alike on both.
-// Both carry an event id, so both maintain the unique index on it.
+// side per round, of the run's history. Each side appends into a fresh
+// database of its own (the canonlog side through a log without hook — the
+// core's cost, as in eventlog's benchmarks), so table and index sizes grow
+// alike on both. Both carry an event id, so both maintain the unique
+// index on it.
 func (r *run) appends(ctx context.Context, name string, clients, per int) (Result, error) {
 	ours, theirs, err := r.freshPair(ctx)
 	if err != nil {
@@ -60,18 +32,18 @@ VALUES (?, ?, ?, ?, ?, ?) RETURNING seq`))
 	defer stmt.Close()
 	var nOurs, nRaw int
 	ourAppend := func(ctx context.Context, i int) error {
-		_, err := ours.bare.Append(ctx, probeEntry(i, "evt-"+strconv.Itoa(i)))
+		_, err := ours.bare.Append(ctx, r.mix.entry(i, "evt-"+strconv.Itoa(i)))
 		return err
 	}
 	rawAppend := func(ctx context.Context, i int) error {
-		e := probeEntry(i, "evt-"+strconv.Itoa(i))
+		e := r.mix.entry(i, "evt-"+strconv.Itoa(i))
 		tx, err := theirs.db.BeginTx(ctx, nil)
 		if err != nil {
 			return err
 		}
 		defer func() { _ = tx.Rollback() }()
 		var seq int64
-		if err := tx.StmtContext(ctx, stmt.Stmt).QueryRowContext(ctx, rawTS(theirs.d, e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID).Scan(&seq); err != nil {
+		if err := tx.StmtContext(ctx, stmt.Stmt).QueryRowContext(ctx, rawTS(theirs.d, e.TS), string(e.Kind), rawID(e.HostID), rawID(e.RolloutID), string(e.Payload), e.EventID).Scan(&seq); err != nil {
 			return err
 		}
 		return tx.Commit()
@@ -116,8 +88,8 @@ func fanOut(ctx context.Context, clients, n int, next *int, f func(context.Conte
 
 const batchSize = 1000
 
-// appendBatch measures batches of 1,000 probe results with probe_failures
-// derived in the same transaction. Each side writes into a fresh database
+// appendBatch measures batches of 1,000 events of the run's history (no
+// event ids) with probe_failures derived in the same transaction. Each side writes into a fresh database
 // of its own. The raw side is what one would write by hand: on PostgreSQL
 // COPY of the events then one set-based INSERT … SELECT deriving their
 // rows; on SQLite (no COPY) one prepared INSERT per event then the same
@@ -131,7 +103,7 @@ func (r *run) appendBatch(ctx context.Context, batches int) (Result, error) {
 	ourBatch := func(ctx context.Context) error {
 		batch := make([]eventlog.Entry, batchSize)
 		for j := range batch {
-			batch[j] = probeEntry(nOurs+j, "")
+			batch[j] = r.mix.entry(nOurs+j, "")
 		}
 		nOurs += batchSize
 		_, err := ours.log.AppendBatch(ctx, batch)
@@ -140,7 +112,7 @@ func (r *run) appendBatch(ctx context.Context, batches int) (Result, error) {
 	rawBatch := func(ctx context.Context) error {
 		batch := make([]eventlog.Entry, batchSize)
 		for j := range batch {
-			batch[j] = probeEntry(nRaw+j, "")
+			batch[j] = r.mix.entry(nRaw+j, "")
 		}
 		nRaw += batchSize
 		return rawAppendBatch(ctx, theirs, batch)
@@ -164,6 +136,9 @@ func (r *run) appendBatch(ctx context.Context, batches int) (Result, error) {
 	return r.alternate(ctx, ScenarioAppendBatch, "events", loop(ourBatch), loop(rawBatch))
 }
 
+// rawAppendBatch is the raw side of append-batch: the events inserted (COPY
+// on PostgreSQL), then their probe_failures rows derived in one set-based
+// INSERT … SELECT, in one transaction.
 func rawAppendBatch(ctx context.Context, b *benchDB, batch []eventlog.Entry) error {
 	tx, err := b.db.BeginTxx(ctx, nil)
 	if err != nil {
@@ -174,8 +149,20 @@ func rawAppendBatch(ctx context.Context, b *benchDB, batch []eventlog.Entry) err
 	if err := tx.GetContext(ctx, &last, `SELECT COALESCE(MAX(seq), 0) FROM event_log`); err != nil {
 		return err
 	}
+	if err := rawInsert(ctx, tx, b.d, batch); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, deriveRows(b.d), last); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// rawInsert inserts the events in tx without their event ids: COPY on
+// PostgreSQL, one prepared INSERT per event on SQLite (which has no COPY).
+func rawInsert(ctx context.Context, tx *sqlx.Tx, d eventlog.Backend, batch []eventlog.Entry) error {
 	query := `COPY event_log (ts, kind, host_id, rollout_id, payload) FROM STDIN`
-	if b.d == eventlog.SQLite {
+	if d == eventlog.SQLite {
 		query = `INSERT INTO event_log (ts, kind, host_id, rollout_id, payload) VALUES (?, ?, ?, ?, ?)`
 	}
 	stmt, err := tx.PrepareContext(ctx, query)
@@ -183,22 +170,16 @@ func rawAppendBatch(ctx context.Context, b *benchDB, batch []eventlog.Entry) err
 		return err
 	}
 	for _, e := range batch {
-		if _, err := stmt.ExecContext(ctx, rawTS(b.d, e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload)); err != nil {
+		if _, err := stmt.ExecContext(ctx, rawTS(d, e.TS), string(e.Kind), rawID(e.HostID), rawID(e.RolloutID), string(e.Payload)); err != nil {
 			_ = stmt.Close()
 			return err
 		}
 	}
-	if b.d == eventlog.Postgres {
+	if d == eventlog.Postgres {
 		if _, err := stmt.ExecContext(ctx); err != nil { // ends the COPY
 			_ = stmt.Close()
 			return err
 		}
 	}
-	if err := stmt.Close(); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, deriveRows(b.d), last); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return stmt.Close()
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/fleetgen"
 	"github.com/canonlog/canonlog/internal/scratchdb"
 )
 
@@ -104,6 +105,13 @@ type Config struct {
 	// append returned, which saturates the database.
 	WriteRate float64
 
+	// Profile is the shape of every scenario's data, a fleetgen profile:
+	// fleetgen.Realistic (a fleet's control-plane history, about 0.28
+	// probe_failures rows per event) or fleetgen.Dense (every event a
+	// probe result, one row per event: the shape of earlier reports).
+	// Defaults to fleetgen.Realistic.
+	Profile string
+
 	// CPUProfile, when set, names a file to write a CPU profile of the
 	// run to (both sides; the client side only), for go tool pprof.
 	CPUProfile string
@@ -118,6 +126,7 @@ type Config struct {
 // databases of its own.
 type Runner struct {
 	cfg Config
+	mix mix
 	// prefix begins the scratch databases' names; tests set one that CI's
 	// leftover check looks for.
 	prefix string
@@ -155,6 +164,12 @@ func New(cfg *Config) (*Runner, error) {
 	if c.LoadBaseline == 0 {
 		c.LoadBaseline = DefaultLoadBaseline
 	}
+	if c.Profile == "" {
+		c.Profile = fleetgen.Realistic
+	}
+	if !slices.Contains(fleetgen.Profiles(), c.Profile) {
+		return nil, fmt.Errorf("bench: Profile %q: use %s", c.Profile, strings.Join(fleetgen.Profiles(), " or "))
+	}
 	switch {
 	case c.Events < 0:
 		return nil, fmt.Errorf("bench: Events is %d: give a positive number, or 0 for %d", c.Events, DefaultEvents)
@@ -172,7 +187,11 @@ func New(cfg *Config) (*Runner, error) {
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
-	return &Runner{cfg: c, prefix: "canonlog_bench"}, nil
+	m, err := newMix(c.Profile)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	return &Runner{cfg: c, mix: m, prefix: "canonlog_bench"}, nil
 }
 
 // ConnectError is returned by Run when the PostgreSQL server named by
@@ -188,6 +207,7 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 type Report struct {
 	Backend   string   `json:"backend"`
 	Scratch   string   `json:"scratch"` // PostgreSQL: the prefix of the scratch schemas; SQLite: the scratch directory
+	Profile   string   `json:"profile"` // the data's fleetgen profile
 	Events    int      `json:"events"`
 	Rounds    int      `json:"rounds"`
 	Clients   int      `json:"clients"`
@@ -223,7 +243,7 @@ func (r *Runner) Run(ctx context.Context) (_ *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
-	rn := &run{cfg: r.cfg, set: set}
+	rn := &run{cfg: r.cfg, mix: r.mix, set: set}
 	defer func() { err = errors.Join(err, rn.close()) }()
 	if err := set.Ping(ctx); err != nil {
 		return nil, &ConnectError{Err: err}
@@ -248,7 +268,7 @@ func (r *Runner) Run(ctx context.Context) (_ *Report, err error) {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	rep := &Report{Backend: set.Dialect().String(), Scratch: scratch, Events: r.cfg.Events, Rounds: r.cfg.Rounds, Clients: r.cfg.Clients}
+	rep := &Report{Backend: set.Dialect().String(), Scratch: scratch, Profile: r.cfg.Profile, Events: r.cfg.Events, Rounds: r.cfg.Rounds, Clients: r.cfg.Clients}
 	for _, name := range scenarios {
 		if !slices.Contains(r.cfg.Scenarios, name) {
 			continue
@@ -301,7 +321,7 @@ func (rep *Report) writeScenarios(w io.Writer) error {
 	if rep.Rounds == 1 {
 		rounds = "round"
 	}
-	fmt.Fprintf(tw, "canonlog bench on %s: %d %s per scenario, medians; ratio = canonlog ÷ raw\n", rep.Backend, rep.Rounds, rounds)
+	fmt.Fprintf(tw, "canonlog bench on %s, %s data: %d %s per scenario, medians; ratio = canonlog ÷ raw\n", rep.Backend, rep.Profile, rep.Rounds, rounds)
 	fmt.Fprintf(tw, "%-13s %-7s %9s %12s %12s %6s %11s %7s %4s %s\n", "SCENARIO", "UNIT", "PER_ROUND", "CANONLOG/S", "RAW/S", "RATIO", "RANGE", "TARGET", "MET", "PEAK_RSS")
 	for _, s := range rep.Scenarios {
 		met, rss := "no", ""

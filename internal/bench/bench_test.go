@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/internal/fleetgen"
 )
 
 // setup returns a Runner on a fresh database of backend whose scratch
@@ -36,7 +37,7 @@ func TestRunner(t *testing.T) {
 		rep, err := setup(t, b, Config{Events: 200, Rounds: 2, Clients: 3, Progress: &progress}).Run(ctx)
 		require.NoError(t, err)
 		require.Equal(t, backend, rep.Backend)
-		require.Equal(t, Report{Backend: backend, Scratch: rep.Scratch, Events: 200, Rounds: 2, Clients: 3, Scenarios: rep.Scenarios}, *rep)
+		require.Equal(t, Report{Backend: backend, Scratch: rep.Scratch, Profile: fleetgen.Realistic, Events: 200, Rounds: 2, Clients: 3, Scenarios: rep.Scenarios}, *rep)
 		require.NotEmpty(t, rep.Scratch)
 		var names []string
 		for _, s := range rep.Scenarios {
@@ -79,8 +80,9 @@ func TestRunner(t *testing.T) {
 		// Scenarios run in their own order whatever the order asked; the
 		// CPU profile is written; rebuild reports its peak RSS.
 		profile := filepath.Join(t.TempDir(), "cpu.out")
-		rep, err = setup(t, b, Config{Events: 100, Rounds: 1, Scenarios: []string{ScenarioRebuild, ScenarioRead}, CPUProfile: profile}).Run(ctx)
+		rep, err = setup(t, b, Config{Events: 100, Rounds: 1, Scenarios: []string{ScenarioRebuild, ScenarioRead}, CPUProfile: profile, Profile: fleetgen.Dense}).Run(ctx)
 		require.NoError(t, err)
+		require.Equal(t, fleetgen.Dense, rep.Profile)
 		fi, err := os.Stat(profile)
 		require.NoError(t, err)
 		require.Positive(t, fi.Size())
@@ -98,7 +100,7 @@ func TestNew(t *testing.T) {
 	require.Equal(t, Config{
 		DatabaseURL: "sqlite:canonlog.db", Scenarios: DefaultScenarios(), Events: DefaultEvents,
 		Clients: DefaultClients, Rounds: DefaultRounds, Writers: DefaultWriters, LoadBaseline: DefaultLoadBaseline,
-		Progress: r.cfg.Progress,
+		Profile: fleetgen.Realistic, Progress: r.cfg.Progress,
 	}, r.cfg)
 
 	for name, cfg := range map[string]Config{
@@ -112,6 +114,7 @@ func TestNew(t *testing.T) {
 		"too many writers": {Writers: MaxClients + 1},
 		"long baseline":    {LoadBaseline: MaxLoadBaseline + 1},
 		"negative rate":    {WriteRate: -1},
+		"unknown profile":  {Profile: "sparse"},
 	} {
 		_, err := New(&cfg)
 		require.Error(t, err, name)
@@ -138,13 +141,13 @@ func TestRunErrors(t *testing.T) {
 
 func TestWriteTable(t *testing.T) {
 	t.Parallel()
-	rep := &Report{Backend: "postgres", Rounds: 3, Scenarios: []Result{
+	rep := &Report{Backend: "postgres", Profile: "realistic", Rounds: 3, Scenarios: []Result{
 		{Name: "append-1", Unit: "events", PerRound: 500, Canonlog: 1234.5, Raw: 1500.49, Ratio: 0.823, RatioMin: 0.7, RatioMax: 0.9, Target: 0.85},
 		{Name: "rebuild", Unit: "events", PerRound: 20000, Canonlog: 31483.7, Raw: 28949.2, Ratio: 1.087, RatioMin: 1.0, RatioMax: 1.2, Target: 1, Met: true, PeakRSS: 22345678},
 	}}
 	var buf bytes.Buffer
 	require.NoError(t, rep.WriteTable(&buf))
-	require.Equal(t, `canonlog bench on postgres: 3 rounds per scenario, medians; ratio = canonlog ÷ raw
+	require.Equal(t, `canonlog bench on postgres, realistic data: 3 rounds per scenario, medians; ratio = canonlog ÷ raw
 SCENARIO      UNIT    PER_ROUND   CANONLOG/S        RAW/S  RATIO       RANGE  TARGET  MET PEAK_RSS
 append-1      events        500         1234         1500   0.82   0.70-0.90 >= 0.85   no
 rebuild       events      20000        31484        28949   1.09   1.00-1.20 >= 1.00  yes 21.3 MiB

@@ -22,10 +22,18 @@
 // PostgreSQL, a directory next to the SQLite file — and removes them at the
 // end, also on an error or an interrupt.
 //
+// # Data
+//
+// Every scenario appends or reads the same history: internal/fleetgen's,
+// seed 1, of Config.Profile — realistic by default (a fleet's
+// control-plane history, about 0.28 probe_failures rows per event), or
+// dense (every event a probe result, one row per event). Event i is the
+// same whoever generates it, so writers draw without sharing anything.
+//
 // # Rebuilds under load
 //
 // One scenario, rebuild-load, compares nothing with hand-written SQL: it
-// fills a log of mixed control-plane events through AppendBatch, starts
+// fills a log of the history's events through AppendBatch, starts
 // writers appending agent events one at a time and a follower at the head
 // (as `canonlog tail -f`), each on a pool of its own as separate processes
 // would be, and measures them while nothing else runs, during an online
@@ -38,8 +46,9 @@
 // event_log, on purpose: the raw side of every scenario is the alternative
 // a user would write instead of canonlog (a prepared INSERT, COPY, a keyset
 // loop, a set-based INSERT … SELECT deriving probe_failures), and the
-// shared log of the reading scenarios is filled by one set-based INSERT per
-// 100,000 events, which is setup, not measured. canonlog's own side of
+// shared log of the reading scenarios is filled by COPY (prepared INSERTs
+// on SQLite) of 10,000 events per transaction, which is setup, not
+// measured. canonlog's own side of
 // every scenario goes through the public API only: eventlog.Log,
 // projection.Migrate and projection.Rebuild, probefailures.Store.
 package bench

@@ -218,15 +218,16 @@ func (r *run) rebuildLoad(ctx context.Context) (*LoadResult, error) {
 	return res, nil
 }
 
-// fill appends Config.Events mixed events in batches through the
-// service's log, probe_failures applied inline, then leaves the database
-// as a long-lived one would be: statistics fresh, checkpointed.
+// fill appends events 1 to Config.Events of the run's history (with their
+// event ids) in batches through the service's log, probe_failures applied
+// inline, then leaves the database as a long-lived one would be:
+// statistics fresh, checkpointed.
 func (l *loadRun) fill(ctx context.Context) error {
 	n := int64(l.r.cfg.Events)
 	batch := make([]eventlog.Entry, 0, loadFillBatch)
 	step := max(n/10, 100_000)
 	for i := int64(1); i <= n; i++ {
-		batch = append(batch, mixEntry(i, false, epoch.Add(time.Duration(i)*100*time.Millisecond)))
+		batch = append(batch, l.r.mix.all.Entry(i))
 		if len(batch) < loadFillBatch && i < n {
 			continue
 		}
@@ -277,7 +278,7 @@ func (l *loadRun) write(ctx context.Context, w int) {
 				next = time.Now()
 			}
 		}
-		e := mixEntry(l.next.Add(1), true, time.Now())
+		e := l.r.mix.agentEntry(l.next.Add(1), time.Now())
 		rec := appendRec{start: l.since()}
 		l.inflight[w].Store(int64(rec.start))
 		res, err := l.svc.log.Append(ctx, e)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
-	"github.com/canonlog/canonlog/probefailures"
 )
 
 // TestRebuildLoad runs rebuild-load on a small log and checks that the
@@ -112,32 +111,6 @@ func TestRebuildLoad(t *testing.T) {
 		require.NoError(t, json.Unmarshal(data, &back))
 		require.Equal(t, rep.Load, back.Load)
 	})
-}
-
-// The mixed log is mostly events that derive nothing; the writers' events
-// are all of probe_failures' kind; the same number makes the same event.
-func TestMixEntry(t *testing.T) {
-	t.Parallel()
-	const n = 20000
-	at := epoch
-	kinds := map[eventlog.Kind]int{}
-	deriving := 0
-	for i := range int64(n) {
-		e := mixEntry(i, false, at)
-		kinds[e.Kind]++
-		require.True(t, json.Valid(e.Payload), string(e.Payload))
-		rows, err := probefailures.Rows(nil, eventlog.Event{Seq: i + 1, Kind: e.Kind, TS: e.TS, HostID: e.HostID, RolloutID: e.RolloutID, Payload: e.Payload})
-		require.NoError(t, err)
-		if len(rows) > 0 {
-			deriving++
-		}
-		a := mixEntry(i, true, at)
-		require.Equal(t, eventlog.KindAgentEvent, a.Kind)
-		require.Equal(t, a, mixEntry(i, true, at))
-	}
-	require.InDelta(t, 0.65, float64(kinds[eventlog.KindAgentEvent])/n, 0.02)
-	require.Len(t, kinds, 7, "every predefined kind")
-	require.InDelta(t, 0.1, float64(deriving)/n, 0.02, "about one event in ten derives rows")
 }
 
 // A follower's lag counts, for the run's own share, from the last sample

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"database/sql"
-	"strconv"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -27,7 +26,7 @@ func (r *run) query(ctx context.Context) (Result, error) {
 	store := probefailures.NewStore(b.db)
 	ours := func(ctx context.Context) (int, error) {
 		for i := range sets {
-			rollout, control, host := queryArgs(i)
+			rollout, control, host := r.queryArgs(i)
 			if _, err := store.Failures(ctx, probefailures.FailureFilter{RolloutID: rollout, Limit: 100}); err != nil {
 				return 0, err
 			}
@@ -67,7 +66,7 @@ GROUP BY control_id, framework ORDER BY control_id, framework`)
 	}
 	raw := func(ctx context.Context) (int, error) {
 		for i := range sets {
-			rollout, control, host := queryArgs(i)
+			rollout, control, host := r.queryArgs(i)
 			fs := make([]failure, 0, 100)
 			err := scanAll(ctx, db, qFailures, []any{rollout, 100}, func(rows *sql.Rows) error {
 				var f failure
@@ -128,10 +127,11 @@ GROUP BY control_id, framework ORDER BY control_id, framework`)
 	return r.alternate(ctx, ScenarioQuery, "queries", ours, raw)
 }
 
-// queryArgs spreads the query sets over rollouts, controls and hosts
-// (host h reports only in rollout h % 40).
-func queryArgs(i int) (rollout, control, host string) {
-	return "rollout-" + strconv.Itoa(i%40), "C-" + strconv.Itoa(i*7%50), "host-" + strconv.Itoa(i*37%2000)
+// queryArgs spreads the query sets over the history's rollouts, controls
+// and hosts.
+func (r *run) queryArgs(i int) (rollout, control, host string) {
+	g, controls := r.mix.all, r.mix.controls
+	return g.Rollout(i % g.Rollouts()), controls[i*7%len(controls)], g.Host(i * 37 % g.Hosts())
 }
 
 func scanAll(ctx context.Context, db *sqlx.DB, query string, args []any, scan func(*sql.Rows) error) error {

@@ -28,22 +28,28 @@ func (r *run) rebuild(ctx context.Context) (Result, error) {
 		return r.cfg.Events, err
 	}
 	raw := func(ctx context.Context) (int, error) {
-		tx, err := b.db.BeginTxx(ctx, nil)
-		if err != nil {
-			return 0, err
-		}
-		defer func() { _ = tx.Rollback() }()
-		if _, err := tx.ExecContext(ctx, `DELETE FROM probe_failures`); err != nil {
-			return 0, err
-		}
-		if _, err := tx.ExecContext(ctx, deriveRows(b.d), 0); err != nil {
-			return 0, err
-		}
-		return r.cfg.Events, tx.Commit()
+		return r.cfg.Events, rawRebuild(ctx, b)
 	}
 	st, err := r.alternate(ctx, ScenarioRebuild, "events", ours, raw)
 	st.PeakRSS = peak
 	return st, err
+}
+
+// rawRebuild is the raw side of rebuild: DELETE, then the set-based
+// derivation of every row, in one transaction.
+func rawRebuild(ctx context.Context, b *benchDB) error {
+	tx, err := b.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM probe_failures`); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, deriveRows(b.d), 0); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // vmHWM returns the process's peak resident set size, 0 where

@@ -16,6 +16,7 @@ import (
 // run is one Run's state: its scratch databases.
 type run struct {
 	cfg    Config
+	mix    mix
 	set    *scratchdb.Set
 	dbs    []*benchDB
 	filled *benchDB // the shared log of read, rebuild and query, filled once

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/fleetgen"
 	"github.com/canonlog/canonlog/internal/scratchdb"
 	"github.com/canonlog/canonlog/projection"
 )
@@ -35,7 +36,11 @@ func BenchmarkSQLiteWritersBesideAReader(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r := &run{cfg: Config{Events: 100_000, Writers: DefaultWriters}, set: set}
+	m, err := newMix(fleetgen.Realistic)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &run{cfg: Config{Events: 100_000, Writers: DefaultWriters}, mix: m, set: set}
 	defer func() { _ = r.close() }()
 	sdb, err := set.Create(ctx)
 	if err != nil {
@@ -78,7 +83,7 @@ func BenchmarkSQLiteWritersBesideAReader(b *testing.B) {
 		for range r.cfg.Writers {
 			writers.Go(func() {
 				for time.Since(start) < readerTurn {
-					if _, err := w.log.Append(ctx, mixEntry(next.Add(1), true, time.Now())); err == nil {
+					if _, err := w.log.Append(ctx, r.mix.agentEntry(next.Add(1), time.Now())); err == nil {
 						n.Add(1)
 					}
 				}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/canonlog/canonlog/internal/bench"
+	"github.com/canonlog/canonlog/internal/fleetgen"
 )
 
 // newBenchCommand mounts the harness of internal/bench: it checks the
@@ -19,11 +20,16 @@ func newBenchCommand(g *globals) *cobra.Command {
 		output string
 	)
 	cmd := &cobra.Command{
-		Use:   "bench [--scenario NAME…] [--events N] [--clients N] [--rounds N] [--writers N] [--write-rate R] [--load-baseline D]",
+		Use:   "bench [--scenario NAME…] [--events N] [--profile NAME] [--clients N] [--rounds N] [--writers N] [--write-rate R] [--load-baseline D]",
 		Short: "Measure canonlog against hand-written SQL on this database",
 		Long: `bench measures each canonlog path next to a raw database/sql baseline doing
 the same work, alternately for several rounds, and prints the median rates
 and their ratio (canonlog ÷ raw) against the target ratio.
+
+Every scenario's data is the history canonlog gen writes with --seed 1 and
+the --profile given: realistic (the default: a fleet's control-plane
+history, about 0.28 probe_failures rows per event) or dense (every event a
+probe result, one row per event: the shape of earlier reports).
 
 It never touches the configured database's data: on PostgreSQL it works in
 scratch schemas canonlog_bench_<random>_<n> that it drops at the end (also
@@ -33,7 +39,7 @@ configured file (or in $TMPDIR), removed at the end.
 Scenarios (` + strings.Join(bench.Scenarios(), ", ") + `) and their sizes, from --events N:
   append-1      N/40 single appends per side per round, one client
   append-16     N/20 single appends per side per round from --clients clients
-  append-batch  N/2000 batches of 1,000 probe results per side per round
+  append-batch  N/2000 batches of 1,000 events per side per round
   read          streams a log of N events
   rebuild       rebuilds probe_failures over a log of N events
   query         N/100 sets of five gate queries per side per round
@@ -71,6 +77,9 @@ Scenarios (` + strings.Join(bench.Scenarios(), ", ") + `) and their sizes, from 
 			case cfg.LoadBaseline <= 0 || cfg.LoadBaseline > bench.MaxLoadBaseline:
 				return usagef("--load-baseline is %s, must be more than 0 and at most %s", cfg.LoadBaseline, bench.MaxLoadBaseline)
 			}
+			if !slices.Contains(fleetgen.Profiles(), cfg.Profile) {
+				return usagef("--profile %q: use %s", cfg.Profile, strings.Join(fleetgen.Profiles(), " or "))
+			}
 			if err := checkOutput(output, outputTable, outputJSON); err != nil {
 				return err
 			}
@@ -96,6 +105,7 @@ Scenarios (` + strings.Join(bench.Scenarios(), ", ") + `) and their sizes, from 
 	fl := cmd.Flags()
 	fl.StringSliceVar(&cfg.Scenarios, "scenario", nil, "scenarios to run (repeat or comma-separate; default all but rebuild-load): "+strings.Join(bench.Scenarios(), ", "))
 	fl.IntVar(&cfg.Events, "events", bench.DefaultEvents, "size of the run: log size for read, rebuild, query and rebuild-load; appends are scaled from it")
+	fl.StringVar(&cfg.Profile, "profile", fleetgen.Realistic, "shape of every scenario's data, as canonlog gen's --profile: "+strings.Join(fleetgen.Profiles(), " or "))
 	fl.IntVar(&cfg.Clients, "clients", bench.DefaultClients, "concurrent clients of append-16")
 	fl.IntVar(&cfg.Rounds, "rounds", bench.DefaultRounds, "rounds per scenario; each round runs both sides, in alternating order")
 	fl.IntVar(&cfg.Writers, "writers", bench.DefaultWriters, "rebuild-load: concurrent writers appending one event at a time")

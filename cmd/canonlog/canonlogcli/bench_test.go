@@ -25,6 +25,7 @@ func TestBench(t *testing.T) {
 		var rep bench.Report
 		require.NoError(t, json.Unmarshal([]byte(out), &rep))
 		require.Equal(t, backend, rep.Backend)
+		require.Equal(t, "realistic", rep.Profile)
 		require.Equal(t, 1, rep.Events)
 		require.Equal(t, 2, rep.Rounds)
 		require.Equal(t, 1, rep.Clients)
@@ -53,7 +54,7 @@ func TestBench(t *testing.T) {
 		// The table carries one line per scenario asked for, with the peak
 		// RSS for rebuild.
 		profile := filepath.Join(t.TempDir(), "cpu.out")
-		r := c.run("", "bench", "--events", "1", "--rounds", "1", "--scenario", "read,rebuild", "--cpuprofile", profile)
+		r := c.run("", "bench", "--events", "1", "--rounds", "1", "--scenario", "read,rebuild", "--cpuprofile", profile, "--profile", "dense")
 		require.Equal(t, exitOK, r.code, r.err)
 		require.Contains(t, r.err, "bench: "+backend+", scratch ")
 		fi, err := os.Stat(profile)
@@ -61,7 +62,7 @@ func TestBench(t *testing.T) {
 		require.Positive(t, fi.Size())
 		lines := strings.Split(strings.TrimSpace(r.out), "\n")
 		require.Len(t, lines, 4, r.out)
-		require.True(t, strings.HasPrefix(lines[0], "canonlog bench on "+backend+": 1 round per scenario"), r.out)
+		require.True(t, strings.HasPrefix(lines[0], "canonlog bench on "+backend+", dense data: 1 round per scenario"), r.out)
 		require.Contains(t, lines[1], "SCENARIO")
 		require.True(t, strings.HasPrefix(lines[2], "read "), r.out)
 		require.True(t, strings.HasPrefix(lines[3], "rebuild "), r.out)
@@ -98,6 +99,7 @@ func TestBenchUsage(t *testing.T) {
 		{"bench", "--load-baseline", "0s"},
 		{"bench", "--load-baseline", "2h"},
 		{"bench", "--write-rate", "-1"},
+		{"bench", "--profile", "sparse"},
 	} {
 		_, errOut, code := runCLI(t, args...)
 		require.Equal(t, exitUsage, code, "%v: %s", args, errOut)
