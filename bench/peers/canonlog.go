@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/jmoiron/sqlx"
 
@@ -13,11 +14,13 @@ import (
 )
 
 // canonlogStore is canonlog's log as a service appends to it: the core
-// migrations, eventlog.New without a hook (a pure log, no projection), no
-// event ids (no peer measured here keeps a uniqueness key).
+// migrations, eventlog.New without a hook (a pure log, no projection),
+// and event ids only with Config.EventIDs (no peer measured here keeps a
+// uniqueness key).
 type canonlogStore struct {
-	db  *sqlx.DB
-	log *eventlog.Log
+	db       *sqlx.DB
+	log      *eventlog.Log
+	eventIDs bool
 }
 
 func (s *canonlogStore) open(ctx context.Context, url string) error {
@@ -38,15 +41,24 @@ func entry(i int) eventlog.Entry {
 	return eventlog.Entry{Kind: eventKind, HostID: hostID(i), RolloutID: rolloutID(i), Payload: json.RawMessage(payload(i))}
 }
 
+// entry returns entry i, with an event id when the store gives them.
+func (s *canonlogStore) entry(i int) eventlog.Entry {
+	e := entry(i)
+	if s.eventIDs {
+		e.EventID = "peers-" + strconv.Itoa(i)
+	}
+	return e
+}
+
 func (s *canonlogStore) appendOne(ctx context.Context, i int) error {
-	_, err := s.log.Append(ctx, entry(i))
+	_, err := s.log.Append(ctx, s.entry(i))
 	return err
 }
 
 func (s *canonlogStore) appendBatch(ctx context.Context, first, n int) error {
 	batch := make([]eventlog.Entry, n)
 	for j := range batch {
-		batch[j] = entry(first + j)
+		batch[j] = s.entry(first + j)
 	}
 	_, err := s.log.AppendBatch(ctx, batch)
 	return err

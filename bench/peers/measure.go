@@ -126,7 +126,11 @@ func (r *Runner) measure(ctx context.Context, set *scratchdb.Set, sc scenario) (
 		if err != nil {
 			return res, err
 		}
-		sd := &side{c: c, s: c.newStore(), db: db}
+		st := c.newStore()
+		if cs, ok := st.(*canonlogStore); ok {
+			cs.eventIDs = r.cfg.EventIDs
+		}
+		sd := &side{c: c, s: st, db: db}
 		sides = append(sides, sd)
 		if err := sd.s.open(ctx, db.URL); err != nil {
 			return res, fmt.Errorf("%s: open: %w", c.name, err)

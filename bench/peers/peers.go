@@ -76,6 +76,13 @@ type Config struct {
 	// side's batch path, untimed). Defaults to DefaultReplayEvents.
 	ReplayEvents int
 
+	// EventIDs gives canonlog's events an event id each, as a service
+	// that wants exactly-once appends does: canonlog then keeps its unique
+	// index on them, and a single append of a kind no projection consumes
+	// is one autocommitted statement (one round trip instead of three).
+	// Off by default, as no peer measured here keeps a uniqueness key.
+	EventIDs bool
+
 	// Progress, when set, receives a line per side and round as the run
 	// goes. Defaults to none.
 	Progress io.Writer

@@ -80,8 +80,16 @@ func schemasLeft(t *testing.T, url, prefix string) []string {
 // payload bytes), that every round was timed, and that the run's schemas
 // are gone afterwards.
 func TestRun(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { testRun(t, false) })
+	// With event ids every event still lands once: no two calls share an
+	// id, so none is taken for a duplicate.
+	t.Run("event ids", func(t *testing.T) { testRun(t, true) })
+}
+
+func testRun(t *testing.T, eventIDs bool) {
 	url := postgresURL(t)
 	cfg := tinyConfig(url)
+	cfg.EventIDs = eventIDs
 	r, err := New(cfg)
 	require.NoError(t, err)
 	var progress bytes.Buffer
@@ -127,6 +135,20 @@ func TestRun(t *testing.T) {
 	var table bytes.Buffer
 	require.NoError(t, rep.WriteTable(&table))
 	require.Contains(t, table.String(), "| full replay | ")
+	if eventIDs {
+		require.Contains(t, table.String(), "canonlog: every event with an event id")
+	}
+}
+
+// canonlog's entries carry an event id, distinct per event, only when
+// asked.
+func TestCanonlogEntries(t *testing.T) {
+	plain := (&canonlogStore{}).entry(7)
+	require.Empty(t, plain.EventID)
+	s := &canonlogStore{eventIDs: true}
+	require.Equal(t, "peers-7", s.entry(7).EventID)
+	require.NotEqual(t, s.entry(7).EventID, s.entry(8).EventID)
+	require.Equal(t, plain.Payload, s.entry(7).Payload)
 }
 
 // lossyStore is a raw store that stores only the first event of every

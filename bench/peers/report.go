@@ -132,6 +132,9 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		"%s events in calls of %d; a replay of a log of %s events.\n",
 		thousands(float64(c.SingleEvents)), thousands(float64(c.ConcurrentEvents)), c.Clients,
 		thousands(float64(c.BatchEvents)), c.BatchSize, thousands(float64(c.ReplayEvents)))
+	if c.EventIDs {
+		fmt.Fprintf(bw, "canonlog: every event with an event id (exactly-once appends; a single append is one autocommitted statement).\n")
+	}
 	fmt.Fprintf(bw, "raw lib/pq: canonlog's event_log table by hand; a prepared INSERT in a transaction per event, "+
 		"COPY of %d rows per transaction, keyset SELECT in pages of %s.\n", c.BatchSize, thousands(eventlog.DefaultPageSize))
 	for _, ct := range rep.Contenders {

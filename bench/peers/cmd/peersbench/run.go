@@ -38,6 +38,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.BatchEvents, "batch", peers.DefaultBatchEvents, "events per side and round appended in calls of -batch-size")
 	fs.IntVar(&cfg.BatchSize, "batch-size", peers.DefaultBatchSize, "events per call of the batch scenario")
 	fs.IntVar(&cfg.ReplayEvents, "replay", peers.DefaultReplayEvents, "events in the log each side reads back whole per round")
+	fs.BoolVar(&cfg.EventIDs, "event-ids", false, "give canonlog's events event ids (exactly-once appends; a single append is then one round trip)")
 	fs.BoolVar(&quiet, "quiet", false, "print no progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
