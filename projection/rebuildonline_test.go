@@ -68,12 +68,10 @@ func requireVerified(t *testing.T, log *eventlog.Log, reg *projection.Registry) 
 // An append held open takes a seq below events that commit after it,
 // and commits after they were read. Held open across the online
 // rebuild's start, it commits after the build read the log, and the
-// catch-up applies it (the copy's foreign key waits for it meanwhile:
-// adding one waits for every transaction writing event_log). Opened
-// during the catch-up, it holds the rounds' horizon back, commits as the
-// swap begins, and the swap drains it. Either way it is applied exactly
-// once, however low its seq: reading "seq > the last seq read" would
-// skip it.
+// catch-up applies it. Opened during the catch-up, it holds the rounds'
+// horizon back, commits as the swap begins, and the swap drains it.
+// Either way it is applied exactly once, however low its seq: reading
+// "seq > the last seq read" would skip it.
 func TestOnlineRebuildLateCommit(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ openIn, commitIn projection.Phase }{
@@ -859,5 +857,59 @@ func TestOnlineRebuildDropWaitsForLongReaders(t *testing.T) {
 	var rows int
 	require.NoError(t, db.Get(&rows, `SELECT COUNT(*) FROM test_view WHERE event_log_seq = $1`, r.Event.Seq))
 	require.Equal(t, 1, rows)
+	requireVerified(t, log, reg)
+}
+
+// Adding the copy's foreign key to event_log waits for every transaction
+// writing event_log, and appends queue behind it: an append transaction
+// left open would make every append wait for it. The key waits a moment
+// at a time instead: appends go on, and the rebuild starts once the open
+// transaction is done.
+func TestOnlineRebuildForeignKeyWaitsForOpenAppends(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	view := &kindView{testView{kinds: []eventlog.Kind{eventlog.KindAgentEvent}}}
+	log, reg, db := setup(t, "postgres", view)
+	_, err := log.AppendBatch(ctx, agentEvents(20))
+	require.NoError(t, err)
+
+	open, err := db.BeginTxx(ctx, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = open.Rollback() })
+	_, err = log.AppendTx(ctx, open, ev(eventlog.KindPlanAction, "", `{"open":true}`))
+	require.NoError(t, err)
+
+	done := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		_, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{Progress: func(p projection.Progress) {
+			if p.Phase == projection.PhaseBuild && p.Done == 0 {
+				select {
+				case <-started:
+				default:
+					close(started)
+				}
+			}
+		}})
+		done <- err
+	}()
+	// The rebuild is trying to add its key: its shadow schema exists.
+	var schema string
+	require.NoError(t, db.Get(&schema, `SELECT current_schema()`))
+	require.Eventually(t, func() bool { return len(rebuildSchemas(t, db, schema)) > 0 }, 30*time.Second, 10*time.Millisecond)
+
+	actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	_, err = log.Append(actx, ev(eventlog.KindAgentEvent, "h1", `{"during":"prepare"}`))
+	require.NoError(t, err, "an append waited behind the copy's foreign key")
+	select {
+	case <-started:
+		t.Fatal("the build began while a transaction writing event_log was open")
+	default:
+	}
+
+	require.NoError(t, open.Commit())
+	require.NoError(t, <-done)
+	require.Empty(t, rebuildSchemas(t, db, schema))
 	requireVerified(t, log, reg)
 }
