@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,9 +27,14 @@ const readerTurn = 4 * time.Second
 // SQLite: 8 writers append (as rebuild-load's do) alone, while another
 // pool of the same process reads the whole log page after page (as an
 // online rebuild's build and a verify do), and while another process
-// does. The turns alternate, 4 s each, three of each; it reports the
-// median appends/s of each, and the median of the per-round ratios to the
-// writers alone.
+// does. Two more turns tell the causes apart (see docs/performance.md):
+// the same-process reader reading a copy of the log in another file,
+// which shares nothing with the writers' database (no lock, no WAL, no
+// checkpoint) but the process; and the same-process reader with the
+// garbage collector held off (GC percent -1 under a 1 GiB memory limit)
+// for the turn. The turns alternate, 4 s each, three of each; it reports
+// the median appends/s of each, and the median of the per-round ratios to
+// the writers alone.
 //
 //	go test ./internal/bench -run '^$' -bench SQLiteWritersBesideAReader -benchtime 1x
 func BenchmarkSQLiteWritersBesideAReader(b *testing.B) {
@@ -60,6 +67,16 @@ func BenchmarkSQLiteWritersBesideAReader(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The fill ended with a TRUNCATE checkpoint: the file holds the log.
+	path, _ := eventlog.SQLiteFile(sdb.URL)
+	copyPath := b.TempDir() + "/copy.db"
+	if err := copyFile(path, copyPath); err != nil {
+		b.Fatal(err)
+	}
+	cp, err := r.open(ctx, "sqlite:"+copyPath)
+	if err != nil {
+		b.Fatal(err)
+	}
 
 	next := atomic.Int64{}
 	next.Store(int64(r.cfg.Events))
@@ -71,6 +88,9 @@ func BenchmarkSQLiteWritersBesideAReader(b *testing.B) {
 			readerErr error
 			done      = make(chan struct{})
 		)
+		// Untimed, so that no turn pays for the garbage of the one before
+		// (the GC-off turn leaves up to 1 GiB).
+		runtime.GC()
 		if reader != nil {
 			go func() {
 				defer close(done)
@@ -98,9 +118,9 @@ func BenchmarkSQLiteWritersBesideAReader(b *testing.B) {
 		}
 		return rate
 	}
-	inProcess := func(stop *atomic.Bool) error {
+	readAll := func(from *benchDB, stop *atomic.Bool) error {
 		for !stop.Load() {
-			for _, err := range rd.bare.Pages(ctx, 0, nil) {
+			for _, err := range from.bare.Pages(ctx, 0, nil) {
 				if err != nil {
 					return err
 				}
@@ -111,6 +131,13 @@ func BenchmarkSQLiteWritersBesideAReader(b *testing.B) {
 		}
 		return nil
 	}
+	inProcess := func(stop *atomic.Bool) error { return readAll(rd, stop) }
+	otherFile := func(stop *atomic.Bool) error { return readAll(cp, stop) }
+	noGC := func(stop *atomic.Bool) error {
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(1 << 30))
+		defer debug.SetGCPercent(debug.SetGCPercent(-1))
+		return readAll(rd, stop)
+	}
 	otherProcess := func(*atomic.Bool) error {
 		cmd := exec.Command(os.Args[0], "-test.run", "^TestSQLiteReaderProcess$", "-test.bench", "^$")
 		cmd.Env = append(os.Environ(), readerURLEnv+"="+sdb.URL)
@@ -120,8 +147,8 @@ func BenchmarkSQLiteWritersBesideAReader(b *testing.B) {
 		}
 		return err
 	}
-	names := []string{"alone", "inproc", "otherproc"}
-	readers := []func(*atomic.Bool) error{nil, inProcess, otherProcess}
+	names := []string{"alone", "inproc", "otherproc", "inproc-otherfile", "inproc-nogc"}
+	readers := []func(*atomic.Bool) error{nil, inProcess, otherProcess, otherFile, noGC}
 	rates := make([][]float64, len(names))
 	b.ResetTimer()
 	for range b.N {
@@ -173,4 +200,12 @@ func TestSQLiteReaderProcess(t *testing.T) {
 			}
 		}
 	}
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o600)
 }
