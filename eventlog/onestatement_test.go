@@ -150,3 +150,24 @@ func TestAppendPlainHookAlwaysCalled(t *testing.T) {
 		require.Equal(t, [][]int64{{r1.Event.Seq}, {r2[0].Event.Seq}}, hook.called())
 	})
 }
+
+// A SelectiveHook sees an append only when it consumes one of its kinds,
+// and then every new event of it, on both backends.
+func TestSelectiveHookSkipped(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		hook := selectiveHook{&kindHook{kinds: []eventlog.Kind{eventlog.KindAgentEvent}}}
+		log, db := setup(t, backend, &eventlog.Config{Hook: hook})
+		plan := eventlog.Entry{Kind: eventlog.KindPlanAction, Payload: json.RawMessage(`{}`)}
+		_, err := log.Append(ctx, plan)
+		require.NoError(t, err)
+		_, err = log.AppendBatch(ctx, []eventlog.Entry{plan, plan})
+		require.NoError(t, err)
+		require.Empty(t, hook.called())
+		res, err := log.AppendBatch(ctx, []eventlog.Entry{plan, {Kind: eventlog.KindAgentEvent, HostID: "h1", Payload: json.RawMessage(`{}`)}})
+		require.NoError(t, err)
+		require.Equal(t, [][]int64{{res[0].Event.Seq, res[1].Event.Seq}}, hook.called())
+		require.Equal(t, 5, countEvents(t, db))
+	})
+}
