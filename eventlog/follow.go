@@ -172,7 +172,7 @@ func (l *Log) NewFollower(from Position, opts *FollowOptions) (*Follower, error)
 	if o.PollInterval == 0 {
 		o.PollInterval = DefaultPollInterval
 	}
-	where, args, err := o.Filter.where()
+	where, args, err := o.Filter.where(l.backend)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +190,7 @@ func (l *Log) NewFollower(from Position, opts *FollowOptions) (*Follower, error)
 		// reads and sorts every matching event after the cursor. The
 		// cursor moves to the window's end, matches or not, so a
 		// follower of a rare kind is linear in the log it passes.
-		unindexed, _, _ := o.Filter.whereUnindexed()
+		unindexed, _, _ := o.Filter.whereUnindexed(l.backend)
 		f.windowed = true
 		f.pageQuery = l.db.Rebind(`SELECT tx_text, hit, seq, ts, kind, host_id, rollout_id, CASE WHEN hit THEN payload END AS payload, event_id FROM (
 SELECT tx_id, tx_id::text AS tx_text, COALESCE(` + unindexed[len(" WHERE "):] + `, FALSE) AS hit, ` + eventColumns + ` FROM event_log

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jmoiron/sqlx"
 )
@@ -34,10 +35,27 @@ type Filter struct {
 	AfterSeq int64
 	// Since keeps events with TS >= Since; Until keeps TS < Until.
 	Since, Until time.Time
+	// PayloadContains keeps events whose payload, as stored, contains at
+	// least one of these strings, byte for byte (case and escapes count:
+	// "\u0066ail" does not contain "fail"). The database tests it on the
+	// payload's text without parsing the JSON, so it is a cheap way to
+	// leave out events that cannot matter before they are read: a
+	// projection declares its markers with projection.PayloadMarker, and
+	// its rebuilds and verifies then read only the events that carry one.
+	// Each string is 1 to MaxPayloadMarkerBytes bytes of UTF-8 without a
+	// NUL; at most MaxPayloadMarkers of them. No index serves it: it
+	// narrows what the other conditions select.
+	PayloadContains []string
 	// Limit is the most events returned: 0 means DefaultQueryLimit; more
 	// than MaxQueryLimit is an error.
 	Limit int
 }
+
+// Bounds of Filter.PayloadContains.
+const (
+	MaxPayloadMarkers     = 16
+	MaxPayloadMarkerBytes = 256
+)
 
 // Validate checks f's conditions as Query, Count, TailStart, Pages, Events
 // and NewFollower (and their Tx twins) do before anything reaches the database, the same on both
@@ -63,6 +81,14 @@ func (f Filter) Validate() error {
 			return fail("Kinds", err)
 		}
 	}
+	if len(f.PayloadContains) > MaxPayloadMarkers {
+		return fail("PayloadContains", fmt.Errorf("%d strings, at most %d allowed", len(f.PayloadContains), MaxPayloadMarkers))
+	}
+	for i, m := range f.PayloadContains {
+		if err := checkMarker(m); err != nil {
+			return fail(fmt.Sprintf("PayloadContains[%d]", i), err)
+		}
+	}
 	for _, t := range []struct {
 		field string
 		ts    time.Time
@@ -81,21 +107,36 @@ func (f Filter) Validate() error {
 	return nil
 }
 
-// where validates the filter and renders its conditions with ?
-// placeholders.
-func (f Filter) where() (string, []any, error) {
-	return f.render(func(col string) string { return col })
+// checkMarker says why m cannot be one of Filter.PayloadContains.
+func checkMarker(m string) error {
+	switch {
+	case m == "":
+		return errors.New("empty: it would keep every event")
+	case len(m) > MaxPayloadMarkerBytes:
+		return fmt.Errorf("%d bytes, at most %d allowed", len(m), MaxPayloadMarkerBytes)
+	case !utf8.ValidString(m):
+		return errors.New("not valid UTF-8")
+	case strings.IndexByte(m, 0) >= 0:
+		return errors.New("contains a NUL byte")
+	}
+	return nil
+}
+
+// where validates the filter and renders its conditions for backend b
+// with ? placeholders.
+func (f Filter) where(b Backend) (string, []any, error) {
+	return f.render(b, func(col string) string { return col })
 }
 
 // whereUnindexed is where with host_id, rollout_id and kind compared as
 // expressions that no index matches, for a reader that walks another
 // index in order and must not be planned onto these (see
 // Follower.pageQuery).
-func (f Filter) whereUnindexed() (string, []any, error) {
-	return f.render(func(col string) string { return "(" + col + " || '')" })
+func (f Filter) whereUnindexed(b Backend) (string, []any, error) {
+	return f.render(b, func(col string) string { return "(" + col + " || '')" })
 }
 
-func (f Filter) render(col func(string) string) (string, []any, error) {
+func (f Filter) render(b Backend, col func(string) string) (string, []any, error) {
 	if err := f.Validate(); err != nil {
 		return "", nil, err
 	}
@@ -125,6 +166,20 @@ func (f Filter) render(col func(string) string) (string, []any, error) {
 			args = append(args, string(k))
 		}
 		conds = append(conds, col("kind")+" IN ("+strings.Join(marks, ", ")+")")
+	}
+	if len(f.PayloadContains) > 0 {
+		// The payload's stored text, not parsed: a json column's text is
+		// the appended bytes (a no-op cast), SQLite's a TEXT column.
+		contains := "instr(payload, ?) > 0"
+		if b == Postgres {
+			contains = "strpos(payload::text, ?) > 0"
+		}
+		ors := make([]string, len(f.PayloadContains))
+		for i, m := range f.PayloadContains {
+			ors[i] = contains
+			args = append(args, m)
+		}
+		conds = append(conds, "("+strings.Join(ors, " OR ")+")")
 	}
 	if !f.Since.IsZero() {
 		conds, args = append(conds, "ts >= ?"), append(args, FormatTime(f.Since))
@@ -177,7 +232,7 @@ func (l *Log) count(ctx context.Context, q sqlx.QueryerContext, f Filter) (int64
 		return 0, fmt.Errorf("eventlog: count: %w: Limit is %d, must be 0: Count counts every match",
 			ErrInvalidFilter, f.Limit)
 	}
-	where, args, err := f.where()
+	where, args, err := f.where(l.backend)
 	if err != nil {
 		return 0, err
 	}
@@ -216,7 +271,7 @@ func (l *Log) tailStart(ctx context.Context, q sqlx.QueryerContext, f Filter, n 
 	case f.Limit != 0:
 		return 0, fmt.Errorf("eventlog: tail start: %w: Limit is %d, must be 0: n says how many events", ErrInvalidFilter, f.Limit)
 	}
-	where, args, err := f.where()
+	where, args, err := f.where(l.backend)
 	if err != nil {
 		return 0, err
 	}
@@ -265,7 +320,7 @@ func (l *Log) query(ctx context.Context, q sqlx.QueryerContext, f Filter) ([]Eve
 	case f.Limit == 0:
 		f.Limit = DefaultQueryLimit
 	}
-	where, args, err := f.where()
+	where, args, err := f.where(l.backend)
 	if err != nil {
 		return nil, err
 	}

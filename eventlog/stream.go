@@ -29,6 +29,9 @@ type ReadOptions struct {
 	PageSize int
 	// Kinds, when set, keeps only events of these kinds.
 	Kinds []Kind
+	// PayloadContains, when set, keeps only events whose payload contains
+	// one of these strings: see Filter.PayloadContains.
+	PayloadContains []string
 	// MaxPageBytes bounds the payload bytes of one page: a page ends early
 	// once its payloads reach it (always holding at least one event), and
 	// the next page's size is scaled to the payloads seen, so memory stays
@@ -106,11 +109,11 @@ func (l *Log) pages(ctx context.Context, q sqlx.QueryerContext, afterSeq int64, 
 		case o.MaxPageBytes == 0:
 			o.MaxPageBytes = DefaultMaxPageBytes
 		}
-		if err := (Filter{AfterSeq: afterSeq, Kinds: o.Kinds}).Validate(); err != nil {
+		if err := (Filter{AfterSeq: afterSeq, Kinds: o.Kinds, PayloadContains: o.PayloadContains}).Validate(); err != nil {
 			yield(nil, err)
 			return
 		}
-		where, args, err := Filter{Kinds: o.Kinds}.where()
+		where, args, err := Filter{Kinds: o.Kinds, PayloadContains: o.PayloadContains}.where(l.backend)
 		if err != nil {
 			yield(nil, err)
 			return

@@ -44,6 +44,9 @@ func FuzzRows(f *testing.F) {
 		`{"type":7}`, `"ProbeResult"`, `["ProbeResult"]`, `{"\u0074ype":"ProbeResult","probe_name":""}`,
 		`null`, ``, `{`, "\x00", `{"type":"ProbeResult",`, `{"type":"ProbeResult"}{}`,
 		`{"type":"ProbeResult","mode":"enforce","status":"fail","probe_name":"ssh","sub_results":[` + strings.Repeat(`[`, 2000) + `]}`,
+		`{ "type" : "ProbeResult" , "mode" : "enforce" , "status" : "fail" , "probe_name" : "ssh" , "sub_results" : [ { "control_id" : "C1" , "framework" : "cis" , "status" : "fail" } ] }`,
+		`{"type":"ProbeResult","mode":"enforce","status":"\u0066ail","probe_name":"ssh","sub_results":[{"control_id":"C1","framework":"cis","status":"fai\u006c"}]}`,
+		`{"type":"ProbeResult","mode":"enforce","status":"pass","probe_name":"ssh","sub_results":[{"control_id":"C1","framework":"cis","status":"pass"}]}`,
 	} {
 		f.Add([]byte(p), "host-1", "r-1", int64(42), true)
 	}
@@ -93,6 +96,12 @@ func FuzzRows(f *testing.F) {
 			if !json.Valid(payload) {
 				t.Fatalf("rowsFast answered for a payload that is not JSON")
 			}
+		}
+
+		// PayloadMarkers is a promise rebuilds rely on: a payload holding
+		// none of the markers derives no row.
+		if len(rows) > len(prefix) && !containsAny(payload, New().PayloadMarkers()) {
+			t.Fatalf("%d rows from a payload without a payload marker", len(rows)-len(prefix))
 		}
 
 		type key struct{ framework, control string }
@@ -214,4 +223,14 @@ func FuzzParseRFC3339(f *testing.F) {
 			t.Fatalf("parseRFC3339(%q) = %v; time.Parse says %v", s, got, want)
 		}
 	})
+}
+
+// containsAny reports whether p holds one of the markers.
+func containsAny(p []byte, markers []string) bool {
+	for _, m := range markers {
+		if strings.Contains(string(p), m) {
+			return true
+		}
+	}
+	return false
 }

@@ -50,6 +50,11 @@ func TestProjectionKit(t *testing.T) {
 			v := &kindView{testView{kinds: []eventlog.Kind{eventlog.KindAgentEvent, eventlog.KindEffect}, failOn: "poison"}}
 			projectiontest.RequireRebuildEquivalent(t, dbtest.New(t, backend).Open(t), v, mixedGen, &projectiontest.Options{MaxBatch: 1, Refused: refusesPoison.Refused})
 		})
+		t.Run("test_view_markers", func(t *testing.T) {
+			v := newMarkedView(`"n":1`, `"n":7`, "poison")
+			v.kinds = []eventlog.Kind{eventlog.KindAgentEvent, eventlog.KindPlanAction}
+			projectiontest.RequireRebuildEquivalent(t, dbtest.New(t, backend).Open(t), v, mixedGen, refusesPoison)
+		})
 	})
 }
 

@@ -63,8 +63,8 @@ func Migrate(ctx context.Context, log *eventlog.Log, reg *Registry) ([]migration
 }
 
 // Install records a checkpoint for each registered projection that has
-// none: built at its version when its kinds do not occur in the log yet
-// (see Migrate), else at version 0, "never built", so that it is stale
+// none: built at its version when no event it reads (of its kinds, with
+// one of its payload markers) is in the log yet (see Migrate), else at version 0, "never built", so that it is stale
 // until rebuilt and yet recorded, with its kinds, for other binaries.
 func Install(ctx context.Context, log *eventlog.Log, reg *Registry) error {
 	cps, err := readCheckpoints(ctx, log.DB())
@@ -85,7 +85,7 @@ func Install(ctx context.Context, log *eventlog.Log, reg *Registry) error {
 				return err
 			}
 			var found int
-			for _, err := range log.PagesTx(ctx, tx, 0, &eventlog.ReadOptions{PageSize: 1, Kinds: e.kindList()}) {
+			for _, err := range log.PagesTx(ctx, tx, 0, e.readOptions(1)) {
 				if err != nil {
 					return err
 				}

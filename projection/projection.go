@@ -37,6 +37,35 @@ type KindFilter interface {
 	Kinds() []eventlog.Kind
 }
 
+// PayloadMarker is implemented by a projection that derives rows only from
+// events whose payload contains one of a few strings, byte for byte as
+// stored: a type name, a field value every relevant event carries. Rebuild
+// and Verify then read only the events of its kinds that carry a marker
+// (eventlog.Filter.PayloadContains): the database picks them out of each
+// payload's text without parsing the JSON, and the others are neither
+// shipped nor decoded. On a history where most events derive nothing this
+// is most of a rebuild's reading (docs/performance.md). Appends still hand
+// every event of its kinds to Apply, and a projection that also reads the
+// kinds it filters on (KindFilter) is asked nothing new.
+//
+// The markers are a promise that Rebuild and Verify rely on: Apply derives
+// nothing from an event whose payload contains none of them. Such an event
+// is not handed to Apply at all, so it is not validated either: an event
+// that the projection would now refuse (for example, one appended before
+// it was registered) fails a rebuild only if it carries a marker. Mind
+// JSON escapes: "f\u0061il" is "fail" to a decoder but does not contain
+// the bytes "fail"; include `\u` among the markers, or make sure the
+// writers never escape what the markers look for.
+// A broken promise shows in Verify, which finds rows in the live view
+// (appends apply every event) that a fresh derivation lacks, and so in
+// projectiontest.RequireRebuildEquivalent given a generator that yields
+// such events. PayloadMarkers must return 1 to
+// eventlog.MaxPayloadMarkers strings, each valid for
+// eventlog.Filter.PayloadContains; Register checks them.
+type PayloadMarker interface {
+	PayloadMarkers() []string
+}
+
 // BatchApplier is implemented by projections that can derive rows from many
 // events at once (for example with one multi-row statement). Rebuild and
 // AppendBatch use it; single appends use Apply. ApplyBatch must have the

@@ -161,6 +161,15 @@ func rebuildOne(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *r
 func rebuildOffline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *registered, o RebuildOptions) (RebuildResult, error) {
 	start := time.Now()
 	res := RebuildResult{Name: e.name, Version: e.p.Version(), Rows: -1}
+	// The total, for progress only, is counted before the lock is taken,
+	// so that appends do not wait for the count.
+	var total int64
+	if o.Progress != nil {
+		var err error
+		if total, err = log.Count(ctx, e.filter()); err != nil {
+			return RebuildResult{}, fmt.Errorf("projection: rebuild %s: %w", e.name, err)
+		}
+	}
 	err := dbutil.WithTx(ctx, log.DB(), nil, func(tx *sqlx.Tx) error {
 		if err := lockExclusive(ctx, tx, d, e.name); err != nil {
 			return err
@@ -170,7 +179,7 @@ func rebuildOffline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, 
 		if err := e.p.Reset(ctx, tx); err != nil {
 			return fmt.Errorf("projection %s: reset: %w", e.name, err)
 		}
-		events, seq, err := replay(ctx, log, tx, e, o.BatchSize, o.Progress)
+		events, seq, err := replay(ctx, log, tx, e, o.BatchSize, total, o.Progress)
 		if err != nil {
 			return err
 		}
@@ -189,21 +198,18 @@ func rebuildOffline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, 
 	return res, nil
 }
 
-// replay applies every event of e's kinds to e inside tx, in seq order, in
-// batches of batchSize. It must run after e's exclusive lock is held, and
-// reads each page with a fresh statement so that on PostgreSQL (READ
-// COMMITTED) it sees every append that committed before the lock was
-// granted. It returns the events replayed and the log's last seq covered.
-func replay(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *registered, batchSize int, progress func(Progress)) (int64, int64, error) {
+// replay applies every event e reads (its kinds, its payload markers) to
+// e inside tx, in seq order, in batches of batchSize, reporting progress
+// against total. It must run after e's exclusive lock is held, and reads
+// each page with a fresh statement so that on PostgreSQL (READ COMMITTED)
+// it sees every append that committed before the lock was granted. It
+// returns the events replayed and the log's last seq covered.
+func replay(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *registered, batchSize int, total int64, progress func(Progress)) (int64, int64, error) {
 	last, err := log.LastSeqTx(ctx, tx)
 	if err != nil {
 		return 0, 0, fmt.Errorf("projection %s: %w", e.name, err)
 	}
-	var total int64
 	if progress != nil {
-		if total, err = log.CountTx(ctx, tx, eventlog.Filter{Kinds: e.kindList()}); err != nil {
-			return 0, 0, fmt.Errorf("projection %s: %w", e.name, err)
-		}
 		progress(Progress{Projection: e.name, Phase: PhaseReplay, Total: total})
 	}
 	var done int64
@@ -215,7 +221,7 @@ func replay(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *registered, 
 		}
 		return ctx.Err()
 	}
-	pages := log.PagesTx(ctx, tx, 0, &eventlog.ReadOptions{PageSize: batchSize, Kinds: e.kindList()})
+	pages := log.PagesTx(ctx, tx, 0, e.readOptions(batchSize))
 	if pl, ok := e.p.(Pipeliner); ok {
 		if err := replayPipelined(ctx, tx, e, pl, pages, advance); err != nil {
 			return 0, 0, err

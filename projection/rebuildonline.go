@@ -152,7 +152,7 @@ func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e
 
 	var total int64
 	if o.Progress != nil {
-		if total, err = log.Count(ctx, eventlog.Filter{Kinds: e.kindList()}); err != nil {
+		if total, err = log.Count(ctx, e.filter()); err != nil {
 			return res, fmt.Errorf("projection %s: %w", e.name, err)
 		}
 	}
@@ -185,7 +185,8 @@ func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e
 
 	// Build: the events committed before start, read page by page without
 	// a transaction held open, each page written in a short transaction.
-	opts := &eventlog.ReadOptions{PageSize: o.BatchSize, Kinds: e.kindList(), Before: &start}
+	opts := e.readOptions(o.BatchSize)
+	opts.Before = &start
 	if err := b.build(ctx, log, opts, func(n int) {
 		res.Events += int64(n)
 		report(PhaseBuild, 0)
@@ -200,7 +201,7 @@ func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e
 	// Its pages are at least the default size, whatever BatchSize says:
 	// each is a transaction, and the catch-up must outpace the appends.
 	pageSize := max(o.BatchSize, eventlog.DefaultPageSize)
-	f, err := log.NewFollower(start, &eventlog.FollowOptions{Filter: eventlog.Filter{Kinds: e.kindList()}, PageSize: pageSize})
+	f, err := log.NewFollower(start, &eventlog.FollowOptions{Filter: e.filter(), PageSize: pageSize})
 	if err != nil {
 		return res, err
 	}

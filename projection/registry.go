@@ -26,10 +26,11 @@ var _ eventlog.LockingHook = (*Registry)(nil)
 
 // registered is a projection with its optional extensions resolved once.
 type registered struct {
-	p     Projection
-	name  string
-	kinds map[eventlog.Kind]bool // nil: every kind
-	batch BatchApplier           // nil when not implemented
+	p       Projection
+	name    string
+	kinds   map[eventlog.Kind]bool // nil: every kind
+	markers []string               // PayloadMarker's; nil when not implemented
+	batch   BatchApplier           // nil when not implemented
 }
 
 func (r *registered) wants(k eventlog.Kind) bool { return r.kinds == nil || r.kinds[k] }
@@ -44,6 +45,17 @@ func (r *registered) kindList() []eventlog.Kind {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// readOptions selects the events a rebuild or verify of r reads: those
+// of its kinds that carry one of its payload markers.
+func (r *registered) readOptions(pageSize int) *eventlog.ReadOptions {
+	return &eventlog.ReadOptions{PageSize: pageSize, Kinds: r.kindList(), PayloadContains: r.markers}
+}
+
+// filter is readOptions as an eventlog.Filter.
+func (r *registered) filter() eventlog.Filter {
+	return eventlog.Filter{Kinds: r.kindList(), PayloadContains: r.markers}
 }
 
 // NewRegistry returns a registry holding ps.
@@ -84,6 +96,16 @@ func (r *Registry) Register(p Projection) error {
 			}
 			e.kinds[k] = true
 		}
+	}
+	if pm, ok := p.(PayloadMarker); ok {
+		markers := pm.PayloadMarkers()
+		if len(markers) == 0 {
+			return fmt.Errorf("projection: register %s: %w: PayloadMarkers() is empty; drop the PayloadMarker method to read every event of its kinds", name, ErrInvalidProjection)
+		}
+		if err := (eventlog.Filter{PayloadContains: markers}).Validate(); err != nil {
+			return fmt.Errorf("projection: register %s: %w: PayloadMarkers: %w", name, ErrInvalidProjection, err)
+		}
+		e.markers = slices.Clone(markers)
 	}
 	if b, ok := p.(BatchApplier); ok {
 		e.batch = b

@@ -88,10 +88,42 @@ type kindView struct{ testView }
 
 func (v *kindView) Kinds() []eventlog.Kind { return v.kinds }
 
+// markedView is kindView deriving rows only from payloads that hold one
+// of its markers, which it declares (PayloadMarker). With lies set it
+// derives rows from every event all the same: a broken promise.
+type markedView struct {
+	kindView
+	markers []string
+	lies    bool
+}
+
+func (v *markedView) PayloadMarkers() []string { return v.markers }
+
+func (v *markedView) Apply(ctx context.Context, tx *sqlx.Tx, ev eventlog.Event) error {
+	return v.ApplyBatch(ctx, tx, []eventlog.Event{ev})
+}
+
+func (v *markedView) ApplyBatch(ctx context.Context, tx *sqlx.Tx, events []eventlog.Event) error {
+	var kept []eventlog.Event
+	for _, ev := range events {
+		for _, m := range v.markers {
+			if v.lies || strings.Contains(string(ev.Payload), m) {
+				kept = append(kept, ev)
+				break
+			}
+		}
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	return v.kindView.ApplyBatch(ctx, tx, kept)
+}
+
 var (
-	_ projection.BatchApplier = (*testView)(nil)
-	_ projection.Tabler       = (*testView)(nil)
-	_ projection.Checksummer  = (*testView)(nil)
-	_ projection.Migrator     = (*testView)(nil)
-	_ projection.KindFilter   = (*kindView)(nil)
+	_ projection.PayloadMarker = (*markedView)(nil)
+	_ projection.BatchApplier  = (*testView)(nil)
+	_ projection.Tabler        = (*testView)(nil)
+	_ projection.Checksummer   = (*testView)(nil)
+	_ projection.Migrator      = (*testView)(nil)
+	_ projection.KindFilter    = (*kindView)(nil)
 )

@@ -180,7 +180,7 @@ func verifyOne(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *re
 	if err := e.p.Reset(ctx, tx); err != nil {
 		return res, fmt.Errorf("reset: %w", err)
 	}
-	if res.Events, _, err = replay(ctx, log, tx, e, 0, nil); err != nil {
+	if res.Events, _, err = replay(ctx, log, tx, e, 0, 0, nil); err != nil {
 		return res, err
 	}
 	res.Equal = true

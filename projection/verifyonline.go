@@ -94,7 +94,7 @@ func verifyOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e 
 		}
 	}
 
-	for page, err := range log.PagesTx(ctx, snap, 0, &eventlog.ReadOptions{Kinds: e.kindList()}) {
+	for page, err := range log.PagesTx(ctx, snap, 0, e.readOptions(0)) {
 		if err != nil {
 			return res, fmt.Errorf("read log: %w", err)
 		}
