@@ -679,6 +679,18 @@ func (b *pgBuilder) swap(ctx context.Context, log *eventlog.Log, d eventlog.Back
 		}
 	}
 	for i, t := range b.tables {
+		// The live table's storage parameters (autovacuum settings,
+		// fillfactor, …), set by hand or by a migration since, before
+		// its owner changes.
+		var options []string
+		if err := tx.SelectContext(ctx, &options, `SELECT unnest(reloptions) FROM pg_class WHERE oid = $1::regclass`, live[i]); err != nil {
+			return fmt.Errorf("read the storage parameters of %s: %w", t, err)
+		}
+		if len(options) > 0 {
+			if _, err := tx.ExecContext(ctx, `ALTER TABLE `+sh+`.`+quoteIdent(t)+` SET (`+strings.Join(options, ", ")+`)`); err != nil {
+				return fmt.Errorf("carry the storage parameters of %s over: %w", t, err)
+			}
+		}
 		// The live table's owner and privileges, as they are now.
 		var grants []string
 		if err := tx.SelectContext(ctx, &grants, `SELECT format('ALTER TABLE %s OWNER TO %I', $2::text, pg_get_userbyid(c.relowner))

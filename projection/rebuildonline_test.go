@@ -462,7 +462,8 @@ ON CONFLICT (host_id) DO UPDATE SET reports = cv_hosts.reports + 1, last_seq = G
 
 // What an online rebuild's swap keeps of the live tables on PostgreSQL:
 // index and constraint names and definitions, foreign keys (to the log
-// and between the projection's tables), owner and privileges. The tables
+// and between the projection's tables), owner, privileges and storage
+// parameters (autovacuum settings, fillfactor). The tables
 // themselves are new (their OIDs change), and the checkpoint records the
 // rebuild.
 func TestOnlineRebuildKeepsTheTables(t *testing.T) {
@@ -487,7 +488,8 @@ func TestOnlineRebuildKeepsTheTables(t *testing.T) {
 	_, err = db.ExecContext(ctx, `GRANT USAGE ON SCHEMA `+s+` TO `+r+`;
 GRANT SELECT ON cv_hosts, cv_reports TO `+r+`;
 GRANT INSERT, UPDATE ON cv_reports TO `+r+` WITH GRANT OPTION;
-GRANT SELECT ON cv_hosts TO PUBLIC`)
+GRANT SELECT ON cv_hosts TO PUBLIC;
+ALTER TABLE cv_reports SET (autovacuum_enabled = false, fillfactor = 90)`)
 	require.NoError(t, err)
 	var batch []eventlog.Entry
 	for i := range 150 {
@@ -497,8 +499,8 @@ GRANT SELECT ON cv_hosts TO PUBLIC`)
 	require.NoError(t, err)
 
 	type shape struct {
-		Indexes, Constraints, Grants, Owners []string
-		OIDs                                 []int64
+		Indexes, Constraints, Grants, Owners, Options []string
+		OIDs                                          []int64
 	}
 	read := func() shape {
 		var sh shape
@@ -510,6 +512,8 @@ WHERE conrelid IN ('cv_hosts'::regclass, 'cv_reports'::regclass) ORDER BY 1`))
 WHERE table_schema = current_schema() AND table_name IN ('cv_hosts', 'cv_reports') ORDER BY 1`))
 		require.NoError(t, db.Select(&sh.Owners, `SELECT tablename || ' ' || tableowner FROM pg_tables
 WHERE schemaname = current_schema() AND tablename IN ('cv_hosts', 'cv_reports') ORDER BY 1`))
+		require.NoError(t, db.Select(&sh.Options, `SELECT relname || ' ' || COALESCE(array_to_string(reloptions, ','), '') FROM pg_class
+WHERE oid IN ('cv_hosts'::regclass, 'cv_reports'::regclass) ORDER BY relname`))
 		require.NoError(t, db.Select(&sh.OIDs, `SELECT oid::bigint FROM pg_class WHERE oid IN ('cv_hosts'::regclass, 'cv_reports'::regclass) ORDER BY relname`))
 		return sh
 	}
@@ -518,6 +522,7 @@ WHERE schemaname = current_schema() AND tablename IN ('cv_hosts', 'cv_reports') 
 	require.Len(t, before.Constraints, 7)
 	require.Contains(t, before.Grants, "cv_reports postgres -> "+role+": INSERT YES")
 	require.Contains(t, before.Grants, "cv_hosts postgres -> PUBLIC: SELECT NO")
+	require.Equal(t, []string{"cv_hosts ", "cv_reports autovacuum_enabled=false,fillfactor=90"}, before.Options)
 
 	res, err := projection.Rebuild(ctx, log, reg, nil)
 	require.NoError(t, err)
@@ -530,6 +535,7 @@ WHERE schemaname = current_schema() AND tablename IN ('cv_hosts', 'cv_reports') 
 	require.Equal(t, before.Constraints, after.Constraints)
 	require.Equal(t, before.Grants, after.Grants)
 	require.Equal(t, before.Owners, after.Owners)
+	require.Equal(t, before.Options, after.Options, "storage parameters")
 	for i := range before.OIDs {
 		require.NotEqual(t, before.OIDs[i], after.OIDs[i], "the tables were swapped")
 	}

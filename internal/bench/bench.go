@@ -45,10 +45,10 @@ func Scenarios() []string { return slices.Clone(scenarios) }
 func DefaultScenarios() []string { return slices.Clone(defaultScenarios) }
 
 // targets are the ratios (canonlog ÷ raw) each scenario should reach
-// (issue 7).
+// (issue 7; issue 15 raised the rebuild's to 1.5 and the batch's to 0.8).
 var targets = map[string]float64{
-	ScenarioAppend1: 0.85, ScenarioAppend16: 0.85, ScenarioAppendBatch: 0.7,
-	ScenarioRead: 0.8, ScenarioRebuild: 1.0, ScenarioQuery: 0.9,
+	ScenarioAppend1: 0.85, ScenarioAppend16: 0.85, ScenarioAppendBatch: 0.8,
+	ScenarioRead: 0.8, ScenarioRebuild: 1.5, ScenarioQuery: 0.9,
 }
 
 // Defaults and limits of Config.
@@ -111,6 +111,12 @@ type Config struct {
 	// probe result, one row per event: the shape of earlier reports).
 	// Defaults to fleetgen.Realistic.
 	Profile string
+
+	// NoStatistics leaves the shared log of read, rebuild and query as a
+	// bulk load or a restore leaves it: no ANALYZE (nor VACUUM) after the
+	// fill, and autovacuum off on its tables, so the planner has no
+	// statistics. By default the fill gathers them.
+	NoStatistics bool
 
 	// CPUProfile, when set, names a file to write a CPU profile of the
 	// run to (both sides; the client side only), for go tool pprof.
@@ -205,13 +211,15 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 
 // Report is a whole run.
 type Report struct {
-	Backend   string   `json:"backend"`
-	Scratch   string   `json:"scratch"` // PostgreSQL: the prefix of the scratch schemas; SQLite: the scratch directory
-	Profile   string   `json:"profile"` // the data's fleetgen profile
-	Events    int      `json:"events"`
-	Rounds    int      `json:"rounds"`
-	Clients   int      `json:"clients"`
-	Scenarios []Result `json:"scenarios"`
+	Backend string `json:"backend"`
+	Scratch string `json:"scratch"` // PostgreSQL: the prefix of the scratch schemas; SQLite: the scratch directory
+	Profile string `json:"profile"` // the data's fleetgen profile
+	Events  int    `json:"events"`
+	Rounds  int    `json:"rounds"`
+	Clients int    `json:"clients"`
+	// NoStatistics: the shared log had no planner statistics.
+	NoStatistics bool     `json:"no_statistics"`
+	Scenarios    []Result `json:"scenarios"`
 	// Load is rebuild-load's result, when it ran.
 	Load *LoadResult `json:"load,omitempty"`
 }
@@ -268,7 +276,7 @@ func (r *Runner) Run(ctx context.Context) (_ *Report, err error) {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	rep := &Report{Backend: set.Dialect().String(), Scratch: scratch, Profile: r.cfg.Profile, Events: r.cfg.Events, Rounds: r.cfg.Rounds, Clients: r.cfg.Clients}
+	rep := &Report{Backend: set.Dialect().String(), Scratch: scratch, Profile: r.cfg.Profile, Events: r.cfg.Events, Rounds: r.cfg.Rounds, Clients: r.cfg.Clients, NoStatistics: r.cfg.NoStatistics}
 	for _, name := range scenarios {
 		if !slices.Contains(r.cfg.Scenarios, name) {
 			continue
@@ -321,7 +329,11 @@ func (rep *Report) writeScenarios(w io.Writer) error {
 	if rep.Rounds == 1 {
 		rounds = "round"
 	}
-	fmt.Fprintf(tw, "canonlog bench on %s, %s data: %d %s per scenario, medians; ratio = canonlog ÷ raw\n", rep.Backend, rep.Profile, rep.Rounds, rounds)
+	stats := ""
+	if rep.NoStatistics {
+		stats = " without planner statistics"
+	}
+	fmt.Fprintf(tw, "canonlog bench on %s, %s data%s: %d %s per scenario, medians; ratio = canonlog ÷ raw\n", rep.Backend, rep.Profile, stats, rep.Rounds, rounds)
 	fmt.Fprintf(tw, "%-13s %-7s %9s %12s %12s %6s %11s %7s %4s %s\n", "SCENARIO", "UNIT", "PER_ROUND", "CANONLOG/S", "RAW/S", "RATIO", "RANGE", "TARGET", "MET", "PEAK_RSS")
 	for _, s := range rep.Scenarios {
 		met, rss := "no", ""

@@ -16,9 +16,9 @@ const fillChunk = 10_000
 // the first N events of the run's history (as the write scenarios append
 // them, without event ids), inserted in SQL — COPY on PostgreSQL,
 // prepared INSERTs on SQLite, 10,000 per transaction —, statistics
-// gathered, probe_failures derived by one untimed rebuild, the WAL
-// checkpointed. Reads change nothing and the rebuilds of both sides leave
-// the same rows, so the sides share it.
+// gathered (unless Config.NoStatistics), probe_failures derived by one
+// untimed rebuild, the WAL checkpointed. Reads change nothing and the
+// rebuilds of both sides leave the same rows, so the sides share it.
 func (r *run) fill(ctx context.Context) (*benchDB, error) {
 	if r.filled != nil {
 		return r.filled, nil
@@ -28,15 +28,21 @@ func (r *run) fill(ctx context.Context) (*benchDB, error) {
 		return nil, err
 	}
 	start := time.Now()
-	if err := fillRaw(ctx, b, r.mix, r.cfg.Events); err != nil {
-		return nil, fmt.Errorf("fill: %w", err)
-	}
-	// Statistics before the untimed rebuild too: without them its page
-	// query may be planned as a scan of the kind index and a sort per
-	// page, quadratic in the log's size, which only slows the setup.
 	analyze, post := []string{`VACUUM (ANALYZE) event_log`}, []string{`CHECKPOINT`}
 	if b.d == eventlog.SQLite {
 		analyze, post = []string{`ANALYZE`}, []string{`ANALYZE`, `PRAGMA wal_checkpoint(TRUNCATE)`}
+	}
+	if r.cfg.NoStatistics {
+		analyze, post = nil, post[len(post)-1:]
+		if b.d == eventlog.Postgres {
+			if err := execAll(ctx, b, []string{`ALTER TABLE event_log SET (autovacuum_enabled = false)`,
+				`ALTER TABLE probe_failures SET (autovacuum_enabled = false)`}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := fillRaw(ctx, b, r.mix, r.cfg.Events); err != nil {
+		return nil, fmt.Errorf("fill: %w", err)
 	}
 	if err := execAll(ctx, b, analyze); err != nil {
 		return nil, err

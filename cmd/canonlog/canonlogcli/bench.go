@@ -111,6 +111,7 @@ Scenarios (` + strings.Join(bench.Scenarios(), ", ") + `) and their sizes, from 
 	fl.IntVar(&cfg.Writers, "writers", bench.DefaultWriters, "rebuild-load: concurrent writers appending one event at a time")
 	fl.Float64Var(&cfg.WriteRate, "write-rate", 0, "rebuild-load: cap on the writers' appends per second together (0: as fast as they can)")
 	fl.DurationVar(&cfg.LoadBaseline, "load-baseline", bench.DefaultLoadBaseline, "rebuild-load: how long to measure the writers with no rebuild or verify running")
+	fl.BoolVar(&cfg.NoStatistics, "no-statistics", false, "leave the log of read, rebuild and query without planner statistics, as a bulk load or a restore does (PostgreSQL: no ANALYZE, autovacuum off on its tables)")
 	fl.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the run (both sides, client side only) to this file, for go tool pprof")
 	addOutputFlag(cmd, &output, outputTable, outputJSON)
 	return cmd
