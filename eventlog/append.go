@@ -363,6 +363,10 @@ func (l *Log) insertBatchPostgres(ctx context.Context, tx *sqlx.Tx, entries []pr
 			return err
 		}
 	}
+	var floor int64
+	if err := tx.QueryRowxContext(ctx, l.q.seqFloor).Scan(&floor); err != nil {
+		return err
+	}
 	err := copyEntries(ctx, tx, entries)
 	var pqErr *pq.Error
 	switch {
@@ -372,7 +376,7 @@ func (l *Log) insertBatchPostgres(ctx context.Context, tx *sqlx.Tx, entries []pr
 				return err
 			}
 		}
-		return l.copiedSeqs(ctx, tx, seqs)
+		return l.copiedSeqs(ctx, tx, floor, seqs)
 	case withIDs && errors.As(err, &pqErr) && pqErr.Code == "23505":
 		// The locks were taken before the savepoint, so they are still held.
 		if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT canonlog_copy`); err != nil {
@@ -406,16 +410,25 @@ func copyEntries(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry) erro
 }
 
 // copiedSeqs fills seqs with the seqs a COPY of len(seqs) rows just got, in
-// the rows' order.
-func (l *Log) copiedSeqs(ctx context.Context, tx *sqlx.Tx, seqs []int64) error {
+// the rows' order. floor is the sequence's last value read before the
+// COPY: every seq the COPY drew is above it, unless the sequence hands
+// out cached values (ALTER SEQUENCE … CACHE n, n > 1), which can be lower
+// than another session's; the read is then repeated without the floor.
+func (l *Log) copiedSeqs(ctx context.Context, tx *sqlx.Tx, floor int64, seqs []int64) error {
 	st, err := l.txStmt(ctx, tx, l.q.copiedSeqs)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	var got []int64
-	if err := st.SelectContext(ctx, &got, len(seqs)); err != nil {
+	if err := st.SelectContext(ctx, &got, floor, len(seqs)); err != nil {
 		return err
+	}
+	if len(got) != len(seqs) && floor > 0 {
+		got = got[:0]
+		if err := st.SelectContext(ctx, &got, 0, len(seqs)); err != nil {
+			return err
+		}
 	}
 	if len(got) != len(seqs) {
 		return fmt.Errorf("copied %d rows but found %d of them", len(seqs), len(got))

@@ -631,3 +631,97 @@ func TestExplainPagesWithoutStatistics(t *testing.T) {
 		})
 	}
 }
+
+// A COPY batch reads back its seqs at the cost of its own rows, however
+// many the transaction wrote before and whatever the planner knows: on a
+// table never analyzed, the read-back once scanned every row of the
+// transaction and sorted them, per batch, so a long transaction of
+// batches (append --file) was quadratic.
+func TestCopiedSeqsReadOnlyTheBatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := dbtest.New(t, "postgres").Migrated(t)
+	_, err := db.Exec(`ALTER TABLE event_log SET (autovacuum_enabled = false)`)
+	require.NoError(t, err)
+	log, err := eventlog.New(db, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = log.Close() })
+
+	const batch, before = 500, 20
+	entries := func(n, from int) []eventlog.Entry {
+		es := make([]eventlog.Entry, n)
+		for i := range es {
+			es[i] = eventlog.Entry{Kind: eventlog.KindAgentEvent, HostID: "h1", EventID: fmt.Sprint("e", from+i), Payload: json.RawMessage(`{"i":1}`)}
+		}
+		return es
+	}
+	tx, err := db.BeginTxx(ctx, nil)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback() }()
+	for i := range before {
+		_, err := log.AppendTx(ctx, tx, entries(batch, i*batch)...)
+		require.NoError(t, err)
+	}
+	fetched := func() int64 {
+		var n int64
+		require.NoError(t, tx.Get(&n, `SELECT COALESCE(seq_tup_read, 0) + COALESCE(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables
+WHERE relid = 'event_log'::regclass`))
+		return n
+	}
+	start := fetched()
+	res, err := log.AppendTx(ctx, tx, entries(batch, before*batch)...)
+	require.NoError(t, err)
+	require.Len(t, res, batch)
+	for i := 1; i < len(res); i++ {
+		require.Equal(t, res[i-1].Event.Seq+1, res[i].Event.Seq, "the batch's seqs, in its order")
+	}
+	read := fetched() - start
+	require.LessOrEqual(t, read, int64(2*batch), "rows read back for a batch of %d after %d in the transaction", batch, before*batch)
+
+	var analyzed bool
+	require.NoError(t, db.Get(&analyzed, `SELECT EXISTS (SELECT 1 FROM pg_stats WHERE schemaname = current_schema() AND tablename = 'event_log')`))
+	require.False(t, analyzed, "event_log has statistics")
+}
+
+// With a cached sequence a session hands out seqs below another
+// session's: the batch's read-back then falls back to reading without
+// its floor, and still finds the batch's seqs.
+func TestCopiedSeqsCachedSequence(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := dbtest.New(t, "postgres").Migrated(t)
+	_, err := db.Exec(`ALTER SEQUENCE event_log_seq_seq CACHE 20`)
+	require.NoError(t, err)
+	log, err := eventlog.New(db, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = log.Close() })
+
+	appendOn := func(conn *sqlx.Conn, n int, id string) []eventlog.Result {
+		tx, err := conn.BeginTxx(ctx, nil)
+		require.NoError(t, err)
+		es := make([]eventlog.Entry, n)
+		for i := range es {
+			es[i] = eventlog.Entry{Kind: eventlog.KindEffect, EventID: fmt.Sprint(id, i), Payload: json.RawMessage(`{}`)}
+		}
+		res, err := log.AppendTx(ctx, tx, es...)
+		require.NoError(t, err)
+		require.NoError(t, tx.Commit())
+		return res
+	}
+	a, err := db.Connx(ctx)
+	require.NoError(t, err)
+	defer a.Close()
+	b, err := db.Connx(ctx)
+	require.NoError(t, err)
+	defer b.Close()
+	require.Equal(t, int64(1), appendOn(a, 1, "a")[0].Event.Seq, "a takes 1-20")
+	require.Equal(t, int64(21), appendOn(b, 1, "b")[0].Event.Seq, "b takes 21-40")
+	var seqs []int64
+	for _, r := range appendOn(a, 5, "c") {
+		seqs = append(seqs, r.Event.Seq)
+	}
+	require.Equal(t, []int64{2, 3, 4, 5, 6}, seqs, "below b's, from a's cache")
+	var stored []int64
+	require.NoError(t, db.Select(&stored, `SELECT seq FROM event_log WHERE event_id LIKE 'c%' ORDER BY event_id`))
+	require.Equal(t, seqs, stored)
+}
