@@ -699,6 +699,7 @@ func TestCopiedSeqsCachedSequence(t *testing.T) {
 	appendOn := func(conn *sqlx.Conn, n int, id string) []eventlog.Result {
 		tx, err := conn.BeginTxx(ctx, nil)
 		require.NoError(t, err)
+		defer func() { _ = tx.Rollback() }() // on failure: the conn can close
 		es := make([]eventlog.Entry, n)
 		for i := range es {
 			es[i] = eventlog.Entry{Kind: eventlog.KindEffect, EventID: fmt.Sprint(id, i), Payload: json.RawMessage(`{}`)}
