@@ -386,54 +386,86 @@ func runAppendFile(ctx context.Context, g *globals, o appendOptions) error {
 
 // appendNDJSON reads entries line by line and appends them in tx, a chunk
 // at a time. Any error leaves tx to be rolled back.
+//
+// Reading runs ahead on another goroutine: while the database takes one
+// chunk, the next is parsed and checked (the two took about as long as
+// each other, one after the other). The errors come in line order all the
+// same: a chunk is appended only once every chunk before it has been, and
+// a bad line is reported once those before it are in. The reader stops
+// when the append fails; on a pipe that never ends it stays blocked until
+// the process exits.
 func appendNDJSON(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, in io.Reader, report *appendReport) error {
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
-	var (
-		chunk []eventlog.Entry
-		lines []int
-		size  int
-	)
-	flush := func() error {
-		if len(chunk) == 0 {
-			return nil
-		}
-		res, err := log.AppendTx(ctx, tx, chunk...)
-		if err != nil {
-			return chunkError(err, lines, &report.ranges)
-		}
-		for i, r := range res {
-			report.add(lines[i], r)
-		}
-		chunk, lines, size = chunk[:0], lines[:0], 0
-		return nil
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type chunk struct {
+		entries []eventlog.Entry
+		lines   []int
+		err     error // a bad line, or the input failing; no entries then
 	}
-	line := 0
-	for sc.Scan() {
-		line++
-		text := bytes.TrimSpace(sc.Bytes())
-		if len(text) == 0 {
-			continue
-		}
-		entry, err := parseEntryLine(text)
-		if err != nil {
-			return fmt.Errorf("line %d: %w", line, err)
-		}
-		chunk, lines = append(chunk, entry), append(lines, line)
-		size += len(entry.Payload)
-		if len(chunk) >= chunkEntries || size >= chunkBytes {
-			if err := flush(); err != nil {
-				return err
+	chunks := make(chan chunk, 1)
+	go func() {
+		defer close(chunks)
+		send := func(c chunk) bool {
+			select {
+			case chunks <- c:
+				return true
+			case <-ctx.Done():
+				return false
 			}
 		}
-	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return fmt.Errorf("line %d: longer than %d bytes (payloads are limited to %d)", line+1, maxLineBytes, eventlog.DefaultMaxPayloadBytes)
+		sc := bufio.NewScanner(in)
+		sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
+		var (
+			cur  chunk
+			size int
+		)
+		line := 0
+		for sc.Scan() {
+			line++
+			text := bytes.TrimSpace(sc.Bytes())
+			if len(text) == 0 {
+				continue
+			}
+			entry, err := parseEntryLine(text) // copies what it keeps of text
+			if err != nil {
+				send(chunk{err: fmt.Errorf("line %d: %w", line, err)})
+				return
+			}
+			cur.entries, cur.lines = append(cur.entries, entry), append(cur.lines, line)
+			size += len(entry.Payload)
+			if len(cur.entries) >= chunkEntries || size >= chunkBytes {
+				if !send(cur) {
+					return
+				}
+				cur, size = chunk{}, 0
+			}
 		}
-		return fmt.Errorf("read: %w", err)
+		if err := sc.Err(); err != nil {
+			if errors.Is(err, bufio.ErrTooLong) {
+				err = fmt.Errorf("line %d: longer than %d bytes (payloads are limited to %d)", line+1, maxLineBytes, eventlog.DefaultMaxPayloadBytes)
+			} else {
+				err = fmt.Errorf("read: %w", err)
+			}
+			send(chunk{err: err})
+			return
+		}
+		if len(cur.entries) > 0 {
+			send(cur)
+		}
+	}()
+	for c := range chunks {
+		if c.err != nil {
+			return c.err
+		}
+		res, err := log.AppendTx(ctx, tx, c.entries...)
+		if err != nil {
+			return chunkError(err, c.lines, &report.ranges)
+		}
+		for i, r := range res {
+			report.add(c.lines[i], r)
+		}
 	}
-	return flush()
+	return ctx.Err()
 }
 
 // chunkError names the line of the entry an append error is about. added

@@ -154,6 +154,22 @@ func TestAppend(t *testing.T) {
 			}
 		})
 
+		t.Run("ErrorsInLineOrder", func(t *testing.T) {
+			// The input is read ahead of the appends: a bad line two
+			// chunks on is parsed before the database refuses a line of
+			// the first chunk. The error is the first line's all the same.
+			c.ok(`{"kind":"effect","event_id":"order/1","payload":{"v":1}}`+"\n", "append", "--file", "-")
+			input := `{"kind":"effect","payload":{}}` + "\n" + `{"kind":"effect","event_id":"order/1","payload":{"v":2}}` + "\n" +
+				strings.Repeat(`{"kind":"effect","payload":{}}`+"\n", 2*chunkEntries) + "{oops\n"
+			events, _ := c.counts()
+			r := c.run(input, "append", "--file", "-")
+			require.Equal(t, 1, r.code)
+			require.Contains(t, r.err, `line 2: event id "order/1" is already used by event`)
+			require.NotContains(t, r.err, fmt.Sprintf("line %d", 2*chunkEntries+3))
+			after, _ := c.counts()
+			require.Equal(t, events, after)
+		})
+
 		t.Run("ManyChunksOneTransaction", func(t *testing.T) {
 			// More than one chunk, with a bad line at the end: the chunks
 			// already handed to AppendTx roll back too.

@@ -27,7 +27,7 @@ func TestDemo(t *testing.T) {
 		require.Contains(t, out, "CIS-5.2.1 (cis): 2 failing hosts: host-002, host-006")
 		require.Contains(t, out, "CIS-1.1.2 (cis): 1 failing host: host-003")
 		require.Contains(t, out, `"decision":"hold"`)
-		require.Contains(t, out, "rebuilt probe_failures (version 1) online: 36 events replayed, 3 rows")
+		require.Contains(t, out, "rebuilt probe_failures (version 1) online: 4 events replayed, 3 rows")
 		require.Contains(t, out, "verified probe_failures")
 		require.Contains(t, out, "Try next:")
 		events, rows := c.counts()

@@ -129,7 +129,7 @@ func ExampleRun() {
 	// rebuilt fleet_hosts (version 1) online: 1 event replayed, 1 row, up to seq 1
 	// $ fleetctl verify: exit 0
 	// fleet_hosts: equal to a fresh derivation (1 event replayed)
-	// probe_failures: equal to a fresh derivation (1 event replayed)
+	// probe_failures: equal to a fresh derivation (0 events replayed)
 	// $ canonlog query --kind agent_event -o ndjson: exit 0
 	// {"seq":1,"ts":"2026-05-16T01:00:00Z","kind":"agent_event","host_id":"web-1","payload":{"type":"Heartbeat"}}
 	// $ canonlog append --kind agent_event --host web-2 --payload {"type":"Heartbeat"}: exit 1
