@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/internal/fleetgen"
+	"github.com/canonlog/canonlog/probefailures"
 )
 
 // TestRebuildLoad runs rebuild-load on a small log and checks that the
@@ -74,18 +77,33 @@ func TestRebuildLoad(t *testing.T) {
 		require.Positive(t, on.CatchUpRounds)
 		require.NotNil(t, off)
 		require.False(t, off.Online)
+		// A rebuild reads the events probe_failures can derive from: the
+		// agent events holding one of its payload markers.
+		m, err := newMix(fleetgen.Realistic)
+		require.NoError(t, err)
+		var marked int64
+		for i := int64(1); i <= 300; i++ {
+			e := m.all.Entry(i)
+			if e.Kind == eventlog.KindAgentEvent && slices.ContainsFunc(probefailures.New().PayloadMarkers(), func(mk string) bool { return bytes.Contains(e.Payload, []byte(mk)) }) {
+				marked++
+			}
+		}
+		require.Positive(t, marked)
 		for _, r := range []*RebuildFigures{on, off} {
-			require.GreaterOrEqual(t, r.Events, int64(300*65/100/2), "the agent events of the fill, at least")
+			require.GreaterOrEqual(t, r.Events, marked, "the fill's events that probe_failures reads, at least")
 			require.Positive(t, r.EventsPerSecond)
 			require.Positive(t, r.DurationMS)
 			require.Positive(t, r.LockHeldMS)
 			require.Positive(t, r.Rows)
 		}
-		require.Greater(t, off.Events, on.Events, "the writers appended in between")
+		// The log only grows; whether the writers' events between the
+		// two rebuilds hold a marker is chance.
+		require.GreaterOrEqual(t, off.Events, on.Events)
+		require.Positive(t, lr.Case(CaseOnlineRebuild).Appends, "the writers appended during the online rebuild")
 		v := lr.Case(CaseVerify).Verify
 		require.NotNil(t, v)
 		require.True(t, v.Equal, "the view after two rebuilds under load")
-		require.Greater(t, v.Events, off.Events)
+		require.GreaterOrEqual(t, v.Events, off.Events)
 		require.InDelta(t, on.EventsPerSecond/off.EventsPerSecond, lr.OnlineVsOffline, 1e-9)
 
 		require.NotEmpty(t, lr.Targets)
