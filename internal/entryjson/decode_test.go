@@ -3,6 +3,7 @@ package entryjson
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -207,7 +208,17 @@ func FuzzDecode(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	for _, s := range plainLines {
+		f.Add([]byte(s))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The one-pass decoder answers only with the reference's entry.
+		if plain, ok := every.decodePlain(data); ok {
+			ref, err := every.decode(data)
+			if err != nil || !reflect.DeepEqual(plain, ref) {
+				t.Fatalf("decodePlain(%q) = %#v; decode says %#v, %v", data, plain, ref, err)
+			}
+		}
 		e, err := every.Decode(data)
 		if err != nil {
 			var fe *Error
@@ -234,4 +245,45 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// plainLines are lines as canonlog gen and query -o ndjson write them:
+// the one-pass decoder takes them.
+var plainLines = []string{
+	`{"ts":"2026-05-16T00:00:00.2Z","kind":"agent_event","host_id":"host-00170","rollout_id":"rollout-001","event_id":"gen/1/2","payload":{"type":"ProbeResult","mode":"enforce","status":"fail","probe_name":"ssh","sub_results":[{"control_id":"C1","framework":"cis","status":"fail"}]}}`,
+	`{"seq":7,"ts":"2026-05-16T01:00:00Z","kind":"effect","host_id":"h1","payload":{"note":"Neustart nach Konfigurationsänderung","esc":"a\"b\\c\u00e9","n":[1,2.5e3,true,null]}}`,
+	" \t{ \"kind\" : \"effect\" , \"payload\" : [ ] }\r\n",
+	`{"kind":"effect","payload":{"nested":{"deeper":[[{}]]}},"event_id":"ünï/1"}`,
+}
+
+func TestDecodePlain(t *testing.T) {
+	t.Parallel()
+	for _, line := range plainLines {
+		plain, ok := every.decodePlain([]byte(line))
+		require.True(t, ok, line)
+		ref, err := every.decode([]byte(line))
+		require.NoError(t, err, line)
+		require.Equal(t, ref, plain, line)
+	}
+	// What it leaves to encoding/json: escapes in names and values, other
+	// value types, payload_text, anything Decode refuses.
+	for _, line := range []string{
+		`{"kind":"eff\u0065ct","payload":{}}`,
+		`{"k\u0069nd":"effect","payload":{}}`,
+		`{"kind":"effect","payload":"text"}`,
+		`{"kind":"effect","payload":1}`,
+		`{"payload_text":"{}"}`,
+		`{"seq":1.5,"payload":{}}`,
+		"{\"host_id\":\"\xff\",\"payload\":{}}",
+		`{"kind":"effect","payload":{}} {}`,
+		`{"kind":"effect","payload":{"a":}}`,
+		`{"kind":"a","kind":"b","payload":{}}`,
+		`{"KIND":"a","payload":{}}`,
+		`{"payload":{}`,
+		`{}`,
+		`{"ts":"yesterday","payload":{}}`,
+	} {
+		_, ok := every.decodePlain([]byte(line))
+		require.False(t, ok, line)
+	}
 }
