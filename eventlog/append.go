@@ -62,7 +62,7 @@ func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error
 	var res []Result
 	err = dbutil.WithTx(ctx, l.db, nil, func(tx *sqlx.Tx) error {
 		var err error
-		res, err = l.appendPrepared(ctx, tx, prepared, locks)
+		res, err = l.appendPrepared(ctx, tx, prepared, locks, true)
 		return err
 	})
 	if err != nil {
@@ -183,7 +183,7 @@ func (l *Log) AppendTx(ctx context.Context, tx *sqlx.Tx, entries ...Entry) ([]Re
 	if err != nil || len(prepared) == 0 {
 		return nil, err
 	}
-	return l.appendPrepared(ctx, tx, prepared, l.sharedLocks(prepared))
+	return l.appendPrepared(ctx, tx, prepared, l.sharedLocks(prepared), false)
 }
 
 // preparedEntry is a validated entry as it will be stored.
@@ -205,14 +205,15 @@ func (l *Log) prepare(entries []Entry) ([]preparedEntry, error) {
 }
 
 // appendPrepared appends validated entries in tx, taking locks (the hook's
-// shared locks, from sharedLocks) in the insert.
-func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string) ([]Result, error) {
+// shared locks, from sharedLocks) in the insert. ownTx says that tx is
+// the append's own, with nothing written before it.
+func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string, ownTx bool) ([]Result, error) {
 	if l.serialize && l.q.serialize != "" {
 		if _, err := tx.ExecContext(ctx, l.q.serialize); err != nil {
 			return nil, fmt.Errorf("eventlog: take the append lock: %w", err)
 		}
 	}
-	seqs, err := l.insert(ctx, tx, entries, locks)
+	seqs, err := l.insert(ctx, tx, entries, locks, ownTx)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: append: %w", err)
 	}
@@ -289,10 +290,10 @@ func (l *Log) txStmt(ctx context.Context, tx *sqlx.Tx, query string) (*sqlx.Stmt
 
 // insert writes entries and returns, per entry, its new seq or 0 when its
 // event id was already taken.
-func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string) ([]int64, error) {
+func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string, ownTx bool) ([]int64, error) {
 	seqs := make([]int64, len(entries))
 	if l.backend == Postgres && len(entries) > 1 {
-		return seqs, l.insertBatchPostgres(ctx, tx, entries, locks, seqs)
+		return seqs, l.insertBatchPostgres(ctx, tx, entries, locks, seqs, ownTx)
 	}
 	st, err := l.txStmt(ctx, tx, l.insertQueries(len(entries), len(locks))[0])
 	if err != nil {
@@ -342,7 +343,7 @@ func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, 
 // event ids runs under a savepoint, and on a unique violation it rolls back
 // to it and inserts with the ON CONFLICT statement instead (leaving a gap in
 // seqs, as any rollback does).
-func (l *Log) insertBatchPostgres(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string, seqs []int64) error {
+func (l *Log) insertBatchPostgres(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string, seqs []int64, ownTx bool) error {
 	if len(locks) > 0 {
 		// Before the COPY, as the single insert takes them in its own
 		// statement: a rebuild holding one exclusively keeps the batch out
@@ -363,9 +364,15 @@ func (l *Log) insertBatchPostgres(ctx context.Context, tx *sqlx.Tx, entries []pr
 			return err
 		}
 	}
+	// In a transaction of its own the COPY's rows are the only ones of
+	// the transaction, and the read-back costs them alone with no floor:
+	// the extra round trip is for AppendTx, whose caller may have
+	// written many rows before (see copiedSeqs).
 	var floor int64
-	if err := tx.QueryRowxContext(ctx, l.q.seqFloor).Scan(&floor); err != nil {
-		return err
+	if !ownTx {
+		if err := tx.QueryRowxContext(ctx, l.q.seqFloor).Scan(&floor); err != nil {
+			return err
+		}
 	}
 	err := copyEntries(ctx, tx, entries)
 	var pqErr *pq.Error

@@ -726,3 +726,47 @@ func TestCopiedSeqsCachedSequence(t *testing.T) {
 	require.NoError(t, db.Select(&stored, `SELECT seq FROM event_log WHERE event_id LIKE 'c%' ORDER BY event_id`))
 	require.Equal(t, seqs, stored)
 }
+
+// The floor costs a round trip, spent only where it bounds something:
+// AppendTx, whose caller may have written rows before, reads it;
+// AppendBatch, whose transaction holds only its COPY, does not.
+func TestCopiedSeqsFloorOnlyInCallersTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := dbtest.New(t, "postgres")
+	db := b.Migrated(t)
+	rec := &recorder{}
+	log, err := eventlog.New(recordingDB(t, b.URL, rec), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = log.Close() })
+	batch := []eventlog.Entry{
+		{Kind: eventlog.KindEffect, EventID: "f-1", Payload: json.RawMessage(`{}`)},
+		{Kind: eventlog.KindEffect, EventID: "f-2", Payload: json.RawMessage(`{}`)},
+	}
+	floorReads := func() int {
+		n := 0
+		for _, tr := range rec.roundTrips() {
+			if strings.Contains(tr, "pg_sequence_last_value") {
+				n++
+			}
+		}
+		return n
+	}
+	rec.reset()
+	res, err := log.AppendBatch(ctx, batch)
+	require.NoError(t, err)
+	require.Len(t, res, 2)
+	require.Zero(t, floorReads(), "AppendBatch")
+
+	rec.reset()
+	tx, err := log.DB().BeginTxx(ctx, nil)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback() }()
+	batch[0].EventID, batch[1].EventID = "f-3", "f-4"
+	res, err = log.AppendTx(ctx, tx, batch...)
+	require.NoError(t, err)
+	require.Equal(t, res[0].Event.Seq+1, res[1].Event.Seq)
+	require.Equal(t, 1, floorReads(), "AppendTx")
+	require.NoError(t, tx.Commit())
+	require.Equal(t, 4, countEvents(t, db))
+}
