@@ -22,6 +22,7 @@ func TestFillStatistics(t *testing.T) {
 		set, err := scratchdb.New(r.cfg.DatabaseURL, &scratchdb.Config{Prefix: r.prefix})
 		require.NoError(t, err)
 		rn := &run{cfg: r.cfg, mix: r.mix, set: set}
+		t.Cleanup(func() { require.NoError(t, rn.close()) }) // drops the scratch schemas, also on failure
 		filled, err := rn.fill(ctx)
 		require.NoError(t, err)
 		var analyzed bool
@@ -38,6 +39,5 @@ WHERE relnamespace = current_schema()::regnamespace AND relname IN ('event_log',
 		var rows int
 		require.NoError(t, filled.db.Get(&rows, `SELECT COUNT(*) FROM probe_failures`))
 		require.Positive(t, rows)
-		require.NoError(t, rn.close())
 	}
 }
