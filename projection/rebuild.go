@@ -46,14 +46,14 @@ type Progress struct {
 	Phase      Phase
 	Round      int   // the catch-up round, from 1, in PhaseCatchUp and PhaseSwap
 	Done       int64 // events replayed so far
-	Total      int64 // events of the projection's kinds when the rebuild started (or Done, once more)
+	Total      int64 // events the projection reads (its kinds; with PayloadMarker, those holding a marker) when the rebuild started (or Done, once more)
 }
 
 // RebuildResult summarizes one projection's rebuild.
 type RebuildResult struct {
 	Name     string
 	Version  int
-	Events   int64 // events replayed
+	Events   int64 // events replayed: those the projection reads (its kinds, its payload markers)
 	Seq      int64 // the log's last seq the rebuild covered
 	Rows     int64 // rows in the projection's tables afterwards; -1 when it does not implement Tabler
 	Duration time.Duration
