@@ -194,6 +194,14 @@ func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e
 		return res, err
 	}
 
+	// A new table has no statistics until something analyzes it, and
+	// the views' readers (a gate's paged queries) are planned from them:
+	// analyze the copy now, once it holds nearly every row. The catch-up
+	// then takes in what was appended meanwhile.
+	if err := b.analyze(ctx); err != nil {
+		return res, fmt.Errorf("projection %s: analyze the copy: %w", e.name, err)
+	}
+
 	// Catch up: the events committed since start, in commit order. Each
 	// round reads up to the followers' horizon. Once a round is short (it
 	// found little to do) or stops shrinking, what is left is for the
@@ -344,6 +352,9 @@ type builder interface {
 	inTx(ctx context.Context, fn func(*sqlx.Tx) error) error
 	// progress records how far the rebuild is, for Status; best effort.
 	progress(ctx context.Context, phase Phase, done, total int64)
+	// analyze gathers the planner's statistics on the built copy, so the
+	// tables swapped in do not start without them.
+	analyze(ctx context.Context) error
 	// swap drains f into the copy under the projection's exclusive lock
 	// and puts the copy in place of the live tables, with the checkpoint,
 	// in one transaction.
@@ -627,6 +638,18 @@ func (b *pgBuilder) progress(ctx context.Context, phase Phase, done, total int64
 		return
 	}
 	_, _ = b.conn.ExecContext(ctx, `UPDATE `+quoteIdent(b.shadow)+`.canonlog_rebuild SET phase = $1, done = $2, total = $3, updated_at = now()`, string(phase), done, total)
+}
+
+// analyze runs ANALYZE on the copy's tables: a sample of each (at most
+// 300 times the statistics target in rows), in well under a second for a
+// million rows. It locks the copy only.
+func (b *pgBuilder) analyze(ctx context.Context) error {
+	tables := make([]string, len(b.tables))
+	for i, t := range b.tables {
+		tables[i] = quoteIdent(b.shadow) + "." + quoteIdent(t)
+	}
+	_, err := b.conn.ExecContext(ctx, `ANALYZE `+strings.Join(tables, ", "))
+	return err
 }
 
 func (b *pgBuilder) swap(ctx context.Context, log *eventlog.Log, d eventlog.Backend, f *eventlog.Follower, res *RebuildResult) error {
@@ -938,6 +961,10 @@ func (b *sqliteBuilder) inTx(ctx context.Context, fn func(*sqlx.Tx) error) error
 }
 
 func (b *sqliteBuilder) progress(context.Context, Phase, int64, int64) {}
+
+// analyze does nothing: the swap copies the rows into the live tables,
+// which keep their statistics (sqlite_stat1 names tables and indexes).
+func (b *sqliteBuilder) analyze(context.Context) error { return nil }
 
 func (b *sqliteBuilder) swap(ctx context.Context, log *eventlog.Log, d eventlog.Backend, f *eventlog.Follower, res *RebuildResult) error {
 	tx, err := b.conn.BeginTxx(ctx, nil) // BEGIN IMMEDIATE: the write lock

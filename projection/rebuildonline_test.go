@@ -536,6 +536,12 @@ WHERE oid IN ('cv_hosts'::regclass, 'cv_reports'::regclass) ORDER BY relname`))
 	require.Equal(t, before.Grants, after.Grants)
 	require.Equal(t, before.Owners, after.Owners)
 	require.Equal(t, before.Options, after.Options, "storage parameters")
+	// The new tables come with planner statistics (the old ones had
+	// none: nothing analyzed them).
+	var analyzed []string
+	require.NoError(t, db.Select(&analyzed, `SELECT DISTINCT tablename FROM pg_stats
+WHERE schemaname = current_schema() AND tablename IN ('cv_hosts', 'cv_reports') ORDER BY 1`))
+	require.Equal(t, []string{"cv_hosts", "cv_reports"}, analyzed)
 	for i := range before.OIDs {
 		require.NotEqual(t, before.OIDs[i], after.OIDs[i], "the tables were swapped")
 	}
