@@ -206,17 +206,12 @@ func (s *probeScan) scan(p []byte) bool {
 			if key != keyUnknown {
 				seen |= 1 << key
 			}
-			if i = skipSpace(p, i); i >= len(p) {
+			var closed bool
+			if i, closed = afterValue(p, i, '}'); i < 0 {
 				return false
-			}
-			if p[i] == '}' {
-				i++
+			} else if closed {
 				break
 			}
-			if p[i] != ',' {
-				return false
-			}
-			i = skipSpace(p, i+1)
 		}
 	}
 	return skipSpace(p, i) == len(p)
@@ -254,16 +249,9 @@ func (s *probeScan) scanSubs(p []byte, i int) int {
 		if i < 0 {
 			return -1
 		}
-		if i = skipSpace(p, i); i >= len(p) {
-			return -1
-		}
-		switch p[i] {
-		case ',':
-			i = skipSpace(p, i+1)
-		case ']':
-			return i + 1
-		default:
-			return -1
+		var closed bool
+		if i, closed = afterValue(p, i, ']'); i < 0 || closed {
+			return i
 		}
 	}
 }
@@ -307,17 +295,12 @@ func (s *probeScan) scanSub(p []byte, i int) int {
 				return -1
 			}
 			seen |= 1 << key
-			if i = skipSpace(p, i); i >= len(p) {
+			var closed bool
+			if i, closed = afterValue(p, i, '}'); i < 0 {
 				return -1
-			}
-			if p[i] == '}' {
-				i++
+			} else if closed {
 				break
 			}
-			if p[i] != ',' {
-				return -1
-			}
-			i = skipSpace(p, i+1)
 		}
 	}
 	switch {

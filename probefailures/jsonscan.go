@@ -148,6 +148,23 @@ func scanLiteral(p []byte, i int, lit string) int {
 	return i + len(lit)
 }
 
+// afterValue scans what follows a member or element that ends at p[i],
+// in an object or array closed by close: it returns the index of the next
+// member or element and false, or the index past close and true; -1 when
+// neither follows.
+func afterValue(p []byte, i int, close byte) (int, bool) {
+	if i = skipSpace(p, i); i >= len(p) {
+		return -1, false
+	}
+	switch p[i] {
+	case ',':
+		return skipSpace(p, i+1), false
+	case close:
+		return i + 1, true
+	}
+	return -1, false
+}
+
 // skipValue scans the value at p[i], found inside depth arrays and
 // objects.
 func skipValue(p []byte, i, depth int) int {
@@ -196,16 +213,9 @@ func skipObject(p []byte, i, depth int) int {
 		if i = skipValue(p, skipSpace(p, i+1), depth); i < 0 {
 			return -1
 		}
-		if i = skipSpace(p, i); i >= len(p) {
-			return -1
-		}
-		switch p[i] {
-		case ',':
-			i = skipSpace(p, i+1)
-		case '}':
-			return i + 1
-		default:
-			return -1
+		var closed bool
+		if i, closed = afterValue(p, i, '}'); i < 0 || closed {
+			return i
 		}
 	}
 }
@@ -223,16 +233,9 @@ func skipArray(p []byte, i, depth int) int {
 		if i = skipValue(p, i, depth); i < 0 {
 			return -1
 		}
-		if i = skipSpace(p, i); i >= len(p) {
-			return -1
-		}
-		switch p[i] {
-		case ',':
-			i = skipSpace(p, i+1)
-		case ']':
-			return i + 1
-		default:
-			return -1
+		var closed bool
+		if i, closed = afterValue(p, i, ']'); i < 0 || closed {
+			return i
 		}
 	}
 }
