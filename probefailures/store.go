@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/canonlog/canonlog/eventlog"
 )
@@ -23,13 +25,14 @@ var ErrInvalidQuery = errors.New("invalid probe_failures query")
 
 // Store answers the compliance gate's questions from the probe_failures
 // view. Every query is bounded to one rollout and served by the
-// (rollout_id, host_id, control_id) index; results are ordered
-// deterministically.
+// (rollout_id, host_id, control_id, event_log_seq, framework) index;
+// results are ordered deterministically.
 type Store struct {
 	db *sqlx.DB
 }
 
-// NewStore returns a Store reading from db.
+// NewStore returns a Store reading from db, opened on PostgreSQL or
+// SQLite (see eventlog.OpenDB).
 func NewStore(db *sqlx.DB) *Store { return &Store{db: db} }
 
 // FailureFilter selects failures of one rollout.
@@ -49,35 +52,126 @@ type FailureFilter struct {
 // event seq and framework, a page at a time: pass the last row of a page
 // as After to get the next.
 func (s *Store) Failures(ctx context.Context, f FailureFilter) ([]Row, error) {
+	backend, err := eventlog.BackendOf(s.db)
+	if err != nil {
+		return nil, fmt.Errorf("probefailures: failures: %w", err)
+	}
+	query, args, err := s.failuresQuery(f, backend)
+	if err != nil {
+		return nil, err
+	}
+	return scanFailures(s.db.QueryxContext(ctx, query, args...))
+}
+
+// failuresQuery checks f and returns the query Failures runs on backend.
+//
+// On PostgreSQL the query first turns off every plan but the ordered walk
+// of the index. Left to the planner, a table without statistics (after a
+// bulk load, a rebuild or a restore, or wherever autovacuum lags or is
+// off) estimates a rollout at 0.5% of the table; for a page larger than
+// that it reads the rest of the rollout and sorts it, on every page, so
+// that listing a rollout costs the square of its size. The settings are
+// SET LOCAL in the same query string, which PostgreSQL runs as one
+// implicit transaction: they end with it, and the page costs one round
+// trip. That string is sent without parameters (a query with parameters
+// may hold one statement), so the values are quoted into it.
+//
+// The page index is (rollout_id, host_id, control_id, event_log_seq,
+// framework). The filter's host, and its control when the host is set, pin
+// a prefix of it by equality, and the cursor then compares only the
+// columns after that prefix, so that a page starts at the cursor's own
+// index entry. A cursor on another host or control than the filter's
+// (not one a page returned) keeps the comparison of all four columns: it
+// is right under any collation. On SQLite a pinned column outside the
+// prefix is written +column, which keeps its planner from taking it for an
+// index term and then sorting the page.
+func (s *Store) failuresQuery(f FailureFilter, backend eventlog.Backend) (string, []any, error) {
 	if f.RolloutID == "" {
-		return nil, fmt.Errorf("probefailures: %w: RolloutID is required", ErrInvalidQuery)
+		return "", nil, fmt.Errorf("probefailures: %w: RolloutID is required", ErrInvalidQuery)
+	}
+	for _, v := range []struct{ name, v string }{{"RolloutID", f.RolloutID}, {"HostID", f.HostID}, {"ControlID", f.ControlID}, {"Framework", f.Framework}} {
+		if strings.IndexByte(v.v, 0) >= 0 {
+			return "", nil, fmt.Errorf("probefailures: %w: %s holds a NUL byte", ErrInvalidQuery, v.name)
+		}
+	}
+	if a := f.After; a != nil {
+		for _, v := range []struct{ name, v string }{{"After.HostID", a.HostID}, {"After.ControlID", a.ControlID}, {"After.Framework", a.Framework}} {
+			if strings.IndexByte(v.v, 0) >= 0 {
+				return "", nil, fmt.Errorf("probefailures: %w: %s holds a NUL byte", ErrInvalidQuery, v.name)
+			}
+		}
 	}
 	switch {
 	case f.Limit < 0 || f.Limit > MaxLimit:
-		return nil, fmt.Errorf("probefailures: %w: Limit is %d, must be between 0 (default %d) and %d", ErrInvalidQuery, f.Limit, DefaultLimit, MaxLimit)
+		return "", nil, fmt.Errorf("probefailures: %w: Limit is %d, must be between 0 (default %d) and %d", ErrInvalidQuery, f.Limit, DefaultLimit, MaxLimit)
 	case f.Limit == 0:
 		f.Limit = DefaultLimit
 	}
+	filterOnly := ""
+	if backend == eventlog.SQLite {
+		filterOnly = "+"
+	}
 	conds := []string{"rollout_id = ?"}
 	args := []any{f.RolloutID}
-	for _, c := range []struct{ col, v string }{{"host_id", f.HostID}, {"control_id", f.ControlID}, {"framework", f.Framework}} {
-		if c.v != "" {
-			conds, args = append(conds, c.col+" = ?"), append(args, c.v)
+	pinned := 0 // leading cursor columns fixed by equality
+	switch {
+	case f.HostID != "" && f.ControlID != "":
+		conds, args, pinned = append(conds, "host_id = ?", "control_id = ?"), append(args, f.HostID, f.ControlID), 2
+	case f.HostID != "":
+		conds, args, pinned = append(conds, "host_id = ?"), append(args, f.HostID), 1
+	case f.ControlID != "":
+		conds, args = append(conds, filterOnly+"control_id = ?"), append(args, f.ControlID)
+	}
+	if f.Framework != "" {
+		conds, args = append(conds, filterOnly+"framework = ?"), append(args, f.Framework)
+	}
+	if a := f.After; a != nil {
+		cols := []string{"host_id", "control_id", "event_log_seq", "framework"}
+		vals := []any{a.HostID, a.ControlID, a.Seq, a.Framework}
+		if (pinned >= 1 && a.HostID != f.HostID) || (pinned == 2 && a.ControlID != f.ControlID) {
+			pinned = 0
 		}
+		conds = append(conds, "("+strings.Join(cols[pinned:], ", ")+") > ("+strings.Repeat("?, ", len(cols)-pinned-1)+"?)")
+		args = append(args, vals[pinned:]...)
 	}
-	if f.After != nil {
-		conds = append(conds, "(host_id, control_id, event_log_seq, framework) > (?, ?, ?, ?)")
-		args = append(args, f.After.HostID, f.After.ControlID, f.After.Seq, f.After.Framework)
-	}
-	query := s.db.Rebind(`SELECT event_log_seq, COALESCE(rollout_id, ''), host_id, probe_name, control_id, framework, observed_at
+	query := `SELECT event_log_seq, COALESCE(rollout_id, ''), host_id, probe_name, control_id, framework, observed_at
 FROM probe_failures WHERE ` + strings.Join(conds, " AND ") + `
-ORDER BY host_id, control_id, event_log_seq, framework LIMIT ?`)
-	rows, err := s.db.QueryxContext(ctx, query, append(args, f.Limit)...)
+ORDER BY host_id, control_id, event_log_seq, framework LIMIT ?`
+	args = append(args, f.Limit)
+	if backend == eventlog.SQLite {
+		return query, args, nil
+	}
+	var b strings.Builder
+	b.WriteString(pageScanOnly)
+	for i, part := range strings.Split(query, "?") {
+		if i > 0 {
+			switch v := args[i-1].(type) {
+			case string:
+				b.WriteString(pq.QuoteLiteral(v))
+			case int64:
+				b.WriteString(strconv.FormatInt(v, 10))
+			case int:
+				b.WriteString(strconv.Itoa(v))
+			default:
+				panic(fmt.Sprintf("probefailures: a %T in a page query", v))
+			}
+		}
+		b.WriteString(part)
+	}
+	return b.String(), nil, nil
+}
+
+// pageScanOnly leaves a page query on PostgreSQL one plan: an index scan
+// in index order.
+const pageScanOnly = "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off;\n"
+
+// scanFailures reads the rows of a Failures query.
+func scanFailures(rows *sqlx.Rows, err error) ([]Row, error) {
 	if err != nil {
 		return nil, fmt.Errorf("probefailures: failures: %w", err)
 	}
 	defer rows.Close()
-	out := make([]Row, 0, min(f.Limit, 256))
+	out := []Row{}
 	for rows.Next() {
 		var r Row
 		if err := rows.Scan(&r.Seq, &r.RolloutID, &r.HostID, &r.ProbeName, &r.ControlID, &r.Framework, eventlog.ScanTime(&r.ObservedAt)); err != nil {

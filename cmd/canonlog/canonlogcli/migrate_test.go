@@ -227,7 +227,7 @@ func TestMigrateDown(t *testing.T) {
 			}
 			// up applies the sets in name order (the registry's), down
 			// the other way round, core last.
-			require.Equal(t, []string{"probe_failures 00001_probe_failures.sql", "fleet_hosts 00001_fleet_hosts.sql"}, order[:2])
+			require.Equal(t, []string{"probe_failures 00002_probe_failures_page_index.sql", "probe_failures 00001_probe_failures.sql", "fleet_hosts 00001_fleet_hosts.sql"}, order[:3])
 			require.Equal(t, "core 00001_event_log.sql", order[len(order)-1])
 			require.Contains(t, r.out, "drops: projection probe_failures (probe_failures); projection fleet_hosts (fleet_hosts); core (event_log with every event")
 			require.Equal(t, before, c.schemaState(), "without --yes nothing changes")
