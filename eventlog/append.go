@@ -51,12 +51,16 @@ func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error
 	// one-connection pool (sqlite::memory:) preparing inside it would wait
 	// for itself.
 	locks := l.sharedLocks(prepared)
+	autocommit := l.autocommitShape(prepared, locks)
+	if autocommit && prepared[0].EventID == "" {
+		return l.appendTwoMessages(ctx, prepared[0])
+	}
 	for _, query := range l.insertQueries(len(prepared), len(locks)) {
 		if _, err := l.stmt(ctx, query); err != nil {
 			return nil, fmt.Errorf("eventlog: append: %w", err)
 		}
 	}
-	if l.oneStatement(prepared, locks) {
+	if autocommit {
 		return l.appendOneStatement(ctx, prepared[0])
 	}
 	var res []Result
@@ -81,23 +85,26 @@ func (l *Log) hookWants(events []Event) bool {
 	return !ok || slices.ContainsFunc(events, func(ev Event) bool { return sh.Consumes(ev.Kind) })
 }
 
-// oneStatement reports whether an append of entries is one INSERT and
-// nothing else: on PostgreSQL, a single entry with an event id, with
-// SerializeAppends off, of a kind the hook does not consume (no hook, or
-// a SelectiveHook that does not want it) and that takes no shared lock.
-// It then runs autocommitted: one round trip instead of three (BEGIN,
-// INSERT, COMMIT).
+// autocommitShape reports whether an append of entries needs no
+// transaction of database/sql's: on PostgreSQL, a single entry, with
+// SerializeAppends off, of a kind the hook does not consume (no hook, or a
+// SelectiveHook that does not want it) and that takes no shared lock.
 //
-// The event id is what makes that safe. database/sql sends a statement
-// again, on another connection, when the driver reports the first one
-// bad, and lib/pq does so also when the server closed the connection
-// after receiving the statement (io.EOF), which may have committed it.
-// A transaction's statement is never sent again; an autocommitted one
-// is, and without an event id it could store the event twice. With one,
-// the second attempt finds the first's event and reports it as a
-// duplicate, at its seq.
-func (l *Log) oneStatement(entries []preparedEntry, locks []string) bool {
-	if l.backend != Postgres || len(entries) != 1 || entries[0].EventID == "" || l.serialize || len(locks) > 0 {
+// With an event id it then runs as one autocommitted INSERT
+// (appendOneStatement): one round trip instead of three (BEGIN, INSERT,
+// COMMIT). The event id is what makes that safe. database/sql sends a
+// statement again, on another connection, when the driver reports the
+// first one bad, and lib/pq does so also when the server closed the
+// connection after receiving the statement (io.EOF), which may have
+// committed it. A transaction's statement is never sent again; an
+// autocommitted one is, and without an event id it could store the event
+// twice. With one, the second attempt finds the first's event and reports
+// it as a duplicate, at its seq.
+//
+// Without an event id it runs as two messages on one connection
+// (appendTwoMessages): two round trips.
+func (l *Log) autocommitShape(entries []preparedEntry, locks []string) bool {
+	if l.backend != Postgres || len(entries) != 1 || l.serialize || len(locks) > 0 {
 		return false
 	}
 	if l.hook == nil {
@@ -107,8 +114,8 @@ func (l *Log) oneStatement(entries []preparedEntry, locks []string) bool {
 	return ok && !sh.Consumes(entries[0].Kind)
 }
 
-// appendOneStatement appends e with one autocommitted INSERT (see
-// oneStatement). A duplicate event id costs a second statement, which
+// appendOneStatement appends e, which has an event id, with one
+// autocommitted INSERT (see autocommitShape). A duplicate event id costs a second statement, which
 // reads the stored event.
 func (l *Log) appendOneStatement(ctx context.Context, e preparedEntry) ([]Result, error) {
 	st, err := l.stmt(ctx, l.q.insertOne)
@@ -130,6 +137,64 @@ func (l *Log) appendOneStatement(ctx context.Context, e preparedEntry) ([]Result
 		return results, nil
 	}
 	return nil, autocommitError(err)
+}
+
+// appendTwoMessages appends e, which has no event id, in two round trips
+// on one connection (see autocommitShape): "BEGIN; INSERT … RETURNING seq"
+// with e's values quoted in (a message with parameters may hold one
+// statement), then COMMIT. The first message commits nothing: when its
+// connection fails, the server rolls it back with the connection, so it is
+// sent again on another one, as database/sql sends a BEGIN again; on
+// PostgreSQL's refusal the connection is closed, not returned to the pool
+// inside a failed transaction. Only a COMMIT whose answer was lost leaves
+// the outcome unknown, as in any transaction.
+func (l *Log) appendTwoMessages(ctx context.Context, e preparedEntry) ([]Result, error) {
+	var msg strings.Builder
+	msg.WriteString("BEGIN;\nINSERT INTO event_log (ts, kind, host_id, rollout_id, payload) VALUES (")
+	for i, v := range []string{FormatTime(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload)} {
+		if i > 0 {
+			msg.WriteString(", ")
+		}
+		if i == 2 || i == 3 {
+			msg.WriteString("NULLIF(" + pq.QuoteLiteral(v) + ", '')")
+		} else {
+			msg.WriteString(pq.QuoteLiteral(v))
+		}
+	}
+	msg.WriteString(") RETURNING seq")
+	// As database/sql tries a statement: twice on any connection, then on
+	// a new one.
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		conn, err := l.db.Conn(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("eventlog: append: %w: %w", dbutil.ErrBegin, err)
+		}
+		var seq int64
+		err = conn.QueryRowContext(ctx, msg.String()).Scan(&seq)
+		if err != nil {
+			discard(conn)
+			if errors.Is(err, driver.ErrBadConn) && attempt < attempts {
+				continue
+			}
+			return nil, fmt.Errorf("eventlog: append: %w", err)
+		}
+		if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+			discard(conn)
+			return nil, outcomeError(&dbutil.CommitError{Err: err})
+		}
+		_ = conn.Close() // committed: the event is stored
+		return []Result{{Event: Event{Seq: seq, Kind: e.Kind, TS: e.TS, HostID: e.HostID,
+			RolloutID: e.RolloutID, Payload: e.Payload}}}, nil
+	}
+}
+
+// discard closes conn's database connection instead of returning it to
+// the pool, where it could hold an open or failed transaction. A
+// connection database/sql already closed is left as it is.
+func discard(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = conn.Close()
 }
 
 // autocommitError says what a caller must know of a failed autocommitted

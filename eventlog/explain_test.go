@@ -360,6 +360,16 @@ type recorder struct {
 	mu      sync.Mutex
 	queries []recordedQuery
 	trips   []string
+	// lose, when set, picks unprepared statements whose answer is lost:
+	// the server runs them to the end, and the driver then reports a bad
+	// connection, as lib/pq does when the server's answer never comes.
+	lose func(query string) bool
+}
+
+func (r *recorder) loses(query string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lose != nil && r.lose(query)
 }
 
 func (r *recorder) trip(what string) {
@@ -501,13 +511,25 @@ func values(args []driver.NamedValue) []any {
 func (c *recordingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
 	c.rec.add(recordedQuery{sql: query, args: values(args)})
 	c.rec.trip(query)
-	return c.inner.QueryContext(ctx, query, args)
+	rows, err := c.inner.QueryContext(ctx, query, args)
+	if err != nil || !c.rec.loses(query) {
+		return rows, err
+	}
+	dest := make([]driver.Value, len(rows.Columns()))
+	for rows.Next(dest) == nil {
+	}
+	_ = rows.Close()
+	return nil, driver.ErrBadConn
 }
 
 func (c *recordingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	c.rec.add(recordedQuery{sql: query, args: values(args)})
 	c.rec.trip(query)
-	return c.inner.ExecContext(ctx, query, args)
+	res, err := c.inner.ExecContext(ctx, query, args)
+	if err != nil || !c.rec.loses(query) {
+		return res, err
+	}
+	return nil, driver.ErrBadConn
 }
 
 func (c *recordingConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {

@@ -39,9 +39,11 @@ type LockingHook interface {
 // SelectiveHook is an optional extension of Hook for a hook that acts
 // only on some kinds: an append none of whose entries it consumes does
 // not call it. On PostgreSQL a single such append, taking no shared lock
-// (LockingHook) and with SerializeAppends off, then runs as one
-// autocommitted INSERT: one round trip instead of three (BEGIN, INSERT,
-// COMMIT). projection.Registry and the projection.Manager's hook
+// (LockingHook) and with SerializeAppends off, then needs no transaction
+// of database/sql's: with an event id it is one autocommitted INSERT, one
+// round trip instead of three (BEGIN, INSERT, COMMIT); without one, two
+// round trips ("BEGIN; INSERT", then COMMIT), so that no retry can store
+// it twice. projection.Registry and the projection.Manager's hook
 // implement it.
 type SelectiveHook interface {
 	Hook

@@ -2,13 +2,16 @@ package eventlog_test
 
 import (
 	"context"
+	"database/sql/driver"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
 
 	"github.com/canonlog/canonlog/eventlog"
@@ -108,12 +111,17 @@ func TestAppendOneRoundTrip(t *testing.T) {
 	require.Equal(t, 1, countEvents(t, db))
 
 	// Without an event id, a retry by database/sql could store the event
-	// twice: a transaction.
+	// twice: two messages, the first committing nothing.
+	var plain eventlog.Result
 	got = trips(func() {
-		_, err := log.Append(ctx, plan("", `{"step":3}`))
+		plain, err = log.Append(ctx, plan("", `{"step":"it's \\ \u00e9"}`))
 		require.NoError(t, err)
 	})
-	require.Equal(t, []string{"BEGIN", "EXECUTE", "COMMIT"}, got)
+	require.Equal(t, []string{"BEGIN;", "COMMIT"}, got)
+	stored, err = log.Get(ctx, plain.Event.Seq)
+	require.NoError(t, err)
+	require.Equal(t, plain.Event, stored)
+	require.JSONEq(t, `{"step":"it's \\ é"}`, string(stored.Payload))
 
 	// A kind the hook consumes: a transaction, and the hook sees it.
 	var agent eventlog.Result
@@ -170,4 +178,99 @@ func TestSelectiveHookSkipped(t *testing.T) {
 		require.Equal(t, [][]int64{{res[0].Event.Seq, res[1].Event.Seq}}, hook.called())
 		require.Equal(t, 5, countEvents(t, db))
 	})
+}
+
+// A single append without an event id, of a kind no hook consumes, is two
+// messages on one connection. When the first one's answer is lost it is
+// sent again on another connection, and the event is stored once; when
+// the COMMIT's answer is lost the error says the append may have
+// committed, and it is stored once; the server's refusal of the first
+// message leaves no transaction open on the pool's connection.
+func TestAppendTwoMessagesLostAnswers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := dbtest.New(t, "postgres")
+	db := b.Migrated(t)
+	rec := &recorder{}
+	one := recordingDB(t, b.URL, rec)
+	one.SetMaxOpenConns(1)
+	log, err := eventlog.New(one, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = log.Close() })
+	lose := func(f func(query string) bool) {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		rec.lose = f
+	}
+	effect := func(n int) eventlog.Entry {
+		return eventlog.Entry{Kind: eventlog.KindEffect, HostID: "h1", Payload: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))}
+	}
+	stored := func(n int) int {
+		var count int
+		require.NoError(t, db.Get(&count, `SELECT count(*) FROM event_log WHERE payload::text = $1`, fmt.Sprintf(`{"n":%d}`, n)))
+		return count
+	}
+	firstWords := func() []string {
+		var out []string
+		for _, tr := range rec.roundTrips() {
+			out = append(out, strings.Fields(tr)[0])
+		}
+		return out
+	}
+
+	// The first message's answer lost once: sent again, stored once.
+	lost := 0
+	lose(func(q string) bool {
+		if strings.HasPrefix(q, "BEGIN;") && lost == 0 {
+			lost++
+			return true
+		}
+		return false
+	})
+	rec.reset()
+	res, err := log.Append(ctx, effect(1))
+	require.NoError(t, err)
+	require.Equal(t, 1, lost)
+	require.Equal(t, []string{"BEGIN;", "BEGIN;", "COMMIT"}, firstWords())
+	require.Equal(t, 1, stored(1))
+	got, err := log.Get(ctx, res.Event.Seq)
+	require.NoError(t, err)
+	require.Equal(t, res.Event, got)
+
+	// The COMMIT's answer lost: the outcome is unknown, and said to be.
+	lose(func(q string) bool { return q == "COMMIT" })
+	_, err = log.Append(ctx, effect(2))
+	require.ErrorContains(t, err, "may have committed")
+	require.True(t, eventlog.Retryable(err))
+	require.Equal(t, 1, stored(2))
+
+	// Lost every time: three attempts, as database/sql makes, then the
+	// error; nothing stored.
+	lose(func(q string) bool { return strings.HasPrefix(q, "BEGIN;") })
+	rec.reset()
+	_, err = log.Append(ctx, effect(3))
+	require.ErrorIs(t, err, driver.ErrBadConn)
+	require.True(t, eventlog.Retryable(err))
+	require.Equal(t, []string{"BEGIN;", "BEGIN;", "BEGIN;"}, firstWords())
+	require.Zero(t, stored(3))
+	lose(nil)
+
+	// Refused by the server: the error is the server's, nothing is stored,
+	// and the pool's one connection serves the next append.
+	_, err = db.Exec(`CREATE FUNCTION refuse_n5() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.payload::text = '{"n":5}' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_n5 BEFORE INSERT ON event_log FOR EACH ROW EXECUTE FUNCTION refuse_n5()`)
+	require.NoError(t, err)
+	_, err = log.Append(ctx, effect(5))
+	var pqErr *pq.Error
+	require.ErrorAs(t, err, &pqErr)
+	require.Contains(t, pqErr.Message, "refused by the test")
+	require.Zero(t, stored(5))
+	_, err = log.Append(ctx, effect(6))
+	require.NoError(t, err)
+	require.Equal(t, 1, stored(6))
+	require.Equal(t, 3, countEvents(t, db))
 }

@@ -40,6 +40,11 @@
 // hold exactly what it was given; a replay that reads back a different
 // number of events or payload bytes fails the run too.
 //
+// With Config.Latency every side connects through a proxy that holds each
+// message that long in each direction: the server as if across a network,
+// where round trips cost what they do in production. The report gives the
+// round trip measured through the proxy.
+//
 // This is a Go module of its own, with a replace of the library to ../..,
 // so that the library's go.mod never requires the peers. Its command is
 // cmd/peersbench:

@@ -132,7 +132,11 @@ func (r *Runner) measure(ctx context.Context, set *scratchdb.Set, sc scenario) (
 		}
 		sd := &side{c: c, s: st, db: db}
 		sides = append(sides, sd)
-		if err := sd.s.open(ctx, db.URL); err != nil {
+		u, err := r.connURL(db.URL)
+		if err != nil {
+			return res, err
+		}
+		if err := sd.s.open(ctx, u); err != nil {
 			return res, fmt.Errorf("%s: open: %w", c.name, err)
 		}
 		if written, err = sc.warm(ctx, sd.s); err != nil {

@@ -83,6 +83,13 @@ type Config struct {
 	// Off by default, as no peer measured here keeps a uniqueness key.
 	EventIDs bool
 
+	// Latency, when positive, puts the server across an emulated network:
+	// every side connects through a proxy that holds each message for
+	// Latency in each direction, so a round trip costs about twice that
+	// more. The report gives the round trip measured through it. Zero
+	// (the default) connects directly.
+	Latency time.Duration
+
 	// Progress, when set, receives a line per side and round as the run
 	// goes. Defaults to none.
 	Progress io.Writer
@@ -92,6 +99,7 @@ type Config struct {
 type Runner struct {
 	cfg        Config
 	contenders []contender
+	proxy      *delayProxy // during Run, when Latency is set
 }
 
 // New validates cfg, fills in its defaults and returns a Runner. It
@@ -133,6 +141,14 @@ func New(cfg *Config) (*Runner, error) {
 			return nil, fmt.Errorf("peers: Config.%s is %d: at most %d", f.name, *f.v, f.max)
 		}
 	}
+	if c.Latency < 0 || c.Latency > time.Second {
+		return nil, fmt.Errorf("peers: Config.Latency is %s: between 0 (none) and 1s", c.Latency)
+	}
+	if c.Latency > 0 {
+		if _, err := target(c.DatabaseURL); err != nil {
+			return nil, fmt.Errorf("peers: %w", err)
+		}
+	}
 	if c.ConcurrentEvents < c.Clients {
 		return nil, fmt.Errorf("peers: Config.ConcurrentEvents is %d: give each of the %d clients at least one event", c.ConcurrentEvents, c.Clients)
 	}
@@ -170,6 +186,22 @@ func (r *Runner) Run(ctx context.Context) (rep *Report, err error) {
 	if rep.Server, err = serverVersion(ctx, r.cfg.DatabaseURL); err != nil {
 		return nil, fmt.Errorf("peers: %w", err)
 	}
+	if r.cfg.Latency > 0 {
+		addr, err := target(r.cfg.DatabaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("peers: %w", err)
+		}
+		if r.proxy, err = startDelayProxy(addr, r.cfg.Latency); err != nil {
+			return nil, fmt.Errorf("peers: latency proxy: %w", err)
+		}
+		defer func() {
+			err = errors.Join(err, r.proxy.Close())
+			r.proxy = nil
+		}()
+		if rep.RoundTrip, err = r.proxy.roundTrip(ctx, r.cfg.DatabaseURL); err != nil {
+			return nil, fmt.Errorf("peers: latency proxy: %w", err)
+		}
+	}
 	for _, c := range r.contenders {
 		rep.Contenders = append(rep.Contenders, Contender{Name: c.name, Module: c.module, Unavailable: c.unavailable})
 	}
@@ -183,6 +215,15 @@ func (r *Runner) Run(ctx context.Context) (rep *Report, err error) {
 	rep.Elapsed = time.Since(rep.Started)
 	rep.LoadAfter = loadAverage()
 	return rep, nil
+}
+
+// connURL returns the URL a side connects with: through the latency
+// proxy when there is one.
+func (r *Runner) connURL(u string) (string, error) {
+	if r.proxy == nil {
+		return u, nil
+	}
+	return r.proxy.url(u)
 }
 
 // serverVersion asks the server its version, on a connection of its own.

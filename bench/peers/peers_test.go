@@ -80,16 +80,20 @@ func schemasLeft(t *testing.T, url, prefix string) []string {
 // payload bytes), that every round was timed, and that the run's schemas
 // are gone afterwards.
 func TestRun(t *testing.T) {
-	t.Run("plain", func(t *testing.T) { testRun(t, false) })
+	t.Run("plain", func(t *testing.T) { testRun(t, false, 0) })
 	// With event ids every event still lands once: no two calls share an
 	// id, so none is taken for a duplicate.
-	t.Run("event ids", func(t *testing.T) { testRun(t, true) })
+	t.Run("event ids", func(t *testing.T) { testRun(t, true, 0) })
+	// Through the latency proxy every side still stores what it was
+	// given, and the report says what a round trip cost.
+	t.Run("latency", func(t *testing.T) { testRun(t, false, time.Millisecond) })
 }
 
-func testRun(t *testing.T, eventIDs bool) {
+func testRun(t *testing.T, eventIDs bool, latency time.Duration) {
 	url := postgresURL(t)
 	cfg := tinyConfig(url)
 	cfg.EventIDs = eventIDs
+	cfg.Latency = latency
 	r, err := New(cfg)
 	require.NoError(t, err)
 	var progress bytes.Buffer
@@ -137,6 +141,13 @@ func testRun(t *testing.T, eventIDs bool) {
 	require.Contains(t, table.String(), "| full replay | ")
 	if eventIDs {
 		require.Contains(t, table.String(), "canonlog: every event with an event id")
+	}
+	if latency > 0 {
+		require.Positive(t, rep.RoundTrip)
+		require.Contains(t, table.String(), "Every side connected through a proxy holding each message 1ms in each direction: a round trip (SELECT 1) took ")
+	} else {
+		require.Zero(t, rep.RoundTrip)
+		require.NotContains(t, table.String(), "Every side connected through")
 	}
 }
 
@@ -249,6 +260,9 @@ func TestNew(t *testing.T) {
 		"too few per client":  {Config{Clients: 8, ConcurrentEvents: 7}, "give each of the 8 clients at least one event"},
 		"negative replay":     {Config{ReplayEvents: -5}, "Config.ReplayEvents is -5"},
 		"password not echoed": {Config{DatabaseURL: "mysql://u:secret@h/db"}, "database URL mysql://u:xxxxx@h/db"},
+		"negative latency":    {Config{Latency: -time.Millisecond}, "Config.Latency is -1ms: between 0 (none) and 1s"},
+		"latency too long":    {Config{Latency: 2 * time.Second}, "Config.Latency is 2s: between 0 (none) and 1s"},
+		"latency needs host":  {Config{Latency: time.Millisecond, DatabaseURL: "postgres://u:secret@/db?host=/run/postgresql"}, "-latency needs a host in the URL"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

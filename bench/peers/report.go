@@ -34,8 +34,11 @@ type Report struct {
 	// and 15 minutes) when the run began and ended; empty where
 	// /proc/loadavg does not exist.
 	LoadBefore, LoadAfter string
-	Started               time.Time
-	Elapsed               time.Duration
+	// RoundTrip is the median time of an empty query through the latency
+	// proxy (Config.Latency); zero without one.
+	RoundTrip time.Duration
+	Started   time.Time
+	Elapsed   time.Duration
 }
 
 // Contender is one column of a Report.
@@ -165,6 +168,10 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	}
 	if v, ok := rep.Versions[watermillCore]; ok {
 		fmt.Fprintf(bw, "; %s %s", watermillCore, v)
+	}
+	if rep.Config.Latency > 0 {
+		fmt.Fprintf(bw, ".\nEvery side connected through a proxy holding each message %s in each direction: a round trip (SELECT 1) took %s",
+			rep.Config.Latency, rep.RoundTrip.Round(10*time.Microsecond))
 	}
 	fmt.Fprintf(bw, ".\nLoad average at the start: %s; at the end: %s. Took %s.\n",
 		orUnknown(rep.LoadBefore), orUnknown(rep.LoadAfter), rep.Elapsed.Round(time.Second))

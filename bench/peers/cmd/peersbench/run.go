@@ -39,6 +39,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.BatchSize, "batch-size", peers.DefaultBatchSize, "events per call of the batch scenario")
 	fs.IntVar(&cfg.ReplayEvents, "replay", peers.DefaultReplayEvents, "events in the log each side reads back whole per round")
 	fs.BoolVar(&cfg.EventIDs, "event-ids", false, "give canonlog's events event ids (exactly-once appends; a single append is then one round trip)")
+	fs.DurationVar(&cfg.Latency, "latency", 0, "hold every message this long in each direction, through a proxy every side connects by (the server as if across a network; 0: direct)")
 	fs.BoolVar(&quiet, "quiet", false, "print no progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
