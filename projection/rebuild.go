@@ -71,6 +71,11 @@ type RebuildResult struct {
 	// appends of its kinds wait that long at most: the swap's transaction
 	// online, the whole rebuild offline. On SQLite it is the write lock.
 	LockHeld time.Duration
+	// UncheckedKeys reports an online rebuild on PostgreSQL that wrote
+	// the copy without the server checking its foreign keys row by row:
+	// its role may set session_replication_role (docs/projections.md,
+	// "Online rebuilds"). The keys hold by construction and stay valid.
+	UncheckedKeys bool
 }
 
 // Rebuild re-derives projections from the log. Each projection is rebuilt in

@@ -3,6 +3,7 @@ package projection
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"database/sql/driver"
 	"encoding/hex"
 	"errors"
@@ -149,6 +150,9 @@ func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e
 		return res, err
 	}
 	defer b.cleanup()
+	if pb, ok := b.(*pgBuilder); ok {
+		res.UncheckedKeys = pb.uncheckedKeys
+	}
 
 	var total int64
 	if o.Progress != nil {
@@ -198,8 +202,8 @@ func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e
 	// the views' readers (a gate's paged queries) are planned from them:
 	// analyze the copy now, once it holds nearly every row. The catch-up
 	// then takes in what was appended meanwhile.
-	if err := b.analyze(ctx); err != nil {
-		return res, fmt.Errorf("projection %s: analyze the copy: %w", e.name, err)
+	if err := b.finishBuild(ctx); err != nil {
+		return res, fmt.Errorf("projection %s: %w", e.name, err)
 	}
 
 	// Catch up: the events committed since start, in commit order. Each
@@ -352,9 +356,11 @@ type builder interface {
 	inTx(ctx context.Context, fn func(*sqlx.Tx) error) error
 	// progress records how far the rebuild is, for Status; best effort.
 	progress(ctx context.Context, phase Phase, done, total int64)
-	// analyze gathers the planner's statistics on the built copy, so the
-	// tables swapped in do not start without them.
-	analyze(ctx context.Context) error
+	// finishBuild runs once the build is done: it gathers the planner's
+	// statistics on the copy, so the tables swapped in do not start
+	// without them, and checks the foreign keys the build did not have
+	// the server check (pgBuilder.uncheckedKeys).
+	finishBuild(ctx context.Context) error
 	// swap drains f into the copy under the projection's exclusive lock
 	// and puts the copy in place of the live tables, with the checkpoint,
 	// in one transaction.
@@ -397,6 +403,56 @@ type pgBuilder struct {
 	tables []string
 	live   string // the live schema (current_schema())
 	shadow string
+	// uncheckedKeys: the role may set session_replication_role, and the
+	// build writes the copy without PostgreSQL checking its foreign keys
+	// row by row (see uncheckedKeysAllowed); finishBuild checks them
+	// after, with one query each. built: the build is over, and the
+	// catch-up's transactions are checked row by row again.
+	uncheckedKeys, built bool
+}
+
+// uncheckedKeysAllowed reports whether the rebuild's role may set
+// session_replication_role (a superuser, or on PostgreSQL 15 and later a
+// role granted SET on it). The build's transactions then set it to
+// replica, which turns off the triggers that check foreign keys, as
+// pg_restore and logical replication do. The server's check costs a
+// lookup and a row lock on the referenced row (for probe_failures, on
+// event_log) for every row written: most of the server's work in a
+// build. finishBuild checks each key once over the whole copy instead,
+// and the rows written after the build are checked by the server again,
+// so the keys stay declared, valid and true. The setting is tried on the
+// session and reset at once: a role without the privilege gets the build
+// checked row by row.
+//
+// A key with a referential action (ON DELETE or ON UPDATE CASCADE, SET
+// NULL, SET DEFAULT) is carried out by those same triggers: a copy with
+// one is built with them on.
+func (b *pgBuilder) uncheckedKeysAllowed(ctx context.Context) (bool, error) {
+	tables := make([]string, len(b.tables))
+	for i, t := range b.tables {
+		tables[i] = quoteIdent(b.shadow) + "." + quoteIdent(t)
+	}
+	var actions bool
+	if err := b.conn.GetContext(ctx, &actions, `SELECT EXISTS (SELECT FROM pg_constraint WHERE contype = 'f'
+AND (conrelid = ANY($1::regclass[]) OR confrelid = ANY($1::regclass[])) AND (confdeltype NOT IN ('a', 'r') OR confupdtype NOT IN ('a', 'r')))`,
+		pq.Array(tables)); err != nil {
+		return false, err
+	}
+	if actions {
+		return false, nil
+	}
+	_, err := b.conn.ExecContext(ctx, `SET session_replication_role = replica`)
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) && pqErr.Code == "42501" { // insufficient_privilege
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if _, err := b.conn.ExecContext(ctx, `RESET session_replication_role`); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 func (b *pgBuilder) prepare(ctx context.Context) error {
@@ -495,6 +551,10 @@ ORDER BY i.indexrelid`, lv+"."+quoteIdent(t)); err != nil {
 			return fmt.Errorf("copy foreign key: %w", err)
 		}
 	}
+	var err error
+	if b.uncheckedKeys, err = b.uncheckedKeysAllowed(ctx); err != nil {
+		return fmt.Errorf("session_replication_role: %w", err)
+	}
 	return nil
 }
 
@@ -507,7 +567,8 @@ ORDER BY i.indexrelid`, lv+"."+quoteIdent(t)); err != nil {
 // event_log and stays open delays the rebuild's start, never the appends.
 //
 // The key is in place from the start, and the build checks it row by
-// row. Added after the build instead (NOT VALID, then VALIDATE), it would
+// row unless the role may turn the checks off (uncheckedKeysAllowed).
+// Added after the build instead (NOT VALID, then VALIDATE), it would
 // cost a third of the build's writes less for probe_failures, but
 // VALIDATE holds a transaction id for its whole scan of the copy (0.7 s
 // for 600,000 rows here), and with it every follower's horizon:
@@ -584,6 +645,11 @@ func (b *pgBuilder) inTx(ctx context.Context, fn func(*sqlx.Tx) error) error {
 		return err
 	}
 	defer func() { _ = tx.Rollback() }()
+	if b.uncheckedKeys && !b.built {
+		if _, err := tx.ExecContext(ctx, `SET LOCAL session_replication_role = replica`); err != nil {
+			return err
+		}
+	}
 	if err := fn(tx); err != nil {
 		return err
 	}
@@ -643,13 +709,81 @@ func (b *pgBuilder) progress(ctx context.Context, phase Phase, done, total int64
 // analyze runs ANALYZE on the copy's tables: a sample of each (at most
 // 300 times the statistics target in rows), in well under a second for a
 // million rows. It locks the copy only.
-func (b *pgBuilder) analyze(ctx context.Context) error {
+func (b *pgBuilder) finishBuild(ctx context.Context) error {
 	tables := make([]string, len(b.tables))
 	for i, t := range b.tables {
 		tables[i] = quoteIdent(b.shadow) + "." + quoteIdent(t)
 	}
-	_, err := b.conn.ExecContext(ctx, `ANALYZE `+strings.Join(tables, ", "))
-	return err
+	if _, err := b.conn.ExecContext(ctx, `ANALYZE `+strings.Join(tables, ", ")); err != nil {
+		return fmt.Errorf("analyze the copy: %w", err)
+	}
+	if !b.uncheckedKeys || b.built {
+		return nil
+	}
+	b.built = true // the catch-up's writes are checked by the server
+	return b.checkForeignKeys(ctx, tables)
+}
+
+// checkForeignKeys checks every foreign key of the copy's tables, which
+// the build wrote without the server checking them, with one query each:
+// a row whose key columns are all set and match no row of the table it
+// references fails the rebuild, as the server's check would have. Each
+// query reads the copy once and looks each key up in the referenced
+// table's unique index (the server's own check does the same, one row at
+// a time, and locks each referenced row); it is read-only, so it holds
+// back no follower. The plan is fixed to index lookups whatever the
+// planner knows of the tables: without statistics a join could read the
+// referenced table once per row.
+func (b *pgBuilder) checkForeignKeys(ctx context.Context, tables []string) error {
+	var fks []struct {
+		Name    string         `db:"conname"`
+		Child   string         `db:"child"`
+		Parent  string         `db:"parent"`
+		Match   string         `db:"confmatchtype"`
+		Cols    pq.StringArray `db:"cols"`
+		RefCols pq.StringArray `db:"refcols"`
+	}
+	if err := b.conn.SelectContext(ctx, &fks, `SELECT c.conname, c.confmatchtype::text,
+  format('%I.%I', cn.nspname, cc.relname) AS child, format('%I.%I', pn.nspname, pc.relname) AS parent,
+  ARRAY(SELECT quote_ident(a.attname) FROM unnest(c.conkey) WITH ORDINALITY AS k(n, i)
+        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i) AS cols,
+  ARRAY(SELECT quote_ident(a.attname) FROM unnest(c.confkey) WITH ORDINALITY AS k(n, i)
+        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i) AS refcols
+FROM pg_constraint c
+JOIN pg_class cc ON cc.oid = c.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+JOIN pg_class pc ON pc.oid = c.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+WHERE c.contype = 'f' AND c.conrelid = ANY($1::regclass[])
+ORDER BY c.conrelid, c.conname`, pq.Array(tables)); err != nil {
+		return fmt.Errorf("read the copy's foreign keys: %w", err)
+	}
+	for _, fk := range fks {
+		var set, match, shown []string
+		for i, col := range fk.Cols {
+			set = append(set, "c."+col+" IS NOT NULL")
+			match = append(match, "r."+fk.RefCols[i]+" = c."+col)
+			shown = append(shown, "c."+col)
+		}
+		where := strings.Join(set, " AND ")
+		if fk.Match == "f" { // MATCH FULL: a key partly set matches nothing
+			where = "(" + strings.Join(set, " OR ") + ")"
+		}
+		// One query string, one implicit transaction: SET LOCAL ends
+		// with it.
+		query := `SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off;
+SELECT ROW(` + strings.Join(shown, ", ") + `)::text FROM ` + fk.Child + ` c WHERE ` + where + `
+AND NOT EXISTS (SELECT FROM ` + fk.Parent + ` r WHERE ` + strings.Join(match, " AND ") + `) LIMIT 1`
+		var bad string
+		err := b.conn.QueryRowxContext(ctx, query).Scan(&bad)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("check foreign key %s of the copy: %w", fk.Name, err)
+		default:
+			return fmt.Errorf("the copy breaks foreign key %s: key (%s)=%s of %s is not present in %s",
+				fk.Name, strings.Join(fk.Cols, ", "), bad, fk.Child, fk.Parent)
+		}
+	}
+	return nil
 }
 
 func (b *pgBuilder) swap(ctx context.Context, log *eventlog.Log, d eventlog.Backend, f *eventlog.Follower, res *RebuildResult) error {
@@ -964,7 +1098,7 @@ func (b *sqliteBuilder) progress(context.Context, Phase, int64, int64) {}
 
 // analyze does nothing: the swap copies the rows into the live tables,
 // which keep their statistics (sqlite_stat1 names tables and indexes).
-func (b *sqliteBuilder) analyze(context.Context) error { return nil }
+func (b *sqliteBuilder) finishBuild(context.Context) error { return nil }
 
 func (b *sqliteBuilder) swap(ctx context.Context, log *eventlog.Log, d eventlog.Backend, f *eventlog.Follower, res *RebuildResult) error {
 	tx, err := b.conn.BeginTxx(ctx, nil) // BEGIN IMMEDIATE: the write lock

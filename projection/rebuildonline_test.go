@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -923,5 +924,78 @@ func TestOnlineRebuildForeignKeyWaitsForOpenAppends(t *testing.T) {
 	require.NoError(t, open.Commit())
 	require.NoError(t, <-done)
 	require.Empty(t, rebuildSchemas(t, db, schema))
+	requireVerified(t, log, reg)
+}
+
+// danglingView is kindView that, while dangle is set, writes rows whose
+// event_log_seq no event has.
+type danglingView struct {
+	kindView
+	dangle atomic.Bool
+}
+
+func (v *danglingView) Apply(ctx context.Context, tx *sqlx.Tx, e eventlog.Event) error {
+	return v.ApplyBatch(ctx, tx, []eventlog.Event{e})
+}
+
+func (v *danglingView) ApplyBatch(ctx context.Context, tx *sqlx.Tx, events []eventlog.Event) error {
+	if v.dangle.Load() {
+		events = slices.Clone(events)
+		for i := range events {
+			events[i].Seq += 1_000_000
+		}
+	}
+	return v.kindView.ApplyBatch(ctx, tx, events)
+}
+
+// A role that may set session_replication_role (the tests' superuser)
+// builds the copy without the server checking its foreign keys row by
+// row, and checks them once after the build: a copy that breaks one fails
+// the rebuild and leaves the live view; one that keeps them swaps in
+// with the keys valid and enforced. A copy whose keys carry referential
+// actions (contract_view's ON DELETE CASCADE) is built with the checks on.
+func TestOnlineRebuildChecksKeysAfterTheBuild(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := dbtest.New(t, "postgres")
+	view := &danglingView{kindView: kindView{testView{kinds: []eventlog.Kind{eventlog.KindAgentEvent}}}}
+	log, reg, db := setupIn(t, b, view, contractView{})
+	var batch []eventlog.Entry
+	for i := range 120 {
+		batch = append(batch, ev(eventlog.KindAgentEvent, fmt.Sprint("host-", i%7), fmt.Sprintf(`{"n":%d}`, i)))
+	}
+	_, err := log.AppendBatch(ctx, batch)
+	require.NoError(t, err)
+
+	res, err := projection.Rebuild(ctx, log, reg, nil)
+	require.NoError(t, err)
+	require.Len(t, res, 2)
+	byName := map[string]projection.RebuildResult{}
+	for _, r := range res {
+		require.True(t, r.Online, "%+v", r)
+		byName[r.Name] = r
+	}
+	require.True(t, byName["test_view"].UncheckedKeys)
+	require.False(t, byName["contract_view"].UncheckedKeys, "ON DELETE CASCADE needs the triggers")
+	requireVerified(t, log, reg)
+	var valid []bool
+	require.NoError(t, db.Select(&valid, `SELECT convalidated FROM pg_constraint WHERE conrelid = 'test_view'::regclass AND contype = 'f'`))
+	require.Equal(t, []bool{true}, valid)
+	_, err = db.Exec(`INSERT INTO test_view (event_log_seq, kind, host_id, payload_len) VALUES (999999, 'x', 'h', 1)`)
+	require.ErrorContains(t, err, "test_view_event_log_seq_fkey")
+
+	before, err := projection.ReadStatus(ctx, log, reg)
+	require.NoError(t, err)
+	view.dangle.Store(true)
+	_, err = projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{Names: []string{"test_view"}})
+	require.ErrorContains(t, err, "the copy breaks foreign key test_view_event_log_seq_fkey: key (event_log_seq)=(1000001)")
+	view.dangle.Store(false)
+	after, err := projection.ReadStatus(ctx, log, reg)
+	require.NoError(t, err)
+	require.Equal(t, before, after, "the live view and its checkpoint as they were")
+	requireVerified(t, log, reg)
+	require.Empty(t, rebuildSchemas(t, db, b.Schema))
+	_, err = log.Append(ctx, ev(eventlog.KindAgentEvent, "host-1", `{"n":-1}`))
+	require.NoError(t, err)
 	requireVerified(t, log, reg)
 }

@@ -305,6 +305,37 @@ WHERE n.nspname = $1 AND pg_get_userbyid(c.relowner) = $2`, schema, svc))
 			a.RequireStop()
 		}
 	})
+	// The owner, granted CREATE on the database, rebuilds online. Its
+	// build has PostgreSQL check the copy's foreign keys row by row until
+	// it is granted SET on session_replication_role; either way the view
+	// equals the log and its key stays valid and enforced.
+	t.Run("OwnerRebuildsOnline", func(t *testing.T) {
+		_, err := admin.ExecContext(ctx, `GRANT CREATE ON DATABASE `+pq.QuoteIdentifier(dbName(t, admin))+` TO `+pq.QuoteIdentifier(owner))
+		require.NoError(t, err)
+		rebuild := func(wantUnchecked bool) {
+			t.Helper()
+			rebuilt, err := projection.Rebuild(ctx, ownerLog, reg, nil)
+			require.NoError(t, err)
+			require.True(t, rebuilt[0].Online, "%+v", rebuilt[0])
+			require.Equal(t, wantUnchecked, rebuilt[0].UncheckedKeys)
+			verified, err := projection.Verify(ctx, ownerLog, reg, nil)
+			require.NoError(t, err)
+			require.True(t, verified[0].Equal, "%+v", verified[0])
+			var valid bool
+			require.NoError(t, ownerDB.GetContext(ctx, &valid, `SELECT convalidated FROM pg_constraint
+WHERE conrelid = 'probe_failures'::regclass AND contype = 'f'`))
+			require.True(t, valid)
+			_, err = ownerDB.ExecContext(ctx, `INSERT INTO probe_failures (event_log_seq, host_id, probe_name, control_id, framework, observed_at)
+VALUES (-1, 'h', 'p', 'c', 'f', now())`)
+			var pqErr *pq.Error
+			require.ErrorAs(t, err, &pqErr)
+			require.Equal(t, "23503", string(pqErr.Code), "foreign_key_violation: %v", err)
+		}
+		rebuild(false)
+		_, err = admin.ExecContext(ctx, `GRANT SET ON PARAMETER session_replication_role TO `+pq.QuoteIdentifier(owner))
+		require.NoError(t, err)
+		rebuild(true)
+	})
 	// Last: it drops the trigger that refuses explicit seqs and tx_ids.
 	t.Run("ServiceCannotForgePositions", func(t *testing.T) {
 		log, err := eventlog.New(svcDB, &eventlog.Config{Hook: reg})
@@ -366,6 +397,14 @@ WHERE n.nspname = $1 AND pg_get_userbyid(c.relowner) = $2`, schema, svc))
 		require.NoError(t, err)
 		require.Equal(t, res.Event.Seq, last)
 	})
+}
+
+// dbName returns the name of the database db is connected to.
+func dbName(t *testing.T, db *sqlx.DB) string {
+	t.Helper()
+	var name string
+	require.NoError(t, db.Get(&name, `SELECT current_database()`))
+	return name
 }
 
 // docs/reliability.md shows both scripts as they are.
