@@ -1,0 +1,46 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/canonlog/canonlog/internal/dbtest"
+)
+
+// The command runs its three windows on each backend, the busy one with a
+// real second process, and drops its scratch database.
+func TestRun(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		o := options{writers: 2, window: 300 * time.Millisecond, prefix: "canonlog_test_busycore",
+			databaseURL: "sqlite:" + t.TempDir(),
+			// A process that keeps a core busy until killed.
+			spinner: []string{"sh", "-c", "while :; do :; done"}}
+		if backend == "postgres" {
+			o.databaseURL = dbtest.PostgresURL()
+		}
+		var out bytes.Buffer
+		require.NoError(t, run(context.Background(), o, &out))
+		for _, w := range []string{"idle", "one-core-busy", "idle-again"} {
+			require.Regexp(t, `WINDOW `+w+` +appends=[1-9]\d* p50=[\d.]+ms p99=[\d.]+ms max=[\d.]+ms`, out.String())
+		}
+		require.Contains(t, out.String(), "removed the scratch database")
+		name := regexp.MustCompile(`scratch database (\S+)`).FindStringSubmatch(out.String())
+		require.NotNil(t, name, out.String())
+		if backend == "postgres" {
+			var n int
+			require.NoError(t, dbtest.Admin(t).Get(&n, `SELECT COUNT(*) FROM pg_namespace WHERE nspname = $1`, name[1]))
+			require.Zero(t, n, "schema %s left behind", name[1])
+		} else {
+			entries, err := os.ReadDir(o.databaseURL[len("sqlite:"):])
+			require.NoError(t, err)
+			require.Empty(t, entries, "files left behind")
+		}
+	})
+}
