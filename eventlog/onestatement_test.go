@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -272,5 +273,24 @@ CREATE TRIGGER refuse_n5 BEFORE INSERT ON event_log FOR EACH ROW EXECUTE FUNCTIO
 	_, err = log.Append(ctx, effect(6))
 	require.NoError(t, err)
 	require.Equal(t, 1, stored(6))
-	require.Equal(t, 3, countEvents(t, db))
+
+	// Cancelled while the server runs the first message: nothing is
+	// stored, and the connection, closed inside its transaction, is not
+	// the one the next append gets.
+	_, err = db.Exec(`CREATE FUNCTION slow_n7() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.payload::text = '{"n":7}' THEN PERFORM pg_sleep(30); END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER slow_n7 BEFORE INSERT ON event_log FOR EACH ROW EXECUTE FUNCTION slow_n7()`)
+	require.NoError(t, err)
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	_, err = log.Append(short, effect(7))
+	require.Error(t, err)
+	require.Zero(t, stored(7))
+	_, err = log.Append(ctx, effect(8))
+	require.NoError(t, err)
+	require.Equal(t, 1, stored(8))
+	require.Equal(t, 4, countEvents(t, db))
 }
