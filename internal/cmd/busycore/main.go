@@ -16,7 +16,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,13 +24,10 @@ import (
 	"os/exec"
 	"os/signal"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/canonlog/canonlog/eventlog"
-	"github.com/canonlog/canonlog/internal/scratchdb"
-	"github.com/canonlog/canonlog/probefailures"
-	"github.com/canonlog/canonlog/projection"
+	"github.com/canonlog/canonlog/internal/scratchlog"
 )
 
 type options struct {
@@ -76,35 +72,11 @@ func main() {
 }
 
 func run(ctx context.Context, o options, w io.Writer) (err error) {
-	set, err := scratchdb.New(o.databaseURL, &scratchdb.Config{Prefix: o.prefix})
+	sl, err := scratchlog.Open(ctx, o.databaseURL, o.prefix, w)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		err = errors.Join(err, set.Close())
-		if err == nil {
-			fmt.Fprintln(w, "removed the scratch database")
-		}
-	}()
-	sdb, err := set.Create(ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "%s: scratch database %s\n", set.Dialect(), sdb.Name)
-	db, err := eventlog.OpenDB(ctx, sdb.URL)
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, db.Close()) }()
-	reg := projection.Must(projection.NewRegistry(probefailures.New()))
-	log, err := eventlog.New(db, &eventlog.Config{Hook: reg})
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, log.Close()) }()
-	if _, err := projection.Migrate(ctx, log, reg); err != nil {
-		return err
-	}
+	defer func() { err = errors.Join(err, sl.Close()) }()
 	for _, win := range []struct {
 		name string
 		busy bool
@@ -116,7 +88,10 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 				return fmt.Errorf("start the spinner: %w", err)
 			}
 		}
-		lat, err := window(ctx, log, o)
+		res, err := scratchlog.Write(ctx, o.writers, o.window, func(ctx context.Context, w int) error {
+			_, err := sl.Log.Append(ctx, scratchlog.Entry(w))
+			return err
+		})
 		if spinner != nil {
 			_ = spinner.Process.Kill()
 			_ = spinner.Wait()
@@ -124,51 +99,10 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 		if err != nil {
 			return fmt.Errorf("%s: %w", win.name, err)
 		}
+		lat := res.Latencies
 		slices.Sort(lat)
 		at := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000 }
 		fmt.Fprintf(w, "WINDOW %-14s appends=%d p50=%.1fms p99=%.1fms max=%.1fms\n", win.name, len(lat), at(0.5), at(0.99), at(1))
 	}
 	return nil
-}
-
-// window runs o.writers writers for o.window and returns each append's
-// latency.
-func window(ctx context.Context, log *eventlog.Log, o options) ([]time.Duration, error) {
-	payload := json.RawMessage(`{"type":"ProbeResult","mode":"enforce","status":"pass","probe_name":"ssh-hardening",` +
-		`"sub_results":[{"control_id":"CIS-5.2.1","framework":"cis","status":"pass"}]}`)
-	var (
-		mu   sync.Mutex
-		lat  []time.Duration
-		errs []error
-		wg   sync.WaitGroup
-	)
-	end := time.Now().Add(o.window)
-	for i := range o.writers {
-		wg.Go(func() {
-			for time.Now().Before(end) && ctx.Err() == nil {
-				start := time.Now()
-				_, err := log.Append(ctx, eventlog.Entry{Kind: eventlog.KindAgentEvent, HostID: fmt.Sprint("host-", i), RolloutID: "r1", Payload: payload})
-				d := time.Since(start)
-				mu.Lock()
-				if err != nil {
-					errs = append(errs, err)
-					mu.Unlock()
-					return
-				}
-				lat = append(lat, d)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	if len(lat) == 0 {
-		return nil, errors.New("no append finished in the window")
-	}
-	return lat, nil
 }
