@@ -25,9 +25,25 @@ func (e *CommitError) Error() string { return "commit: " + e.Err.Error() }
 func (e *CommitError) Unwrap() error { return e.Err }
 
 // WithTx runs fn inside a transaction on db: it commits when fn returns nil
-// and rolls back otherwise (also when fn panics, before re-panicking).
+// and rolls back otherwise (also when fn panics, before re-panicking, and
+// when ctx ended before the commit).
+//
+// The transaction is begun on a connection taken from the pool with ctx
+// (a wait for one ends with ctx), under a context that is never
+// cancelled. database/sql rolls back a transaction whose context ends on
+// a goroutine of its own, at once, while a driver call may still be using
+// the connection: lib/pq's COPY reads the connection on a goroutine that
+// nothing waits for after a failure (lib/pq#1401), and the race detector
+// caught the two reading at once in the soak that kills connections.
+// fn's statements still take ctx, so ctx ending stops them; the rollback
+// is WithTx's, after fn returned.
 func WithTx(ctx context.Context, db *sqlx.DB, opts *sql.TxOptions, fn func(tx *sqlx.Tx) error) (err error) {
-	tx, err := db.BeginTxx(ctx, opts)
+	conn, err := db.Connx(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBegin, err)
+	}
+	defer func() { _ = conn.Close() }()
+	tx, err := conn.BeginTxx(context.WithoutCancel(ctx), opts)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBegin, err)
 	}
@@ -37,7 +53,11 @@ func WithTx(ctx context.Context, db *sqlx.DB, opts *sql.TxOptions, fn func(tx *s
 			panic(p)
 		}
 	}()
-	if err := fn(tx); err != nil {
+	err = fn(tx)
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
 		if rbErr := rollback(tx); rbErr != nil {
 			return errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
 		}
@@ -50,9 +70,8 @@ func WithTx(ctx context.Context, db *sqlx.DB, opts *sql.TxOptions, fn func(tx *s
 }
 
 func rollback(tx *sqlx.Tx) error {
-	// database/sql rolls back by itself a transaction whose context was
-	// cancelled; the Rollback here then reports ErrTxDone, which is no error
-	// for the caller. Nor is a lost connection: the server rolls back the
+	// A transaction already ended reports ErrTxDone, which is no error for
+	// the caller. Nor is a lost connection: the server rolls back the
 	// transaction of a connection that goes away.
 	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) && !errors.Is(err, driver.ErrBadConn) {
 		return err
