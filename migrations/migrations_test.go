@@ -872,9 +872,9 @@ func TestProjectionKindsMigration(t *testing.T) {
 		require.NoError(t, err)
 		m, err := migrations.New(db, migrations.Core())
 		require.NoError(t, err)
-		down, err := m.Down(ctx)
+		downs, err := m.DownTo(ctx, 3)
 		require.NoError(t, err)
-		require.Equal(t, "00004_projection_kinds.sql", down.Source)
+		require.Equal(t, "00004_projection_kinds.sql", downs[len(downs)-1].Source)
 
 		const at = "2026-05-16T01:00:00.000000Z"
 		_, err = db.Exec(db.Rebind(`INSERT INTO canonlog_projections (name, version, built_seq, built_at) VALUES (?, 3, 7, ?)`), "old_view", at)
@@ -900,7 +900,7 @@ func TestProjectionKindsMigration(t *testing.T) {
 		_, err = db.Exec(`UPDATE canonlog_projections SET drift_seq = -1 WHERE name = 'old_view'`)
 		require.Error(t, err, "drift_seq is never negative")
 
-		_, err = m.Down(ctx)
+		_, err = m.DownTo(ctx, 3)
 		require.NoError(t, err)
 		var names []string
 		require.NoError(t, db.Select(&names, `SELECT name FROM canonlog_projections ORDER BY name`))

@@ -283,7 +283,7 @@ func printDownPlan(g *globals, reg *projection.Registry, where string, plan []mi
 		}
 	}
 	if core {
-		drops = append(drops, "core (event_log with every event, canonlog_projections)")
+		drops = append(drops, "core (event_log with every event, canonlog_projections, canonlog_consumers with their positions)")
 	}
 	fmt.Fprintf(g.stdout, "drops: %s\n", strings.Join(drops, "; "))
 }

@@ -1,0 +1,167 @@
+package consumer
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/canonlog/canonlog/eventlog"
+)
+
+// Status is what the database knows of a consumer.
+type Status struct {
+	Name     string
+	Position eventlog.Position
+	// HandledSeq is the seq of the last event handled (0 before the
+	// first).
+	HandledSeq int64
+	// Generation counts the takeovers (and resets) of the consumer.
+	Generation int64
+	// Kinds and Version are what it last ran with.
+	Kinds   []eventlog.Kind
+	Version int
+	// FailedSeq and Failure are set when it stopped on an event its
+	// handler kept failing on (FailStop), until it handles it.
+	FailedSeq int64
+	Failure   string
+	UpdatedAt time.Time
+	// Parked counts the events it parked (FailPark).
+	Parked int
+	// LagEvents counts the events of its kinds with a seq above
+	// HandledSeq: an estimate on PostgreSQL, where events commit out of
+	// seq order. LagSeconds is the age of the oldest of them (0 when
+	// there is none).
+	LagEvents  int64
+	LagSeconds float64
+}
+
+// ReadStatus returns the status of every consumer with a position, in
+// name order.
+func ReadStatus(ctx context.Context, log *eventlog.Log) ([]Status, error) {
+	db := log.DB()
+	rows, err := db.QueryxContext(ctx, `SELECT c.name, c.position, c.handled_seq, c.generation, c.kinds, c.version,
+  COALESCE(c.failed_seq, 0), COALESCE(c.failure, ''), c.updated_at,
+  (SELECT COUNT(*) FROM canonlog_consumer_parked p WHERE p.consumer = c.name)
+FROM canonlog_consumers c ORDER BY c.name`)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: status: %w", err)
+	}
+	defer rows.Close()
+	var out []Status
+	for rows.Next() {
+		var (
+			s           Status
+			pos, kinds  string
+			updatedAt   time.Time
+			parkedCount int
+		)
+		if err := rows.Scan(&s.Name, &pos, &s.HandledSeq, &s.Generation, &kinds, &s.Version, &s.FailedSeq, &s.Failure,
+			eventlog.ScanTime(&updatedAt), &parkedCount); err != nil {
+			return nil, fmt.Errorf("consumer: status: %w", err)
+		}
+		if err := json.Unmarshal([]byte(pos), &s.Position); err != nil {
+			return nil, fmt.Errorf("consumer: status of %s: stored position %q: %w", s.Name, pos, err)
+		}
+		if kinds != "" {
+			for _, k := range strings.Split(kinds, ",") {
+				s.Kinds = append(s.Kinds, eventlog.Kind(k))
+			}
+		}
+		s.UpdatedAt, s.Parked = updatedAt, parkedCount
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("consumer: status: %w", err)
+	}
+	rows.Close()
+	for i := range out {
+		s := &out[i]
+		f := eventlog.Filter{Kinds: s.Kinds, AfterSeq: s.HandledSeq}
+		if s.LagEvents, err = log.Count(ctx, f); err != nil {
+			return nil, fmt.Errorf("consumer: lag of %s: %w", s.Name, err)
+		}
+		if s.LagEvents > 0 {
+			f.Limit = 1
+			first, err := log.Query(ctx, f)
+			if err != nil {
+				return nil, fmt.Errorf("consumer: lag of %s: %w", s.Name, err)
+			}
+			if len(first) > 0 {
+				s.LagSeconds = max(time.Since(first[0].TS).Seconds(), 0)
+			}
+		}
+	}
+	return out, nil
+}
+
+// ErrUnknownConsumer is returned by Reset for a name without a position.
+var ErrUnknownConsumer = errors.New("unknown consumer")
+
+// Reset moves a consumer's position to just after seq (0: the beginning
+// of the log): its next run handles the events committed after seq in
+// the log's order, and the events at or below it that were still being
+// appended when Reset ran (eventlog.Log.PositionAfterSeq). It bumps the
+// consumer's generation, so a running instance is deposed at its next
+// save and stops with ErrDeposed, and clears a recorded failure.
+func Reset(ctx context.Context, log *eventlog.Log, name string, seq int64) error {
+	if seq < 0 {
+		return fmt.Errorf("consumer %s: reset to seq %d: %w: use 0 or more", name, seq, ErrInvalidConfig)
+	}
+	var pos eventlog.Position
+	if seq > 0 {
+		var err error
+		if pos, err = log.PositionAfterSeq(ctx, seq); err != nil {
+			return fmt.Errorf("consumer %s: reset: %w", name, err)
+		}
+	}
+	b, err := json.Marshal(pos)
+	if err != nil {
+		return err
+	}
+	db := log.DB()
+	res, err := db.ExecContext(ctx, db.Rebind(`UPDATE canonlog_consumers SET position = ?, handled_seq = ?, generation = generation + 1,
+  failed_seq = NULL, failure = NULL, updated_at = ? WHERE name = ?`), string(b), seq, eventlog.FormatTime(time.Now()), name)
+	if err != nil {
+		return fmt.Errorf("consumer %s: reset: %w", name, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("consumer %s: reset: %w", name, err)
+	} else if n == 0 {
+		return fmt.Errorf("consumer %s: reset: %w", name, ErrUnknownConsumer)
+	}
+	return nil
+}
+
+// Parked is an event a consumer parked.
+type Parked struct {
+	Seq      int64
+	Attempts int
+	Failure  string
+	ParkedAt time.Time
+}
+
+// ListParked returns the events consumer name parked, in seq order.
+func ListParked(ctx context.Context, log *eventlog.Log, name string) ([]Parked, error) {
+	db := log.DB()
+	rows, err := db.QueryxContext(ctx, db.Rebind(`SELECT seq, attempts, failure, parked_at FROM canonlog_consumer_parked WHERE consumer = ? ORDER BY seq`), name)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: parked: %w", name, err)
+	}
+	defer rows.Close()
+	out := []Parked{}
+	for rows.Next() {
+		var p Parked
+		if err := rows.Scan(&p.Seq, &p.Attempts, &p.Failure, eventlog.ScanTime(&p.ParkedAt)); err != nil {
+			return nil, fmt.Errorf("consumer %s: parked: %w", name, err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("consumer %s: parked: %w", name, err)
+	}
+	return out, nil
+}
