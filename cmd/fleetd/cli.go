@@ -166,6 +166,9 @@ func serve(ctx context.Context, cfg Config, startTimeout time.Duration) error {
 	if err := a.Start(startCtx); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
+	if cfg.Logger != nil {
+		cfg.Logger.InfoContext(ctx, "fleetd: started")
+	}
 	code := 0
 	select {
 	case sig := <-a.Wait():

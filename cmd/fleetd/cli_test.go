@@ -153,12 +153,14 @@ func TestServeByDefault(t *testing.T) {
 
 		listening := regexp.MustCompile(`fleetd: listening" addr=(\S+)`)
 		var addr string
+		// Started, not only listening: a stop that arrives while start
+		// hooks still run is an interrupted start (exit 130).
 		require.Eventually(t, func() bool {
 			m := listening.FindStringSubmatch(stderr.String())
 			if m != nil {
 				addr = m[1]
 			}
-			return m != nil
+			return m != nil && strings.Contains(stderr.String(), `msg="fleetd: started"`)
 		}, 30*time.Second, 10*time.Millisecond, "fleetd did not start: %s", &stderr)
 
 		hc := &http.Client{}
@@ -210,7 +212,8 @@ func TestServeRebuildsStaleOnline(t *testing.T) {
 			done <- run(ctx, []string{"--addr", "127.0.0.1:0", "--database-url", b.URL}, noEnv, strings.NewReader(""), &stdout, &stderr)
 		}()
 		require.Eventually(t, func() bool {
-			return strings.Contains(stderr.String(), `msg="canonlog: projection rebuilt in the background" name=rollout_progress`)
+			return strings.Contains(stderr.String(), `msg="canonlog: projection rebuilt in the background" name=rollout_progress`) &&
+				strings.Contains(stderr.String(), `msg="fleetd: started"`)
 		}, time.Minute, 10*time.Millisecond, "no background rebuild: %s", &stderr)
 		require.Contains(t, stderr.String(), "fleetd: listening")
 		require.Contains(t, stderr.String(), "online=true")
