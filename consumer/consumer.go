@@ -15,6 +15,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dbutil"
 	"github.com/canonlog/canonlog/internal/pglock"
 )
 
@@ -279,7 +280,7 @@ func (c *Consumer) takeOver(ctx context.Context) (*runner, error) {
 		return nil, err
 	}
 	r := &runner{c: c, done: map[int64]bool{}}
-	err = withTx(ctx, c.db, func(tx *sqlx.Tx) error {
+	err = dbutil.WithTx(ctx, c.db, nil, func(tx *sqlx.Tx) error {
 		now := eventlog.FormatTime(time.Now())
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO canonlog_consumers (name, position, kinds, version, updated_at)
 VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`), c.cfg.Name, string(initial), c.kinds, c.cfg.Version, now); err != nil {
@@ -304,17 +305,4 @@ WHERE name = ? RETURNING generation, position, handled_seq`), c.kinds, c.cfg.Ver
 		return nil, err
 	}
 	return r, nil
-}
-
-// withTx runs fn in a transaction on db.
-func withTx(ctx context.Context, db *sqlx.DB, fn func(*sqlx.Tx) error) error {
-	tx, err := db.BeginTxx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback() }()
-	if err := fn(tx); err != nil {
-		return err
-	}
-	return tx.Commit()
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dbutil"
 )
 
 // runner is one instance's run of a consumer, from its takeover.
@@ -106,7 +107,7 @@ func (r *runner) stepTx(ctx context.Context) (idle bool, err error) {
 		events []eventlog.Event
 		herr   error
 	)
-	err = withTx(ctx, r.c.db, func(tx *sqlx.Tx) error {
+	err = dbutil.WithTx(ctx, r.c.db, nil, func(tx *sqlx.Tx) error {
 		var err error
 		if events, err = r.f.PollTx(ctx, tx); err != nil {
 			return err
@@ -134,7 +135,7 @@ func (r *runner) stepTx(ctx context.Context) (idle bool, err error) {
 	}
 	// Nothing committed since the position: the event it failed on is
 	// the next one read, alone.
-	err = withTx(ctx, r.c.db, func(tx *sqlx.Tx) error {
+	err = dbutil.WithTx(ctx, r.c.db, nil, func(tx *sqlx.Tx) error {
 		again, err := r.f.PollTx(ctx, tx)
 		if err != nil {
 			return err
@@ -168,7 +169,7 @@ func (r *runner) stepExternal(ctx context.Context) (idle bool, err error) {
 			if len(events) != 1 {
 				return false, r.restart(true)
 			}
-			if err := withTx(ctx, r.c.db, func(tx *sqlx.Tx) error { return r.park(ctx, tx, ev, r.parkErr) }); err != nil {
+			if err := dbutil.WithTx(ctx, r.c.db, nil, func(tx *sqlx.Tx) error { return r.park(ctx, tx, ev, r.parkErr) }); err != nil {
 				return false, r.resync(ctx, err)
 			}
 			r.parkSeq, r.parkErr = 0, nil
@@ -195,7 +196,7 @@ func (r *runner) stepExternal(ctx context.Context) (idle bool, err error) {
 	// meanwhile (a stop lets the handler in flight finish).
 	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
 	defer cancel()
-	if err := withTx(saveCtx, r.c.db, func(tx *sqlx.Tx) error { return r.save(saveCtx, tx, events) }); err != nil {
+	if err := dbutil.WithTx(saveCtx, r.c.db, nil, func(tx *sqlx.Tx) error { return r.save(saveCtx, tx, events) }); err != nil {
 		return false, r.resync(ctx, err)
 	}
 	for _, ev := range events {
