@@ -281,6 +281,10 @@ func TestFailurePolicies(t *testing.T) {
 		require.NoError(t, err)
 		require.ErrorAs(t, c.Run(ctx), &he)
 		require.Equal(t, poison, he.Seq)
+		sts, err = consumer.ReadStatus(ctx, log)
+		require.NoError(t, err)
+		require.Equal(t, "stops_ext", sts[0].Name)
+		require.Equal(t, res[16].Event.Seq, sts[0].HandledSeq, "the events before the poison are saved, one at a time")
 
 		// Both styles, FailPark: everything else is handled.
 		_, err = db.Exec(`DELETE FROM seen`)

@@ -129,7 +129,7 @@ func (r *runner) stepTx(ctx context.Context) (idle bool, err error) {
 	if err := r.resync(ctx, nil); err != nil {
 		return false, err
 	}
-	park, err := r.failed(ctx, events, herr)
+	park, err := r.failed(ctx, events[0], len(events), herr)
 	if !park || err != nil {
 		return false, err
 	}
@@ -183,7 +183,7 @@ func (r *runner) stepExternal(ctx context.Context) (idle bool, err error) {
 			if err := r.resync(ctx, nil); err != nil {
 				return false, err
 			}
-			park, err := r.failed(ctx, []eventlog.Event{ev}, herr)
+			park, err := r.failed(ctx, ev, len(events), herr)
 			if park && err == nil {
 				r.parkSeq, r.parkErr = ev.Seq, herr
 			}
@@ -219,18 +219,18 @@ func (r *runner) handledOne(n int) {
 	}
 }
 
-// failed handles a failure of the handler on a page whose first event is
-// events[0], the follower restarted at the stored position: a page of
-// several is retried one event at a time; a single event is retried after
-// a backoff until the attempts are spent. It then records the failure and
+// failed handles a failure of the handler on ev, in a page of page
+// events, the follower restarted at the stored position: a page of
+// several is retried one event at a time (for Handle, the events it
+// handled are then saved one by one and not handled again); a single
+// event is retried after a backoff until the attempts are spent. It then records the failure and
 // returns a *HandlerError (FailStop), or reports that the event is to be
 // parked (FailPark), the follower reading one event at a time.
-func (r *runner) failed(ctx context.Context, events []eventlog.Event, herr error) (park bool, err error) {
+func (r *runner) failed(ctx context.Context, ev eventlog.Event, page int, herr error) (park bool, err error) {
 	cfg := r.c.cfg
-	ev := events[0]
 	if r.isolate == 0 {
-		r.isolate = len(events)
-		if len(events) > 1 {
+		r.isolate = page
+		if page > 1 {
 			return false, r.restart(true)
 		}
 	}
