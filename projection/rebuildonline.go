@@ -19,6 +19,7 @@ import (
 	"modernc.org/sqlite"
 
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dbutil"
 	"github.com/canonlog/canonlog/internal/pglock"
 )
 
@@ -921,22 +922,32 @@ func (b *pgBuilder) cleanup() {
 // the lock meanwhile — that one dropped these leftovers itself and is
 // still running, and the wait for it gives up.
 func (b *pgBuilder) dropFromPool(ctx context.Context) {
-	tx, err := b.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return
+	// Each attempt is a transaction of its own, so that the rebuild lock
+	// is not held between attempts. The drop waits for every transaction
+	// on event_log, among them the rebuild's own page reads on the pool,
+	// which a cancelled rebuild stops in their own time.
+	for attempt := 1; attempt <= dropAttempts; attempt++ {
+		locked := false // the rebuild lock is taken: a lock timeout now is the drop's, worth another attempt
+		err := dbutil.WithTx(ctx, b.db, nil, func(tx *sqlx.Tx) error {
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, swapLockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(`+pglock.KeyExprIn("$1::text", "$2::text")+`)`, b.live, rebuildLock(b.e.name)); err != nil {
+				return err
+			}
+			locked = true
+			_, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d; `, dropLockTimeout.Milliseconds())+dropRebuildSchemasSQL(b.live, b.e.name))
+			return err
+		})
+		if err == nil || !locked || !isLockTimeout(err) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(dropRetry):
+		}
 	}
-	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, swapLockTimeout.Milliseconds())); err != nil {
-		return
-	}
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(`+pglock.KeyExprIn("$1::text", "$2::text")+`)`, b.live, rebuildLock(b.e.name)); err != nil {
-		return
-	}
-	// Once: see dropRebuildSchemas for the short wait.
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d; `, dropLockTimeout.Milliseconds())+dropRebuildSchemasSQL(b.live, b.e.name)); err != nil {
-		return
-	}
-	_ = tx.Commit()
 }
 
 // dropRebuildSchemas drops the shadow and retired schemas of projection
