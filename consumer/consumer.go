@@ -3,7 +3,6 @@ package consumer
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -240,7 +239,7 @@ func (c *Consumer) lock(ctx context.Context) (*sql.Conn, error) {
 		return nil, fmt.Errorf("consumer %s: %w", c.cfg.Name, err)
 	}
 	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(`+pglock.KeyExpr("$1::text")+`)`, lockName(c.cfg.Name)); err != nil {
-		discard(conn)
+		dbutil.Discard(conn)
 		return nil, fmt.Errorf("consumer %s: take its lock: %w", c.cfg.Name, err)
 	}
 	return conn, nil
@@ -252,16 +251,9 @@ func (c *Consumer) unlock(conn *sql.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_unlock(`+pglock.KeyExpr("$1::text")+`)`, lockName(c.cfg.Name)); err != nil {
-		discard(conn)
+		dbutil.Discard(conn)
 		return
 	}
-	_ = conn.Close()
-}
-
-// discard closes conn's database connection instead of returning it to
-// the pool.
-func discard(conn *sql.Conn) {
-	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 	_ = conn.Close()
 }
 

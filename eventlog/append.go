@@ -173,28 +173,20 @@ func (l *Log) appendTwoMessages(ctx context.Context, e preparedEntry) ([]Result,
 		var seq int64
 		err = conn.QueryRowContext(ctx, msg.String()).Scan(&seq)
 		if err != nil {
-			discard(conn)
+			dbutil.Discard(conn)
 			if errors.Is(err, driver.ErrBadConn) && attempt < attempts {
 				continue
 			}
 			return nil, fmt.Errorf("eventlog: append: %w", err)
 		}
 		if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
-			discard(conn)
+			dbutil.Discard(conn)
 			return nil, outcomeError(&dbutil.CommitError{Err: err})
 		}
 		_ = conn.Close() // committed: the event is stored
 		return []Result{{Event: Event{Seq: seq, Kind: e.Kind, TS: e.TS, HostID: e.HostID,
 			RolloutID: e.RolloutID, Payload: e.Payload}}}, nil
 	}
-}
-
-// discard closes conn's database connection instead of returning it to
-// the pool, where it could hold an open or failed transaction. A
-// connection database/sql already closed is left as it is.
-func discard(conn *sql.Conn) {
-	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-	_ = conn.Close()
 }
 
 // autocommitError says what a caller must know of a failed autocommitted

@@ -78,3 +78,12 @@ func rollback(tx *sqlx.Tx) error {
 	}
 	return nil
 }
+
+// Discard closes conn's database connection instead of returning it to
+// the pool, where it could hold an open or failed transaction or a
+// session setting. A connection database/sql already closed is left as
+// it is.
+func Discard(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = conn.Close()
+}
