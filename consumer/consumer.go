@@ -23,6 +23,13 @@ import (
 // event's seq, or its event id, as an idempotency key.
 type HandlerFunc func(ctx context.Context, ev eventlog.Event) error
 
+// BatchHandlerFunc handles a page of events outside the database
+// (Config.HandleBatch), in commit order: it returns nil only once every
+// event of the page has had its effect, so a handler may pipeline the page
+// (publish every event, then wait for every acknowledgement). Like
+// HandlerFunc it may see events again.
+type BatchHandlerFunc func(ctx context.Context, events []eventlog.Event) error
+
 // TxHandlerFunc writes what it derives from events, in commit order, in tx
 // (Config.HandleTx); tx commits with the consumer's new position, or
 // neither commits. It must not call the outside world: a rolled-back
@@ -63,16 +70,21 @@ type Config struct {
 	// Defaults to 1.
 	Version int
 
-	// Exactly one of Handle (external, at least once) and HandleTx
-	// (transactional, exactly once in the database) is required.
-	Handle   HandlerFunc
-	HandleTx TxHandlerFunc
+	// Exactly one of Handle or HandleBatch (external, at least once) and
+	// HandleTx (transactional, exactly once in the database) is required.
+	// HandleBatch gets each page whole; after it failed on a page, the
+	// page's events are given to it one at a time, to tell the event that
+	// fails from those that do not.
+	Handle      HandlerFunc
+	HandleBatch BatchHandlerFunc
+	HandleTx    TxHandlerFunc
 
 	// FromHead starts a consumer that has no position yet at the head of
 	// the log (the events committed from then on) instead of at its
 	// beginning. A consumer with a position resumes from it either way.
 	FromHead bool
-	// PageSize is the most events read, and given to HandleTx, at a time.
+	// PageSize is the most events read, and given to HandleTx or
+	// HandleBatch, at a time.
 	// Defaults to DefaultPageSize; at most eventlog.MaxPageSize.
 	PageSize int
 	// PollInterval is the wait between polls once the consumer has
@@ -93,6 +105,17 @@ type Config struct {
 	// Logger receives a line for each failed attempt and each parked
 	// event. Defaults to slog.Default().
 	Logger *slog.Logger
+}
+
+// handlers counts the handlers cfg sets.
+func handlers(cfg *Config) int {
+	n := 0
+	for _, set := range []bool{cfg.Handle != nil, cfg.HandleBatch != nil, cfg.HandleTx != nil} {
+		if set {
+			n++
+		}
+	}
+	return n
 }
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
@@ -121,8 +144,8 @@ func New(log *eventlog.Log, cfg *Config) (*Consumer, error) {
 	switch {
 	case !nameRE.MatchString(c.Name):
 		return nil, invalid("Name must be lowercase letters, digits and underscores, starting with a letter, at most 63 bytes")
-	case (c.Handle == nil) == (c.HandleTx == nil):
-		return nil, invalid("give exactly one of Handle (external, at least once) and HandleTx (transactional)")
+	case handlers(&c) != 1:
+		return nil, invalid("give exactly one of Handle or HandleBatch (external, at least once) and HandleTx (transactional)")
 	case c.Version < 0:
 		return nil, invalid("Version is %d: use 1 or more, or 0 for 1", c.Version)
 	case c.PageSize < 0 || c.PageSize > eventlog.MaxPageSize:

@@ -227,9 +227,86 @@ func TestExternal(t *testing.T) {
 	})
 }
 
+// batchOf makes a HandleBatch of a Handle: it stops at the first event
+// handle fails on.
+func batchOf(handle consumer.HandlerFunc) consumer.BatchHandlerFunc {
+	return func(ctx context.Context, events []eventlog.Event) error {
+		for _, ev := range events {
+			if err := handle(ctx, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// HandleBatch gets pages whole, in the log's order; a page it fails on is
+// given to it again one event at a time, so the events of a page that
+// failed are handled, and saved, once each.
+func TestBatch(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		log, db := setup(t, backend)
+		var batch []eventlog.Entry
+		for i := range 60 {
+			batch = append(batch, agent("h", fmt.Sprintf(`{"n":%d}`, i)), effect())
+		}
+		res, err := log.AppendBatch(ctx, batch)
+		require.NoError(t, err)
+		flaky := res[30].Event.Seq // fails the page it is in, once
+
+		var (
+			mu    sync.Mutex
+			pages [][]int64
+			order []int64
+			fails int
+		)
+		c, err := consumer.New(log, &consumer.Config{Name: "batch", Kinds: []eventlog.Kind{eventlog.KindAgentEvent},
+			PageSize: 7, PollInterval: 20 * time.Millisecond, MinBackoff: time.Millisecond, Logger: quiet,
+			HandleBatch: func(_ context.Context, events []eventlog.Event) error {
+				mu.Lock()
+				defer mu.Unlock()
+				var page []int64
+				for _, ev := range events {
+					page = append(page, ev.Seq)
+				}
+				pages = append(pages, page)
+				if slices.Contains(page, flaky) && fails == 0 {
+					fails++
+					return errors.New("downstream unavailable")
+				}
+				order = append(order, page...)
+				return nil
+			}})
+		require.NoError(t, err)
+		stop := running(t, c)
+		want := agentSeqs(t, db)
+		waitUntil(t, "every event", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(order) >= len(want)
+		})
+		require.NoError(t, stop())
+		mu.Lock()
+		defer mu.Unlock()
+		require.Equal(t, want, order, "each event handled once, in the log's order")
+		require.Greater(t, len(pages[0]), 1, "a page whole")
+		require.Equal(t, want[:len(pages[0])], pages[0], "a page whole")
+		i := slices.IndexFunc(pages, func(p []int64) bool { return slices.Contains(p, flaky) })
+		require.Greater(t, len(pages[i]), 1, "the page that failed")
+		for _, p := range pages[i+1 : i+1+len(pages[i])] {
+			require.Len(t, p, 1, "its events, one at a time, after the failure")
+		}
+		sts, err := consumer.ReadStatus(ctx, log)
+		require.NoError(t, err)
+		require.Equal(t, want[len(want)-1], sts[0].HandledSeq)
+	})
+}
+
 // A handler that keeps failing on an event stops the consumer before it
 // (FailStop), or the event is parked and the rest handled (FailPark); in
-// both styles.
+// every style.
 func TestFailurePolicies(t *testing.T) {
 	t.Parallel()
 	dbtest.Run(t, func(t *testing.T, backend string) {
@@ -253,6 +330,15 @@ func TestFailurePolicies(t *testing.T) {
 			_, err := db.ExecContext(ctx, db.Rebind(`INSERT INTO seen (seq) VALUES (?)`), ev.Seq+1_000_000)
 			return err
 		}
+		// idempotent is the batch style's handler: a page that failed
+		// part-way is given to it again, its first events included.
+		idempotent := func(ctx context.Context, ev eventlog.Event) error {
+			if strings.Contains(string(ev.Payload), "poison") {
+				return errors.New("poisoned")
+			}
+			_, err := db.ExecContext(ctx, db.Rebind(`INSERT INTO seen (seq) VALUES (?) ON CONFLICT (seq) DO NOTHING`), ev.Seq+2_000_000)
+			return err
+		}
 		base := consumer.Config{PageSize: 8, PollInterval: 10 * time.Millisecond, Attempts: 3,
 			MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, Logger: quiet}
 
@@ -274,28 +360,40 @@ func TestFailurePolicies(t *testing.T) {
 		require.Equal(t, poison, sts[0].FailedSeq)
 		require.Contains(t, sts[0].Failure, "poisoned event")
 
-		// External, FailStop.
-		cfg = base
-		cfg.Name, cfg.Handle = "stops_ext", external
-		c, err = consumer.New(log, &cfg)
-		require.NoError(t, err)
-		require.ErrorAs(t, c.Run(ctx), &he)
-		require.Equal(t, poison, he.Seq)
-		sts, err = consumer.ReadStatus(ctx, log)
-		require.NoError(t, err)
-		require.Equal(t, "stops_ext", sts[0].Name)
-		require.Equal(t, res[16].Event.Seq, sts[0].HandledSeq, "the events before the poison are saved, one at a time")
+		// External and batch, FailStop.
+		for _, style := range []string{"ext", "batch"} {
+			cfg = base
+			cfg.Name = "stops_" + style
+			if style == "ext" {
+				cfg.Handle = external
+			} else {
+				cfg.HandleBatch = batchOf(idempotent)
+			}
+			c, err = consumer.New(log, &cfg)
+			require.NoError(t, err)
+			require.ErrorAs(t, c.Run(ctx), &he)
+			require.Equal(t, poison, he.Seq)
+			sts, err = consumer.ReadStatus(ctx, log)
+			require.NoError(t, err)
+			i := slices.IndexFunc(sts, func(s consumer.Status) bool { return s.Name == cfg.Name })
+			require.Equal(t, res[16].Event.Seq, sts[i].HandledSeq, "the events before the poison are saved, one at a time")
+			require.Equal(t, poison, sts[i].FailedSeq)
+		}
 
-		// Both styles, FailPark: everything else is handled.
+		// Every style, FailPark: everything else is handled.
 		_, err = db.Exec(`DELETE FROM seen`)
 		require.NoError(t, err)
-		for _, style := range []string{"tx", "ext"} {
+		styles := []string{"tx", "ext", "batch"}
+		for _, style := range styles {
 			cfg = base
 			cfg.Name, cfg.OnFailure = "parks_"+style, consumer.FailPark
-			if style == "tx" {
+			switch style {
+			case "tx":
 				cfg.HandleTx = recordTx
-			} else {
+			case "ext":
 				cfg.Handle = external
+			default:
+				cfg.HandleBatch = batchOf(idempotent)
 			}
 			c, err = consumer.New(log, &cfg)
 			require.NoError(t, err)
@@ -325,11 +423,11 @@ func TestFailurePolicies(t *testing.T) {
 		var want []int64
 		for i, r := range res {
 			if i != 17 {
-				want = append(want, r.Event.Seq, r.Event.Seq)
+				want = append(want, r.Event.Seq, r.Event.Seq, r.Event.Seq)
 			}
 		}
 		slices.Sort(want)
-		require.Equal(t, want, handled, "both consumers handled everything but the poison, once")
+		require.Equal(t, want, handled, "each consumer handled everything but the poison, once")
 		sts, err = consumer.ReadStatus(ctx, log)
 		require.NoError(t, err)
 		for _, s := range sts {
@@ -440,6 +538,7 @@ func TestNewRefuses(t *testing.T) {
 		"bad name":      {consumer.Config{Name: "Gate-Alerts", Handle: h}, "Name must be"},
 		"no handler":    {consumer.Config{Name: "x"}, "exactly one of Handle"},
 		"two handlers":  {consumer.Config{Name: "x", Handle: h, HandleTx: recordTx}, "exactly one of Handle"},
+		"two external":  {consumer.Config{Name: "x", Handle: h, HandleBatch: batchOf(h)}, "exactly one of Handle"},
 		"page":          {consumer.Config{Name: "x", Handle: h, PageSize: eventlog.MaxPageSize + 1}, "PageSize is"},
 		"attempts":      {consumer.Config{Name: "x", Handle: h, Attempts: -1}, "Attempts is -1"},
 		"backoff order": {consumer.Config{Name: "x", Handle: h, MinBackoff: time.Second, MaxBackoff: time.Millisecond}, "MinBackoff 1s is more than MaxBackoff 1ms"},

@@ -16,6 +16,9 @@
 //     position is saved after it succeeds. At least once: after a crash
 //     or a lost connection an event may be handled again, so the handler
 //     uses the event's seq or event id as an idempotency key downstream.
+//   - HandleBatch (external, by page): as Handle, with each page whole, so
+//     a handler can pipeline its calls (publish every event, then wait for
+//     every acknowledgement) and return once all had their effect.
 //
 // The position moves only from the one the instance read and under the
 // generation it took the consumer over with (a fence), so an instance

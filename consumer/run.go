@@ -152,13 +152,14 @@ func (r *runner) stepTx(ctx context.Context) (idle bool, err error) {
 	return false, nil
 }
 
-// stepExternal handles one page with Handle, one event at a time, and
-// saves the position after the page.
+// stepExternal handles one page with Handle, one event at a time, or with
+// HandleBatch, and saves the position after the page.
 func (r *runner) stepExternal(ctx context.Context) (idle bool, err error) {
 	events, err := r.f.Poll(ctx)
 	if err != nil {
 		return false, r.resync(ctx, err)
 	}
+	var pending []eventlog.Event // for HandleBatch
 	handled := 0
 	for _, ev := range events {
 		if r.done[ev.Seq] {
@@ -176,21 +177,24 @@ func (r *runner) stepExternal(ctx context.Context) (idle bool, err error) {
 			r.handledOne(1)
 			return false, nil
 		}
+		if r.c.cfg.HandleBatch != nil {
+			pending = append(pending, ev)
+			continue
+		}
 		if herr := r.c.cfg.Handle(ctx, ev); herr != nil {
-			if ctx.Err() != nil {
-				return false, ctx.Err()
-			}
-			if err := r.resync(ctx, nil); err != nil {
-				return false, err
-			}
-			park, err := r.failed(ctx, ev, len(events), herr)
-			if park && err == nil {
-				r.parkSeq, r.parkErr = ev.Seq, herr
-			}
-			return false, err
+			return false, r.externalFailed(ctx, ev, len(events), herr)
 		}
 		r.done[ev.Seq] = true
 		handled++
+	}
+	if len(pending) > 0 {
+		if herr := r.c.cfg.HandleBatch(ctx, pending); herr != nil {
+			return false, r.externalFailed(ctx, pending[0], len(pending), herr)
+		}
+		for _, ev := range pending {
+			r.done[ev.Seq] = true
+		}
+		handled += len(pending)
 	}
 	// The page is handled: its position is saved even when ctx ended
 	// meanwhile (a stop lets the handler in flight finish).
@@ -204,6 +208,22 @@ func (r *runner) stepExternal(ctx context.Context) (idle bool, err error) {
 	}
 	r.handledOne(handled)
 	return len(events) == 0 && r.f.CaughtUp(), nil
+}
+
+// externalFailed handles a failure of Handle or HandleBatch on a page of
+// page events, ev the first of them not handled yet.
+func (r *runner) externalFailed(ctx context.Context, ev eventlog.Event, page int, herr error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := r.resync(ctx, nil); err != nil {
+		return err
+	}
+	park, err := r.failed(ctx, ev, page, herr)
+	if park && err == nil {
+		r.parkSeq, r.parkErr = ev.Seq, herr
+	}
+	return err
 }
 
 // handledOne notes a page of n events handled: one event fewer to
