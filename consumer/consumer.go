@@ -225,6 +225,10 @@ const lockCheckEvery = time.Second
 // mend. On PostgreSQL it first waits, for as long as ctx allows, for any
 // other instance of the consumer to stop.
 func (c *Consumer) Run(ctx context.Context) error {
+	// Subscribed first: an event committed after it is announced to the
+	// loop, whenever the loop gets to read it.
+	wake, unsubscribe := c.log.Wakeups(c.cfg.Kinds...)
+	defer unsubscribe()
 	var lock *sql.Conn
 	if c.backend == eventlog.Postgres {
 		var err error
@@ -244,6 +248,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return err
 	}
 	r.lock = lock
+	r.wake = wake
 	err = r.loop(ctx)
 	if ctx.Err() != nil && !errors.Is(err, ErrDeposed) {
 		var he *HandlerError

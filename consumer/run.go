@@ -39,6 +39,12 @@ type runner struct {
 	parkErr error
 
 	lastLockCheck time.Time
+
+	// wake receives the log's wake-ups for the consumer's kinds; chase is
+	// the wait before the next poll after a wake-up that found nothing.
+	wake       <-chan struct{}
+	chase      time.Duration
+	chaseUntil time.Time
 }
 
 // saveTimeout bounds the save of a page an external handler finished after
@@ -80,11 +86,52 @@ func (r *runner) loop(ctx context.Context) error {
 			return nil
 		case err != nil:
 			return err
-		case idle:
-			sleep(ctx, r.c.cfg.PollInterval)
+		case !idle:
+			r.chase = 0
+		case r.chase > 0 && time.Now().Before(r.chaseUntil):
+			// Woken, and nothing read: the event may be behind the
+			// followers' horizon still (an older transaction running).
+			d := r.chase
+			r.chase = min(2*r.chase, maxChase)
+			if r.waitWake(ctx, d) {
+				r.startChase()
+			}
+		default:
+			r.chase = 0
+			if r.waitWake(ctx, r.c.cfg.PollInterval) {
+				r.startChase()
+			}
 		}
 	}
 	return nil
+}
+
+// After a wake-up, until a poll reads events, the consumer polls again
+// after minChase, doubling up to maxChase, for at most its PollInterval:
+// an event a wake-up announces is readable only once every transaction
+// older than its own has ended, and a wake-up comes once.
+const (
+	minChase = 2 * time.Millisecond
+	maxChase = 64 * time.Millisecond
+)
+
+func (r *runner) startChase() {
+	r.chase, r.chaseUntil = minChase, time.Now().Add(r.c.cfg.PollInterval)
+}
+
+// waitWake waits d, or until a wake-up comes (it then reports true), or
+// ctx ends.
+func (r *runner) waitWake(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return false
+	case <-r.wake:
+		return true
+	}
 }
 
 // checkLock fails when the session holding the consumer's lock is gone:

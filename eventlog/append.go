@@ -43,6 +43,26 @@ func (l *Log) Append(ctx context.Context, e Entry) (Result, error) {
 // hook's writes commit together, or nothing does. On PostgreSQL the rows
 // go in with one COPY. See AppendTx for the rules.
 func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error) {
+	res, err := l.appendBatch(ctx, entries)
+	if kinds := appendedKinds(res); err == nil && len(kinds) > 0 {
+		l.wake.appended(kinds)
+	}
+	return res, err
+}
+
+// appendedKinds returns the kinds of the events res stored, nil when it
+// stored none.
+func appendedKinds(res []Result) []Kind {
+	var kinds []Kind
+	for _, r := range res {
+		if !r.Duplicate && !slices.Contains(kinds, r.Event.Kind) {
+			kinds = append(kinds, r.Event.Kind)
+		}
+	}
+	return kinds
+}
+
+func (l *Log) appendBatch(ctx context.Context, entries []Entry) ([]Result, error) {
 	prepared, err := l.prepare(entries)
 	if err != nil || len(prepared) == 0 {
 		return nil, err
@@ -234,7 +254,9 @@ func outcomeError(err error) error {
 // or explicitly set TS differ from the stored event's, the call fails with a
 // *ConflictError instead.
 //
-// On error tx may hold part of the work: roll it back.
+// On error tx may hold part of the work: roll it back. After committing
+// tx, call WakeFollowers so that consumers waiting for wake-ups read the
+// new events at once rather than at their next poll.
 func (l *Log) AppendTx(ctx context.Context, tx *sqlx.Tx, entries ...Entry) ([]Result, error) {
 	prepared, err := l.prepare(entries)
 	if err != nil || len(prepared) == 0 {

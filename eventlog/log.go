@@ -72,6 +72,23 @@ type Config struct {
 	// SQLite always serializes writers, so there it changes nothing.
 	// Defaults to false.
 	SerializeAppends bool
+
+	// Notify (PostgreSQL) makes the log tell other processes of the
+	// appends it commits, with NOTIFY on NotifyChannel after the commit:
+	// their consumers then read new events within milliseconds instead
+	// of at their next poll. The notifications are sent from a goroutine
+	// of the log's, at most one per NotifyInterval, never inside an
+	// append's transaction, so appends do not queue on the server's
+	// notification lock (docs/consumers.md, "Wake-ups"). Close stops it.
+	// Defaults to false.
+	Notify bool
+
+	// ListenURL (PostgreSQL) is the database URL of a connection on which
+	// the log listens for other processes' notifications (Notify) while
+	// anything waits for wake-ups (Wakeups: consumers do). Empty: only
+	// this log's own appends wake its followers, and the rest is found by
+	// polling.
+	ListenURL string
 }
 
 // Log is the append-only event log on one database. It is safe for
@@ -84,6 +101,7 @@ type Log struct {
 	hook       Hook
 	serialize  bool
 	q          queries
+	wake       *wakeups
 
 	stmtMu sync.Mutex
 	stmts  map[string]*sqlx.Stmt
@@ -113,6 +131,9 @@ func New(db *sqlx.DB, cfg *Config) (*Log, error) {
 	if l.clock == nil {
 		l.clock = SystemClock{}
 	}
+	if l.wake, err = newWakeups(l, cfg); err != nil {
+		return nil, err
+	}
 	switch {
 	case l.maxPayload < 0:
 		return nil, fmt.Errorf("eventlog: Config.MaxPayloadBytes is %d: use a positive limit, or 0 for the default of %d", l.maxPayload, DefaultMaxPayloadBytes)
@@ -131,9 +152,11 @@ func (l *Log) Clock() Clock { return l.clock }
 // MaxPayloadBytes returns the payload size limit in force.
 func (l *Log) MaxPayloadBytes() int { return l.maxPayload }
 
-// Close releases the log's prepared statements. It does not close the
+// Close releases the log's prepared statements and stops its notifier and
+// listener (Config.Notify, Config.ListenURL). It does not close the
 // database.
 func (l *Log) Close() error {
+	l.wake.close()
 	l.stmtMu.Lock()
 	stmts := l.stmts
 	l.stmts = map[string]*sqlx.Stmt{}

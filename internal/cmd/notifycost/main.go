@@ -1,8 +1,8 @@
 // Command notifycost measures what a LISTEN/NOTIFY wake-up costs single
 // appends, sent from three places: nowhere (the reference), from every
-// append's own transaction (pg_notify before COMMIT), and from one
-// notifier per process that sends at most one notification every
-// -interval, after the appends' commits, on a connection of its own. A
+// append's own transaction (pg_notify before COMMIT), and from the log's
+// own notifier (eventlog.Config.Notify), which sends at most one
+// notification every eventlog.NotifyInterval, after the commits. A
 // listener is connected throughout. It prints appends/s per case and the
 // ratios to the reference, alternating the cases for -rounds rounds from
 // 1 and from -clients clients (issue 16: appends with wake-up enabled must
@@ -22,7 +22,6 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,7 +36,6 @@ type options struct {
 	clients     int
 	rounds      int
 	window      time.Duration
-	interval    time.Duration
 	prefix      string // of the scratch schema's name
 }
 
@@ -47,7 +45,6 @@ func main() {
 	flag.IntVar(&o.clients, "clients", 8, "clients of the concurrent cases")
 	flag.IntVar(&o.rounds, "rounds", 4, "rounds per client count; the cases alternate in each")
 	flag.DurationVar(&o.window, "window", 5*time.Second, "length of each case in a round")
-	flag.DurationVar(&o.interval, "interval", 5*time.Millisecond, "the coalescing notifier's least time between two notifications")
 	flag.Parse()
 	o.databaseURL = eventlog.DatabaseURL(o.databaseURL, os.LookupEnv, "")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -58,11 +55,11 @@ func main() {
 	}
 }
 
-const channel = "canonlog_notifycost"
+const channel = eventlog.NotifyChannel
 
 func run(ctx context.Context, o options, w io.Writer) (err error) {
-	if o.clients < 1 || o.rounds < 1 || o.window <= 0 || o.interval <= 0 {
-		return errors.New("-clients, -rounds, -window and -interval must be positive")
+	if o.clients < 1 || o.rounds < 1 || o.window <= 0 {
+		return errors.New("-clients, -rounds and -window must be positive")
 	}
 	sl, err := scratchlog.Open(ctx, o.databaseURL, o.prefix, w)
 	if err != nil {
@@ -88,37 +85,13 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 		}
 	}()
 
-	// The coalescing notifier: appends kick it; it sends one notification
-	// for every kick it finds, then rests for the interval.
-	kick := make(chan struct{}, 1)
-	var notifierErr error
-	var notifier sync.WaitGroup
-	nctx, stopNotifier := context.WithCancel(ctx)
-	notifier.Go(func() {
-		for {
-			select {
-			case <-nctx.Done():
-				return
-			case <-kick:
-			}
-			if _, err := db.ExecContext(nctx, `SELECT pg_notify($1, '')`, channel); err != nil {
-				if nctx.Err() == nil {
-					notifierErr = err
-				}
-				return
-			}
-			select {
-			case <-nctx.Done():
-				return
-			case <-time.After(o.interval):
-			}
-		}
-	})
-	defer func() {
-		stopNotifier()
-		notifier.Wait()
-		err = errors.Join(err, notifierErr)
-	}()
+	// The log's own notifier (Config.Notify): at most one notification
+	// every eventlog.NotifyInterval, after the appends' commits.
+	notifying, err := eventlog.New(db, &eventlog.Config{Notify: true})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, notifying.Close()) }()
 
 	entry := scratchlog.Entry
 	cases := []struct {
@@ -143,15 +116,9 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 			}
 			return tx.Commit()
 		}},
-		{"coalesced", func(ctx context.Context, c int) error {
-			if _, err := log.Append(ctx, entry(c)); err != nil {
-				return err
-			}
-			select {
-			case kick <- struct{}{}:
-			default:
-			}
-			return nil
+		{"notify", func(ctx context.Context, c int) error {
+			_, err := notifying.Append(ctx, entry(c))
+			return err
 		}},
 	}
 	for _, clients := range []int{1, o.clients} {
