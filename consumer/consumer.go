@@ -321,6 +321,17 @@ WHERE name = ? RETURNING generation, position, handled_seq`), c.kinds, c.cfg.Ver
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: take over: %w", c.cfg.Name, err)
 	}
+	var pos eventlog.Position
+	if err := json.Unmarshal([]byte(r.stored), &pos); err != nil {
+		return nil, fmt.Errorf("consumer %s: stored position %q: %w", c.cfg.Name, r.stored, err)
+	}
+	if err := c.log.CheckTxIDs(ctx, eventlog.Position{}); err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", c.cfg.Name, err)
+	}
+	if err := c.log.CheckTxIDs(ctx, pos); err != nil {
+		return nil, fmt.Errorf("consumer %s: %w (canonlog consumers reset --name %s --to-seq %d repositions it after the last event it handled)",
+			c.cfg.Name, err, c.cfg.Name, r.handled)
+	}
 	if err := r.restart(false); err != nil {
 		return nil, err
 	}

@@ -176,3 +176,13 @@ func Retryable(err error) bool {
 	var netErr net.Error
 	return errors.As(err, &netErr)
 }
+
+// ErrForeignTxIDs is returned by CheckTxIDs when a position, or the log,
+// holds PostgreSQL transaction ids that this server has not handed out
+// yet: the database was copied into another cluster (pg_dump and
+// pg_restore, a logical replica promoted), whose transaction ids started
+// over. A follower orders events by transaction id and delivers only
+// those of finished transactions, so from such a position it would skip
+// every new event, and such events would wait until the server's ids
+// pass theirs. See docs/consumers.md, "Restored into another cluster".
+var ErrForeignTxIDs = errors.New("transaction ids from another PostgreSQL cluster")

@@ -692,3 +692,44 @@ func parseSnapshot(s string) (xmin, xmax uint64, err error) {
 	}
 	return xmin, xmax, nil
 }
+
+// CheckTxIDs reports, with an error wrapping ErrForeignTxIDs, when pos or
+// the log holds a PostgreSQL transaction id above the ones this server has
+// handed out so far (pg_snapshot_xmax of a current snapshot, which
+// consumes no transaction id). It reads one index entry. On SQLite it
+// returns nil: positions there are seqs.
+func (l *Log) CheckTxIDs(ctx context.Context, pos Position) error {
+	if l.backend != Postgres {
+		return nil
+	}
+	var next, logMax string
+	err := l.db.QueryRowxContext(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text,
+	COALESCE((SELECT max(tx_id) FROM event_log)::text, '0')`).Scan(&next, &logMax)
+	if err != nil {
+		return fmt.Errorf("eventlog: check transaction ids: %w", err)
+	}
+	n, err1 := strconv.ParseUint(next, 10, 64)
+	m, err2 := strconv.ParseUint(logMax, 10, 64)
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("eventlog: check transaction ids: read %q and %q", next, logMax)
+	}
+	// pg_resetwal's -e and -x for a next id past m: the 32-bit id rounded
+	// up to a multiple of 1048576, so that it starts a fresh segment of
+	// the server's transaction status files.
+	epoch, xid := (m+1)>>32, ((m+1)&0xffffffff+0xfffff)&^uint64(0xfffff)
+	if xid >= 1<<32 {
+		epoch, xid = epoch+1, 1<<20
+	}
+	switch {
+	case m > n:
+		return fmt.Errorf("eventlog: %w: event_log holds transaction id %d, and this server has handed out ids up to %d only: "+
+			"followers would not deliver those events until its ids pass %d. Stop the server and move its next transaction id past it "+
+			"(pg_resetwal -e %d -x %d on the stopped server; docs/consumers.md, \"Restored into another cluster\")",
+			ErrForeignTxIDs, m, n, m, epoch, xid)
+	case pos.TxID > n:
+		return fmt.Errorf("eventlog: %w: the position %s is at transaction id %d, and this server has handed out ids up to %d only: "+
+			"a follower from it would skip every new event; take a new position by seq (Log.PositionAfterSeq)",
+			ErrForeignTxIDs, pos, pos.TxID, n)
+	}
+	return nil
+}
