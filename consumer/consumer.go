@@ -314,6 +314,10 @@ VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`), c.cfg.Name, string(initi
 		if prevKinds != c.kinds || prevVersion != c.cfg.Version {
 			c.cfg.Logger.Warn("consumer: kinds or handler version changed since it last ran; it resumes from its position",
 				"consumer", c.cfg.Name, "kinds_before", prevKinds, "kinds", c.kinds, "version_before", prevVersion, "version", c.cfg.Version)
+			if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE canonlog_consumers SET changed_at = ?, changed_from = ? WHERE name = ?`),
+				now, fmt.Sprintf("kinds=%s; version=%d", kindsText(prevKinds), prevVersion), c.cfg.Name); err != nil {
+				return err
+			}
 		}
 		return tx.QueryRowxContext(ctx, tx.Rebind(`UPDATE canonlog_consumers SET generation = generation + 1, kinds = ?, version = ?, updated_at = ?
 WHERE name = ? RETURNING generation, position, handled_seq`), c.kinds, c.cfg.Version, now, c.cfg.Name).Scan(&r.gen, &r.stored, &r.handled)
@@ -336,4 +340,12 @@ WHERE name = ? RETURNING generation, position, handled_seq`), c.kinds, c.cfg.Ver
 		return nil, err
 	}
 	return r, nil
+}
+
+// kindsText renders kinds as stored for people: "*" for every kind.
+func kindsText(kinds string) string {
+	if kinds == "" {
+		return "*"
+	}
+	return kinds
 }

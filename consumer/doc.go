@@ -6,7 +6,7 @@
 // fact: it follows the log in commit order with an eventlog.Follower
 // (gap-free: on PostgreSQL an event that took a lower seq and committed
 // late is delivered too) and keeps its position in the table
-// canonlog_consumers (core migration 00005), so that a restarted consumer
+// canonlog_consumers (core migrations 00005, 00006), so that a restarted consumer
 // resumes where it stopped. Two handler styles:
 //
 //   - HandleTx (transactional): the handler gets a transaction, and its

@@ -38,7 +38,8 @@ type runner struct {
 	parkSeq int64
 	parkErr error
 
-	lastLockCheck time.Time
+	lastLockCheck   time.Time
+	lastParkedCheck time.Time
 
 	// wake receives the log's wake-ups for the consumer's kinds; chase is
 	// the wait before the next poll after a wake-up that found nothing.
@@ -88,6 +89,21 @@ func (r *runner) loop(ctx context.Context) error {
 			return err
 		case !idle:
 			r.chase = 0
+		case r.chase == 0:
+			// Caught up: the parked events an operator asked to retry.
+			tried, err := r.retryParked(ctx)
+			switch {
+			case errors.Is(err, ErrDeposed):
+				return err
+			case err != nil && ctx.Err() == nil:
+				// The request stays: tried again after PollInterval.
+				r.c.cfg.Logger.Warn("consumer: retrying parked events", "consumer", r.c.cfg.Name, "error", err)
+			case tried:
+				continue
+			}
+			if r.waitWake(ctx, r.c.cfg.PollInterval) {
+				r.startChase()
+			}
 		case r.chase > 0 && time.Now().Before(r.chaseUntil):
 			// Woken, and nothing read: the event may be behind the
 			// followers' horizon still (an older transaction running).

@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +28,13 @@ type Status struct {
 	FailedSeq int64
 	Failure   string
 	UpdatedAt time.Time
+	// ChangedAt is when an instance last took it over with other kinds or
+	// another handler version than the instance before (zero: never), and
+	// ChangedFrom what it ran with until then ("kinds=…; version=…"). A
+	// consumer resumes from its position after such a change: when the
+	// new handler needs the events before it too, Reset it.
+	ChangedAt   time.Time
+	ChangedFrom string
 	// Parked counts the events it parked (FailPark).
 	Parked int
 	// LagEvents counts the events of its kinds with a seq above
@@ -44,7 +50,7 @@ type Status struct {
 func ReadStatus(ctx context.Context, log *eventlog.Log) ([]Status, error) {
 	db := log.DB()
 	rows, err := db.QueryxContext(ctx, `SELECT c.name, c.position, c.handled_seq, c.generation, c.kinds, c.version,
-  COALESCE(c.failed_seq, 0), COALESCE(c.failure, ''), c.updated_at,
+  COALESCE(c.failed_seq, 0), COALESCE(c.failure, ''), c.updated_at, c.changed_at, COALESCE(c.changed_from, ''),
   (SELECT COUNT(*) FROM canonlog_consumer_parked p WHERE p.consumer = c.name)
 FROM canonlog_consumers c ORDER BY c.name`)
 	if err != nil {
@@ -60,7 +66,7 @@ FROM canonlog_consumers c ORDER BY c.name`)
 			parkedCount int
 		)
 		if err := rows.Scan(&s.Name, &pos, &s.HandledSeq, &s.Generation, &kinds, &s.Version, &s.FailedSeq, &s.Failure,
-			eventlog.ScanTime(&updatedAt), &parkedCount); err != nil {
+			eventlog.ScanTime(&updatedAt), nullTime{&s.ChangedAt}, &s.ChangedFrom, &parkedCount); err != nil {
 			return nil, fmt.Errorf("consumer: status: %w", err)
 		}
 		if err := json.Unmarshal([]byte(pos), &s.Position); err != nil {
@@ -136,32 +142,13 @@ func Reset(ctx context.Context, log *eventlog.Log, name string, seq int64) error
 	return nil
 }
 
-// Parked is an event a consumer parked.
-type Parked struct {
-	Seq      int64
-	Attempts int
-	Failure  string
-	ParkedAt time.Time
-}
+// nullTime scans a nullable timestamp column: NULL is the zero time.
+type nullTime struct{ t *time.Time }
 
-// ListParked returns the events consumer name parked, in seq order.
-func ListParked(ctx context.Context, log *eventlog.Log, name string) ([]Parked, error) {
-	db := log.DB()
-	rows, err := db.QueryxContext(ctx, db.Rebind(`SELECT seq, attempts, failure, parked_at FROM canonlog_consumer_parked WHERE consumer = ? ORDER BY seq`), name)
-	if err != nil {
-		return nil, fmt.Errorf("consumer %s: parked: %w", name, err)
+func (n nullTime) Scan(src any) error {
+	if src == nil {
+		*n.t = time.Time{}
+		return nil
 	}
-	defer rows.Close()
-	out := []Parked{}
-	for rows.Next() {
-		var p Parked
-		if err := rows.Scan(&p.Seq, &p.Attempts, &p.Failure, eventlog.ScanTime(&p.ParkedAt)); err != nil {
-			return nil, fmt.Errorf("consumer %s: parked: %w", name, err)
-		}
-		out = append(out, p)
-	}
-	if err := rows.Err(); err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("consumer %s: parked: %w", name, err)
-	}
-	return out, nil
+	return eventlog.ScanTime(n.t).Scan(src)
 }

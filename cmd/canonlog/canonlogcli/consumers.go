@@ -11,12 +11,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/canonlog/canonlog/consumer"
+	"github.com/canonlog/canonlog/eventlog"
 )
 
 func newConsumersCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "consumers",
-		Short: "Show consumers' positions and lag, reset one, list its parked events",
+		Short: "Show consumers' positions and lag, reset one, list, retry or skip its parked events",
 		Long: g.named(`consumers operates the consumers (package consumer) that follow this
 database's log: the services run them; these commands read and move their
 positions. See docs/consumers.md.`),
@@ -63,28 +64,104 @@ where it was.`),
 	reset.Flags().StringVar(&name, "name", "", "the consumer")
 	numFlag(reset.Flags(), &toSeq, "to-seq", "", 0, bounds{min: 0}, "the seq after which the consumer resumes")
 
-	var parkedName, parkedOutput string
-	parked := &cobra.Command{
-		Use:   "parked --name NAME",
-		Short: "List the events a consumer parked",
-		Long: `parked lists the events a consumer parked (its failure policy FailPark):
-each event's seq, the attempts its handler made and the last error.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if parkedName == "" {
-				return usagef("give the consumer with --name")
-			}
-			if err := checkOutput(parkedOutput, outputTable, outputJSON); err != nil {
-				return err
-			}
-			return runConsumersParked(cmd.Context(), g, parkedName, parkedOutput)
-		},
-	}
-	parked.Flags().StringVar(&parkedName, "name", "", "the consumer")
-	addOutputFlag(parked, &parkedOutput, outputTable, outputJSON)
-
-	cmd.AddCommand(status, reset, parked)
+	cmd.AddCommand(status, reset, newParkedCommand(g))
 	return cmd
+}
+
+// newParkedCommand is "consumers parked": list (also without a
+// subcommand), retry and skip.
+func newParkedCommand(g *globals) *cobra.Command {
+	listCmd := func(use string) *cobra.Command {
+		var name, output string
+		c := &cobra.Command{
+			Use:   use,
+			Short: "List the events a consumer parked",
+			Long: `parked [list] lists the events a consumer parked (its failure policy
+FailPark): each event's seq, the attempts its handler made, the last error,
+and whether a retry was asked for and is still to come.`,
+			Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				if name == "" {
+					return usagef("give the consumer with --name")
+				}
+				if err := checkOutput(output, outputTable, outputJSON); err != nil {
+					return err
+				}
+				return runConsumersParked(cmd.Context(), g, name, output)
+			},
+		}
+		c.Flags().StringVar(&name, "name", "", "the consumer")
+		addOutputFlag(c, &output, outputTable, outputJSON)
+		return c
+	}
+	parked := listCmd("parked --name NAME | parked (list | retry | skip) …")
+	parked.Short = "List, retry or skip the events a consumer parked"
+	change := func(what, short, long string, apply func(context.Context, *eventlog.Log, string, ...int64) (int, error)) *cobra.Command {
+		var (
+			name string
+			seqs []int64
+			all  bool
+		)
+		c := &cobra.Command{
+			Use:   what + " --name NAME (--seq SEQ… | --all)",
+			Short: short,
+			Long:  g.named(long),
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				switch {
+				case name == "":
+					return usagef("give the consumer with --name")
+				case all == (len(seqs) > 0):
+					return usagef("give the events with --seq (repeated, or comma-separated), or --all")
+				}
+				for _, seq := range seqs {
+					if seq <= 0 {
+						return usagef("--seq %d: a seq is 1 or more", seq)
+					}
+				}
+				return runConsumersParkedChange(cmd.Context(), g, what, name, seqs, apply)
+			},
+		}
+		c.Flags().StringVar(&name, "name", "", "the consumer")
+		c.Flags().Int64SliceVar(&seqs, "seq", nil, "a parked event's seq (repeat the flag, or separate seqs with commas)")
+		c.Flags().BoolVar(&all, "all", false, "every event the consumer parked")
+		return c
+	}
+	parked.AddCommand(listCmd("list --name NAME"),
+		change("retry", "Have the running consumer try parked events again",
+			`retry asks the consumer's running instance to try the parked events again,
+once each, in seq order, when it next has nothing else to handle (within
+its poll interval): an event its handler then succeeds on is no longer
+parked; one it fails on stays parked with one attempt more and its new
+error. '{name} consumers parked list' shows which are still to be tried.
+The seqs must all be parked, or nothing is asked.`, consumer.RetryParked),
+		change("skip", "Give up on parked events: never handle them",
+			`skip removes parked events: the consumer never handles them. The seqs must
+all be parked, or nothing is removed.`, consumer.SkipParked))
+	return parked
+}
+
+func runConsumersParkedChange(ctx context.Context, g *globals, what, name string, seqs []int64,
+	apply func(context.Context, *eventlog.Log, string, ...int64) (int, error)) error {
+	e, err := g.open(ctx, readSchema)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	n, err := apply(ctx, e.log, name, seqs...)
+	if err != nil {
+		if errors.Is(err, consumer.ErrNotParked) {
+			return fmt.Errorf("consumers parked %s: %w", what, err)
+		}
+		return e.consumersError(err)
+	}
+	switch what {
+	case "retry":
+		fmt.Fprintf(g.stdout, "consumer %s tries %s again when it next has nothing else to handle\n", name, plural(n, "parked event", "parked events"))
+	default:
+		fmt.Fprintf(g.stdout, "consumer %s skips %s\n", name, plural(n, "parked event", "parked events"))
+	}
+	return nil
 }
 
 type consumerReport struct {
@@ -99,6 +176,10 @@ type consumerReport struct {
 	Kinds      []string  `json:"kinds"` // ["*"] for every kind
 	Version    int       `json:"version"`
 	UpdatedAt  time.Time `json:"updated_at"`
+	// ChangedAt and ChangedFrom: the last takeover with other kinds or
+	// another handler version, and what it ran with before.
+	ChangedAt   *time.Time `json:"changed_at"`
+	ChangedFrom string     `json:"changed_from,omitempty"`
 }
 
 // consumersError says how to get the consumers' tables when err shows
@@ -131,7 +212,11 @@ func runConsumersStatus(ctx context.Context, g *globals, output string) error {
 		}
 		reports[i] = consumerReport{Name: s.Name, HandledSeq: s.HandledSeq, LagEvents: s.LagEvents, LagSeconds: s.LagSeconds,
 			Parked: s.Parked, FailedSeq: s.FailedSeq, Failure: s.Failure, Generation: s.Generation, Kinds: kinds,
-			Version: s.Version, UpdatedAt: s.UpdatedAt.UTC()}
+			Version: s.Version, UpdatedAt: s.UpdatedAt.UTC(), ChangedFrom: s.ChangedFrom}
+		if !s.ChangedAt.IsZero() {
+			at := s.ChangedAt.UTC()
+			reports[i].ChangedAt = &at
+		}
 	}
 	if output == outputJSON {
 		return writeJSON(g.stdout, reports)
@@ -156,6 +241,10 @@ func runConsumersStatus(ctx context.Context, g *globals, output string) error {
 	for _, r := range reports {
 		if r.FailedSeq > 0 {
 			fmt.Fprintf(g.stdout, "%s stopped on event %d: %s\n", r.Name, r.FailedSeq, r.Failure)
+		}
+		if r.ChangedAt != nil {
+			fmt.Fprintf(g.stdout, "%s changed at %s: it ran with %s before, and now with kinds=%s; version=%d (it resumed from its position: reset it if its handler needs the events before)\n",
+				r.Name, r.ChangedAt.Format(time.RFC3339), r.ChangedFrom, strings.Join(r.Kinds, ","), r.Version)
 		}
 	}
 	return nil
@@ -182,6 +271,8 @@ type parkedReport struct {
 	Attempts int       `json:"attempts"`
 	Failure  string    `json:"failure"`
 	ParkedAt time.Time `json:"parked_at"`
+	// RetryRequestedAt is set while a retry is to come.
+	RetryRequestedAt *time.Time `json:"retry_requested_at"`
 }
 
 func runConsumersParked(ctx context.Context, g *globals, name, output string) error {
@@ -197,6 +288,10 @@ func runConsumersParked(ctx context.Context, g *globals, name, output string) er
 	reports := make([]parkedReport, len(ps))
 	for i, p := range ps {
 		reports[i] = parkedReport{Seq: p.Seq, Attempts: p.Attempts, Failure: p.Failure, ParkedAt: p.ParkedAt.UTC()}
+		if !p.RetryRequestedAt.IsZero() {
+			at := p.RetryRequestedAt.UTC()
+			reports[i].RetryRequestedAt = &at
+		}
 	}
 	if output == outputJSON {
 		return writeJSON(g.stdout, reports)
@@ -206,9 +301,13 @@ func runConsumersParked(ctx context.Context, g *globals, name, output string) er
 		return nil
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tATTEMPTS\tPARKED\tFAILURE")
+	fmt.Fprintln(tw, "SEQ\tATTEMPTS\tPARKED\tRETRY\tFAILURE")
 	for _, r := range reports {
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\n", r.Seq, r.Attempts, r.ParkedAt.Format(time.RFC3339), r.Failure)
+		retry := "-"
+		if r.RetryRequestedAt != nil {
+			retry = "asked " + r.RetryRequestedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", r.Seq, r.Attempts, r.ParkedAt.Format(time.RFC3339), retry, r.Failure)
 	}
 	return tw.Flush()
 }
