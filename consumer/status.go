@@ -2,11 +2,14 @@ package consumer
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/eventlog"
 )
@@ -151,4 +154,52 @@ func (n nullTime) Scan(src any) error {
 		return nil
 	}
 	return eventlog.ScanTime(n.t).Scan(src)
+}
+
+// RepositionTx sets consumer name's position, in tx, to pos, after the
+// event handledSeq, with the kinds and handler version given, creating
+// its row when it has none; it bumps the generation, so a running
+// instance is deposed at its next save, and clears a recorded failure.
+// It is for code that rebuilds, in tx, what the consumer maintains (an
+// asynchronous projection): the rebuilt state and the position commit
+// together.
+func RepositionTx(ctx context.Context, tx *sqlx.Tx, name string, kinds []eventlog.Kind, version int, pos eventlog.Position, handledSeq int64) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("consumer %q: reposition: %w: Name must be lowercase letters, digits and underscores, starting with a letter, at most 63 bytes", name, ErrInvalidConfig)
+	}
+	b, err := json.Marshal(pos)
+	if err != nil {
+		return err
+	}
+	ks := make([]string, len(kinds))
+	for i, k := range kinds {
+		ks[i] = string(k)
+	}
+	_, err = tx.ExecContext(ctx, tx.Rebind(`INSERT INTO canonlog_consumers (name, position, handled_seq, kinds, version, updated_at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET position = excluded.position, handled_seq = excluded.handled_seq,
+  generation = canonlog_consumers.generation + 1, kinds = excluded.kinds, version = excluded.version,
+  failed_seq = NULL, failure = NULL, updated_at = excluded.updated_at`),
+		name, string(b), handledSeq, strings.Join(ks, ","), max(version, 1), eventlog.FormatTime(time.Now()))
+	if err != nil {
+		return fmt.Errorf("consumer %s: reposition: %w", name, err)
+	}
+	return nil
+}
+
+// PositionTx reads consumer name's stored position in tx; found is false
+// when it has none.
+func PositionTx(ctx context.Context, tx *sqlx.Tx, name string) (pos eventlog.Position, found bool, err error) {
+	var stored string
+	err = tx.QueryRowxContext(ctx, tx.Rebind(`SELECT position FROM canonlog_consumers WHERE name = ?`), name).Scan(&stored)
+	if errors.Is(err, sql.ErrNoRows) {
+		return pos, false, nil
+	}
+	if err != nil {
+		return pos, false, fmt.Errorf("consumer %s: read its position: %w", name, err)
+	}
+	if err := json.Unmarshal([]byte(stored), &pos); err != nil {
+		return pos, false, fmt.Errorf("consumer %s: stored position %q: %w", name, stored, err)
+	}
+	return pos, true, nil
 }

@@ -127,6 +127,9 @@ func Rebuild(ctx context.Context, log *eventlog.Log, reg *Registry, opts *Rebuil
 }
 
 func rebuildOne(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *registered, o RebuildOptions) (RebuildResult, error) {
+	if e.async {
+		return rebuildAsync(ctx, log, d, e, o)
+	}
 	start := time.Now()
 	var reason string
 	if !o.Offline {
@@ -210,6 +213,12 @@ func rebuildOffline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, 
 // it sees every append that committed before the lock was granted. It
 // returns the events replayed and the log's last seq covered.
 func replay(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *registered, batchSize int, total int64, progress func(Progress)) (int64, int64, error) {
+	return replayOnly(ctx, log, tx, e, batchSize, total, progress, nil)
+}
+
+// replayOnly is replay of the events keep keeps (every event when keep is
+// nil).
+func replayOnly(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *registered, batchSize int, total int64, progress func(Progress), keep func(seq int64) bool) (int64, int64, error) {
 	last, err := log.LastSeqTx(ctx, tx)
 	if err != nil {
 		return 0, 0, fmt.Errorf("projection %s: %w", e.name, err)
@@ -227,6 +236,9 @@ func replay(ctx context.Context, log *eventlog.Log, tx *sqlx.Tx, e *registered, 
 		return ctx.Err()
 	}
 	pages := log.PagesTx(ctx, tx, 0, e.readOptions(batchSize))
+	if keep != nil {
+		pages = keepOnly(pages, keep)
+	}
 	if pl, ok := e.p.(Pipeliner); ok {
 		if err := replayPipelined(ctx, tx, e, pl, pages, advance); err != nil {
 			return 0, 0, err
@@ -304,4 +316,22 @@ func replayPipelined(ctx context.Context, tx *sqlx.Tx, e *registered, pl Pipelin
 		return write(prev)
 	}
 	return nil
+}
+
+// keepOnly yields the events of pages that keep keeps, skipping pages
+// left empty.
+func keepOnly(pages iter.Seq2[[]eventlog.Event, error], keep func(seq int64) bool) iter.Seq2[[]eventlog.Event, error] {
+	return func(yield func([]eventlog.Event, error) bool) {
+		for page, err := range pages {
+			if err == nil {
+				page = slices.DeleteFunc(slices.Clone(page), func(ev eventlog.Event) bool { return !keep(ev.Seq) })
+				if len(page) == 0 {
+					continue
+				}
+			}
+			if !yield(page, err) {
+				return
+			}
+		}
+	}
 }

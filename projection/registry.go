@@ -31,6 +31,7 @@ type registered struct {
 	kinds   map[eventlog.Kind]bool // nil: every kind
 	markers []string               // PayloadMarker's; nil when not implemented
 	batch   BatchApplier           // nil when not implemented
+	async   bool                   // Asynchronous: appends do not apply it
 }
 
 func (r *registered) wants(k eventlog.Kind) bool { return r.kinds == nil || r.kinds[k] }
@@ -110,6 +111,7 @@ func (r *Registry) Register(p Projection) error {
 	if b, ok := p.(BatchApplier); ok {
 		e.batch = b
 	}
+	e.async = isAsync(p)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	i, found := slices.BinarySearchFunc(r.entries, name, func(x *registered, n string) int {
@@ -230,7 +232,7 @@ func (r *Registry) SharedLocks(kinds []eventlog.Kind) []string {
 	var names []string
 	for _, e := range r.entries {
 		for _, k := range kinds {
-			if e.wants(k) {
+			if !e.async && e.wants(k) {
 				names = append(names, pglock.ProjectionLock(e.name))
 				break
 			}
@@ -244,7 +246,7 @@ func (r *Registry) SharedLocks(kinds []eventlog.Kind) []string {
 func (r *Registry) Consumes(kind eventlog.Kind) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return slices.ContainsFunc(r.entries, func(e *registered) bool { return e.wants(kind) })
+	return slices.ContainsFunc(r.entries, func(e *registered) bool { return !e.async && e.wants(kind) })
 }
 
 // AfterAppend implements eventlog.Hook: it applies events to every
@@ -263,7 +265,7 @@ func (r *Registry) AfterAppend(ctx context.Context, tx *sqlx.Tx, events []eventl
 	targets := make([]*registered, 0, len(entries))
 	for _, e := range entries {
 		for _, ev := range events {
-			if e.wants(ev.Kind) {
+			if !e.async && e.wants(ev.Kind) {
 				targets = append(targets, e)
 				break
 			}

@@ -56,6 +56,10 @@ type Status struct {
 	// last rebuild): it needs a rebuild before it can be trusted. Always
 	// false for an unregistered projection, which this binary cannot judge.
 	Stale bool
+	// Async reports a registered asynchronous projection (Asynchronous):
+	// its consumer, named like it, maintains it after commit; its lag is
+	// the consumer's (consumer.ReadStatus).
+	Async bool
 	// Rebuild is the projection's online rebuild as the database shows it,
 	// on PostgreSQL: one that is running, or the schemas of one that was
 	// stopped (Running false). Nil when there is none, and always on
@@ -156,11 +160,21 @@ func writeCheckpoint(ctx context.Context, tx *sqlx.Tx, e *registered, c checkpoi
 	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO canonlog_projections (name, version, built_seq, built_at, kinds)
 VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (name) DO UPDATE SET version = excluded.version, built_seq = excluded.built_seq, built_at = excluded.built_at, kinds = excluded.kinds`),
-		e.name, c.Version, c.Seq, eventlog.FormatTime(c.At), kindsColumn(e.kindList()))
+		e.name, c.Version, c.Seq, eventlog.FormatTime(c.At), e.kindsColumn())
 	if err != nil {
 		return fmt.Errorf("projection %s: write checkpoint: %w", e.name, err)
 	}
 	return nil
+}
+
+// kindsColumn is the kinds column of e: the kinds its appends apply it
+// to, none ("") for an asynchronous projection, which appends never
+// apply, so that other binaries append its kinds freely.
+func (e *registered) kindsColumn() string {
+	if e.async {
+		return ""
+	}
+	return kindsColumn(e.kindList())
 }
 
 // writeCheckpointIfAbsent is writeCheckpoint for installation: it leaves
@@ -168,7 +182,7 @@ ON CONFLICT (name) DO UPDATE SET version = excluded.version, built_seq = exclude
 func writeCheckpointIfAbsent(ctx context.Context, tx *sqlx.Tx, e *registered, c checkpoint) error {
 	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO canonlog_projections (name, version, built_seq, built_at, kinds)
 VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`),
-		e.name, c.Version, c.Seq, eventlog.FormatTime(c.At), kindsColumn(e.kindList()))
+		e.name, c.Version, c.Seq, eventlog.FormatTime(c.At), e.kindsColumn())
 	if err != nil {
 		return fmt.Errorf("projection %s: write checkpoint: %w", e.name, err)
 	}
@@ -186,7 +200,7 @@ func recordKinds(ctx context.Context, db *sqlx.DB, reg *Registry) error {
 	entries, _ := reg.selectEntries(nil)
 	for _, e := range entries {
 		c, ok := cps[e.name]
-		want := kindsColumn(e.kindList())
+		want := e.kindsColumn()
 		if !ok || (c.Kinds.Valid && c.Kinds.String == want) {
 			continue
 		}
@@ -219,7 +233,7 @@ func statusOf(cps map[string]checkpoint, reg *Registry) Statuses {
 	entries, _ := reg.selectEntries(nil)
 	out := make(Statuses, 0, max(len(entries), len(cps)))
 	for _, e := range entries {
-		s := Status{Name: e.name, Registered: true, Version: e.p.Version(), Kinds: e.kindList(), AllKinds: e.kinds == nil}
+		s := Status{Name: e.name, Registered: true, Version: e.p.Version(), Kinds: e.kindList(), AllKinds: e.kinds == nil, Async: e.async}
 		if c, ok := cps[e.name]; ok {
 			s.Installed = true
 			s.BuiltVersion, s.BuiltSeq, s.BuiltAt, s.DriftSeq = c.Version, c.Seq, c.At, c.DriftSeq

@@ -135,7 +135,9 @@ func Verify(ctx context.Context, log *eventlog.Log, reg *Registry, names []strin
 		var res VerifyResult
 		// The snapshot and the derivation need a connection each: a pool
 		// of one would wait for itself.
-		if tables, ok := onlineTables(e); ok && log.DB().Stats().MaxOpenConnections != 1 {
+		if e.async {
+			res, err = verifyOne(ctx, log, d, e)
+		} else if tables, ok := onlineTables(e); ok && log.DB().Stats().MaxOpenConnections != 1 {
 			res, err = verifyOnline(ctx, log, d, e, tables)
 		} else {
 			res, err = verifyOne(ctx, log, d, e)
@@ -180,7 +182,15 @@ func verifyOne(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *re
 	if err := e.p.Reset(ctx, tx); err != nil {
 		return res, fmt.Errorf("reset: %w", err)
 	}
-	if res.Events, _, err = replay(ctx, log, tx, e, 0, 0, nil); err != nil {
+	// An asynchronous projection is compared at its consumer's position:
+	// the fresh derivation replays the events it has handled.
+	var keep func(int64) bool
+	if e.async {
+		if keep, err = handledByConsumer(ctx, log, tx, e); err != nil {
+			return res, err
+		}
+	}
+	if res.Events, _, err = replayOnly(ctx, log, tx, e, 0, 0, nil, keep); err != nil {
 		return res, err
 	}
 	res.Equal = true
