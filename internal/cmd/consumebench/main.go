@@ -1,22 +1,21 @@
 // Command consumebench measures consumers (package consumer) on
 // PostgreSQL, in a scratch schema dropped at the end:
 //
-//   - latency: how long after an append's commit a consumer in another
-//     process's log (its own pool, listening) handles the event, while
-//     -writers writers append -rate events a second in all, with the
-//     writers' log sending wake-ups (eventlog.Config.Notify) and, in a
-//     second case, without them (polling every -poll);
+//	go run ./internal/cmd/consumebench -database-url 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'
 //
-//   - throughput: how fast a transactional consumer maintaining
-//     probe_failures as an asynchronous projection goes through a
-//     realistic history of -events events (internal/fleetgen), against
-//     the rate at which the same events were appended in batches of
-//     -batch (the pure log: the projection is asynchronous).
+// Latency: how long after an append's commit a consumer in another
+// process's log (its own pool, listening) handles the event, while
+// -writers writers append -rate events a second in all, with the writers'
+// log sending wake-ups (eventlog.Config.Notify) and, in a second case,
+// without them (polling every -poll). It is measured from the moment
+// Append returned, just after the commit, to the handler's call; both
+// clocks are this process's.
 //
-//     go run ./internal/cmd/consumebench -database-url 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'
-//
-// The latency is measured from the moment Append returned, just after
-// the commit, to the handler's call; both clocks are this process's.
+// Throughput: how fast a transactional consumer maintaining probe_failures
+// as an asynchronous projection goes through a realistic history of
+// -events events (internal/fleetgen), against the rate at which the same
+// events were appended in batches of -batch (the pure log: the projection
+// is asynchronous).
 package main
 
 import (
