@@ -70,6 +70,9 @@ type projectionReport struct {
 	// Kinds are the kinds it consumes; ["*"] for every kind.
 	Kinds    []string `json:"kinds"`
 	DriftSeq int64    `json:"drift_seq"`
+	// Async reports an asynchronous projection, maintained by its consumer
+	// after commit.
+	Async bool `json:"async"`
 	// Rebuild is the projection's online rebuild that the database holds
 	// (PostgreSQL only); null when there is none.
 	Rebuild *rebuildStateReport `json:"rebuild"`
@@ -128,7 +131,7 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 	}
 	for _, s := range sts {
 		pr := projectionReport{Name: s.Name, Registered: s.Registered, Installed: s.Installed, Version: s.Version, BuiltVersion: s.BuiltVersion,
-			Stale: s.Stale, BuiltSeq: s.BuiltSeq, Rows: -1, Kinds: kindStrings(s), DriftSeq: s.DriftSeq, Rebuild: newRebuildStateReport(s.Rebuild)}
+			Stale: s.Stale, BuiltSeq: s.BuiltSeq, Rows: -1, Kinds: kindStrings(s), DriftSeq: s.DriftSeq, Async: s.Async, Rebuild: newRebuildStateReport(s.Rebuild)}
 		if !s.BuiltAt.IsZero() {
 			at := s.BuiltAt
 			pr.BuiltAt = &at
@@ -154,7 +157,7 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 	fmt.Fprintf(w, "events:   %d (last seq %d)\n\n", rep.Events, rep.LastSeq)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROJECTION\tVERSION\tBUILT VERSION\tSTALE\tROWS\tLAST REBUILD")
-	anyStale, anyDrift, anyOther, anyMissing := false, false, false, false
+	anyStale, anyDrift, anyOther, anyMissing, anyAsync := false, false, false, false, false
 	for _, p := range rep.Projections {
 		version, built, last, stale, rows := fmt.Sprint(p.Version), "-", "never", "no", fmt.Sprint(p.Rows)
 		if p.BuiltVersion > 0 {
@@ -175,6 +178,9 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 		}
 		if p.Rows < 0 {
 			rows = "-"
+		}
+		if p.Async {
+			version, anyAsync = version+" (async)", true
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, version, built, stale, rows, last)
 	}
@@ -198,6 +204,9 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 			fmt.Fprint(w, ", or missed events appended with --allow-drift")
 		}
 		fmt.Fprintf(w, ": run '%s rebuild --stale'\n", g.cfg.Name)
+	}
+	if anyAsync {
+		fmt.Fprintf(w, "\nasync projections are maintained after commit by a consumer of the same name: '%s consumers status' shows how far behind it is\n", g.cfg.Name)
 	}
 	if anyMissing {
 		fmt.Fprintf(w, "\nprojections not installed in this database: '%s migrate up' installs them; until then '%s append' refuses the kinds they consume\n", g.cfg.Name, g.cfg.Name)
