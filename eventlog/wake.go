@@ -54,6 +54,7 @@ type wakeups struct {
 	stopNotify  chan struct{}
 	notifyDone  chan struct{}
 	notifyError error // the last NOTIFY's failure, for tests and logs
+	closed      bool  // Close ran: no notifier or listener starts again
 }
 
 // subscription is one Wakeups channel.
@@ -114,7 +115,7 @@ func (l *Log) Wakeups(kinds ...Kind) (<-chan struct{}, func()) {
 	}
 	w.mu.Lock()
 	w.subs[s] = struct{}{}
-	if len(w.subs) == 1 && w.listenDSN != "" {
+	if len(w.subs) == 1 && w.listenDSN != "" && !w.closed {
 		w.startListener()
 	}
 	w.mu.Unlock()
@@ -157,7 +158,7 @@ func (w *wakeups) appended(kinds []Kind) {
 			s.signal()
 		}
 	}
-	if !w.notify {
+	if !w.notify || w.closed {
 		return
 	}
 	if kinds == nil {
@@ -252,6 +253,7 @@ func (w *wakeups) startListener() {
 // close stops the notifier and the listener.
 func (w *wakeups) close() {
 	w.mu.Lock()
+	w.closed = true
 	var stops []chan struct{}
 	var waits []chan struct{}
 	if w.notifying {
