@@ -223,6 +223,10 @@ func (f *Forwarder) sync(ctx context.Context) error {
 		}
 		skip[seq] = true
 	}
+	if len(skip) > 0 {
+		f.cfg.Logger.Info("natsforward: the stream holds events past the saved position; they are not published again",
+			"consumer", f.cfg.Name, "stream", f.cfg.Stream, "handled_seq", handled, "events", len(skip))
+	}
 	f.last, f.skip, f.synced = last, skip, true
 	return nil
 }
