@@ -14,6 +14,7 @@ import (
 
 	"github.com/canonlog/canonlog/app"
 	"github.com/canonlog/canonlog/cmd/canonlog/canonlogcli"
+	"github.com/canonlog/canonlog/natsforward"
 	"github.com/canonlog/canonlog/projection"
 )
 
@@ -49,7 +50,7 @@ func cliConfig(lookup func(string) (string, bool)) *canonlogcli.Config {
 
 // serveFlags are serve's flags and the root's --database-url: the flags a
 // command line without a command may hold.
-var serveFlags = []string{"--addr", "--database-url", "--start-timeout"}
+var serveFlags = []string{"--addr", "--database-url", "--start-timeout", "--nats-url", "--nats-stream", "--nats-subject"}
 
 // withDefaultCommand puts serve in front of args that name no command:
 // a bare fleetd, or one given only serve's flags (fleetd --addr :8080),
@@ -88,6 +89,10 @@ func singleDashFlag(args []string) (string, bool) {
 func newServeCommand(lookup func(string) (string, bool)) *cobra.Command {
 	envAddr, _ := lookup("FLEETD_ADDR")
 	addr := cmpOr(envAddr, DefaultAddr)
+	var natsCfg NATSConfig
+	natsCfg.URL, _ = lookup(EnvNATSURL)
+	natsCfg.Stream, _ = lookup(EnvNATSStream)
+	natsCfg.Subject, _ = lookup(EnvNATSSubject)
 	startTimeout := positiveDuration(time.Minute)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -101,9 +106,14 @@ a taken port or a refused start exits 1.
 fleetd without a command serves, with serve's flags if given:
 'fleetd --addr :8080' is 'fleetd serve --addr :8080'.
 
-Environment: FLEETD_ADDR, ` + app.EnvDatabaseURL + ` (then ` + app.EnvDatabaseURLFallback + `), ` +
+With --nats-url it also forwards every event of the log to a NATS
+JetStream stream, which must exist (see docs/consumers.md, "Forwarding to
+NATS JetStream").
+
+Environment: FLEETD_ADDR, ` + EnvNATSURL + `, ` + EnvNATSStream + `, ` + EnvNATSSubject + `, ` + app.EnvDatabaseURL + ` (then ` + app.EnvDatabaseURLFallback + `), ` +
 			app.EnvMigrate + `, ` + app.EnvStalePolicy + `, ` + app.EnvMaxPayloadBytes + `, ` + app.EnvSerializeAppends + `.`,
 		Example: `  fleetd serve --addr :8080 --database-url postgres://fleetd@db/fleetd
+  fleetd serve --nats-url nats://nats:4222 --nats-stream CANONLOG
   CANONLOG_STALE_POLICY=rebuild fleetd`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -119,11 +129,20 @@ Environment: FLEETD_ADDR, ` + app.EnvDatabaseURL + ` (then ` + app.EnvDatabaseUR
 				// fleetd down: serve at once, rebuild beside the live view.
 				canonlog.Stale = projection.StaleRebuildOnline
 			}
-			cfg := Config{Addr: addr, Canonlog: canonlog, Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))}
+			if natsCfg.URL == "" && (natsCfg.Stream != "" || natsCfg.Subject != "") {
+				return fmt.Errorf("--nats-stream and --nats-subject need --nats-url (or %s)", EnvNATSURL)
+			}
+			if natsCfg.URL != "" && natsCfg.Stream == "" {
+				return fmt.Errorf("--nats-url needs --nats-stream (or %s): the JetStream stream to forward to", EnvNATSStream)
+			}
+			cfg := Config{Addr: addr, Canonlog: canonlog, NATS: natsCfg, Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))}
 			return serve(cmd.Context(), cfg, time.Duration(startTimeout))
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", addr, "HTTP listen address (env FLEETD_ADDR)")
+	cmd.Flags().StringVar(&natsCfg.URL, "nats-url", natsCfg.URL, "forward the log's events to NATS JetStream at this URL (env "+EnvNATSURL+")")
+	cmd.Flags().StringVar(&natsCfg.Stream, "nats-stream", natsCfg.Stream, "the JetStream stream to forward to; it must exist (env "+EnvNATSStream+")")
+	cmd.Flags().StringVar(&natsCfg.Subject, "nats-subject", natsCfg.Subject, "the subject template (env "+EnvNATSSubject+`; default "`+natsforward.DefaultSubject+`")`)
 	cmd.Flags().Var(&startTimeout, "start-timeout", "how long start may take: migrations, and rebuilds with "+app.EnvStalePolicy+"=rebuild (rebuild-online, the default, does not wait)")
 	return cmd
 }

@@ -15,6 +15,7 @@
 //	fleetd rebuild rollout_progress          # or --stale, --all
 //	fleetd verify
 //	fleetd status
+//	fleetd serve --nats-url nats://nats:4222 --nats-stream CANONLOG   # and forward every event
 //	fleetd --help                            # every command
 //
 // Endpoints:
@@ -24,6 +25,15 @@
 //	GET  /v1/rollouts/{id}/summary
 //	GET  /v1/rollouts/{id}/hosts[?after=HOST&limit=N]
 //	GET  /healthz
+//
+// With --nats-url (FLEETD_NATS_URL) serve also forwards every event of
+// the log to a NATS JetStream stream: --nats-stream (FLEETD_NATS_STREAM)
+// names the stream, which must exist, and --nats-subject
+// (FLEETD_NATS_SUBJECT) the subject template, "canonlog.{kind}.{host}"
+// by default. The forwarder (package natsforward) runs in the fx app on a
+// lifecycle hook of its own; it waits for a NATS server that is down, and
+// stops fleetd when the stream is missing or holds another publisher's
+// messages. See docs/consumers.md, "Forwarding to NATS JetStream".
 //
 // Its fx graph (Options) is app.Module, its projections registered with
 // app.AsProjection, the stores over them, and a lifecycle-managed net/http

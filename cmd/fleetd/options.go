@@ -29,6 +29,9 @@ type Config struct {
 	// Canonlog configures the event log (database, migrations, stale
 	// policy, payload limit).
 	Canonlog app.Config
+	// NATS configures the forwarder of the log's events to NATS
+	// JetStream. Defaults to none.
+	NATS NATSConfig
 	// Logger receives fleetd's, canonlog's and fx's logs (fx's at debug
 	// level). Defaults to text on stderr.
 	Logger *slog.Logger
@@ -80,6 +83,7 @@ func Options(cfg Config) fx.Option {
 		fx.Provide(newFailuresStore, newProgressStore),
 		fx.Provide(newAPI, newHandler, newServer),
 		fx.Invoke(func(*server) {}), // the server is what fleetd runs
+		forwardOption(cfg),
 	)
 }
 
