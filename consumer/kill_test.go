@@ -1,7 +1,7 @@
 package consumer_test
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,6 +28,7 @@ import (
 	"github.com/canonlog/canonlog/consumer"
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/internal/testio"
 )
 
 // The kill test SIGKILLs consumer processes while writers append, and
@@ -150,7 +151,7 @@ type killProc struct {
 	name, tag string
 	cmd       *exec.Cmd
 	stdin     io.Closer
-	stderr    *lockedBuffer
+	stderr    *testio.SyncBuffer
 	done      chan struct{} // closed when the process has exited
 	err       error         // cmd.Wait's, once done is closed
 }
@@ -163,25 +164,6 @@ func (p *killProc) exited() bool {
 	default:
 		return false
 	}
-}
-
-// lockedBuffer is a bytes.Buffer that a process writes while the test
-// reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // killedBySIGKILL reports whether SIGKILL ended the process.
@@ -210,7 +192,7 @@ type killRun struct {
 func (k *killRun) start(name string) *killProc {
 	t := k.t
 	t.Helper()
-	p := &killProc{name: name, tag: k.b.Schema + "_" + name, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &killProc{name: name, tag: k.b.Schema + "_" + name, stderr: &testio.SyncBuffer{}, done: make(chan struct{})}
 	if k.b.Schema == "" {
 		p.tag = name
 	}
@@ -438,7 +420,13 @@ func TestConsumerKill(t *testing.T) {
 			writers.Go(func() { writeErrs <- k.write(ctx, w, seed) })
 		}
 
-		var gaps []time.Duration // failovers (PostgreSQL) or restarts (SQLite)
+		// gaps are the failovers (PostgreSQL) or restarts (SQLite);
+		// takeovers the part of each until the new process had bumped the
+		// generation (the lock, then its takeover transaction).
+		var gaps, takeovers []time.Duration
+		generation := func() int64 {
+			return k.count(`SELECT COALESCE(MAX(generation), 0) FROM canonlog_consumers WHERE name = ?`, killConsumerName)
+		}
 		active := k.start("c0")
 		k.waitFor("the first consumer to handle events", func() bool { return k.handled(active) }, active)
 		for i := 1; i <= kills; i++ {
@@ -450,14 +438,21 @@ func TestConsumerKill(t *testing.T) {
 			}
 			time.Sleep(time.Duration(k.rng.IntN(600)) * time.Millisecond)
 			require.False(t, active.exited(), "consumer %s exited before its kill (%v): %s", active.name, active.err, active.stderr.String())
+			gen := generation()
 			killedAt := time.Now()
 			k.kill(active)
 			if standby == nil {
 				standby = k.start(fmt.Sprintf("c%d", i))
 			}
-			k.waitFor("consumer "+standby.name+" to handle events", func() bool { return k.handled(standby) }, standby)
+			var takeover time.Duration
+			k.waitFor("consumer "+standby.name+" to handle events", func() bool {
+				if takeover == 0 && generation() > gen {
+					takeover = time.Since(killedAt)
+				}
+				return k.handled(standby)
+			}, standby)
 			gap := time.Since(killedAt)
-			gaps = append(gaps, gap)
+			gaps, takeovers = append(gaps, gap), append(takeovers, cmp.Or(takeover, gap))
 			if backend == "postgres" {
 				require.LessOrEqual(t, gap, maxFailover, "failover after killing %s", active.name)
 			}
@@ -515,21 +510,24 @@ WHERE e.seq IS NULL OR e.event_id <> c.event_id OR e.host_id <> c.host_id`)
 			require.Positive(t, k.late.Load(), "no transaction committed a lower seq late: the test exercised nothing")
 		}
 
-		sorted := slices.Clone(gaps)
-		slices.Sort(sorted)
 		what := "failover (kill to the standby's first commit)"
 		if backend == "sqlite" {
 			what = "restart (kill to the new process's first commit, process start included)"
 		}
-		var median, maxGap time.Duration
-		if len(sorted) > 0 {
-			median, maxGap = sorted[len(sorted)/2], sorted[len(sorted)-1]
-		}
-		t.Logf("%s: %d kills; %d events appended (%d of the consumer's kinds, %d late commits, %d retries); duplicates %d, lost %d; %s median %s, max %s; %s",
+		t.Logf("%s: %d kills; %d events appended (%d of the consumer's kinds, %d late commits, %d retries); duplicates %d, lost %d; %s %s; of which to the takeover %s; %s",
 			backend, kills, k.count(`SELECT COUNT(*) FROM event_log`), events, k.late.Load(), k.retries.Load(), dups, lost,
-			what, median.Round(time.Millisecond), maxGap.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
+			what, medianMax(gaps), medianMax(takeovers), time.Since(began).Round(time.Millisecond))
 		t.Logf("%s: gaps %s", backend, strings.Trim(fmt.Sprint(roundAll(gaps)), "[]"))
 	})
+}
+
+// medianMax renders the median and the maximum of ds.
+func medianMax(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	sorted := slices.Sorted(slices.Values(ds))
+	return fmt.Sprintf("median %s, max %s", sorted[len(sorted)/2].Round(time.Millisecond), sorted[len(sorted)-1].Round(time.Millisecond))
 }
 
 func roundAll(ds []time.Duration) []time.Duration {
