@@ -104,7 +104,8 @@ const consumerAbortGrace = time.Second
 type consumers struct {
 	cfg     Config
 	log     *eventlog.Log
-	logger  *slog.Logger
+	logger  *slog.Logger // the module's: start-up facts; discards without one
+	errs    *slog.Logger // a consumer that stopped on an error
 	configs []*consumer.Config
 	shut    fx.Shutdowner
 
@@ -134,13 +135,14 @@ func runConsumers(p consumerParams) {
 	if len(p.Configs) == 0 {
 		return
 	}
-	logger := p.Logger
+	logger, errs := p.Logger, p.Logger
 	if logger == nil {
 		// A consumer that stops must not go unnoticed: without a logger in
-		// the graph, its ERROR goes to the default logger.
-		logger = slog.Default()
+		// the graph, its ERROR goes to the default logger, as a
+		// consumer's own warnings do (consumer.Config.Logger).
+		logger, errs = slog.New(slog.DiscardHandler), slog.Default()
 	}
-	cs := &consumers{cfg: p.Config, log: p.Log, logger: logger, configs: p.Configs, shut: p.Shutdowner}
+	cs := &consumers{cfg: p.Config, log: p.Log, logger: logger, errs: errs, configs: p.Configs, shut: p.Shutdowner}
 	p.Lifecycle.Append(fx.Hook{OnStart: cs.start, OnStop: cs.stop})
 }
 
@@ -173,7 +175,7 @@ func (cs *consumers) build() ([]*runningConsumer, error) {
 	for _, cfg := range configs {
 		c := *cfg
 		if c.Logger == nil {
-			c.Logger = cs.logger
+			c.Logger = cs.errs
 		}
 		runCtx, cancel := context.WithCancel(context.Background())
 		abortCtx, abort := context.WithCancel(context.Background())
@@ -237,21 +239,21 @@ func (cs *consumers) run(r *runningConsumer) {
 		cs.logger.Info("canonlog: consumer stopped", "consumer", name)
 		return
 	case errors.Is(err, consumer.ErrDeposed):
-		cs.logger.Error("canonlog: consumer stopped: another instance took it over, or it was reset; this process runs it no more until it restarts",
+		cs.errs.Error("canonlog: consumer stopped: another instance took it over, or it was reset; this process runs it no more until it restarts",
 			"consumer", name, "error", err)
 	default:
 		var he *consumer.HandlerError
 		if errors.As(err, &he) {
-			cs.logger.Error("canonlog: consumer stopped: its handler keeps failing on an event; fix the handler or park the event, then restart (canonlog consumers status)",
+			cs.errs.Error("canonlog: consumer stopped: its handler keeps failing on an event; fix the handler or park the event, then restart (canonlog consumers status)",
 				"consumer", name, "seq", he.Seq, "attempts", he.Attempts, "error", he.Err)
 		} else {
-			cs.logger.Error("canonlog: consumer stopped on an error; this process runs it no more until it restarts", "consumer", name, "error", err)
+			cs.errs.Error("canonlog: consumer stopped on an error; this process runs it no more until it restarts", "consumer", name, "error", err)
 		}
 	}
 	if cs.cfg.ShutdownOnConsumerError {
-		cs.logger.Error("canonlog: shutting the app down (Config.ShutdownOnConsumerError)", "consumer", name)
+		cs.errs.Error("canonlog: shutting the app down (Config.ShutdownOnConsumerError)", "consumer", name)
 		if err := cs.shut.Shutdown(fx.ExitCode(1)); err != nil {
-			cs.logger.Error("canonlog: shut the app down", "error", err)
+			cs.errs.Error("canonlog: shut the app down", "error", err)
 		}
 	}
 }
