@@ -79,6 +79,14 @@ type Config struct {
 	// false. Not settable from the environment.
 	AllowDrift bool
 
+	// ShutdownOnConsumerError shuts the app down (fx.Shutdowner, exit
+	// code 1) when a consumer registered with AsConsumer stops on an
+	// error: its handler kept failing under consumer.FailStop, another
+	// instance or a reset deposed it, or the database failed. By default
+	// (false) the error is logged at ERROR and the app runs on without
+	// that consumer until it restarts. Not settable from the environment.
+	ShutdownOnConsumerError bool
+
 	// Clock stamps entries appended without a timestamp. Defaults to
 	// eventlog.SystemClock. Not settable from the environment.
 	Clock eventlog.Clock

@@ -11,7 +11,9 @@
 // it runs the migrations (canonlog's core, then each projection's) and the
 // stale-projection check, so a service never serves a view built by older
 // logic without saying so. ProbeFailuresModule adds the reference
-// projection and its query store. A service's main (ExampleModule):
+// projection and its query store. Consumers registered with AsConsumer
+// run from start, after the migrations, to stop (ExampleAsConsumer). A
+// service's main (ExampleModule):
 //
 //	fx.New(
 //		fx.Provide(app.ConfigFromEnv), // or fx.Supply(app.Config{…})

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/canonlog/canonlog/app"
+	"github.com/canonlog/canonlog/consumer"
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/probefailures"
 	"github.com/canonlog/canonlog/projection"
@@ -144,6 +145,54 @@ func ExampleWithDB() {
 	// Output:
 	// seq 1
 	// events, read after stop: 1
+}
+
+// newGateAlerts is a consumer's constructor: it takes its dependencies
+// from the graph, here a channel standing for the outside world.
+func newGateAlerts(notify chan<- string) *consumer.Config {
+	return &consumer.Config{
+		Name:  "gate_alerts",
+		Kinds: []eventlog.Kind{eventlog.KindGateDecision},
+		Handle: func(ctx context.Context, ev eventlog.Event) error {
+			select { // at least once: the seq is the idempotency key downstream
+			case notify <- fmt.Sprintf("gate decision %d for %s: %s", ev.Seq, ev.RolloutID, ev.Payload):
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		},
+	}
+}
+
+// AsConsumer runs a consumer from the app's start, after the migrations,
+// to its stop: here one that tells the outside world about each gate
+// decision.
+func ExampleAsConsumer() {
+	notify := make(chan string)
+	var log *eventlog.Log
+	a := fx.New(
+		fx.NopLogger,
+		fx.Supply(app.Config{DatabaseURL: "sqlite::memory:"}, (chan<- string)(notify)),
+		app.Module,
+		app.AsConsumer(newGateAlerts), // or a *consumer.Config value
+		fx.Populate(&log),
+	)
+	ctx := context.Background()
+	if err := a.Start(ctx); err != nil {
+		panic(err)
+	}
+	defer func() { _ = a.Stop(ctx) }() // stops the consumer, then closes the database
+	for _, verdict := range []string{"pass", "fail"} {
+		if _, err := log.Append(ctx, eventlog.Entry{Kind: eventlog.KindGateDecision, RolloutID: "r1",
+			Payload: json.RawMessage(`{"verdict":"` + verdict + `"}`)}); err != nil {
+			panic(err)
+		}
+	}
+	fmt.Println(<-notify)
+	fmt.Println(<-notify)
+	// Output:
+	// gate decision 1 for r1: {"verdict":"pass"}
+	// gate decision 2 for r1: {"verdict":"fail"}
 }
 
 // serviceConfig is a service's own configuration.

@@ -54,9 +54,14 @@ const connectTimeout = 30 * time.Second
 // projections (Config.Stale). Both run under fx's start timeout (15s by
 // default; raise it with fx.StartTimeout when a rebuild on start may take
 // longer).
+//
+// Consumers registered with AsConsumer start after that, each running in
+// a goroutine of its own from start to stop (see AsConsumer and
+// docs/consumers.md, "Running consumers with fx").
 var Module = fx.Module("canonlog",
 	fx.Provide(New),
 	fx.Invoke(requireLog),
+	fx.Invoke(runConsumers),
 )
 
 // requireLog makes fx build the log even when nothing depends on it: the
