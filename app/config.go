@@ -87,6 +87,15 @@ type Config struct {
 	// that consumer until it restarts. Not settable from the environment.
 	ShutdownOnConsumerError bool
 
+	// DisableWakeups turns off the wake-ups on PostgreSQL: by default the
+	// app's log announces its appends after commit (eventlog.Config.Notify,
+	// at most one notification per 5 ms) and, when the app opened the
+	// database from DatabaseURL, listens for other processes' (ListenURL),
+	// so that consumers handle events within milliseconds instead of at
+	// their next poll (docs/consumers.md, "Wake-ups"). Not settable from
+	// the environment.
+	DisableWakeups bool
+
 	// Clock stamps entries appended without a timestamp. Defaults to
 	// eventlog.SystemClock. Not settable from the environment.
 	Clock eventlog.Clock

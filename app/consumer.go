@@ -14,6 +14,7 @@ import (
 
 	"github.com/canonlog/canonlog/consumer"
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/projection"
 )
 
 // ConsumerGroup is the fx value group Module runs consumers from.
@@ -94,7 +95,12 @@ type consumerParams struct {
 	Log        *eventlog.Log
 	Logger     *slog.Logger       `optional:"true"`
 	Configs    []*consumer.Config `group:"canonlog.consumers"`
+	Registry   *projection.Registry
 }
+
+// asyncRetakeDelay is the pause before an asynchronous projection's
+// consumer is taken over again after a rebuild deposed it.
+const asyncRetakeDelay = 10 * time.Millisecond
 
 // consumerAbortGrace is how long stop waits for a consumer once the stop
 // context has ended and its handler's context is cancelled.
@@ -108,6 +114,7 @@ type consumers struct {
 	errs    *slog.Logger // a consumer that stopped on an error
 	configs []*consumer.Config
 	shut    fx.Shutdowner
+	reg     *projection.Registry // its asynchronous projections' consumers run too
 
 	running []*runningConsumer
 }
@@ -123,6 +130,20 @@ type runningConsumer struct {
 	// abort ends an external handler's context (stop's context ended).
 	abort context.CancelFunc
 	done  chan struct{}
+	// async: the consumer of an asynchronous projection, taken over again
+	// when a rebuild deposes it.
+	async bool
+}
+
+// asyncProjections returns the names of reg's asynchronous projections.
+func asyncProjections(reg *projection.Registry) []string {
+	var names []string
+	for _, p := range reg.All() {
+		if a, ok := p.(projection.Asynchronous); ok && a.Asynchronous() {
+			names = append(names, p.Name())
+		}
+	}
+	return names
 }
 
 // runConsumers is Module's invoke for the consumers. It depends on the
@@ -132,7 +153,7 @@ type runningConsumer struct {
 // checked there, so that a refused one fails start with everything Module
 // opened released.
 func runConsumers(p consumerParams) {
-	if len(p.Configs) == 0 {
+	if len(p.Configs) == 0 && len(asyncProjections(p.Registry)) == 0 {
 		return
 	}
 	logger, errs := p.Logger, p.Logger
@@ -142,7 +163,7 @@ func runConsumers(p consumerParams) {
 		// consumer's own warnings do (consumer.Config.Logger).
 		logger, errs = slog.New(slog.DiscardHandler), slog.Default()
 	}
-	cs := &consumers{cfg: p.Config, log: p.Log, logger: logger, errs: errs, configs: p.Configs, shut: p.Shutdowner}
+	cs := &consumers{cfg: p.Config, log: p.Log, logger: logger, errs: errs, configs: p.Configs, shut: p.Shutdowner, reg: p.Registry}
 	p.Lifecycle.Append(fx.Hook{OnStart: cs.start, OnStop: cs.stop})
 }
 
@@ -157,6 +178,10 @@ func (cs *consumers) build() ([]*runningConsumer, error) {
 		count[cfg.Name]++
 	}
 	var dups []string
+	asyncs := asyncProjections(cs.reg)
+	for _, name := range asyncs {
+		count[name]++
+	}
 	for name, n := range count {
 		if n > 1 {
 			dups = append(dups, fmt.Sprintf("%q (%d times)", name, n))
@@ -164,7 +189,7 @@ func (cs *consumers) build() ([]*runningConsumer, error) {
 	}
 	if len(dups) > 0 {
 		slices.Sort(dups)
-		return nil, fmt.Errorf("app: start: %w: consumer name registered more than once with app.AsConsumer: %s: each consumer needs a unique Config.Name, which names its position",
+		return nil, fmt.Errorf("app: start: %w: consumer name registered more than once with app.AsConsumer, or also an asynchronous projection's: %s: each consumer needs a unique Config.Name, which names its position",
 			consumer.ErrInvalidConfig, strings.Join(dups, ", "))
 	}
 	// fx hands the group over in random order: the first error, and the
@@ -184,6 +209,9 @@ func (cs *consumers) build() ([]*runningConsumer, error) {
 		if c.Handle != nil {
 			c.Handle = wrapHandle(c.Handle, runCtx, abortCtx)
 		}
+		if c.HandleBatch != nil {
+			c.HandleBatch = wrapHandleBatch(c.HandleBatch, runCtx, abortCtx)
+		}
 		var err error
 		if r.c, err = consumer.New(cs.log, &c); err != nil {
 			for _, r := range out {
@@ -192,6 +220,20 @@ func (cs *consumers) build() ([]*runningConsumer, error) {
 			}
 			return nil, fmt.Errorf("app: start: %w", err)
 		}
+	}
+	for _, name := range asyncs {
+		runCtx, cancel := context.WithCancel(context.Background())
+		r := &runningConsumer{ctx: runCtx, cancel: cancel, abort: func() {}, done: make(chan struct{}), async: true}
+		out = append(out, r)
+		var err error
+		if r.c, err = projection.AsyncConsumer(cs.log, cs.reg, name, &consumer.Config{Logger: cs.errs}); err != nil {
+			for _, r := range out {
+				r.cancel()
+				r.abort()
+			}
+			return nil, fmt.Errorf("app: start: %w", err)
+		}
+		r.kinds = kindsList(r.c.Kinds())
 	}
 	return out, nil
 }
@@ -229,11 +271,36 @@ func wrapHandle(h consumer.HandlerFunc, runCtx, abortCtx context.Context) consum
 	}
 }
 
+// wrapHandleBatch is wrapHandle for a HandleBatch: the page in flight is
+// handled to the end.
+func wrapHandleBatch(h consumer.BatchHandlerFunc, runCtx, abortCtx context.Context) consumer.BatchHandlerFunc {
+	return func(ctx context.Context, events []eventlog.Event) error {
+		if err := runCtx.Err(); err != nil {
+			return err
+		}
+		hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		stopAfter := context.AfterFunc(abortCtx, cancel)
+		defer stopAfter()
+		return h(hctx, events)
+	}
+}
+
 // run runs one consumer until it returns, and says why it did.
 func (cs *consumers) run(r *runningConsumer) {
 	defer close(r.done)
 	name := r.c.Name()
 	err := r.c.Run(r.ctx)
+	for r.async && errors.Is(err, consumer.ErrDeposed) && r.ctx.Err() == nil {
+		// A rebuild repositioned the projection's consumer: take it over
+		// again from there.
+		cs.logger.Info("canonlog: async projection's consumer repositioned; taking it over again", "consumer", name)
+		select {
+		case <-r.ctx.Done():
+		case <-time.After(asyncRetakeDelay):
+		}
+		err = r.c.Run(r.ctx)
+	}
 	switch {
 	case err == nil:
 		cs.logger.Info("canonlog: consumer stopped", "consumer", name)

@@ -183,7 +183,7 @@ func TestAsConsumerRefuses(t *testing.T) {
 		"duplicate name": {[]fx.Option{
 			app.AsConsumer(consumer.Config{Name: "twice", Handle: never}),
 			app.AsConsumer(func() *consumer.Config { return &consumer.Config{Name: "twice", Handle: never} }),
-		}, `consumer name registered more than once with app.AsConsumer: "twice" (2 times)`},
+		}, `consumer name registered more than once with app.AsConsumer, or also an asynchronous projection's: "twice" (2 times)`},
 		"nil from a constructor": {[]fx.Option{app.AsConsumer(func() *consumer.Config { return nil })}, "returned a nil *consumer.Config"},
 	} {
 		t.Run(name, func(t *testing.T) {

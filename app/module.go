@@ -126,12 +126,19 @@ func New(p Params) (Result, error) {
 		}
 		owned = true
 	}
+	logCfg := &eventlog.Config{
+		Clock:            p.Config.Clock,
+		MaxPayloadBytes:  p.Config.MaxPayloadBytes,
+		SerializeAppends: p.Config.SerializeAppends,
+	}
+	if backend, err := eventlog.BackendOf(db); err == nil && backend == eventlog.Postgres && !p.Config.DisableWakeups {
+		logCfg.Notify = true
+		if owned {
+			logCfg.ListenURL = p.Config.databaseURL()
+		}
+	}
 	m, err := projection.NewManager(db, reg, &projection.ManagerConfig{
-		Log: &eventlog.Config{
-			Clock:            p.Config.Clock,
-			MaxPayloadBytes:  p.Config.MaxPayloadBytes,
-			SerializeAppends: p.Config.SerializeAppends,
-		},
+		Log: logCfg,
 		AllowDrift: p.Config.AllowDrift,
 	})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -202,6 +203,9 @@ func New(log *eventlog.Log, cfg *Config) (*Consumer, error) {
 
 // Name returns the consumer's name.
 func (c *Consumer) Name() string { return c.cfg.Name }
+
+// Kinds returns the kinds the consumer handles; nil for every kind.
+func (c *Consumer) Kinds() []eventlog.Kind { return slices.Clone(c.cfg.Kinds) }
 
 func (c *Consumer) followOptions(one bool) *eventlog.FollowOptions {
 	size := c.cfg.PageSize
