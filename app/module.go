@@ -138,7 +138,7 @@ func New(p Params) (Result, error) {
 		}
 	}
 	m, err := projection.NewManager(db, reg, &projection.ManagerConfig{
-		Log: logCfg,
+		Log:        logCfg,
 		AllowDrift: p.Config.AllowDrift,
 	})
 	if err != nil {
