@@ -206,7 +206,9 @@ func (w *wakeups) notifier(kick, stop, done chan struct{}) {
 		w.pendingAll = false
 		w.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := w.log.db.ExecContext(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, payload)
+		// One simple-protocol statement, one round trip: the payload holds
+		// kinds only (lowercase letters, digits, underscores, commas).
+		_, err := w.log.db.ExecContext(ctx, `NOTIFY `+NotifyChannel+`, `+pq.QuoteLiteral(payload))
 		cancel()
 		w.mu.Lock()
 		w.notifyError = err
