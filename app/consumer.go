@@ -260,13 +260,11 @@ func (cs *consumers) start(ctx context.Context) error {
 // first (abort). Once the consumer is stopping it starts no new event.
 func wrapHandle(h consumer.HandlerFunc, runCtx, abortCtx context.Context) consumer.HandlerFunc {
 	return func(ctx context.Context, ev eventlog.Event) error {
-		if err := runCtx.Err(); err != nil {
+		hctx, done, err := handlerContext(ctx, runCtx, abortCtx)
+		if err != nil {
 			return err
 		}
-		hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		defer cancel()
-		stopAfter := context.AfterFunc(abortCtx, cancel)
-		defer stopAfter()
+		defer done()
 		return h(hctx, ev)
 	}
 }
@@ -275,15 +273,25 @@ func wrapHandle(h consumer.HandlerFunc, runCtx, abortCtx context.Context) consum
 // handled to the end.
 func wrapHandleBatch(h consumer.BatchHandlerFunc, runCtx, abortCtx context.Context) consumer.BatchHandlerFunc {
 	return func(ctx context.Context, events []eventlog.Event) error {
-		if err := runCtx.Err(); err != nil {
+		hctx, done, err := handlerContext(ctx, runCtx, abortCtx)
+		if err != nil {
 			return err
 		}
-		hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		defer cancel()
-		stopAfter := context.AfterFunc(abortCtx, cancel)
-		defer stopAfter()
+		defer done()
 		return h(hctx, events)
 	}
+}
+
+// handlerContext is the context an external handler runs with: ctx
+// without its cancellation, ended by abortCtx instead; an error once
+// runCtx has ended. Call done when the handler has returned.
+func handlerContext(ctx, runCtx, abortCtx context.Context) (hctx context.Context, done func(), err error) {
+	if err := runCtx.Err(); err != nil {
+		return nil, nil, err
+	}
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopAfter := context.AfterFunc(abortCtx, cancel)
+	return hctx, func() { stopAfter(); cancel() }, nil
 }
 
 // run runs one consumer until it returns, and says why it did.
