@@ -35,7 +35,7 @@ import (
 // checks that the consumer's effects in the database are exactly once.
 // Environment:
 //
-//	CANONLOG_CONSUMER_KILLS      kills per backend (default 5; the long run is 50)
+//	CANONLOG_CONSUMER_KILLS      kills per backend (default 3; the long run is 50)
 //	CANONLOG_CONSUMER_KILL_SEED  seed of the random choices (default: from the clock; logged)
 const (
 	envKillHelper = "CANONLOG_CONSUMER_KILL_HELPER" // "1" in a helper process; unset in a normal test run
@@ -44,7 +44,7 @@ const (
 	envKillSeed   = "CANONLOG_CONSUMER_KILL_SEED"
 	envKills      = "CANONLOG_CONSUMER_KILLS"
 
-	defaultKills = 5
+	defaultKills = 3
 	// maxFailover is the product's bound: a standby takes over within it
 	// once the active instance is killed.
 	maxFailover = 5 * time.Second

@@ -30,7 +30,7 @@ import (
 // writers append, and checks at the end that the stream equals the log.
 // Environment:
 //
-//	CANONLOG_FORWARD_KILLS  kills per backend (default 3; the long run is 20 or more)
+//	CANONLOG_FORWARD_KILLS  kills per backend (default 2; the long run is 20 or more)
 //	CANONLOG_FORWARD_SEED   seed of the random choices (default: from the clock; logged)
 const (
 	envForwardHelper = "CANONLOG_FORWARD_HELPER" // "1" in the forwarder process; unset in a normal test run
@@ -41,7 +41,7 @@ const (
 	envForwardKills  = "CANONLOG_FORWARD_KILLS"
 	envForwardSeed   = "CANONLOG_FORWARD_SEED"
 
-	defaultForwardKills = 3
+	defaultForwardKills = 2
 )
 
 // killKinds are the kinds the killed forwarder forwards; the writers
