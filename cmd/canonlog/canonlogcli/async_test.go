@@ -3,6 +3,7 @@ package canonlogcli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -45,10 +46,17 @@ func TestAsyncProjectionCommands(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(okApp("status", "-o", "json")), &rep))
 		require.True(t, rep.Projections[0].Async)
 
+		// The rebuild derives the events up to the followers' horizon —
+		// both, unless another transaction on the server (another test's)
+		// holds it back — and positions the consumer there.
 		okApp("rebuild", "deploy_steps")
-		require.Equal(t, 2, count(t, c, "deploy_steps"))
-		require.Regexp(t, `(?m)^deploy_steps +2 +0 `, okApp("consumers", "status"), "the rebuild positioned its consumer after both events")
-		require.Contains(t, okApp("verify", "deploy_steps"), "deploy_steps: equal to a fresh derivation (2 events replayed)")
+		rows := count(t, c, "deploy_steps")
+		require.LessOrEqual(t, rows, 2)
+		if backend == "sqlite" {
+			require.Equal(t, 2, rows, "one writer: the horizon is the head")
+		}
+		require.Regexp(t, fmt.Sprintf(`(?m)^deploy_steps +\d+ +%d `, 2-rows), okApp("consumers", "status"), "its consumer has the events the rebuild did not derive to handle")
+		require.Contains(t, okApp("verify", "deploy_steps"), fmt.Sprintf("deploy_steps: equal to a fresh derivation (%s replayed)", plural(rows, "event", "events")))
 	})
 }
 

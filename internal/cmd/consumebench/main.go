@@ -48,10 +48,13 @@ type options struct {
 	events      int
 	batch       int
 	prefix      string
+	// settle is how long a latency case waits, after its last append, for
+	// the consumer to have handled every event.
+	settle time.Duration
 }
 
 func main() {
-	o := options{prefix: "canonlog_consumebench"}
+	o := options{prefix: "canonlog_consumebench", settle: 10 * time.Second}
 	flag.StringVar(&o.databaseURL, "database-url", "", "PostgreSQL database to make the scratch schema in (default $CANONLOG_DATABASE_URL)")
 	flag.IntVar(&o.rate, "rate", 1000, "events appended per second in the latency cases, by all writers together")
 	flag.IntVar(&o.writers, "writers", 4, "writers of the latency cases")
@@ -180,7 +183,7 @@ func latency(ctx context.Context, sl *scratchlog.Log, o options, name string, no
 	if err := <-errs; err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(poll + 10*time.Second)
+	deadline := time.Now().Add(poll + o.settle)
 	for {
 		mu.Lock()
 		n := len(handled)
@@ -196,7 +199,7 @@ func latency(ctx context.Context, sl *scratchlog.Log, o options, name string, no
 	for seq, at := range committed {
 		h, ok := handled[seq]
 		if !ok {
-			return nil, fmt.Errorf("event %d was not handled within %s of the last append", seq, poll+10*time.Second)
+			return nil, fmt.Errorf("event %d was not handled within %s of the last append", seq, poll+o.settle)
 		}
 		lat = append(lat, max(h.Sub(at), 0))
 	}

@@ -17,7 +17,10 @@ func TestRun(t *testing.T) {
 	t.Parallel()
 	dbtest.New(t, "postgres") // skips, or fails under CANONLOG_REQUIRE_POSTGRES, without a server
 	o := options{rate: 200, writers: 2, window: 300 * time.Millisecond, poll: 50 * time.Millisecond, events: 2000, batch: 500,
-		prefix: "canonlog_test_consumebench", databaseURL: dbtest.PostgresURL()}
+		prefix: "canonlog_test_consumebench", databaseURL: dbtest.PostgresURL(),
+		// Other tests' transactions hold the followers' horizon back, on
+		// a busy server for many seconds.
+		settle: 3 * time.Minute}
 	var out bytes.Buffer
 	require.NoError(t, run(context.Background(), o, &out))
 	for _, c := range []string{`notify +poll 500ms`, `poll-only poll 50ms`} {
