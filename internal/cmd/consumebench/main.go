@@ -91,7 +91,7 @@ func run(ctx context.Context, o options, w io.Writer) (err error) {
 		notify bool
 		poll   time.Duration
 	}{{"notify", true, eventlog.DefaultPollInterval}, {"poll-only", false, o.poll}} {
-		lat, err := latency(ctx, sl, o, c.name, c.notify, c.poll)
+		lat, err := latency(ctx, sl, o, c.notify, c.poll)
 		if err != nil {
 			return fmt.Errorf("latency, %s: %w", c.name, err)
 		}
@@ -111,7 +111,7 @@ func pct(xs []time.Duration, p float64) time.Duration {
 }
 
 // latency runs one latency case and returns the sorted latencies.
-func latency(ctx context.Context, sl *scratchlog.Log, o options, name string, notify bool, poll time.Duration) ([]time.Duration, error) {
+func latency(ctx context.Context, sl *scratchlog.Log, o options, notify bool, poll time.Duration) ([]time.Duration, error) {
 	writerDB, err := eventlog.OpenDB(ctx, sl.URL)
 	if err != nil {
 		return nil, err
@@ -207,7 +207,6 @@ func latency(ctx context.Context, sl *scratchlog.Log, o options, name string, no
 	if len(lat) == 0 {
 		return nil, errors.New("nothing appended")
 	}
-	_ = name
 	return lat, nil
 }
 
