@@ -216,13 +216,24 @@ func TestForwardKills(t *testing.T) {
 			before, err := fx.stream.Info(context.Background())
 			require.NoError(t, err)
 			require.NoError(t, cmd.Start())
-			if rng.IntN(5) > 0 {
+			// The last forwarder, when none has published yet (a busy
+			// machine, or kills drawn in start-up), is killed only once
+			// the stream has grown: the run must kill one mid-work.
+			mustProgress := k == kills-1 && progressed == 0
+			if draw := rng.IntN(5); draw > 0 || mustProgress {
 				// Most kills land once it forwards; some while it starts.
 				for deadline := time.Now().Add(30 * time.Second); !out.contains("ready") && time.Now().Before(deadline); {
 					time.Sleep(5 * time.Millisecond)
 				}
+				for deadline := time.Now().Add(time.Minute); mustProgress && time.Now().Before(deadline); {
+					info, err := fx.stream.Info(context.Background())
+					require.NoError(t, err)
+					if info.State.Msgs > before.State.Msgs {
+						break
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
 				time.Sleep(time.Duration(100+rng.IntN(1400)) * time.Millisecond)
-
 			} else {
 				time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
 			}
