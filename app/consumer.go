@@ -135,17 +135,6 @@ type runningConsumer struct {
 	async bool
 }
 
-// asyncProjections returns the names of reg's asynchronous projections.
-func asyncProjections(reg *projection.Registry) []string {
-	var names []string
-	for _, p := range reg.All() {
-		if a, ok := p.(projection.Asynchronous); ok && a.Asynchronous() {
-			names = append(names, p.Name())
-		}
-	}
-	return names
-}
-
 // runConsumers is Module's invoke for the consumers. It depends on the
 // log, so its hooks come after Module's own: the consumers start after
 // the migrations and the stale check, and stop before the database is
@@ -153,7 +142,7 @@ func asyncProjections(reg *projection.Registry) []string {
 // checked there, so that a refused one fails start with everything Module
 // opened released.
 func runConsumers(p consumerParams) {
-	if len(p.Configs) == 0 && len(asyncProjections(p.Registry)) == 0 {
+	if len(p.Configs) == 0 && len(p.Registry.AsyncNames()) == 0 {
 		return
 	}
 	logger, errs := p.Logger, p.Logger
@@ -178,7 +167,7 @@ func (cs *consumers) build() ([]*runningConsumer, error) {
 		count[cfg.Name]++
 	}
 	var dups []string
-	asyncs := asyncProjections(cs.reg)
+	asyncs := cs.reg.AsyncNames()
 	for _, name := range asyncs {
 		count[name]++
 	}

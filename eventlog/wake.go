@@ -47,14 +47,13 @@ type wakeups struct {
 	listenerDone chan struct{}
 	// The notifier: kinds appended since its last notification, whether
 	// it is running, and how to stop it.
-	pending     map[Kind]struct{}
-	pendingAll  bool
-	notifying   bool
-	kick        chan struct{}
-	stopNotify  chan struct{}
-	notifyDone  chan struct{}
-	notifyError error // the last NOTIFY's failure, for tests and logs
-	closed      bool  // Close ran: no notifier or listener starts again
+	pending    map[Kind]struct{}
+	pendingAll bool
+	notifying  bool
+	kick       chan struct{}
+	stopNotify chan struct{}
+	notifyDone chan struct{}
+	closed     bool // Close ran: no notifier or listener starts again
 }
 
 // subscription is one Wakeups channel.
@@ -208,11 +207,10 @@ func (w *wakeups) notifier(kick, stop, done chan struct{}) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		// One simple-protocol statement, one round trip: the payload holds
 		// kinds only (lowercase letters, digits, underscores, commas).
-		_, err := w.log.db.ExecContext(ctx, `NOTIFY `+NotifyChannel+`, `+pq.QuoteLiteral(payload))
+		// A notification that fails is lost: the consumers' polls find
+		// the events it announced.
+		_, _ = w.log.db.ExecContext(ctx, `NOTIFY `+NotifyChannel+`, `+pq.QuoteLiteral(payload))
 		cancel()
-		w.mu.Lock()
-		w.notifyError = err
-		w.mu.Unlock()
 		t := time.NewTimer(NotifyInterval)
 		select {
 		case <-stop:

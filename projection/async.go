@@ -11,7 +11,6 @@ import (
 	"github.com/canonlog/canonlog/consumer"
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbutil"
-	"github.com/canonlog/canonlog/internal/pglock"
 )
 
 // Asynchronous is implemented by a projection that is maintained after
@@ -36,6 +35,21 @@ type Asynchronous interface {
 func isAsync(p Projection) bool {
 	a, ok := p.(Asynchronous)
 	return ok && a.Asynchronous()
+}
+
+// AsyncNames returns the names of the registry's asynchronous
+// projections, in name order: those whose consumers a service runs
+// (RunAsync).
+func (r *Registry) AsyncNames() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var names []string
+	for _, e := range r.entries {
+		if e.async {
+			names = append(names, e.name)
+		}
+	}
+	return names
 }
 
 // ErrNotAsync is returned by AsyncConsumer and RunAsync for a projection
@@ -107,18 +121,6 @@ func RunAsync(ctx context.Context, log *eventlog.Log, reg *Registry, name string
 // asyncRetakeDelay is RunAsync's pause before it takes its consumer over
 // again after being deposed.
 const asyncRetakeDelay = 10 * time.Millisecond
-
-// lockShared takes the projection's lock shared in tx (PostgreSQL), as
-// appends of an inline projection do.
-func lockShared(ctx context.Context, tx *sqlx.Tx, d eventlog.Backend, name string) error {
-	if d != eventlog.Postgres {
-		return nil
-	}
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock_shared(`+pglock.KeyExpr("$1::text")+`)`, pglock.ProjectionLock(name)); err != nil {
-		return fmt.Errorf("projection %s: take shared lock: %w", name, err)
-	}
-	return nil
-}
 
 // rebuildAsync rebuilds the asynchronous projection e in one transaction
 // holding its exclusive lock: it derives the view from every event of its

@@ -19,11 +19,23 @@ import (
 // state — applied exactly once either way. SQLite needs none of this: it
 // runs one write transaction at a time.
 func lockExclusive(ctx context.Context, tx *sqlx.Tx, d eventlog.Backend, name string) error {
+	return lockXact(ctx, tx, d, name, "pg_advisory_xact_lock", "exclusive")
+}
+
+// lockShared takes the projection's lock shared in tx, as appends of an
+// inline projection do in their insert statement; an asynchronous
+// projection's consumer takes it so for each page.
+func lockShared(ctx context.Context, tx *sqlx.Tx, d eventlog.Backend, name string) error {
+	return lockXact(ctx, tx, d, name, "pg_advisory_xact_lock_shared", "shared")
+}
+
+// lockXact takes the projection's transaction-level lock with fn.
+func lockXact(ctx context.Context, tx *sqlx.Tx, d eventlog.Backend, name, fn, mode string) error {
 	if d != eventlog.Postgres {
 		return nil
 	}
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(`+pglock.KeyExpr("$1::text")+`)`, pglock.ProjectionLock(name)); err != nil {
-		return fmt.Errorf("projection %s: take exclusive lock: %w", name, err)
+	if _, err := tx.ExecContext(ctx, `SELECT `+fn+`(`+pglock.KeyExpr("$1::text")+`)`, pglock.ProjectionLock(name)); err != nil {
+		return fmt.Errorf("projection %s: take %s lock: %w", name, mode, err)
 	}
 	return nil
 }
