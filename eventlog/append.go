@@ -16,6 +16,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/canonlog/canonlog/internal/dbutil"
+	"github.com/canonlog/canonlog/internal/pglock"
 )
 
 // Result is the outcome of appending one entry.
@@ -43,7 +44,7 @@ func (l *Log) Append(ctx context.Context, e Entry) (Result, error) {
 // hook's writes commit together, or nothing does. On PostgreSQL the rows
 // go in with one COPY. See AppendTx for the rules.
 func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error) {
-	res, err := l.appendBatch(ctx, entries)
+	res, err := l.appendBatch(ctx, entries, nil)
 	if kinds := appendedKinds(res); err == nil && len(kinds) > 0 {
 		l.wake.appended(kinds)
 	}
@@ -62,7 +63,9 @@ func appendedKinds(res []Result) []Kind {
 	return kinds
 }
 
-func (l *Log) appendBatch(ctx context.Context, entries []Entry) ([]Result, error) {
+// appendBatch appends entries in a transaction of its own, under cond
+// when it is not nil.
+func (l *Log) appendBatch(ctx context.Context, entries []Entry, cond *Condition) ([]Result, error) {
 	prepared, err := l.prepare(entries)
 	if err != nil || len(prepared) == 0 {
 		return nil, err
@@ -71,11 +74,15 @@ func (l *Log) appendBatch(ctx context.Context, entries []Entry) ([]Result, error
 	// one-connection pool (sqlite::memory:) preparing inside it would wait
 	// for itself.
 	locks := l.sharedLocks(prepared)
-	autocommit := l.autocommitShape(prepared, locks)
+	autocommit := cond == nil && l.autocommitShape(prepared, locks)
 	if autocommit && prepared[0].EventID == "" {
 		return l.appendTwoMessages(ctx, prepared[0])
 	}
-	for _, query := range l.insertQueries(len(prepared), len(locks)) {
+	queries := l.insertQueries(len(prepared), len(locks))
+	if cond != nil && l.backend == Postgres {
+		queries = append(queries, l.q.lockAppend)
+	}
+	for _, query := range queries {
 		if _, err := l.stmt(ctx, query); err != nil {
 			return nil, fmt.Errorf("eventlog: append: %w", err)
 		}
@@ -86,7 +93,7 @@ func (l *Log) appendBatch(ctx context.Context, entries []Entry) ([]Result, error
 	var res []Result
 	err = dbutil.WithTx(ctx, l.db, nil, func(tx *sqlx.Tx) error {
 		var err error
-		res, err = l.appendPrepared(ctx, tx, prepared, locks, true)
+		res, err = l.appendPrepared(ctx, tx, prepared, locks, true, cond)
 		return err
 	})
 	if err != nil {
@@ -170,18 +177,30 @@ func (l *Log) appendOneStatement(ctx context.Context, e preparedEntry) ([]Result
 // the outcome unknown, as in any transaction.
 func (l *Log) appendTwoMessages(ctx context.Context, e preparedEntry) ([]Result, error) {
 	var msg strings.Builder
-	msg.WriteString("BEGIN;\nINSERT INTO event_log (ts, kind, host_id, rollout_id, payload) VALUES (")
+	msg.WriteString("BEGIN;\nINSERT INTO event_log (ts, kind, host_id, rollout_id, payload) SELECT ")
+	casts := []string{"::timestamptz", "::text", "::text", "::text", "::json"}
 	for i, v := range []string{FormatTime(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload)} {
 		if i > 0 {
 			msg.WriteString(", ")
 		}
 		if i == 2 || i == 3 {
-			msg.WriteString("NULLIF(" + pq.QuoteLiteral(v) + ", '')")
+			msg.WriteString("NULLIF(" + pq.QuoteLiteral(v) + casts[i] + ", '')")
 		} else {
-			msg.WriteString(pq.QuoteLiteral(v))
+			msg.WriteString(pq.QuoteLiteral(v) + casts[i])
 		}
 	}
-	msg.WriteString(") RETURNING seq")
+	if l.dimensionLocks {
+		// As insertOne: the dimension locks, before the row's seq is drawn.
+		names, _ := appendLocks([]preparedEntry{e}, nil, nil)
+		quoted := make([]string, len(names))
+		for i, n := range names {
+			quoted[i] = pq.QuoteLiteral(n)
+		}
+		msg.WriteString("\nWHERE (SELECT count(pg_advisory_xact_lock_shared(d.k)) FROM (SELECT DISTINCT " +
+			pglock.KeyExpr("n.name") + " AS k FROM unnest(ARRAY[" + strings.Join(quoted, ", ") +
+			"]::text[]) AS n(name) ORDER BY 1) AS d) >= 0")
+	}
+	msg.WriteString(" RETURNING seq")
 	// As database/sql tries a statement: twice on any connection, then on
 	// a new one.
 	const attempts = 3
@@ -262,7 +281,7 @@ func (l *Log) AppendTx(ctx context.Context, tx *sqlx.Tx, entries ...Entry) ([]Re
 	if err != nil || len(prepared) == 0 {
 		return nil, err
 	}
-	return l.appendPrepared(ctx, tx, prepared, l.sharedLocks(prepared), false)
+	return l.appendPrepared(ctx, tx, prepared, l.sharedLocks(prepared), false, nil)
 }
 
 // preparedEntry is a validated entry as it will be stored.
@@ -285,11 +304,18 @@ func (l *Log) prepare(entries []Entry) ([]preparedEntry, error) {
 
 // appendPrepared appends validated entries in tx, taking locks (the hook's
 // shared locks, from sharedLocks) in the insert. ownTx says that tx is
-// the append's own, with nothing written before it.
-func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string, ownTx bool) ([]Result, error) {
+// the append's own, with nothing written before it. A non-nil cond is
+// checked first (checkCondition).
+func (l *Log) appendPrepared(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string, ownTx bool, cond *Condition) ([]Result, error) {
 	if l.serialize && l.q.serialize != "" {
 		if _, err := tx.ExecContext(ctx, l.q.serialize); err != nil {
 			return nil, fmt.Errorf("eventlog: take the append lock: %w", err)
+		}
+	}
+	if cond != nil {
+		res, err := l.checkCondition(ctx, tx, cond, entries)
+		if err != nil || res != nil {
+			return res, err
 		}
 	}
 	seqs, err := l.insert(ctx, tx, entries, locks, ownTx)
@@ -329,10 +355,8 @@ func (l *Log) insertQueries(n, nLocks int) []string {
 	switch {
 	case l.backend != Postgres:
 		return []string{l.q.insertOne}
-	case n > 1 && nLocks > 0:
-		return []string{l.q.lockShared, l.q.copiedSeqs}
 	case n > 1:
-		return []string{l.q.copiedSeqs}
+		return []string{l.q.lockAppend, l.q.copiedSeqs}
 	default:
 		return []string{l.q.insertOneLocked(nLocks)}
 	}
@@ -423,17 +447,17 @@ func (l *Log) insert(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, 
 // to it and inserts with the ON CONFLICT statement instead (leaving a gap in
 // seqs, as any rollback does).
 func (l *Log) insertBatchPostgres(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, locks []string, seqs []int64, ownTx bool) error {
-	if len(locks) > 0 {
-		// Before the COPY, as the single insert takes them in its own
-		// statement: a rebuild holding one exclusively keeps the batch out
-		// until it is done.
-		st, err := l.txStmt(ctx, tx, l.q.lockShared)
-		if err != nil {
-			return err
-		}
-		_, err = st.ExecContext(ctx, pq.StringArray(locks))
-		_ = st.Close()
-		if err != nil {
+	// The dimension locks and the hook's shared locks, before the COPY,
+	// as the single insert takes them in its own statement: a conditional
+	// append or a rebuild holding one exclusively keeps the batch out
+	// until it is done.
+	var names []string
+	var excl []bool
+	if l.dimensionLocks {
+		names, excl = appendLocks(entries, nil, nil)
+	}
+	if len(names) > 0 || len(locks) > 0 {
+		if err := l.takeLocks(ctx, tx, names, excl, locks); err != nil {
 			return err
 		}
 	}

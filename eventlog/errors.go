@@ -59,6 +59,16 @@ var (
 	// it too for a malformed Position, or a transaction that cannot hold a
 	// start position.
 	ErrInvalidFilter = errors.New("invalid filter")
+
+	// ErrConditionFailed is returned by a conditional append (Log.If) when
+	// an event matching its condition was appended after the condition's
+	// seq. Nothing is written. The returned error is a *ConditionError.
+	ErrConditionFailed = errors.New("append condition failed")
+
+	// ErrInvalidCondition is returned by a conditional append and by
+	// ReadForCondition for a malformed Condition (Condition.Validate).
+	// Nothing reaches the database.
+	ErrInvalidCondition = errors.New("invalid append condition")
 )
 
 // EntryError reports which entry of an append was refused and why. It
@@ -150,7 +160,8 @@ func Retryable(err error) bool {
 	// whatever error its reason wraps.
 	var entryErr *EntryError
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.As(err, &entryErr) || errors.Is(err, ErrEventIDConflict) {
+		errors.As(err, &entryErr) || errors.Is(err, ErrEventIDConflict) ||
+		errors.Is(err, ErrConditionFailed) || errors.Is(err, ErrInvalidCondition) {
 		return false
 	}
 	var pqErr *pq.Error

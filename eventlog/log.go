@@ -100,8 +100,11 @@ type Log struct {
 	maxPayload int
 	hook       Hook
 	serialize  bool
-	q          queries
-	wake       *wakeups
+	// dimensionLocks: appends take the locks conditions rely on (always,
+	// but for a benchmark measuring their cost).
+	dimensionLocks bool
+	q              queries
+	wake           *wakeups
 
 	stmtMu sync.Mutex
 	stmts  map[string]*sqlx.Stmt
@@ -119,14 +122,15 @@ func New(db *sqlx.DB, cfg *Config) (*Log, error) {
 		cfg = &Config{}
 	}
 	l := &Log{
-		db:         db,
-		backend:    b,
-		clock:      cfg.Clock,
-		maxPayload: cfg.MaxPayloadBytes,
-		hook:       cfg.Hook,
-		serialize:  cfg.SerializeAppends,
-		q:          queriesFor(db, b),
-		stmts:      make(map[string]*sqlx.Stmt),
+		db:             db,
+		backend:        b,
+		clock:          cfg.Clock,
+		maxPayload:     cfg.MaxPayloadBytes,
+		hook:           cfg.Hook,
+		serialize:      cfg.SerializeAppends,
+		q:              queriesFor(db, b, true),
+		dimensionLocks: b == Postgres,
+		stmts:          make(map[string]*sqlx.Stmt),
 	}
 	if l.clock == nil {
 		l.clock = SystemClock{}

@@ -17,7 +17,7 @@ const eventColumns = `seq, ts, kind, host_id, rollout_id, payload, event_id`
 type queries struct {
 	insertOne   string // one entry; returns seq, or no row for a duplicate
 	insertBatch string // PostgreSQL only: a whole batch in one statement, skipping duplicates
-	lockShared  string // PostgreSQL only: takes the hook's shared locks, named by one text[]
+	lockAppend  string // PostgreSQL only: takes dimension locks ($1 names, $2 exclusive flags), then the hook's shared locks ($3), in lock order
 	copiedSeqs  string // PostgreSQL only: the last $2 seqs this transaction inserted above $1, highest first
 	seqFloor    string // PostgreSQL only: the seq sequence's last value, below every seq drawn after
 	lastSeq     string
@@ -25,7 +25,10 @@ type queries struct {
 	serialize   string // takes the log-wide append lock; "" when not needed
 }
 
-func queriesFor(db *sqlx.DB, b Backend) queries {
+// queriesFor returns the queries of backend b. dimensionLocks says
+// whether appends take their dimension locks (see Condition); only a
+// benchmark measuring what they cost turns them off.
+func queriesFor(db *sqlx.DB, b Backend, dimensionLocks bool) queries {
 	q := queries{
 		// On SQLite the schema's insert trigger refuses a stored event id
 		// before ON CONFLICT is consulted; insert reads that refusal as a
@@ -38,9 +41,33 @@ RETURNING seq`),
 		get:     db.Rebind(`SELECT ` + eventColumns + ` FROM event_log WHERE seq = ?`),
 	}
 	if b == Postgres {
-		// The hook's shared locks, for a batch, which takes them before its
-		// COPY.
-		q.lockShared = `SELECT count(pg_advisory_xact_lock_shared(` + pglock.KeyExpr("l.name") + `)) FROM unnest($1::text[]) AS l(name)`
+		if dimensionLocks {
+			// The single-entry insert takes its dimension locks (see
+			// Condition) in an uncorrelated subquery of its WHERE clause:
+			// PostgreSQL runs it once, as an InitPlan, before the first
+			// row is formed, so before the row's seq is drawn. A
+			// conditional append that holds one of them exclusively thus
+			// sees every matching event that drew a lower seq than its
+			// own: that append has committed, or waits for the condition
+			// before it draws one. Taken in key order, as takeLocks does.
+			q.insertOne = `INSERT INTO event_log (ts, kind, host_id, rollout_id, payload, event_id)
+SELECT $1::timestamptz, $2::text, NULLIF($3::text, ''), NULLIF($4::text, ''), $5::json, NULLIF($6::text, '')
+WHERE (SELECT count(pg_advisory_xact_lock_shared(d.k)) FROM (
+	SELECT DISTINCT ` + pglock.KeyExpr("'"+pglock.AppendLockPrefix+"' || n.name") + ` AS k
+	FROM unnest(ARRAY['kind:' || $2::text, 'host:' || NULLIF($3::text, ''), 'rollout:' || NULLIF($4::text, '')]) AS n(name)
+	WHERE n.name IS NOT NULL ORDER BY 1) AS d) >= 0
+ON CONFLICT (event_id) DO NOTHING
+RETURNING seq`
+		}
+		// Dimension locks, then the hook's shared locks, each group in key
+		// order: the lock order every append follows (docs/deciding.md).
+		// A key named twice is taken once, exclusively if either asks.
+		q.lockAppend = `SELECT count(CASE WHEN l.x THEN pg_advisory_xact_lock(l.k) ELSE pg_advisory_xact_lock_shared(l.k) END)
+FROM (SELECT s.c, s.k, bool_or(s.x) AS x FROM (
+	SELECT 0 AS c, ` + pglock.KeyExpr("u.name") + ` AS k, u.x FROM unnest($1::text[], $2::bool[]) AS u(name, x)
+	UNION ALL
+	SELECT 1, ` + pglock.KeyExpr("h.name") + `, false FROM unnest($3::text[]) AS h(name)
+) AS s GROUP BY s.c, s.k ORDER BY s.c, s.k) AS l`
 		// A COPY cannot return the seqs the database gave its rows: read
 		// them back through the (tx_id, seq) index. The transaction's
 		// earlier rows (AppendTx may follow other appends in it) drew their

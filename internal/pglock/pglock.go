@@ -23,3 +23,25 @@ func ProjectionLock(projection string) string {
 func KeyExprIn(schemaExpr, nameExpr string) string {
 	return "hashtextextended(" + schemaExpr + " || ':' || " + nameExpr + ", 0)"
 }
+
+// AppendLockPrefix begins the name of the lock on one dimension value of
+// appended events (see AppendLock). The single-row insert builds the same
+// names in SQL from its parameters, so this string is the contract
+// between the two.
+const AppendLockPrefix = "canonlog:append:"
+
+// AppendLock returns the name of the lock an append of an event with the
+// given value of dimension dim ("kind", "host" or "rollout") holds
+// shared, and that a conditional append or a read for one holds
+// exclusively when its condition selects that value.
+func AppendLock(dim, value string) string {
+	return AppendLockPrefix + dim + ":" + value
+}
+
+// AppendWideLock returns the name of the lock that stands for every value
+// of dimension dim: an append touching too many values of it to lock one
+// by one holds it exclusively instead, and every conditional append on
+// that dimension holds it shared.
+func AppendWideLock(dim string) string {
+	return "canonlog:append-all:" + dim
+}

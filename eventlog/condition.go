@@ -1,0 +1,351 @@
+package eventlog
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/canonlog/canonlog/internal/dbutil"
+	"github.com/canonlog/canonlog/internal/pglock"
+)
+
+// Condition makes an append conditional: the append fails with a
+// *ConditionError, and writes nothing, when an event matching Match has
+// a seq greater than AfterSeq. It is the guard of a read–decide–append
+// loop: read the events (or a view derived from them) that a decision
+// depends on, remember the seq the read was complete up to, and append
+// the decision only if nothing relevant was appended since. Read with
+// ReadForCondition, which returns the Condition to append with; see
+// docs/deciding.md.
+//
+// On PostgreSQL the check also sees appends that have inserted but not
+// yet committed: every append holds a shared lock on each of its events'
+// kind, host and rollout until it commits, and a conditional append
+// holds the lock of the value its condition selects exclusively while it
+// checks and appends (the lock order is in docs/deciding.md). Conditions
+// on different hosts, rollouts or kinds therefore never wait for each
+// other. On SQLite, which has one writer at a time, the check is a query
+// inside the append's write transaction.
+type Condition struct {
+	// Match selects the events the decision depends on. It must name at
+	// least one kind, a host or a rollout; PayloadContains narrows it
+	// further. AfterSeq, Limit, Since and Until must be zero: the
+	// condition's own AfterSeq bounds it.
+	Match Filter
+	// AfterSeq is the seq the decision's read was complete up to: an
+	// event matching Match with a greater seq fails the append.
+	AfterSeq int64
+}
+
+// Validate checks c as the conditional appends and ReadForCondition do
+// before anything reaches the database. The error wraps
+// ErrInvalidCondition (and, for a malformed Match field, the
+// *FilterError).
+func (c Condition) Validate() error {
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("eventlog: %w: %s", ErrInvalidCondition, fmt.Sprintf(format, args...))
+	}
+	m := c.Match
+	switch {
+	case c.AfterSeq < 0:
+		return fail("AfterSeq is %d, must not be negative", c.AfterSeq)
+	case m.AfterSeq != 0:
+		return fail("Match.AfterSeq is %d: set Condition.AfterSeq instead", m.AfterSeq)
+	case m.Limit != 0:
+		return fail("Match.Limit is %d: a condition considers every matching event", m.Limit)
+	case !m.Since.IsZero() || !m.Until.IsZero():
+		return fail("Match selects by time (Since, Until): a condition selects by kind, host, rollout and payload only")
+	case len(m.Kinds) == 0 && m.HostID == "" && m.RolloutID == "":
+		return fail("Match names no kind, host or rollout: a condition must select one of them")
+	}
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("eventlog: %w: Match: %w", ErrInvalidCondition, err)
+	}
+	return nil
+}
+
+// ConditionError reports a failed append condition: an event matching
+// the condition was appended after the seq the decision was taken at.
+// Nothing was written. It unwraps to ErrConditionFailed.
+type ConditionError struct {
+	// Seq is the first event after Condition.AfterSeq that matches
+	// Condition.Match.
+	Seq       int64
+	Condition Condition
+}
+
+func (e *ConditionError) Error() string {
+	return fmt.Sprintf("eventlog: %v: event %d matches the condition and was appended after seq %d",
+		ErrConditionFailed, e.Seq, e.Condition.AfterSeq)
+}
+
+func (e *ConditionError) Unwrap() error { return ErrConditionFailed }
+
+// Conditional appends under a Condition: see Log.If.
+type Conditional struct {
+	l    *Log
+	cond Condition
+}
+
+// If returns c's appender: its Append, AppendBatch and AppendTx append
+// as the Log's do, but only when c holds; otherwise they return a
+// *ConditionError (errors.Is ErrConditionFailed) naming the first
+// conflicting event, and write nothing and run no hook. A malformed c
+// fails every append with ErrInvalidCondition.
+//
+// Events that carry one of the append's own event ids are not
+// conflicts, and an append all of whose entries carry event ids that
+// are already stored returns them as duplicates (Duplicate=true, their
+// stored seqs) without checking c: a retry after an error that left the
+// outcome unknown (Retryable) comes back as the original append's
+// result, not as a violation caused by the original itself. Entries
+// without event ids have no such retry (see Retryable).
+func (l *Log) If(c Condition) *Conditional {
+	return &Conditional{l: l, cond: c}
+}
+
+// Append appends e if the condition holds. See Log.If and Log.Append.
+func (c *Conditional) Append(ctx context.Context, e Entry) (Result, error) {
+	res, err := c.AppendBatch(ctx, []Entry{e})
+	if err != nil {
+		return Result{}, err
+	}
+	return res[0], nil
+}
+
+// AppendBatch appends entries in one transaction if the condition holds.
+// See Log.If and Log.AppendBatch.
+func (c *Conditional) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error) {
+	if err := c.cond.Validate(); err != nil {
+		return nil, err
+	}
+	res, err := c.l.appendBatch(ctx, entries, &c.cond)
+	if kinds := appendedKinds(res); err == nil && len(kinds) > 0 {
+		c.l.wake.appended(kinds)
+	}
+	return res, err
+}
+
+// AppendTx appends entries inside the caller's transaction tx if the
+// condition holds. See Log.If and Log.AppendTx. On PostgreSQL the
+// condition's lock is held until tx ends; locks that tx took in earlier
+// statements are held too, outside canonlog's lock order, so a
+// transaction that appends more than once may meet a deadlock, which
+// PostgreSQL breaks by failing one transaction (40P01, Retryable).
+func (c *Conditional) AppendTx(ctx context.Context, tx *sqlx.Tx, entries ...Entry) ([]Result, error) {
+	if err := c.cond.Validate(); err != nil {
+		return nil, err
+	}
+	prepared, err := c.l.prepare(entries)
+	if err != nil || len(prepared) == 0 {
+		return nil, err
+	}
+	return c.l.appendPrepared(ctx, tx, prepared, c.l.sharedLocks(prepared), false, &c.cond)
+}
+
+// ReadForCondition runs read in a transaction in which every event
+// matching match up to the returned Condition's AfterSeq is committed and
+// visible, and none after it matches: what read sees of those events (or
+// of views derived from them in the same transaction, such as an inline
+// projection) is complete. Append the decision taken on it with
+// l.If(cond). read may be nil: the Condition then marks the log's
+// present.
+//
+// On PostgreSQL the transaction first takes the condition's lock
+// exclusively, which waits for the appends of matching events that have
+// inserted but not committed, and keeps new ones out until read returns:
+// keep read short. Reads in READ COMMITTED (the default) see each
+// statement's fresh snapshot, taken after the lock. On SQLite the
+// transaction holds the write lock (BEGIN IMMEDIATE), so writers wait
+// for read too.
+//
+// match is validated as Condition.Match (ErrInvalidCondition); an error
+// from read is returned as is.
+func (l *Log) ReadForCondition(ctx context.Context, match Filter, read func(ctx context.Context, tx *sqlx.Tx) error) (Condition, error) {
+	c := Condition{Match: match}
+	if err := c.Validate(); err != nil {
+		return Condition{}, err
+	}
+	err := dbutil.WithTx(ctx, l.db, nil, func(tx *sqlx.Tx) error {
+		if l.backend == Postgres {
+			names, excl := conditionLocks(c)
+			if err := l.takeLocks(ctx, tx, names, excl, nil); err != nil {
+				return fmt.Errorf("eventlog: read for a condition: take the condition's lock: %w", err)
+			}
+		}
+		seq, err := l.lastSeq(ctx, tx)
+		if err != nil {
+			return err
+		}
+		c.AfterSeq = seq
+		if read != nil {
+			return read(ctx, tx)
+		}
+		return nil
+	})
+	if err != nil {
+		return Condition{}, err
+	}
+	return c, nil
+}
+
+// maxValueLocks is the most values of one dimension an append locks one
+// by one; an append touching more takes the dimension's wide lock
+// instead (pglock.AppendWideLock), so that a large batch does not fill
+// PostgreSQL's lock table.
+const maxValueLocks = 64
+
+// lockDims are the dimensions appends lock, with each entry's value of it.
+var lockDims = []struct {
+	name  string
+	value func(Entry) string
+}{
+	{"kind", func(e Entry) string { return string(e.Kind) }},
+	{"host", func(e Entry) string { return e.HostID }},
+	{"rollout", func(e Entry) string { return e.RolloutID }},
+}
+
+// appendLocks adds to names and excl the dimension locks an append of
+// entries holds: shared on each kind, host and rollout it carries, or,
+// for a dimension with more than maxValueLocks values, exclusive on the
+// dimension's wide lock.
+func appendLocks(entries []preparedEntry, names []string, excl []bool) ([]string, []bool) {
+	for _, d := range lockDims {
+		var values []string
+		for _, e := range entries {
+			if v := d.value(e.Entry); v != "" && !slices.Contains(values, v) {
+				values = append(values, v)
+				if len(values) > maxValueLocks {
+					break
+				}
+			}
+		}
+		if len(values) > maxValueLocks {
+			names, excl = append(names, pglock.AppendWideLock(d.name)), append(excl, true)
+			continue
+		}
+		for _, v := range values {
+			names, excl = append(names, pglock.AppendLock(d.name, v)), append(excl, false)
+		}
+	}
+	return names, excl
+}
+
+// conditionLocks returns the locks that keep appends matching c out:
+// exclusive on the value of the most selective dimension c names (host,
+// then rollout, then each kind), shared on that dimension's wide lock.
+func conditionLocks(c Condition) (names []string, excl []bool) {
+	m := c.Match
+	var dim string
+	var values []string
+	switch {
+	case m.HostID != "":
+		dim, values = "host", []string{m.HostID}
+	case m.RolloutID != "":
+		dim, values = "rollout", []string{m.RolloutID}
+	default:
+		dim = "kind"
+		for _, k := range m.Kinds {
+			values = append(values, string(k))
+		}
+	}
+	names, excl = append(names, pglock.AppendWideLock(dim)), append(excl, false)
+	for _, v := range values {
+		names, excl = append(names, pglock.AppendLock(dim, v)), append(excl, true)
+	}
+	return names, excl
+}
+
+// takeLocks takes, in one statement and in canonlog's lock order, the
+// dimension locks names (exclusive where excl says so), then the hook's
+// shared locks hookLocks. PostgreSQL only.
+func (l *Log) takeLocks(ctx context.Context, tx *sqlx.Tx, names []string, excl []bool, hookLocks []string) error {
+	st, err := l.txStmt(ctx, tx, l.q.lockAppend)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	_, err = st.ExecContext(ctx, pq.StringArray(names), pq.BoolArray(excl), pq.StringArray(hookLocks))
+	return err
+}
+
+// checkCondition runs in an append's transaction, before its insert: on
+// PostgreSQL it takes the condition's and the entries' dimension locks,
+// then looks for the first event that breaks c. It returns the results
+// to answer with when the append is a retry of one that already landed
+// (see Log.If), else nil.
+func (l *Log) checkCondition(ctx context.Context, tx *sqlx.Tx, c *Condition, entries []preparedEntry) ([]Result, error) {
+	if l.backend == Postgres {
+		names, excl := conditionLocks(*c)
+		names, excl = appendLocks(entries, names, excl)
+		if err := l.takeLocks(ctx, tx, names, excl, nil); err != nil {
+			return nil, fmt.Errorf("eventlog: append: take the condition's lock: %w", err)
+		}
+	}
+	m := c.Match
+	m.AfterSeq = c.AfterSeq
+	where, args, err := m.where(l.backend)
+	if err != nil {
+		return nil, err
+	}
+	if where == "" {
+		where = " WHERE TRUE"
+	}
+	var ids []string
+	for _, e := range entries {
+		if e.EventID != "" && !slices.Contains(ids, e.EventID) {
+			ids = append(ids, e.EventID)
+		}
+	}
+	if len(ids) > 0 {
+		where += " AND (event_id IS NULL OR event_id NOT IN (?" + strings.Repeat(", ?", len(ids)-1) + "))"
+		for _, id := range ids {
+			args = append(args, id)
+		}
+	}
+	var conflict []int64
+	if err := sqlx.SelectContext(ctx, tx, &conflict, l.db.Rebind(`SELECT seq FROM event_log`+where+` ORDER BY seq LIMIT 1`), args...); err != nil {
+		return nil, fmt.Errorf("eventlog: append: check the condition: %w", err)
+	}
+	if len(conflict) == 0 {
+		return nil, nil
+	}
+	res, err := l.storedAlready(ctx, tx, entries, ids)
+	if err != nil || res != nil {
+		return res, err
+	}
+	return nil, &ConditionError{Seq: conflict[0], Condition: *c}
+}
+
+// storedAlready returns the results of entries as duplicates when every
+// one of them carries an event id (ids, distinct) that is already
+// stored; nil otherwise.
+func (l *Log) storedAlready(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, ids []string) ([]Result, error) {
+	if len(ids) == 0 || slices.ContainsFunc(entries, func(e preparedEntry) bool { return e.EventID == "" }) {
+		return nil, nil
+	}
+	query, args, err := sqlx.In(`SELECT COUNT(*) FROM event_log WHERE event_id IN (?)`, ids)
+	if err != nil {
+		return nil, err
+	}
+	var n int
+	if err := tx.QueryRowxContext(ctx, l.db.Rebind(query), args...).Scan(&n); err != nil {
+		return nil, fmt.Errorf("eventlog: append: look up event ids: %w", err)
+	}
+	if n != len(ids) {
+		return nil, nil
+	}
+	results := make([]Result, len(entries))
+	dupIdx := make([]int, len(entries))
+	for i := range dupIdx {
+		dupIdx[i] = i
+	}
+	if err := l.resolveDuplicates(ctx, tx, entries, make([]int64, len(entries)), dupIdx, results); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
