@@ -16,7 +16,6 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/canonlog/canonlog/internal/dbutil"
-	"github.com/canonlog/canonlog/internal/pglock"
 )
 
 // Result is the outcome of appending one entry.
@@ -74,13 +73,17 @@ func (l *Log) appendBatch(ctx context.Context, entries []Entry, cond *Condition)
 	// one-connection pool (sqlite::memory:) preparing inside it would wait
 	// for itself.
 	locks := l.sharedLocks(prepared)
-	autocommit := cond == nil && l.autocommitShape(prepared, locks)
-	if autocommit && prepared[0].EventID == "" {
+	autocommit := l.autocommitShape(prepared, locks)
+	switch {
+	case autocommit && cond != nil && prepared[0].EventID != "" && l.q.conditionalOne != "":
+		return l.appendConditionalOne(ctx, cond, prepared[0])
+	case autocommit && cond == nil && prepared[0].EventID == "":
 		return l.appendTwoMessages(ctx, prepared[0])
 	}
+	autocommit = autocommit && cond == nil
 	queries := l.insertQueries(len(prepared), len(locks))
-	if cond != nil && l.backend == Postgres {
-		queries = append(queries, l.q.lockAppend)
+	if cond != nil && l.q.condition != "" {
+		queries = append(queries, l.q.condition)
 	}
 	for _, query := range queries {
 		if _, err := l.stmt(ctx, query); err != nil {
@@ -190,15 +193,15 @@ func (l *Log) appendTwoMessages(ctx context.Context, e preparedEntry) ([]Result,
 		}
 	}
 	if l.dimensionLocks {
-		// As insertOne: the dimension locks, before the row's seq is drawn.
-		names, _ := appendLocks([]preparedEntry{e}, nil, nil)
-		quoted := make([]string, len(names))
-		for i, n := range names {
-			quoted[i] = pq.QuoteLiteral(n)
+		// As insertOne: the dimension locks, in its order, before the
+		// row's seq is drawn.
+		var locks []string
+		for _, d := range []struct{ dim, value string }{{"host", e.HostID}, {"kind", string(e.Kind)}, {"rollout", e.RolloutID}} {
+			if d.value != "" {
+				locks = append(locks, dimLockShared(pq.QuoteLiteral(d.value), d.dim))
+			}
 		}
-		msg.WriteString("\nWHERE (SELECT count(pg_advisory_xact_lock_shared(d.k)) FROM (SELECT DISTINCT " +
-			pglock.KeyExpr("n.name") + " AS k FROM unnest(ARRAY[" + strings.Join(quoted, ", ") +
-			"]::text[]) AS n(name) ORDER BY 1) AS d) >= 0")
+		msg.WriteString("\nWHERE (SELECT concat(" + strings.Join(locks, ", ") + ")) IS NOT NULL")
 	}
 	msg.WriteString(" RETURNING seq")
 	// As database/sql tries a statement: twice on any connection, then on

@@ -108,6 +108,8 @@ func benchDB(b *testing.B, backend string) *sqlx.DB {
 	b.Helper()
 	db := dbtest.New(b, backend).Migrated(b)
 	if backend == "postgres" {
+		// dbtest caps pools below what the concurrent benchmarks need.
+		db.SetMaxOpenConns(benchConcurrency)
 		_, _ = db.Exec(`CHECKPOINT`)
 	}
 	return db
@@ -678,8 +680,47 @@ func pairSQLiteRead() benchPair {
 		}}
 }
 
+// pairConditions measures what conditions cost: canonlog's plain append
+// (which holds the dimension locks conditions rely on) and a conditional
+// append whose condition does not conflict, against the plain append
+// without dimension locks, as appends were before conditions existed.
+// Each conditional append decides about a rollout of its own, so that
+// conditions never wait for each other.
+func pairConditions() benchPair {
+	return benchPair{perOp: 1, warm: 10, sides: []benchSide{
+		{"canonlog", appendSide("postgres", nil)},
+		{"nolocks", func(b *testing.B, _ *sqlx.DB) func(i int) error {
+			ctx := context.Background()
+			log := benchLog(b, benchDB(b, "postgres"), nil)
+			eventlog.WithoutDimensionLocks(log)
+			return func(i int) error {
+				_, err := log.Append(ctx, rowN(i).entry())
+				return err
+			}
+		}},
+		{"conditional", func(b *testing.B, _ *sqlx.DB) func(i int) error {
+			ctx := context.Background()
+			log := benchLog(b, benchDB(b, "postgres"), nil)
+			return func(i int) error {
+				e := rowN(i).entry()
+				e.RolloutID = "decide-" + strconv.Itoa(i)
+				_, err := log.If(eventlog.Condition{Match: eventlog.Filter{RolloutID: e.RolloutID}}).Append(ctx, e)
+				return err
+			}
+		}},
+	}}
+}
+
+func pairConditionsParallel16() benchPair {
+	p := pairConditions()
+	p.concurrent, p.warm = true, 2*benchConcurrency
+	return p
+}
+
 func BenchmarkAppend(b *testing.B)                { pairAppend().run(b) }
 func BenchmarkAppendParallel16(b *testing.B)      { pairAppendParallel16().run(b) }
+func BenchmarkConditions(b *testing.B)            { pairConditions().run(b) }
+func BenchmarkConditionsParallel16(b *testing.B)  { pairConditionsParallel16().run(b) }
 func BenchmarkAppendBatch1000(b *testing.B)       { pairAppendBatch1000().run(b) }
 func BenchmarkRead(b *testing.B)                  { pairRead().run(b) }
 func BenchmarkSQLiteAppend(b *testing.B)          { pairSQLiteAppend().run(b) }
@@ -696,6 +737,8 @@ func BenchmarkPaired(b *testing.B) {
 	}{
 		{"Append", pairAppend()},
 		{"AppendParallel16", pairAppendParallel16()},
+		{"Conditions", pairConditions()},
+		{"ConditionsParallel16", pairConditionsParallel16()},
 		{"AppendBatch1000", pairAppendBatch1000()},
 		{"Read", pairRead()},
 		{"SQLiteAppend", pairSQLiteAppend()},

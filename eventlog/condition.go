@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -260,6 +261,26 @@ func conditionLocks(c Condition) (names []string, excl []bool) {
 	return names, excl
 }
 
+// sortedLocks returns names sorted bytewise and distinct, each exclusive
+// when any of its occurrences is: the form canonlog_append_condition
+// takes them in.
+func sortedLocks(names []string, excl []bool) ([]string, []bool) {
+	x := make(map[string]bool, len(names))
+	for i, n := range names {
+		x[n] = x[n] || excl[i]
+	}
+	sorted := make([]string, 0, len(x))
+	for n := range x {
+		sorted = append(sorted, n)
+	}
+	slices.Sort(sorted)
+	flags := make([]bool, len(sorted))
+	for i, n := range sorted {
+		flags[i] = x[n]
+	}
+	return sorted, flags
+}
+
 // takeLocks takes, in one statement and in canonlog's lock order, the
 // dimension locks names (exclusive where excl says so), then the hook's
 // shared locks hookLocks. PostgreSQL only.
@@ -273,58 +294,141 @@ func (l *Log) takeLocks(ctx context.Context, tx *sqlx.Tx, names []string, excl [
 	return err
 }
 
-// checkCondition runs in an append's transaction, before its insert: on
-// PostgreSQL it takes the condition's and the entries' dimension locks,
-// then looks for the first event that breaks c. It returns the results
-// to answer with when the append is a retry of one that already landed
-// (see Log.If), else nil.
-func (l *Log) checkCondition(ctx context.Context, tx *sqlx.Tx, c *Condition, entries []preparedEntry) ([]Result, error) {
-	if l.backend == Postgres {
-		names, excl := conditionLocks(*c)
-		names, excl = appendLocks(entries, names, excl)
-		if err := l.takeLocks(ctx, tx, names, excl, nil); err != nil {
-			return nil, fmt.Errorf("eventlog: append: take the condition's lock: %w", err)
+// conditionArgs returns the arguments of canonlog_append_condition for
+// an append of entries under c (see conditionCall).
+func conditionArgs(c *Condition, entries []preparedEntry) []any {
+	names, excl := conditionLocks(*c)
+	names, excl = sortedLocks(appendLocks(entries, names, excl))
+	orNull := func(a []string) any {
+		if len(a) == 0 {
+			return nil
 		}
+		return pq.StringArray(a)
 	}
-	m := c.Match
-	m.AfterSeq = c.AfterSeq
-	where, args, err := m.where(l.backend)
-	if err != nil {
-		return nil, err
+	var kinds []string
+	for _, k := range c.Match.Kinds {
+		kinds = append(kinds, string(k))
 	}
-	if where == "" {
-		where = " WHERE TRUE"
-	}
+	return []any{pq.StringArray(names), pq.BoolArray(excl), c.AfterSeq,
+		nullIfEmpty(c.Match.HostID), nullIfEmpty(c.Match.RolloutID), orNull(kinds),
+		orNull(c.Match.PayloadContains), orNull(ownIDs(entries))}
+}
+
+// ownIDs returns the distinct event ids of entries.
+func ownIDs(entries []preparedEntry) []string {
 	var ids []string
 	for _, e := range entries {
 		if e.EventID != "" && !slices.Contains(ids, e.EventID) {
 			ids = append(ids, e.EventID)
 		}
 	}
-	if len(ids) > 0 {
-		where += " AND (event_id IS NULL OR event_id NOT IN (?" + strings.Repeat(", ?", len(ids)-1) + "))"
-		for _, id := range ids {
-			args = append(args, id)
+	return ids
+}
+
+// checkCondition runs in an append's transaction, before its insert: it
+// looks for the first event that breaks c, on PostgreSQL after taking
+// the condition's and the entries' dimension locks. It returns the
+// results to answer with when the append is a retry of one that already
+// landed (see Log.If), else nil.
+func (l *Log) checkCondition(ctx context.Context, tx *sqlx.Tx, c *Condition, entries []preparedEntry) ([]Result, error) {
+	var conflict int64
+	if l.backend == Postgres {
+		st, err := l.txStmt(ctx, tx, l.q.condition)
+		if err != nil {
+			return nil, conditionFunctionError(err)
+		}
+		err = st.QueryRowxContext(ctx, conditionArgs(c, entries)...).Scan(&conflict)
+		_ = st.Close()
+		if err != nil {
+			return nil, conditionFunctionError(err)
+		}
+	} else {
+		m := c.Match
+		m.AfterSeq = c.AfterSeq
+		where, args, err := m.where(l.backend)
+		if err != nil {
+			return nil, err
+		}
+		ids := ownIDs(entries)
+		if len(ids) > 0 {
+			where += " AND (event_id IS NULL OR event_id NOT IN (?" + strings.Repeat(", ?", len(ids)-1) + "))"
+			for _, id := range ids {
+				args = append(args, id)
+			}
+		}
+		var found []int64
+		if err := sqlx.SelectContext(ctx, tx, &found, l.db.Rebind(`SELECT seq FROM event_log`+where+` ORDER BY seq LIMIT 1`), args...); err != nil {
+			return nil, fmt.Errorf("eventlog: append: check the condition: %w", err)
+		}
+		if len(found) > 0 {
+			conflict = found[0]
 		}
 	}
-	var conflict []int64
-	if err := sqlx.SelectContext(ctx, tx, &conflict, l.db.Rebind(`SELECT seq FROM event_log`+where+` ORDER BY seq LIMIT 1`), args...); err != nil {
-		return nil, fmt.Errorf("eventlog: append: check the condition: %w", err)
-	}
-	if len(conflict) == 0 {
+	if conflict == 0 {
 		return nil, nil
 	}
-	res, err := l.storedAlready(ctx, tx, entries, ids)
+	return l.conditionFailed(ctx, tx, c, entries, conflict)
+}
+
+// conditionFailed answers an append under c that found conflict: with
+// the stored events when the append is a retry of one that landed, else
+// with a *ConditionError.
+func (l *Log) conditionFailed(ctx context.Context, q sqlx.QueryerContext, c *Condition, entries []preparedEntry, conflict int64) ([]Result, error) {
+	res, err := l.storedAlready(ctx, q, entries, ownIDs(entries))
 	if err != nil || res != nil {
 		return res, err
 	}
-	return nil, &ConditionError{Seq: conflict[0], Condition: *c}
+	return nil, &ConditionError{Seq: conflict, Condition: *c}
+}
+
+// conditionFunctionError names a failed call of canonlog_append_condition,
+// and says what to do when the schema predates it.
+func conditionFunctionError(err error) error {
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) && pqErr.Code == "42883" { // undefined_function
+		return fmt.Errorf("eventlog: append: check the condition: %w (the database's schema predates conditional appends: run canonlog migrate)", err)
+	}
+	return fmt.Errorf("eventlog: append: check the condition: %w", err)
+}
+
+// appendConditionalOne appends e, which has an event id, under c in one
+// autocommitted statement (queries.conditionalOne): the shape of
+// appendOneStatement, and safe to send again for the same reason.
+func (l *Log) appendConditionalOne(ctx context.Context, c *Condition, e preparedEntry) ([]Result, error) {
+	st, err := l.stmt(ctx, l.q.conditionalOne)
+	if err != nil {
+		return nil, conditionFunctionError(err)
+	}
+	entries := []preparedEntry{e}
+	args := append([]any{FormatTime(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload), e.EventID},
+		conditionArgs(c, entries)...)
+	var conflict, seq int64
+	if err := st.QueryRowxContext(ctx, args...).Scan(&conflict, &seq); err != nil {
+		var pqErr *pq.Error
+		if errors.As(err, &pqErr) && pqErr.Code == "42883" {
+			return nil, conditionFunctionError(err)
+		}
+		return nil, autocommitError(err)
+	}
+	switch {
+	case conflict > 0:
+		return l.conditionFailed(ctx, l.db, c, entries, conflict)
+	case seq == 0:
+		// ON CONFLICT skipped it: the event id is stored.
+		results := make([]Result, 1)
+		if err := l.resolveDuplicates(ctx, l.db, entries, []int64{0}, []int{0}, results); err != nil {
+			return nil, err
+		}
+		return results, nil
+	}
+	return []Result{{Event: Event{Seq: seq, Kind: e.Kind, TS: e.TS, HostID: e.HostID,
+		RolloutID: e.RolloutID, Payload: e.Payload, EventID: e.EventID}}}, nil
 }
 
 // storedAlready returns the results of entries as duplicates when every
 // one of them carries an event id (ids, distinct) that is already
 // stored; nil otherwise.
-func (l *Log) storedAlready(ctx context.Context, tx *sqlx.Tx, entries []preparedEntry, ids []string) ([]Result, error) {
+func (l *Log) storedAlready(ctx context.Context, q sqlx.QueryerContext, entries []preparedEntry, ids []string) ([]Result, error) {
 	if len(ids) == 0 || slices.ContainsFunc(entries, func(e preparedEntry) bool { return e.EventID == "" }) {
 		return nil, nil
 	}
@@ -333,7 +437,7 @@ func (l *Log) storedAlready(ctx context.Context, tx *sqlx.Tx, entries []prepared
 		return nil, err
 	}
 	var n int
-	if err := tx.QueryRowxContext(ctx, l.db.Rebind(query), args...).Scan(&n); err != nil {
+	if err := q.QueryRowxContext(ctx, l.db.Rebind(query), args...).Scan(&n); err != nil {
 		return nil, fmt.Errorf("eventlog: append: look up event ids: %w", err)
 	}
 	if n != len(ids) {
@@ -344,7 +448,7 @@ func (l *Log) storedAlready(ctx context.Context, tx *sqlx.Tx, entries []prepared
 	for i := range dupIdx {
 		dupIdx[i] = i
 	}
-	if err := l.resolveDuplicates(ctx, tx, entries, make([]int64, len(entries)), dupIdx, results); err != nil {
+	if err := l.resolveDuplicates(ctx, q, entries, make([]int64, len(entries)), dupIdx, results); err != nil {
 		return nil, err
 	}
 	return results, nil

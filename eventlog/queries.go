@@ -23,6 +23,10 @@ type queries struct {
 	lastSeq     string
 	get         string
 	serialize   string // takes the log-wide append lock; "" when not needed
+
+	// PostgreSQL only, with dimension locks: conditional appends.
+	conditionalOne string // one entry with an event id, autocommitted: lock, check, insert
+	condition      string // lock and check, in the append's transaction
 }
 
 // queriesFor returns the queries of backend b. dimensionLocks says
@@ -49,25 +53,36 @@ RETURNING seq`),
 			// conditional append that holds one of them exclusively thus
 			// sees every matching event that drew a lower seq than its
 			// own: that append has committed, or waits for the condition
-			// before it draws one. Taken in key order, as takeLocks does.
+			// before it draws one. host, kind, rollout is the lock order
+			// (by name, bytewise: see lockAppend); concat evaluates every
+			// argument in order, and skips the NULL of an absent host or
+			// rollout.
 			q.insertOne = `INSERT INTO event_log (ts, kind, host_id, rollout_id, payload, event_id)
 SELECT $1::timestamptz, $2::text, NULLIF($3::text, ''), NULLIF($4::text, ''), $5::json, NULLIF($6::text, '')
-WHERE (SELECT count(pg_advisory_xact_lock_shared(d.k)) FROM (
-	SELECT DISTINCT ` + pglock.KeyExpr("'"+pglock.AppendLockPrefix+"' || n.name") + ` AS k
-	FROM unnest(ARRAY['kind:' || $2::text, 'host:' || NULLIF($3::text, ''), 'rollout:' || NULLIF($4::text, '')]) AS n(name)
-	WHERE n.name IS NOT NULL ORDER BY 1) AS d) >= 0
+WHERE (SELECT concat(` + dimLockShared("NULLIF($3::text, '')", "host") + `, ` + dimLockShared("$2::text", "kind") + `, ` +
+				dimLockShared("NULLIF($4::text, '')", "rollout") + `)) IS NOT NULL
 ON CONFLICT (event_id) DO NOTHING
 RETURNING seq`
+			// A conditional append of one entry with an event id, in one
+			// autocommitted statement: canonlog_append_condition
+			// (migrations/postgres/00007) takes the locks $7, $8, checks
+			// the condition $9… in a snapshot taken after them, and
+			// inserts the row only when it found no conflict. Returns the
+			// conflict (0 for none) and the new seq (0 for none).
+			q.conditionalOne = `SELECT conflict, seq FROM ` + conditionCall(7,
+				"$1::timestamptz", "$2::text", "NULLIF($3::text, '')", "NULLIF($4::text, '')", "$5::json", "$6::text")
+			// The same check, in an append's transaction before its insert.
+			q.condition = `SELECT conflict FROM ` + conditionCall(1, "NULL", "NULL", "NULL", "NULL", "NULL", "NULL")
 		}
-		// Dimension locks, then the hook's shared locks, each group in key
-		// order: the lock order every append follows (docs/deciding.md).
-		// A key named twice is taken once, exclusively if either asks.
+		// Dimension locks (by name, bytewise), then the hook's shared
+		// locks: the lock order every append follows (docs/deciding.md).
+		// A name given twice is taken once, exclusively if either asks.
 		q.lockAppend = `SELECT count(CASE WHEN l.x THEN pg_advisory_xact_lock(l.k) ELSE pg_advisory_xact_lock_shared(l.k) END)
-FROM (SELECT s.c, s.k, bool_or(s.x) AS x FROM (
-	SELECT 0 AS c, ` + pglock.KeyExpr("u.name") + ` AS k, u.x FROM unnest($1::text[], $2::bool[]) AS u(name, x)
+FROM (SELECT s.c, ` + pglock.KeyExpr("s.name") + ` AS k, bool_or(s.x) AS x FROM (
+	SELECT 0 AS c, u.name, u.x FROM unnest($1::text[], $2::bool[]) AS u(name, x)
 	UNION ALL
-	SELECT 1, ` + pglock.KeyExpr("h.name") + `, false FROM unnest($3::text[]) AS h(name)
-) AS s GROUP BY s.c, s.k ORDER BY s.c, s.k) AS l`
+	SELECT 1, h.name, false FROM unnest($3::text[]) AS h(name)
+) AS s GROUP BY s.c, s.name ORDER BY s.c, s.name COLLATE "C") AS l`
 		// A COPY cannot return the seqs the database gave its rows: read
 		// them back through the (tx_id, seq) index. The transaction's
 		// earlier rows (AppendTx may follow other appends in it) drew their
@@ -119,4 +134,23 @@ func (q queries) insertOneLocked(n int) string {
 		cols[i] = fmt.Sprintf("pg_advisory_xact_lock_shared(%s) IS NULL", pglock.KeyExpr(fmt.Sprintf("$%d::text", 7+i)))
 	}
 	return strings.TrimSuffix(q.insertOne, "RETURNING seq") + "RETURNING seq, " + strings.Join(cols, ", ")
+}
+
+// dimLockShared returns the SQL that takes the shared lock on dim's value
+// valueExpr (NULL: none).
+func dimLockShared(valueExpr, dim string) string {
+	return "pg_advisory_xact_lock_shared(" + pglock.KeyExpr("'"+pglock.AppendLock(dim, "")+"' || "+valueExpr) + ")"
+}
+
+// conditionCall returns the call of canonlog_append_condition with its
+// eight condition arguments from parameter $first on (lock names,
+// exclusive flags, after seq, host, rollout, kinds, payload markers, own
+// event ids), then the event to append, as six expressions.
+func conditionCall(first int, event ...string) string {
+	types := []string{"text[]", "bool[]", "bigint", "text", "text", "text[]", "text[]", "text[]"}
+	args := make([]string, len(types))
+	for i, t := range types {
+		args[i] = fmt.Sprintf("$%d::%s", first+i, t)
+	}
+	return "canonlog_append_condition(" + strings.Join(append(args, event...), ", ") + ")"
 }
