@@ -36,15 +36,10 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
     -- lock_names come sorted bytewise and distinct: the order every
-    -- append takes its locks in (docs/deciding.md). Simple expressions in
-    -- a loop cost less than one query over the arrays.
-    FOR i IN 1 .. coalesce(array_length(lock_names, 1), 0) LOOP
-        IF lock_exclusive[i] THEN
-            PERFORM pg_advisory_xact_lock(hashtextextended(current_schema() || ':' || lock_names[i], 0));
-        ELSE
-            PERFORM pg_advisory_xact_lock_shared(hashtextextended(current_schema() || ':' || lock_names[i], 0));
-        END IF;
-    END LOOP;
+    -- append takes its locks in (docs/deciding.md).
+    PERFORM count(CASE WHEN u.x THEN pg_advisory_xact_lock(u.k) ELSE pg_advisory_xact_lock_shared(u.k) END)
+    FROM (SELECT hashtextextended(current_schema() || ':' || n, 0) AS k, x
+          FROM unnest(lock_names, lock_exclusive) WITH ORDINALITY AS l(n, x, o) ORDER BY o) AS u;
     -- The first event after after_seq that matches, through the index of
     -- the most selective dimension named.
     IF match_host IS NOT NULL THEN
