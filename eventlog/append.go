@@ -87,6 +87,9 @@ func (l *Log) appendBatch(ctx context.Context, entries []Entry, cond *Condition)
 	}
 	for _, query := range queries {
 		if _, err := l.stmt(ctx, query); err != nil {
+			if query == l.q.condition {
+				return nil, conditionFunctionError(err)
+			}
 			return nil, fmt.Errorf("eventlog: append: %w", err)
 		}
 	}

@@ -29,98 +29,104 @@ func rolloutEvent(kind eventlog.Kind, host, rollout, payload, id string) eventlo
 func TestCondition(t *testing.T) {
 	t.Parallel()
 	dbtest.Run(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
-		hook := &recordingHook{}
-		log, db := setup(t, backend, &eventlog.Config{Hook: hook})
-		failures := eventlog.Filter{Kinds: []eventlog.Kind{eventlog.KindAgentEvent}, RolloutID: "r1"}
-		_, err := log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h1", "r1", `{"status":"fail"}`, "a1"))
-		require.NoError(t, err)
-
-		var seen []eventlog.Event
-		cond, err := log.ReadForCondition(ctx, failures, func(ctx context.Context, tx *sqlx.Tx) error {
-			var err error
-			seen, err = log.QueryTx(ctx, tx, failures)
-			return err
-		})
-		require.NoError(t, err)
-		require.Len(t, seen, 1)
-		require.Equal(t, seen[0].Seq, cond.AfterSeq)
-
-		// Events the condition does not match: another rollout, another
-		// kind, the same rollout without the kind.
-		_, err = log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h1", "r2", `{"status":"fail"}`, "a2"))
-		require.NoError(t, err)
-		_, err = log.Append(ctx, rolloutEvent(eventlog.KindPlanAction, "h1", "r1", `{}`, "p1"))
-		require.NoError(t, err)
-		decision := rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, "g1")
-		res, err := log.If(cond).Append(ctx, decision)
-		require.NoError(t, err)
-		require.False(t, res.Duplicate)
-
-		// A failure of r1 after the read: the next decision taken on the
-		// same read fails, names it, writes nothing and runs no hook.
-		late, err := log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h2", "r1", `{"status":"fail"}`, "a3"))
-		require.NoError(t, err)
-		_, err = log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h3", "r1", `{"status":"fail"}`, "a4"))
-		require.NoError(t, err)
-		before, hooked := dumpLog(t, db), hook.count()
-		for name, appendFn := range map[string]func() error{
-			"Append": func() error {
-				_, err := log.If(cond).Append(ctx, rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, "g2"))
-				return err
-			},
-			"AppendBatch": func() error {
-				_, err := log.If(cond).AppendBatch(ctx, []eventlog.Entry{
-					rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, "g2"),
-					rolloutEvent(eventlog.KindPlanAction, "h9", "r1", `{}`, ""),
-				})
-				return err
-			},
-			"AppendTx": func() error {
-				tx, err := db.BeginTxx(ctx, nil)
-				require.NoError(t, err)
-				defer func() { _ = tx.Rollback() }()
-				_, err = log.If(cond).AppendTx(ctx, tx, rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, "g2"))
-				return err
-			},
-		} {
-			err := appendFn()
-			require.ErrorIs(t, err, eventlog.ErrConditionFailed, name)
-			var ce *eventlog.ConditionError
-			require.ErrorAs(t, err, &ce, name)
-			require.Equal(t, late.Event.Seq, ce.Seq, name)
-			require.Equal(t, cond, ce.Condition, name)
-			require.False(t, eventlog.Retryable(err), name)
-			require.Contains(t, err.Error(), fmt.Sprintf("event %d", late.Event.Seq), name)
-			require.Equal(t, before, dumpLog(t, db), name)
-			require.Equal(t, hooked, hook.count(), name)
+		for _, v := range conditionVariants() {
+			t.Run(v.name, func(t *testing.T) { testCondition(t, backend, v) })
 		}
-
-		// PayloadContains narrows the match: a passing result is no
-		// conflict for a condition on failures.
-		cond, err = log.ReadForCondition(ctx, eventlog.Filter{RolloutID: "r1", PayloadContains: []string{`"fail"`}}, nil)
-		require.NoError(t, err)
-		_, err = log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h2", "r1", `{"status":"pass"}`, "a5"))
-		require.NoError(t, err)
-		_, err = log.If(cond).Append(ctx, rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, "g3"))
-		require.NoError(t, err)
-
-		// Host and kind conditions.
-		cond, err = log.ReadForCondition(ctx, eventlog.Filter{HostID: "h7"}, nil)
-		require.NoError(t, err)
-		_, err = log.If(cond).Append(ctx, rolloutEvent(eventlog.KindPlanAction, "h7", "r3", `{}`, "p7"))
-		require.NoError(t, err)
-		_, err = log.If(cond).Append(ctx, rolloutEvent(eventlog.KindPlanAction, "h7", "r3", `{}`, "p8"))
-		require.ErrorIs(t, err, eventlog.ErrConditionFailed, "the first conditional append is itself a conflict for the second")
-		cond, err = log.ReadForCondition(ctx, eventlog.Filter{Kinds: []eventlog.Kind{eventlog.KindVerifyOutcome, eventlog.KindEffect}}, nil)
-		require.NoError(t, err)
-		eff, err := log.Append(ctx, rolloutEvent(eventlog.KindEffect, "", "", `{}`, ""))
-		require.NoError(t, err)
-		_, err = log.If(cond).Append(ctx, rolloutEvent(eventlog.KindVerifyOutcome, "", "", `{}`, ""))
-		var ce *eventlog.ConditionError
-		require.ErrorAs(t, err, &ce)
-		require.Equal(t, eff.Event.Seq, ce.Seq)
 	})
+}
+
+func testCondition(t *testing.T, backend string, v conditionVariant) {
+	ctx := context.Background()
+	hook := &recordingHook{}
+	log, db := setup(t, backend, v.config(hook))
+	failures := eventlog.Filter{Kinds: []eventlog.Kind{eventlog.KindAgentEvent}, RolloutID: "r1"}
+	_, err := log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h1", "r1", `{"status":"fail"}`, "a1"))
+	require.NoError(t, err)
+
+	var seen []eventlog.Event
+	cond, err := log.ReadForCondition(ctx, failures, func(ctx context.Context, tx *sqlx.Tx) error {
+		var err error
+		seen, err = log.QueryTx(ctx, tx, failures)
+		return err
+	})
+	require.NoError(t, err)
+	require.Len(t, seen, 1)
+	require.Equal(t, seen[0].Seq, cond.AfterSeq)
+
+	// Events the condition does not match: another rollout, another
+	// kind, the same rollout without the kind.
+	_, err = log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h1", "r2", `{"status":"fail"}`, "a2"))
+	require.NoError(t, err)
+	_, err = log.Append(ctx, rolloutEvent(eventlog.KindPlanAction, "h1", "r1", `{}`, "p1"))
+	require.NoError(t, err)
+	decision := rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, "g1")
+	res, err := log.If(cond).Append(ctx, decision)
+	require.NoError(t, err)
+	require.False(t, res.Duplicate)
+
+	// A failure of r1 after the read: the next decision taken on the
+	// same read fails, names it, writes nothing and runs no hook.
+	late, err := log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h2", "r1", `{"status":"fail"}`, "a3"))
+	require.NoError(t, err)
+	_, err = log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h3", "r1", `{"status":"fail"}`, "a4"))
+	require.NoError(t, err)
+	before, hooked := dumpLog(t, db), hook.count()
+	for name, appendFn := range map[string]func() error{
+		"Append": func() error {
+			_, err := log.If(cond).Append(ctx, rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, "g2"))
+			return err
+		},
+		"AppendBatch": func() error {
+			_, err := log.If(cond).AppendBatch(ctx, []eventlog.Entry{
+				rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, "g2"),
+				rolloutEvent(eventlog.KindPlanAction, "h9", "r1", `{}`, ""),
+			})
+			return err
+		},
+		"AppendTx": func() error {
+			tx, err := db.BeginTxx(ctx, nil)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback() }()
+			_, err = log.If(cond).AppendTx(ctx, tx, rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, "g2"))
+			return err
+		},
+	} {
+		err := appendFn()
+		require.ErrorIs(t, err, eventlog.ErrConditionFailed, name)
+		var ce *eventlog.ConditionError
+		require.ErrorAs(t, err, &ce, name)
+		require.Equal(t, late.Event.Seq, ce.Seq, name)
+		require.Equal(t, cond, ce.Condition, name)
+		require.False(t, eventlog.Retryable(err), name)
+		require.Contains(t, err.Error(), fmt.Sprintf("event %d", late.Event.Seq), name)
+		require.Equal(t, before, dumpLog(t, db), name)
+		require.Equal(t, hooked, hook.count(), name)
+	}
+
+	// PayloadContains narrows the match: a passing result is no
+	// conflict for a condition on failures.
+	cond, err = log.ReadForCondition(ctx, eventlog.Filter{RolloutID: "r1", PayloadContains: []string{`"fail"`}}, nil)
+	require.NoError(t, err)
+	_, err = log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h2", "r1", `{"status":"pass"}`, "a5"))
+	require.NoError(t, err)
+	_, err = log.If(cond).Append(ctx, rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, "g3"))
+	require.NoError(t, err)
+
+	// Host and kind conditions.
+	cond, err = log.ReadForCondition(ctx, eventlog.Filter{HostID: "h7"}, nil)
+	require.NoError(t, err)
+	_, err = log.If(cond).Append(ctx, rolloutEvent(eventlog.KindPlanAction, "h7", "r3", `{}`, "p7"))
+	require.NoError(t, err)
+	_, err = log.If(cond).Append(ctx, rolloutEvent(eventlog.KindPlanAction, "h7", "r3", `{}`, "p8"))
+	require.ErrorIs(t, err, eventlog.ErrConditionFailed, "the first conditional append is itself a conflict for the second")
+	cond, err = log.ReadForCondition(ctx, eventlog.Filter{Kinds: []eventlog.Kind{eventlog.KindVerifyOutcome, eventlog.KindEffect}}, nil)
+	require.NoError(t, err)
+	eff, err := log.Append(ctx, rolloutEvent(eventlog.KindEffect, "", "", `{}`, ""))
+	require.NoError(t, err)
+	_, err = log.If(cond).Append(ctx, rolloutEvent(eventlog.KindVerifyOutcome, "", "", `{}`, ""))
+	var ce *eventlog.ConditionError
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, eff.Event.Seq, ce.Seq)
 }
 
 // A malformed condition is refused before anything reaches the database.
@@ -188,55 +194,96 @@ func TestConditionInvalid(t *testing.T) {
 func TestConditionRetry(t *testing.T) {
 	t.Parallel()
 	dbtest.Run(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
-		hook := &recordingHook{}
-		log, db := setup(t, backend, &eventlog.Config{Hook: hook})
-		cond, err := log.ReadForCondition(ctx, eventlog.Filter{RolloutID: "r1"}, nil)
-		require.NoError(t, err)
-		batch := []eventlog.Entry{
-			rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, "g1"),
-			rolloutEvent(eventlog.KindPlanAction, "h1", "r1", `{"wave":2}`, "p1"),
-		}
-		first, err := log.If(cond).AppendBatch(ctx, batch)
-		require.NoError(t, err)
+		for _, v := range conditionVariants() {
+			t.Run(v.name, func(t *testing.T) {
+				ctx := context.Background()
+				hook := &recordingHook{}
+				log, db := setup(t, backend, v.config(hook))
+				cond, err := log.ReadForCondition(ctx, eventlog.Filter{RolloutID: "r1"}, nil)
+				require.NoError(t, err)
+				single := rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, "g0")
+				batch := []eventlog.Entry{
+					rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, "g1"),
+					rolloutEvent(eventlog.KindPlanAction, "h1", "r1", `{"wave":2}`, "p1"),
+				}
+				firstOne, err := log.If(cond).Append(ctx, single)
+				require.NoError(t, err)
+				// The batch decides after the single one.
+				condB := eventlog.Condition{Match: cond.Match, AfterSeq: firstOne.Event.Seq}
+				first, err := log.If(condB).AppendBatch(ctx, batch)
+				require.NoError(t, err)
+				hooked := hook.count()
 
-		// Retried at once: its own events match the condition but are no
-		// conflict.
-		again, err := log.If(cond).AppendBatch(ctx, batch)
-		require.NoError(t, err)
-		for i := range again {
-			require.True(t, again[i].Duplicate)
-			require.Equal(t, first[i].Event, again[i].Event)
-		}
-		// Retried after another event of r1 landed: still the original.
-		_, err = log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h2", "r1", `{}`, "a1"))
-		require.NoError(t, err)
-		again, err = log.If(cond).AppendBatch(ctx, batch)
-		require.NoError(t, err)
-		for i := range again {
-			require.True(t, again[i].Duplicate)
-			require.Equal(t, first[i].Event, again[i].Event)
-		}
-		one, err := log.If(cond).Append(ctx, batch[0])
-		require.NoError(t, err)
-		require.True(t, one.Duplicate)
-		require.Equal(t, 3, hook.count(), "the batch's two events and a1")
-		before := dumpLog(t, db)
+				retry := func() {
+					t.Helper()
+					one, err := log.If(cond).Append(ctx, single)
+					require.NoError(t, err)
+					require.True(t, one.Duplicate)
+					require.Equal(t, firstOne.Event, one.Event)
+					again, err := log.If(condB).AppendBatch(ctx, batch)
+					require.NoError(t, err)
+					for i := range again {
+						require.True(t, again[i].Duplicate)
+						require.Equal(t, first[i].Event, again[i].Event)
+					}
+					require.Equal(t, hooked, hook.count(), "a retry runs no hook")
+				}
+				// Retried at once: its own events match the condition but
+				// are no conflict.
+				retry()
+				// Retried after another event of r1 landed: still the
+				// original.
+				_, err = log.Append(ctx, rolloutEvent(eventlog.KindEffect, "h2", "r1", `{}`, "e1"))
+				require.NoError(t, err)
+				hooked = hook.count()
+				retry()
+				before := dumpLog(t, db)
 
-		// The same ids with other content are a conflict of ids.
-		changed := append([]eventlog.Entry(nil), batch...)
-		changed[1].Payload = json.RawMessage(`{"wave":3}`)
-		_, err = log.If(cond).AppendBatch(ctx, changed)
-		require.ErrorIs(t, err, eventlog.ErrEventIDConflict)
-		// One new entry with the stored ones: the condition applies.
-		_, err = log.If(cond).AppendBatch(ctx, append(batch, rolloutEvent(eventlog.KindPlanAction, "h1", "r1", `{}`, "p2")))
-		require.ErrorIs(t, err, eventlog.ErrConditionFailed)
-		// An entry without an event id is never taken for a retry.
-		_, err = log.If(cond).Append(ctx, rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, ""))
-		require.ErrorIs(t, err, eventlog.ErrConditionFailed)
-		require.Equal(t, before, dumpLog(t, db))
+				// The same ids with other content are a conflict of ids.
+				changed := append([]eventlog.Entry(nil), batch...)
+				changed[1].Payload = json.RawMessage(`{"wave":3}`)
+				_, err = log.If(cond).AppendBatch(ctx, changed)
+				require.ErrorIs(t, err, eventlog.ErrEventIDConflict)
+				changedOne := single
+				changedOne.Payload = json.RawMessage(`{"decision":"halt"}`)
+				_, err = log.If(cond).Append(ctx, changedOne)
+				require.ErrorIs(t, err, eventlog.ErrEventIDConflict)
+				// One new entry with the stored ones: the condition applies.
+				_, err = log.If(cond).AppendBatch(ctx, append(batch, rolloutEvent(eventlog.KindPlanAction, "h1", "r1", `{}`, "p2")))
+				require.ErrorIs(t, err, eventlog.ErrConditionFailed)
+				// An entry without an event id is never taken for a retry.
+				_, err = log.If(cond).Append(ctx, rolloutEvent(eventlog.KindGateDecision, "", "r1", `{"decision":"advance"}`, ""))
+				require.ErrorIs(t, err, eventlog.ErrConditionFailed)
+				require.Equal(t, before, dumpLog(t, db))
+				require.Equal(t, hooked, hook.count())
+			})
+		}
 	})
 }
+
+// A conditionVariant is a log configuration whose appends take different
+// paths: every append in a transaction (a hook that consumes every kind),
+// single conditional appends with an event id in one statement (a hook
+// that consumes only effects), and serialized appends.
+type conditionVariant struct {
+	name   string
+	config func(h *recordingHook) *eventlog.Config
+}
+
+func conditionVariants() []conditionVariant {
+	return []conditionVariant{
+		{"Transaction", func(h *recordingHook) *eventlog.Config { return &eventlog.Config{Hook: h} }},
+		{"OneStatement", func(h *recordingHook) *eventlog.Config {
+			return &eventlog.Config{Hook: &effectsHook{h}}
+		}},
+		{"Serialized", func(h *recordingHook) *eventlog.Config { return &eventlog.Config{Hook: h, SerializeAppends: true} }},
+	}
+}
+
+// effectsHook is a recordingHook that consumes effects only.
+type effectsHook struct{ *recordingHook }
+
+func (*effectsHook) Consumes(k eventlog.Kind) bool { return k == eventlog.KindEffect }
 
 // waitForLockWait waits until a session of db's server is waiting for an
 // advisory lock of the current database.
@@ -472,7 +519,7 @@ func TestConditionProperty(t *testing.T) {
 		for w := range deciders {
 			g.Go(func() error {
 				r := rand.New(rand.NewPCG(uint64(w), 1))
-				for range rounds {
+				for round := range rounds {
 					match := matches[r.IntN(len(matches))](r)
 					var seen int64
 					cond, err := log.ReadForCondition(ctx, match, func(ctx context.Context, tx *sqlx.Tx) error {
@@ -487,6 +534,11 @@ func TestConditionProperty(t *testing.T) {
 					d := decision{Match: match, AfterSeq: cond.AfterSeq, Seen: seen}
 					payload, _ := json.Marshal(d)
 					e := randomEntry(r, kinds[r.IntN(len(kinds))], string(payload))
+					if round%2 == 0 {
+						// With an event id, a single conditional append
+						// is one statement; without one, a transaction.
+						e.EventID = fmt.Sprintf("decision-%d-%d", w, round)
+					}
 					res, err := log.If(cond).Append(ctx, e)
 					mu.Lock()
 					switch {
@@ -582,4 +634,26 @@ func TestConditionProperty(t *testing.T) {
 			require.Equal(t, upTo, d.Seen, "decision %d: its read saw %d matching events up to seq %d, the log holds %d", seq, d.Seen, d.AfterSeq, upTo)
 		}
 	})
+}
+
+// A database whose schema predates conditional appends gets an error
+// that says what to run.
+func TestConditionNeedsMigration(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := dbtest.New(t, "postgres").Migrated(t)
+	log, err := eventlog.New(db, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = log.Close() })
+	_, err = db.Exec(`DROP FUNCTION canonlog_append_condition`)
+	require.NoError(t, err)
+	cond := eventlog.Condition{Match: eventlog.Filter{RolloutID: "r1"}}
+	for _, e := range []eventlog.Entry{
+		rolloutEvent(eventlog.KindGateDecision, "", "r1", `{}`, "with-id"),
+		rolloutEvent(eventlog.KindGateDecision, "", "r1", `{}`, ""),
+	} {
+		_, err = log.If(cond).Append(ctx, e)
+		require.ErrorContains(t, err, "run canonlog migrate")
+	}
+	require.Equal(t, 0, countEvents(t, db))
 }
