@@ -13,6 +13,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -747,4 +748,80 @@ func BenchmarkPaired(b *testing.B) {
 	} {
 		b.Run(c.name, c.pair.runPaired)
 	}
+}
+
+// BenchmarkDisjointConditions measures whether conditions on different
+// rollouts wait for each other: read–decide–append loops
+// (ReadForCondition, then a conditional Append of a decision about the
+// rollout read), from one writer alone, from two writers on two
+// rollouts, and from two writers on one rollout, taking turns in slices
+// of benchSlice. disjoint/alone is a writer's rate beside a writer on
+// another rollout over its rate alone; same/alone the same beside a
+// writer on its own rollout, whose reads wait for each other's appends
+// (counting attempts, refused ones too). plain-two/one is the same ratio
+// for plain appends of the decisions, which share nothing but the
+// machine: what two writers cost each other on it anyway.
+func BenchmarkDisjointConditions(b *testing.B) {
+	ctx := context.Background()
+	log := benchLog(b, benchDB(b, "postgres"), nil)
+	var n atomic.Int64
+	plain := false
+	loop := func(rollout string, until time.Time) error {
+		match := eventlog.Filter{RolloutID: rollout}
+		for time.Now().Before(until) {
+			if plain {
+				e := rowN(int(n.Add(1))).entry()
+				e.Kind, e.RolloutID = eventlog.KindGateDecision, rollout
+				if _, err := log.Append(ctx, e); err != nil {
+					return err
+				}
+				continue
+			}
+			cond, err := log.ReadForCondition(ctx, match, nil)
+			if err != nil {
+				return err
+			}
+			i := int(n.Add(1))
+			e := rowN(i).entry()
+			e.Kind, e.RolloutID = eventlog.KindGateDecision, rollout
+			if _, err := log.If(cond).Append(ctx, e); err != nil && !errors.Is(err, eventlog.ErrConditionFailed) {
+				return err
+			}
+		}
+		return nil
+	}
+	// run runs a loop per rollout for one slice and returns the attempts
+	// per writer per second.
+	run := func(rollouts ...string) float64 {
+		start, t0 := n.Load(), time.Now()
+		var g sync.WaitGroup
+		errs := make(chan error, len(rollouts))
+		for _, r := range rollouts {
+			g.Go(func() { errs <- loop(r, t0.Add(benchSlice)) })
+		}
+		g.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		return float64(n.Load()-start) / time.Since(t0).Seconds() / float64(len(rollouts))
+	}
+	var alone, disjoint, same, plainOne, plainTwo float64
+	rounds := 0
+	for b.Loop() {
+		alone += run("a")
+		disjoint += run("a", "b")
+		same += run("a", "a")
+		plain = true
+		plainOne += run("a")
+		plainTwo += run("a", "b")
+		plain = false
+		rounds++
+	}
+	b.ReportMetric(alone/float64(rounds), "alone-decisions/s")
+	b.ReportMetric(disjoint/alone, "disjoint/alone")
+	b.ReportMetric(same/alone, "same/alone")
+	b.ReportMetric(plainTwo/plainOne, "plain-two/one")
 }
