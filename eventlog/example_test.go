@@ -3,8 +3,11 @@ package eventlog_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/eventlogtest"
@@ -91,4 +94,50 @@ func Example_appendAndRead() {
 	// seq 1 duplicate false
 	// 1 event of host-17: host-17/probe/9121
 	// a page from seq 1 to 1
+}
+
+// The read–decide–append loop: read what the decision depends on, decide,
+// and append the decision only if nothing relevant was appended since.
+func ExampleLog_If() {
+	ctx := context.Background()
+	db, err := eventlog.OpenDB(ctx, "sqlite::memory:")
+	if err != nil {
+		panic(err)
+	}
+	defer db.Close()
+	if _, err := migrations.Up(ctx, db); err != nil {
+		panic(err)
+	}
+	log, err := eventlog.New(db, nil)
+	if err != nil {
+		panic(err)
+	}
+
+	// What the decision depends on: agent events of rollout r7.
+	match := eventlog.Filter{Kinds: []eventlog.Kind{eventlog.KindAgentEvent}, RolloutID: "r7"}
+	var seen []eventlog.Event
+	cond, err := log.ReadForCondition(ctx, match, func(ctx context.Context, tx *sqlx.Tx) error {
+		seen, err = log.QueryTx(ctx, tx, match) // complete up to cond.AfterSeq
+		return err
+	})
+	if err != nil {
+		panic(err)
+	}
+	decision := eventlog.Entry{Kind: eventlog.KindGateDecision, RolloutID: "r7",
+		Payload: json.RawMessage(`{"decision":"advance","wave":2}`), EventID: "r7/gate/wave-2"}
+
+	// Meanwhile an agent of r7 reports.
+	report, _ := log.Append(ctx, eventlog.Entry{Kind: eventlog.KindAgentEvent, HostID: "web-1", RolloutID: "r7",
+		Payload: json.RawMessage(`{"type":"ProbeResult","status":"fail"}`)})
+
+	_, err = log.If(cond).Append(ctx, decision)
+	var conflict *eventlog.ConditionError
+	if errors.As(err, &conflict) {
+		// Read again, decide again.
+		fmt.Println("read", len(seen), "events; event", conflict.Seq, "came after seq", cond.AfterSeq)
+	}
+	fmt.Println(conflict.Seq == report.Event.Seq)
+	// Output:
+	// read 0 events; event 1 came after seq 0
+	// true
 }
