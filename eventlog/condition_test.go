@@ -305,10 +305,7 @@ func waitForLockWait(t *testing.T, db *sqlx.DB, n int) {
 func TestConditionLocking(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := dbtest.New(t, "postgres").Migrated(t)
-	log, err := eventlog.New(db, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = log.Close() })
+	log, db := setup(t, "postgres", nil)
 
 	t.Run("SeesUncommitted", func(t *testing.T) {
 		for _, commit := range []bool{true, false} {
@@ -641,11 +638,8 @@ func TestConditionProperty(t *testing.T) {
 func TestConditionNeedsMigration(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := dbtest.New(t, "postgres").Migrated(t)
-	log, err := eventlog.New(db, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = log.Close() })
-	_, err = db.Exec(`DROP FUNCTION canonlog_append_condition`)
+	log, db := setup(t, "postgres", nil)
+	_, err := db.Exec(`DROP FUNCTION canonlog_append_condition`)
 	require.NoError(t, err)
 	cond := eventlog.Condition{Match: eventlog.Filter{RolloutID: "r1"}}
 	for _, e := range []eventlog.Entry{
