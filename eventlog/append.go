@@ -75,7 +75,7 @@ func (l *Log) appendBatch(ctx context.Context, entries []Entry, cond *Condition)
 	locks := l.sharedLocks(prepared)
 	autocommit := l.autocommitShape(prepared, locks)
 	switch {
-	case autocommit && cond != nil && prepared[0].EventID != "" && l.q.conditionalOne != "":
+	case autocommit && cond != nil && prepared[0].EventID != "" && l.q.conditionalOne != "" && !l.conditionalOneOff.Load():
 		return l.appendConditionalOne(ctx, cond, prepared[0])
 	case autocommit && cond == nil && prepared[0].EventID == "":
 		return l.appendTwoMessages(ctx, prepared[0])
@@ -96,8 +96,18 @@ func (l *Log) appendBatch(ctx context.Context, entries []Entry, cond *Condition)
 	if autocommit {
 		return l.appendOneStatement(ctx, prepared[0])
 	}
+	return l.appendInTx(ctx, prepared, locks, cond)
+}
+
+// appendInTx appends prepared entries in a transaction of its own, under
+// cond when it is not nil (in READ COMMITTED: see conditionTxOptions).
+func (l *Log) appendInTx(ctx context.Context, prepared []preparedEntry, locks []string, cond *Condition) ([]Result, error) {
+	var opts *sql.TxOptions
+	if cond != nil {
+		opts = l.conditionTxOptions()
+	}
 	var res []Result
-	err = dbutil.WithTx(ctx, l.db, nil, func(tx *sqlx.Tx) error {
+	err := dbutil.WithTx(ctx, l.db, opts, func(tx *sqlx.Tx) error {
 		var err error
 		res, err = l.appendPrepared(ctx, tx, prepared, locks, true, cond)
 		return err

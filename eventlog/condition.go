@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -171,7 +172,7 @@ func (l *Log) ReadForCondition(ctx context.Context, match Filter, read func(ctx 
 	if err := c.Validate(); err != nil {
 		return Condition{}, err
 	}
-	err := dbutil.WithTx(ctx, l.db, nil, func(tx *sqlx.Tx) error {
+	err := dbutil.WithTx(ctx, l.db, l.conditionTxOptions(), func(tx *sqlx.Tx) error {
 		if l.backend == Postgres {
 			names, excl := conditionLocks(c)
 			if err := l.takeLocks(ctx, tx, names, excl, nil); err != nil {
@@ -192,6 +193,24 @@ func (l *Log) ReadForCondition(ctx context.Context, match Filter, read func(ctx 
 		return Condition{}, err
 	}
 	return c, nil
+}
+
+// conditionTxOptions returns the options of the transactions canonlog
+// begins for a condition: READ COMMITTED on PostgreSQL, whatever the
+// server's default, so that each statement takes a new snapshot and
+// sees what committed while the condition waited for its locks.
+func (l *Log) conditionTxOptions() *sql.TxOptions {
+	if l.backend != Postgres {
+		return nil
+	}
+	return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+}
+
+// errIsolation reports whether err is canonlog_append_condition refusing
+// a transaction that is not READ COMMITTED.
+func errIsolation(err error) bool {
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && pqErr.Code == "0A000" && strings.Contains(pqErr.Message, "READ COMMITTED")
 }
 
 // maxValueLocks is the most values of one dimension an append locks one
@@ -405,7 +424,14 @@ func (l *Log) appendConditionalOne(ctx context.Context, c *Condition, e prepared
 	var conflict, seq int64
 	if err := st.QueryRowxContext(ctx, args...).Scan(&conflict, &seq); err != nil {
 		var pqErr *pq.Error
-		if errors.As(err, &pqErr) && pqErr.Code == "42883" {
+		switch {
+		case errIsolation(err):
+			// The server's default isolation is stronger than READ
+			// COMMITTED, so the autocommitted statement runs in one
+			// snapshot: append in a transaction that sets it, from now on.
+			l.conditionalOneOff.Store(true)
+			return l.appendInTx(ctx, entries, nil, c)
+		case errors.As(err, &pqErr) && pqErr.Code == "42883":
 			return nil, conditionFunctionError(err)
 		}
 		return nil, autocommitError(err)

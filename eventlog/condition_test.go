@@ -2,6 +2,7 @@ package eventlog_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -650,4 +651,48 @@ func TestConditionNeedsMigration(t *testing.T) {
 		require.ErrorContains(t, err, "run canonlog migrate")
 	}
 	require.Equal(t, 0, countEvents(t, db))
+}
+
+// A condition needs READ COMMITTED. canonlog's own transactions set it
+// whatever the server's default; a caller's transaction of another
+// isolation is refused, with nothing written.
+func TestConditionIsolation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := dbtest.New(t, "postgres")
+	db := b.Migrated(t)
+	rr, err := eventlog.OpenDB(ctx, b.URL+"&default_transaction_isolation=repeatable%20read")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rr.Close() })
+	var iso string
+	require.NoError(t, rr.Get(&iso, `SHOW transaction_isolation`))
+	require.Equal(t, "repeatable read", iso)
+	log, err := eventlog.New(rr, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = log.Close() })
+
+	cond, err := log.ReadForCondition(ctx, eventlog.Filter{RolloutID: "i1"}, func(ctx context.Context, tx *sqlx.Tx) error {
+		return tx.GetContext(ctx, &iso, `SHOW transaction_isolation`)
+	})
+	require.NoError(t, err)
+	require.Equal(t, "read committed", iso)
+	failure, err := log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h1", "i1", `{}`, "a1"))
+	require.NoError(t, err)
+	for _, id := range []string{"with-id", ""} { // one statement, then a transaction
+		_, err = log.If(cond).Append(ctx, rolloutEvent(eventlog.KindGateDecision, "", "i1", `{}`, id))
+		var ce *eventlog.ConditionError
+		require.ErrorAs(t, err, &ce, "id %q", id)
+		require.Equal(t, failure.Event.Seq, ce.Seq)
+	}
+	_, err = log.If(eventlog.Condition{Match: cond.Match, AfterSeq: failure.Event.Seq}).Append(ctx,
+		rolloutEvent(eventlog.KindGateDecision, "", "i1", `{}`, "with-id"))
+	require.NoError(t, err)
+
+	tx, err := rr.BeginTxx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback() }()
+	_, err = log.If(cond).AppendTx(ctx, tx, rolloutEvent(eventlog.KindGateDecision, "", "i2", `{}`, ""))
+	require.ErrorContains(t, err, "a conditional append needs a READ COMMITTED transaction; this one is REPEATABLE READ")
+	require.NoError(t, tx.Rollback())
+	require.Equal(t, 2, countEvents(t, db))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jmoiron/sqlx"
 )
@@ -103,8 +104,11 @@ type Log struct {
 	// dimensionLocks: appends take the locks conditions rely on (always,
 	// but for a benchmark measuring their cost).
 	dimensionLocks bool
-	q              queries
-	wake           *wakeups
+	// conditionalOneOff: the server refused the one-statement conditional
+	// append (its default isolation is not READ COMMITTED).
+	conditionalOneOff atomic.Bool
+	q                 queries
+	wake              *wakeups
 
 	stmtMu sync.Mutex
 	stmts  map[string]*sqlx.Stmt

@@ -35,6 +35,13 @@ CREATE FUNCTION canonlog_append_condition(
 SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
+    -- The check below must see what committed while this call waited for
+    -- its locks: only READ COMMITTED gives each statement a new snapshot.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'canonlog: a conditional append needs a READ COMMITTED transaction; this one is %',
+            upper(current_setting('transaction_isolation'))
+            USING ERRCODE = '0A000';
+    END IF;
     -- lock_names come sorted bytewise and distinct: the order every
     -- append takes its locks in (docs/deciding.md).
     PERFORM count(CASE WHEN u.x THEN pg_advisory_xact_lock(u.k) ELSE pg_advisory_xact_lock_shared(u.k) END)
