@@ -712,6 +712,30 @@ func pairConditions() benchPair {
 	}}
 }
 
+// pairConditionsBatch measures what the dimension locks cost batches of
+// size rows: with 50 the batch locks each of its 50 hosts, with 1000 it
+// takes the hosts' wide lock instead.
+func pairConditionsBatch(size int) benchPair {
+	side := func(locks bool) func(b *testing.B, _ *sqlx.DB) func(i int) error {
+		return func(b *testing.B, _ *sqlx.DB) func(i int) error {
+			ctx := context.Background()
+			log := benchLog(b, benchDB(b, "postgres"), nil)
+			if !locks {
+				eventlog.WithoutDimensionLocks(log)
+			}
+			return func(i int) error {
+				entries := make([]eventlog.Entry, size)
+				for j := range entries {
+					entries[j] = rowN(i*size + j).entry()
+				}
+				_, err := log.AppendBatch(ctx, entries)
+				return err
+			}
+		}
+	}
+	return benchPair{perOp: size, warm: 1, sides: []benchSide{{"canonlog", side(true)}, {"nolocks", side(false)}}}
+}
+
 func pairConditionsParallel16() benchPair {
 	p := pairConditions()
 	p.concurrent, p.warm = true, 2*benchConcurrency
@@ -740,6 +764,8 @@ func BenchmarkPaired(b *testing.B) {
 		{"AppendParallel16", pairAppendParallel16()},
 		{"Conditions", pairConditions()},
 		{"ConditionsParallel16", pairConditionsParallel16()},
+		{"ConditionsBatch50", pairConditionsBatch(50)},
+		{"ConditionsBatch1000", pairConditionsBatch(1000)},
 		{"AppendBatch1000", pairAppendBatch1000()},
 		{"Read", pairRead()},
 		{"SQLiteAppend", pairSQLiteAppend()},
