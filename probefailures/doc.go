@@ -14,6 +14,10 @@
 //		RolloutID: "r-42", EventID: "web-1/probe/77", Payload: payload})
 //	hosts, _ := probefailures.NewStore(db).FailingHosts(ctx, "r-42", "CIS-5.2.1")
 //
+// Store.Gate reads a rollout's counts together with the seq they are
+// complete up to, and the condition to append the gate's decision under:
+// the decision is refused if a failure of the rollout lands in between.
+//
 // A malformed probe result is refused at append (ErrInvalidProbeResult,
 // naming the field): a poisoned row would break every later rebuild. See
 // docs/probe-failures.md for the event format, the rules and the queries.

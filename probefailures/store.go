@@ -19,8 +19,9 @@ const (
 	MaxLimit     = 10000
 )
 
-// ErrInvalidQuery is returned by the Store for a malformed query: a missing
-// rollout id or a limit out of range.
+// ErrInvalidQuery is returned by the Store's methods (Gate included) for a
+// malformed query: a missing rollout id, an id holding a NUL byte, or a
+// limit out of range.
 var ErrInvalidQuery = errors.New("invalid probe_failures query")
 
 // Store answers the compliance gate's questions from the probe_failures
@@ -89,16 +90,12 @@ func (s *Store) failuresQuery(f FailureFilter, backend eventlog.Backend) (string
 	if f.RolloutID == "" {
 		return "", nil, fmt.Errorf("probefailures: %w: RolloutID is required", ErrInvalidQuery)
 	}
-	for _, v := range []struct{ name, v string }{{"RolloutID", f.RolloutID}, {"HostID", f.HostID}, {"ControlID", f.ControlID}, {"Framework", f.Framework}} {
-		if strings.IndexByte(v.v, 0) >= 0 {
-			return "", nil, fmt.Errorf("probefailures: %w: %s holds a NUL byte", ErrInvalidQuery, v.name)
-		}
+	if err := checkNUL(queryArg{"RolloutID", f.RolloutID}, queryArg{"HostID", f.HostID}, queryArg{"ControlID", f.ControlID}, queryArg{"Framework", f.Framework}); err != nil {
+		return "", nil, err
 	}
 	if a := f.After; a != nil {
-		for _, v := range []struct{ name, v string }{{"After.HostID", a.HostID}, {"After.ControlID", a.ControlID}, {"After.Framework", a.Framework}} {
-			if strings.IndexByte(v.v, 0) >= 0 {
-				return "", nil, fmt.Errorf("probefailures: %w: %s holds a NUL byte", ErrInvalidQuery, v.name)
-			}
+		if err := checkNUL(queryArg{"After.HostID", a.HostID}, queryArg{"After.ControlID", a.ControlID}, queryArg{"After.Framework", a.Framework}); err != nil {
+			return "", nil, err
 		}
 	}
 	switch {
@@ -185,11 +182,48 @@ func scanFailures(rows *sqlx.Rows, err error) ([]Row, error) {
 	return out, nil
 }
 
+// queryArg is a query argument checkNUL checks, by the name its error gives it.
+type queryArg struct{ name, value string }
+
+// checkNUL refuses an id holding a NUL byte, which no stored id holds
+// and PostgreSQL text cannot carry.
+func checkNUL(args ...queryArg) error {
+	for _, a := range args {
+		if strings.IndexByte(a.value, 0) >= 0 {
+			return fmt.Errorf("probefailures: %w: %s holds a NUL byte", ErrInvalidQuery, a.name)
+		}
+	}
+	return nil
+}
+
+// checkRollout checks the rollout id of a query bounded to one rollout.
+func checkRollout(rolloutID string) error {
+	if rolloutID == "" {
+		return fmt.Errorf("probefailures: %w: rollout id is required", ErrInvalidQuery)
+	}
+	return checkNUL(queryArg{"rollout id", rolloutID})
+}
+
+// queryer is what the rollout queries run on: the Store's pool, or the
+// transaction of a consistent reading (Store.Gate).
+type queryer interface {
+	sqlx.QueryerContext
+	Rebind(query string) string
+}
+
+var (
+	_ queryer = (*sqlx.DB)(nil)
+	_ queryer = (*sqlx.Tx)(nil)
+)
+
 // FailingHosts returns the hosts that failed controlID in a rollout, in
 // name order.
 func (s *Store) FailingHosts(ctx context.Context, rolloutID, controlID string) ([]string, error) {
 	if rolloutID == "" || controlID == "" {
 		return nil, fmt.Errorf("probefailures: %w: rollout id and control id are required", ErrInvalidQuery)
+	}
+	if err := checkNUL(queryArg{"rollout id", rolloutID}, queryArg{"control id", controlID}); err != nil {
+		return nil, err
 	}
 	hosts := []string{}
 	err := s.db.SelectContext(ctx, &hosts, s.db.Rebind(`SELECT DISTINCT host_id FROM probe_failures
@@ -203,11 +237,15 @@ WHERE rollout_id = ? AND control_id = ? ORDER BY host_id`), rolloutID, controlID
 // CountFailingHosts returns the number of distinct hosts with at least one
 // failure in a rollout.
 func (s *Store) CountFailingHosts(ctx context.Context, rolloutID string) (int, error) {
-	if rolloutID == "" {
-		return 0, fmt.Errorf("probefailures: %w: rollout id is required", ErrInvalidQuery)
+	if err := checkRollout(rolloutID); err != nil {
+		return 0, err
 	}
+	return countFailingHosts(ctx, s.db, rolloutID)
+}
+
+func countFailingHosts(ctx context.Context, q queryer, rolloutID string) (int, error) {
 	var n int
-	err := s.db.GetContext(ctx, &n, s.db.Rebind(`SELECT COUNT(DISTINCT host_id) FROM probe_failures WHERE rollout_id = ?`), rolloutID)
+	err := sqlx.GetContext(ctx, q, &n, q.Rebind(`SELECT COUNT(DISTINCT host_id) FROM probe_failures WHERE rollout_id = ?`), rolloutID)
 	if err != nil {
 		return 0, fmt.Errorf("probefailures: count failing hosts: %w", err)
 	}
@@ -224,11 +262,15 @@ type ControlSummary struct {
 // Summary returns, per failing control of a rollout, its framework and the
 // number of distinct hosts failing it, ordered by control and framework.
 func (s *Store) Summary(ctx context.Context, rolloutID string) ([]ControlSummary, error) {
-	if rolloutID == "" {
-		return nil, fmt.Errorf("probefailures: %w: rollout id is required", ErrInvalidQuery)
+	if err := checkRollout(rolloutID); err != nil {
+		return nil, err
 	}
+	return summary(ctx, s.db, rolloutID)
+}
+
+func summary(ctx context.Context, q queryer, rolloutID string) ([]ControlSummary, error) {
 	out := []ControlSummary{}
-	err := s.db.SelectContext(ctx, &out, s.db.Rebind(`SELECT control_id, framework, COUNT(DISTINCT host_id) AS failing_hosts
+	err := sqlx.SelectContext(ctx, q, &out, q.Rebind(`SELECT control_id, framework, COUNT(DISTINCT host_id) AS failing_hosts
 FROM probe_failures WHERE rollout_id = ? GROUP BY control_id, framework ORDER BY control_id, framework`), rolloutID)
 	if err != nil {
 		return nil, fmt.Errorf("probefailures: summary: %w", err)

@@ -112,6 +112,10 @@ func TestStore(t *testing.T) {
 			func() error { _, err := store.FailingHosts(ctx, "r1", ""); return err }(),
 			func() error { _, err := store.CountFailingHosts(ctx, ""); return err }(),
 			func() error { _, err := store.Summary(ctx, ""); return err }(),
+			func() error { _, err := store.FailingHosts(ctx, "r1\x00", "C1"); return err }(),
+			func() error { _, err := store.FailingHosts(ctx, "r1", "C1\x00"); return err }(),
+			func() error { _, err := store.CountFailingHosts(ctx, "r1\x00"); return err }(),
+			func() error { _, err := store.Summary(ctx, "r1\x00"); return err }(),
 		} {
 			require.ErrorIs(t, err, probefailures.ErrInvalidQuery)
 		}

@@ -35,6 +35,7 @@ func newHandler(a *api) http.Handler {
 	mux.HandleFunc("POST /v1/agent-events", a.postAgentEvent)
 	mux.HandleFunc("GET /v1/rollouts/{id}/failing-hosts", a.failingHosts)
 	mux.HandleFunc("GET /v1/rollouts/{id}/summary", a.summary)
+	mux.HandleFunc("POST /v1/rollouts/{id}/gate-decisions", a.postGateDecision)
 	mux.HandleFunc("GET /v1/rollouts/{id}/hosts", a.hosts)
 	mux.HandleFunc("GET /healthz", a.healthz)
 	return mux
@@ -47,7 +48,8 @@ func newHandler(a *api) http.Handler {
 // canonlog append --file reads a line.
 var agentEventFormat = entryjson.MustFormat(entryjson.HostID, entryjson.RolloutID, entryjson.EventID, entryjson.TS, entryjson.Payload)
 
-type agentEventResponse struct {
+// appendResponse answers a post that appended an event.
+type appendResponse struct {
 	Seq       int64     `json:"seq"`
 	TS        time.Time `json:"ts"`
 	Duplicate bool      `json:"duplicate"`
@@ -58,7 +60,8 @@ type agentEventResponse struct {
 type errorResponse struct {
 	Error string `json:"error"`
 	Field string `json:"field,omitempty"`
-	// Seq is the stored event an event_id conflict is with.
+	// Seq is the stored event an event_id conflict is with, or the first
+	// probe failure that landed after a gate decision's read_seq.
 	Seq int64 `json:"seq,omitempty"`
 }
 
@@ -74,18 +77,7 @@ func (a *api) postAgentEvent(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, int64(a.log.MaxPayloadBytes())+bodyOverhead)
 	entry, err := decodeAgentEvent(r.Body)
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			writeJSON(w, http.StatusRequestEntityTooLarge, errorResponse{
-				Error: fmt.Sprintf("body larger than %d bytes: payloads are limited to %d bytes", tooLarge.Limit, a.log.MaxPayloadBytes())})
-			return
-		}
-		resp := errorResponse{Error: err.Error()}
-		var fe *entryjson.Error
-		if errors.As(err, &fe) {
-			resp.Field = fe.Field
-		}
-		writeJSON(w, http.StatusBadRequest, resp)
+		a.bodyError(w, err)
 		return
 	}
 	res, err := a.log.Append(r.Context(), entry)
@@ -93,11 +85,34 @@ func (a *api) postAgentEvent(w http.ResponseWriter, r *http.Request) {
 		a.appendError(w, r, err)
 		return
 	}
+	writeAppended(w, res)
+}
+
+// bodyError answers a body that could not be read or decoded: 413 when it
+// is too large, else 400 naming the field at fault (an *entryjson.Error's).
+func (a *api) bodyError(w http.ResponseWriter, err error) {
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		writeJSON(w, http.StatusRequestEntityTooLarge, errorResponse{
+			Error: fmt.Sprintf("body larger than %d bytes: payloads are limited to %d bytes", tooLarge.Limit, a.log.MaxPayloadBytes())})
+		return
+	}
+	resp := errorResponse{Error: err.Error()}
+	var fe *entryjson.Error
+	if errors.As(err, &fe) {
+		resp.Field = fe.Field
+	}
+	writeJSON(w, http.StatusBadRequest, resp)
+}
+
+// writeAppended answers an append that landed: 201, or 200 when it was
+// a retry of one that had landed already (duplicate).
+func writeAppended(w http.ResponseWriter, res eventlog.Result) {
 	status := http.StatusCreated
 	if res.Duplicate {
 		status = http.StatusOK
 	}
-	writeJSON(w, status, agentEventResponse{Seq: res.Event.Seq, TS: res.Event.TS, Duplicate: res.Duplicate})
+	writeJSON(w, status, appendResponse{Seq: res.Event.Seq, TS: res.Event.TS, Duplicate: res.Duplicate})
 }
 
 // decodeAgentEvent reads the body, exactly one JSON object, as an agent
@@ -199,6 +214,10 @@ type summaryResponse struct {
 	RolloutID    string           `json:"rollout_id"`
 	FailingHosts int              `json:"failing_hosts"`
 	Controls     []controlSummary `json:"controls"`
+	// Seq is the seq the answer is complete up to: every probe failure of
+	// the rollout up to it is counted, none after it. A gate decision
+	// taken on the answer carries it as read_seq.
+	Seq int64 `json:"seq"`
 }
 
 type controlSummary struct {
@@ -208,21 +227,17 @@ type controlSummary struct {
 }
 
 // summary answers GET /v1/rollouts/{id}/summary: the distinct failing
-// hosts of a rollout and, per failing control, how many hosts fail it.
+// hosts of a rollout and, per failing control, how many hosts fail it,
+// read together (probefailures.Store.Gate) as of seq.
 func (a *api) summary(w http.ResponseWriter, r *http.Request) {
 	rollout := r.PathValue("id")
-	n, err := a.failures.CountFailingHosts(r.Context(), rollout)
+	g, err := a.failures.Gate(r.Context(), a.log, rollout)
 	if err != nil {
 		a.queryError(w, r, err)
 		return
 	}
-	controls, err := a.failures.Summary(r.Context(), rollout)
-	if err != nil {
-		a.queryError(w, r, err)
-		return
-	}
-	out := summaryResponse{RolloutID: rollout, FailingHosts: n, Controls: make([]controlSummary, len(controls))}
-	for i, c := range controls {
+	out := summaryResponse{RolloutID: rollout, FailingHosts: g.FailingHosts, Controls: make([]controlSummary, len(g.Controls)), Seq: g.Condition.AfterSeq}
+	for i, c := range g.Controls {
 		out.Controls[i] = controlSummary(c)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -258,6 +273,11 @@ func (a *api) queryError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, probefailures.ErrInvalidQuery), errors.Is(err, errInvalidQuery):
 		writeJSON(w, http.StatusBadRequest, errorResponse{Error: err.Error()})
+	case eventlog.Retryable(err):
+		// A summary waits for the rollout's appends in flight (on SQLite,
+		// for the write lock), and may wait too long.
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: "the database is busy or unreachable: retry"})
 	case r.Context().Err() != nil:
 	default:
 		a.logger.ErrorContext(r.Context(), "fleetd: query failed", "path", r.URL.Path, "err", err)

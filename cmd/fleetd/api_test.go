@@ -223,7 +223,11 @@ func TestAPI(t *testing.T) {
 			require.Equal(t, summaryResponse{RolloutID: "r-2", FailingHosts: 2, Controls: []controlSummary{
 				{ControlID: "CIS-5.2.1", Framework: "cis", FailingHosts: 2},
 				{ControlID: "CIS-5.2.2", Framework: "cis", FailingHosts: 1},
-			}}, got)
+			}, Seq: lastSeq(t, f.log)}, got)
+
+			var bad posted
+			require.Equal(t, http.StatusBadRequest, c.do("GET", "/v1/rollouts/r%00/summary", "", &bad))
+			require.Contains(t, bad.Error, "NUL")
 		})
 
 		t.Run("hosts_paginate", func(t *testing.T) {

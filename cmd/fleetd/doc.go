@@ -22,9 +22,19 @@
 //
 //	POST /v1/agent-events                     {"host_id", "rollout_id", "event_id", "ts", "payload"}
 //	GET  /v1/rollouts/{id}/failing-hosts?control=CIS-5.2.1
-//	GET  /v1/rollouts/{id}/summary
+//	GET  /v1/rollouts/{id}/summary              {"rollout_id", "failing_hosts", "controls", "seq"}
+//	POST /v1/rollouts/{id}/gate-decisions       {"event_id", "decision", "read_seq", "reason"}
 //	GET  /v1/rollouts/{id}/hosts[?after=HOST&limit=N]
 //	GET  /healthz
+//
+// The compliance gate reads a rollout's summary, decides, and posts the
+// decision with the summary's seq as read_seq. fleetd appends it, as a
+// gate_decision event, only if no probe failure of the rollout landed
+// after read_seq (probefailures.FailureMatch); otherwise it answers 409
+// naming the failure, and the gate reads the summary again and decides
+// again. Two replicas of a gate that read, decide and post at once
+// therefore never both record a decision on an out-of-date summary. See
+// docs/fx.md for the answers and docs/deciding.md for the loop.
 //
 // With --nats-url (FLEETD_NATS_URL) serve also forwards every event of
 // the log to a NATS JetStream stream: --nats-stream (FLEETD_NATS_STREAM)

@@ -85,20 +85,78 @@ func (f *Format) Decode(data []byte) (eventlog.Entry, error) {
 // decode is Decode by encoding/json, for every input: the reference that
 // decodePlain must agree with, and the one that explains refusals.
 func (f *Format) decode(data []byte) (eventlog.Entry, error) {
+	var (
+		e          eventlog.Entry
+		seen       = map[string]bool{}
+		hasPayload bool
+	)
+	err := Object(data, "an entry", f.fields, func(key string, v json.RawMessage, at int64) error {
+		seen[key] = true
+		switch key {
+		case Seq:
+			return nil
+		case Payload:
+			e.Payload, hasPayload = v, true
+			return nil
+		}
+		s, err := String(key, v, at)
+		if err != nil {
+			return err
+		}
+		switch key {
+		case Kind:
+			e.Kind = eventlog.Kind(s)
+		case TS:
+			e.TS, err = parseTS(s)
+		case HostID:
+			e.HostID = s
+		case RolloutID:
+			e.RolloutID = s
+		case EventID:
+			e.EventID = s
+		case PayloadText:
+			e.Payload, hasPayload = json.RawMessage(s), true
+		}
+		return err
+	})
 	// A refusal returns no entry: nothing half-decoded to misuse.
-	var e eventlog.Entry
-	fail := func(err error) (eventlog.Entry, error) { return eventlog.Entry{}, err }
+	switch {
+	case err != nil:
+		return eventlog.Entry{}, err
+	case seen[Payload] && seen[PayloadText]:
+		return eventlog.Entry{}, &Error{Field: PayloadText, Err: ErrDuplicateField, Reason: `give "payload" or "payload_text", not both`}
+	case !hasPayload:
+		reason := `"payload" is required: the entry's JSON document`
+		if slices.Contains(f.fields, PayloadText) {
+			reason += `, or "payload_text", its text as a JSON string`
+		}
+		return eventlog.Entry{}, &Error{Field: Payload, Err: ErrRequired, Reason: reason}
+	}
+	return e, nil
+}
+
+// Object reads data, which must hold exactly one JSON object (JSON
+// whitespace around it is allowed), and calls value with each of its
+// fields in the order data holds them: the key, the raw value and the
+// byte offset (from 0) at which the value starts in data. It refuses, as
+// Decode does, a key that is not one of fields spelled exactly (what
+// encoding/json would match case-insensitively), given twice (where
+// encoding/json keeps the last) or not decodable as written; decoding the
+// values is value's business, with String for text. what names the object
+// in messages, as in "a gate decision". A refusal is an *Error, or the
+// error value returned, which ends the walk.
+func Object(data []byte, what string, fields []string, value func(key string, v json.RawMessage, at int64) error) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	var obj json.RawMessage
 	if err := dec.Decode(&obj); err != nil {
-		return fail(syntaxError(err))
+		return syntaxError(err)
 	}
 	end := dec.InputOffset()
 	if rest := bytes.TrimLeft(data[end:], jsonSpace); len(rest) > 0 {
-		return fail(&Error{Err: ErrTrailingData, Reason: fmt.Sprintf("%v: more at byte %d, after the object: an entry is exactly one JSON object", ErrTrailingData, len(data)-len(rest)+1)})
+		return &Error{Err: ErrTrailingData, Reason: fmt.Sprintf("%v: more at byte %d, after the object: %s is exactly one JSON object", ErrTrailingData, len(data)-len(rest)+1, what)}
 	}
 	if obj[0] != '{' {
-		return fail(&Error{Err: ErrNotObject, Reason: fmt.Sprintf("%v: an entry is one object with the fields %s", ErrNotObject, f.list())})
+		return &Error{Err: ErrNotObject, Reason: fmt.Sprintf("%v: %s is one object with the fields %s", ErrNotObject, what, strings.Join(fields, ", "))}
 	}
 	base := end - int64(len(obj)) // where obj starts in data
 
@@ -106,74 +164,37 @@ func (f *Format) decode(data []byte) (eventlog.Entry, error) {
 	// its raw bytes, which are checked before anything decodes them.
 	w := json.NewDecoder(bytes.NewReader(obj))
 	if _, err := w.Token(); err != nil {
-		return fail(syntaxError(err))
+		return syntaxError(err)
 	}
-	var (
-		seen       = map[string]bool{}
-		hasPayload bool
-	)
+	seen := map[string]bool{}
 	for w.More() {
 		before := w.InputOffset()
 		tok, err := w.Token()
 		if err != nil {
-			return fail(syntaxError(err))
+			return syntaxError(err)
 		}
 		rawKey := bytes.TrimLeft(obj[before:w.InputOffset()], jsonSpace+",")
 		keyAt := base + w.InputOffset() - int64(len(rawKey))
 		if off, why := checkString(rawKey); why != "" {
-			return fail(&Error{Err: ErrNotStorable, Reason: fmt.Sprintf("a field name %s at byte %d: no field is spelled so", why, keyAt+int64(off)+1)})
+			return &Error{Err: ErrNotStorable, Reason: fmt.Sprintf("a field name %s at byte %d: no field is spelled so", why, keyAt+int64(off)+1)}
 		}
 		key := tok.(string)
-		if !slices.Contains(f.fields, key) {
-			return fail(f.unknown(key))
+		if !slices.Contains(fields, key) {
+			return unknown(fields, key)
 		}
 		if seen[key] {
-			return fail(&Error{Field: key, Err: ErrDuplicateField, Reason: fmt.Sprintf("field %q given twice (at byte %d): give each field once", key, keyAt+1)})
+			return &Error{Field: key, Err: ErrDuplicateField, Reason: fmt.Sprintf("field %q given twice (at byte %d): give each field once", key, keyAt+1)}
 		}
 		seen[key] = true
 		var v json.RawMessage
 		if err := w.Decode(&v); err != nil {
-			return fail(syntaxError(err))
+			return syntaxError(err)
 		}
-		at := base + w.InputOffset() - int64(len(v)) // where v starts in data
-		switch key {
-		case Seq:
-		case Payload:
-			e.Payload, hasPayload = v, true
-		default:
-			s, err := text(key, v, at)
-			if err != nil {
-				return fail(err)
-			}
-			switch key {
-			case Kind:
-				e.Kind = eventlog.Kind(s)
-			case TS:
-				if e.TS, err = parseTS(s); err != nil {
-					return fail(err)
-				}
-			case HostID:
-				e.HostID = s
-			case RolloutID:
-				e.RolloutID = s
-			case EventID:
-				e.EventID = s
-			case PayloadText:
-				e.Payload, hasPayload = json.RawMessage(s), true
-			}
+		if err := value(key, v, base+w.InputOffset()-int64(len(v))); err != nil {
+			return err
 		}
 	}
-	switch {
-	case seen[Payload] && seen[PayloadText]:
-		return fail(&Error{Field: PayloadText, Err: ErrDuplicateField, Reason: `give "payload" or "payload_text", not both`})
-	case !hasPayload:
-		reason := `"payload" is required: the entry's JSON document`
-		if slices.Contains(f.fields, PayloadText) {
-			reason += `, or "payload_text", its text as a JSON string`
-		}
-		return fail(&Error{Field: Payload, Err: ErrRequired, Reason: reason})
-	}
-	return e, nil
+	return nil
 }
 
 // jsonSpace is the whitespace JSON allows between tokens.
@@ -192,20 +213,22 @@ func syntaxError(err error) error {
 	return &Error{Err: ErrSyntax, Reason: fmt.Sprintf("%v: %v", ErrSyntax, err)}
 }
 
-func (f *Format) unknown(key string) error {
-	for _, k := range f.fields {
+func unknown(fields []string, key string) error {
+	for _, k := range fields {
 		if strings.EqualFold(k, key) {
 			return &Error{Err: ErrUnknownField, Reason: fmt.Sprintf("%v %s: field names are case-sensitive (did you mean %q?)", ErrUnknownField, quote(key), k)}
 		}
 	}
-	return &Error{Err: ErrUnknownField, Reason: fmt.Sprintf("%v %s: the fields are %s", ErrUnknownField, quote(key), f.list())}
+	return &Error{Err: ErrUnknownField, Reason: fmt.Sprintf("%v %s: the fields are %s", ErrUnknownField, quote(key), strings.Join(fields, ", "))}
 }
 
-func (f *Format) list() string { return strings.Join(f.fields, ", ") }
-
-// text decodes the JSON string v, the value of field key at byte at of the
-// input, once its raw bytes are known to decode to exactly what they say.
-func text(key string, v json.RawMessage, at int64) (string, error) {
+// String decodes the JSON string v, the value of field key that starts at
+// byte at (from 0) of the input, once its raw bytes are known to decode to
+// exactly what they say: not null or another type (ErrWrongType), valid
+// UTF-8 without a lone surrogate escape (ErrNotStorable). Decode reads its
+// text fields so; an Object's value function may too. A refusal is an
+// *Error naming key.
+func String(key string, v json.RawMessage, at int64) (string, error) {
 	if v[0] != '"' {
 		reason := fmt.Sprintf("field %q must be a string, not %s", key, typeName(v))
 		if v[0] == 'n' {

@@ -2,6 +2,7 @@ package entryjson
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -286,4 +287,44 @@ func TestDecodePlain(t *testing.T) {
 		_, ok := every.decodePlain([]byte(line))
 		require.False(t, ok, line)
 	}
+}
+
+func TestObject(t *testing.T) {
+	t.Parallel()
+	fields := []string{"decision", "read_seq"}
+	in := []byte(` {"read_seq": 7, "decision":"halt"}`)
+	var keys, values []string
+	require.NoError(t, Object(in, "a gate decision", fields, func(key string, v json.RawMessage, at int64) error {
+		keys, values = append(keys, key), append(values, string(in[at:at+int64(len(v))]))
+		return nil
+	}))
+	require.Equal(t, []string{"read_seq", "decision"}, keys, "in the input's order")
+	require.Equal(t, []string{`7`, `"halt"`}, values, "at the offsets given")
+
+	stop := errors.New("stop")
+	calls := 0
+	err := Object(in, "a gate decision", fields, func(string, json.RawMessage, int64) error { calls++; return stop })
+	require.ErrorIs(t, err, stop)
+	require.Equal(t, 1, calls, "a refusal ends the walk")
+
+	for _, tc := range []struct{ in, want string }{
+		{`[1]`, "not a JSON object: a gate decision is one object with the fields decision, read_seq"},
+		{`{} {}`, "a gate decision is exactly one JSON object"},
+		{`{"Decision":"halt"}`, `(did you mean "decision"?)`},
+		{`{"decision":"halt","decision":"advance"}`, `field "decision" given twice`},
+	} {
+		err := Object([]byte(tc.in), "a gate decision", fields, func(string, json.RawMessage, int64) error { return nil })
+		var e *Error
+		require.ErrorAs(t, err, &e, tc.in)
+		require.Contains(t, e.Reason, tc.want)
+	}
+
+	s, err := String("decision", json.RawMessage(`"h\u0061lt"`), 0)
+	require.NoError(t, err)
+	require.Equal(t, "halt", s)
+	_, err = String("decision", json.RawMessage(`"\ud800"`), 12)
+	require.ErrorIs(t, err, ErrNotStorable)
+	require.ErrorContains(t, err, "at byte 14")
+	_, err = String("decision", json.RawMessage(`1`), 0)
+	require.ErrorIs(t, err, ErrWrongType)
 }

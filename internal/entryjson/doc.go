@@ -1,7 +1,9 @@
 // Package entryjson reads one log entry written as a JSON object: a line
 // of `canonlog append --file` input, the body of fleetd's
 // POST /v1/agent-events. Both inputs decode through it, so they accept and
-// refuse the same things.
+// refuse the same things. Object and String give other JSON objects that
+// become events (fleetd's gate decisions) the same checks of keys and
+// text.
 //
 // It refuses what cannot be stored as given, where encoding/json would
 // substitute silently:
