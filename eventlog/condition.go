@@ -301,15 +301,20 @@ func sortedLocks(names []string, excl []bool) ([]string, []bool) {
 }
 
 // takeLocks takes, in one statement and in canonlog's lock order, the
-// dimension locks names (exclusive where excl says so), then the hook's
-// shared locks hookLocks. PostgreSQL only.
+// dimension locks names (exclusive where excl says so), sorted bytewise
+// and without repeats, then the hook's shared locks hookLocks. PostgreSQL
+// only.
 func (l *Log) takeLocks(ctx context.Context, tx *sqlx.Tx, names []string, excl []bool, hookLocks []string) error {
+	names, excl = sortedLocks(names, excl)
+	for _, h := range hookLocks {
+		names, excl = append(names, h), append(excl, false)
+	}
 	st, err := l.txStmt(ctx, tx, l.q.lockAppend)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	_, err = st.ExecContext(ctx, pq.StringArray(names), pq.BoolArray(excl), pq.StringArray(hookLocks))
+	_, err = st.ExecContext(ctx, pq.StringArray(names), pq.BoolArray(excl))
 	return err
 }
 

@@ -17,7 +17,7 @@ const eventColumns = `seq, ts, kind, host_id, rollout_id, payload, event_id`
 type queries struct {
 	insertOne   string // one entry; returns seq, or no row for a duplicate
 	insertBatch string // PostgreSQL only: a whole batch in one statement, skipping duplicates
-	lockAppend  string // PostgreSQL only: takes dimension locks ($1 names, $2 exclusive flags), then the hook's shared locks ($3), in lock order
+	lockAppend  string // PostgreSQL only: takes the locks named by $1, exclusive where $2 says so, in the order given
 	copiedSeqs  string // PostgreSQL only: the last $2 seqs this transaction inserted above $1, highest first
 	seqFloor    string // PostgreSQL only: the seq sequence's last value, below every seq drawn after
 	lastSeq     string
@@ -54,7 +54,7 @@ RETURNING seq`),
 			// sees every matching event that drew a lower seq than its
 			// own: that append has committed, or waits for the condition
 			// before it draws one. host, kind, rollout is the lock order
-			// (by name, bytewise: see lockAppend); concat evaluates every
+			// (by name, bytewise: see takeLocks); concat evaluates every
 			// argument in order, and skips the NULL of an absent host or
 			// rollout.
 			q.insertOne = `INSERT INTO event_log (ts, kind, host_id, rollout_id, payload, event_id)
@@ -74,15 +74,10 @@ RETURNING seq`
 			// The same check, in an append's transaction before its insert.
 			q.condition = `SELECT conflict FROM ` + conditionCall(1, "NULL", "NULL", "NULL", "NULL", "NULL", "NULL")
 		}
-		// Dimension locks (by name, bytewise), then the hook's shared
-		// locks: the lock order every append follows (docs/deciding.md).
-		// A name given twice is taken once, exclusively if either asks.
+		// The locks $1 in the order given (takeLocks puts them in lock
+		// order), exclusive where $2 says so.
 		q.lockAppend = `SELECT count(CASE WHEN l.x THEN pg_advisory_xact_lock(l.k) ELSE pg_advisory_xact_lock_shared(l.k) END)
-FROM (SELECT s.c, ` + pglock.KeyExpr("s.name") + ` AS k, bool_or(s.x) AS x FROM (
-	SELECT 0 AS c, u.name, u.x FROM unnest($1::text[], $2::bool[]) AS u(name, x)
-	UNION ALL
-	SELECT 1, h.name, false FROM unnest($3::text[]) AS h(name)
-) AS s GROUP BY s.c, s.name ORDER BY s.c, s.name COLLATE "C") AS l`
+FROM (SELECT ` + pglock.KeyExpr("u.name") + ` AS k, u.x FROM unnest($1::text[], $2::bool[]) WITH ORDINALITY AS u(name, x, o) ORDER BY u.o) AS l`
 		// A COPY cannot return the seqs the database gave its rows: read
 		// them back through the (tx_id, seq) index. The transaction's
 		// earlier rows (AppendTx may follow other appends in it) drew their
