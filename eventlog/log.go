@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // DefaultMaxPayloadBytes is the default payload size limit: 1 MiB.
@@ -83,6 +85,19 @@ type Config struct {
 	// notification lock (docs/consumers.md, "Wake-ups"). Close stops it.
 	// Defaults to false.
 	Notify bool
+
+	// MeterProvider records the log's metrics: append durations and
+	// outcomes, events appended, batch sizes, the log's head and, on
+	// PostgreSQL, the age of the oldest transaction holding followers
+	// back (docs/observability.md). Nil records nothing and costs the
+	// append path nothing.
+	MeterProvider metric.MeterProvider
+
+	// TracerProvider traces the log's appends: a span per Append,
+	// AppendBatch or AppendTx call, child of the span in the caller's
+	// context, with OpenTelemetry's database attributes
+	// (docs/observability.md). Nil traces nothing.
+	TracerProvider trace.TracerProvider
 
 	// ListenURL (PostgreSQL) is the database URL of a connection on which
 	// the log listens for other processes' notifications (Notify) while
