@@ -32,7 +32,7 @@ type Result struct {
 // Append appends one entry in a transaction of its own, together with the
 // hook's writes. See AppendTx for the rules.
 func (l *Log) Append(ctx context.Context, e Entry) (Result, error) {
-	res, err := l.AppendBatch(ctx, []Entry{e})
+	res, err := l.appendOwn(ctx, opSingle, []Entry{e}, nil)
 	if err != nil {
 		return Result{}, err
 	}
@@ -43,11 +43,24 @@ func (l *Log) Append(ctx context.Context, e Entry) (Result, error) {
 // hook's writes commit together, or nothing does. On PostgreSQL the rows
 // go in with one COPY. See AppendTx for the rules.
 func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error) {
-	res, err := l.appendBatch(ctx, entries, nil)
-	if kinds := appendedKinds(res); err == nil && len(kinds) > 0 {
-		l.wake.appended(kinds)
+	return l.appendOwn(ctx, opBatch, entries, nil)
+}
+
+// appendOwn appends entries in a transaction of their own, under cond
+// when it is not nil, as operation op of the log's telemetry, and wakes
+// the followers of the kinds it stored.
+func (l *Log) appendOwn(ctx context.Context, op string, entries []Entry, cond *Condition) ([]Result, error) {
+	do := func(ctx context.Context) ([]Result, error) {
+		res, err := l.appendBatch(ctx, entries, cond)
+		if kinds := appendedKinds(res); err == nil && len(kinds) > 0 {
+			l.wake.appended(kinds)
+		}
+		return res, err
 	}
-	return res, err
+	if l.tel == nil {
+		return do(ctx)
+	}
+	return l.observed(ctx, op, len(entries), do)
 }
 
 // appendedKinds returns the kinds of the events res stored, nil when it
@@ -293,11 +306,23 @@ func outcomeError(err error) error {
 // tx, call WakeFollowers so that consumers waiting for wake-ups read the
 // new events at once rather than at their next poll.
 func (l *Log) AppendTx(ctx context.Context, tx *sqlx.Tx, entries ...Entry) ([]Result, error) {
-	prepared, err := l.prepare(entries)
-	if err != nil || len(prepared) == 0 {
-		return nil, err
+	return l.appendTx(ctx, tx, entries, nil)
+}
+
+// appendTx appends entries in tx, under cond when it is not nil, as
+// operation tx of the log's telemetry.
+func (l *Log) appendTx(ctx context.Context, tx *sqlx.Tx, entries []Entry, cond *Condition) ([]Result, error) {
+	do := func(ctx context.Context) ([]Result, error) {
+		prepared, err := l.prepare(entries)
+		if err != nil || len(prepared) == 0 {
+			return nil, err
+		}
+		return l.appendPrepared(ctx, tx, prepared, l.sharedLocks(prepared), false, cond)
 	}
-	return l.appendPrepared(ctx, tx, prepared, l.sharedLocks(prepared), false, nil)
+	if l.tel == nil {
+		return do(ctx)
+	}
+	return l.observed(ctx, opTx, len(entries), do)
 }
 
 // preparedEntry is a validated entry as it will be stored.

@@ -23,6 +23,10 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
@@ -742,6 +746,34 @@ func pairConditionsParallel16() benchPair {
 	return p
 }
 
+// pairTelemetry measures what instrumentation costs appends: no-op
+// providers (nothing recorded, the API's cost) and the OpenTelemetry SDK
+// (a meter with a manual reader, a tracer that samples and records every
+// span, with no exporter), against a log configured with none.
+func pairTelemetry() benchPair {
+	withConfig := func(cfg func() *eventlog.Config) func(b *testing.B, _ *sqlx.DB) func(i int) error {
+		return func(b *testing.B, db *sqlx.DB) func(i int) error { return appendSide("postgres", cfg())(b, db) }
+	}
+	return benchPair{perOp: 1, warm: 10, sides: []benchSide{
+		{"noop", withConfig(func() *eventlog.Config {
+			return &eventlog.Config{MeterProvider: metricnoop.NewMeterProvider(), TracerProvider: tracenoop.NewTracerProvider()}
+		})},
+		{"none", appendSide("postgres", nil)},
+		{"sdk", withConfig(func() *eventlog.Config {
+			return &eventlog.Config{
+				MeterProvider:  sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())),
+				TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample())),
+			}
+		})},
+	}}
+}
+
+func pairTelemetryParallel16() benchPair {
+	p := pairTelemetry()
+	p.concurrent, p.warm = true, 2*benchConcurrency
+	return p
+}
+
 func BenchmarkAppend(b *testing.B)                { pairAppend().run(b) }
 func BenchmarkAppendParallel16(b *testing.B)      { pairAppendParallel16().run(b) }
 func BenchmarkConditions(b *testing.B)            { pairConditions().run(b) }
@@ -766,6 +798,8 @@ func BenchmarkPaired(b *testing.B) {
 		{"ConditionsParallel16", pairConditionsParallel16()},
 		{"ConditionsBatch50", pairConditionsBatch(50)},
 		{"ConditionsBatch1000", pairConditionsBatch(1000)},
+		{"Telemetry", pairTelemetry()},
+		{"TelemetryParallel16", pairTelemetryParallel16()},
 		{"AppendBatch1000", pairAppendBatch1000()},
 		{"Read", pairRead()},
 		{"SQLiteAppend", pairSQLiteAppend()},

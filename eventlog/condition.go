@@ -112,7 +112,10 @@ func (l *Log) If(c Condition) *Conditional {
 
 // Append appends e if the condition holds. See Log.If and Log.Append.
 func (c *Conditional) Append(ctx context.Context, e Entry) (Result, error) {
-	res, err := c.AppendBatch(ctx, []Entry{e})
+	if err := c.cond.Validate(); err != nil {
+		return Result{}, err
+	}
+	res, err := c.l.appendOwn(ctx, opSingle, []Entry{e}, &c.cond)
 	if err != nil {
 		return Result{}, err
 	}
@@ -125,11 +128,7 @@ func (c *Conditional) AppendBatch(ctx context.Context, entries []Entry) ([]Resul
 	if err := c.cond.Validate(); err != nil {
 		return nil, err
 	}
-	res, err := c.l.appendBatch(ctx, entries, &c.cond)
-	if kinds := appendedKinds(res); err == nil && len(kinds) > 0 {
-		c.l.wake.appended(kinds)
-	}
-	return res, err
+	return c.l.appendOwn(ctx, opBatch, entries, &c.cond)
 }
 
 // AppendTx appends entries inside the caller's transaction tx if the
@@ -142,11 +141,7 @@ func (c *Conditional) AppendTx(ctx context.Context, tx *sqlx.Tx, entries ...Entr
 	if err := c.cond.Validate(); err != nil {
 		return nil, err
 	}
-	prepared, err := c.l.prepare(entries)
-	if err != nil || len(prepared) == 0 {
-		return nil, err
-	}
-	return c.l.appendPrepared(ctx, tx, prepared, c.l.sharedLocks(prepared), false, &c.cond)
+	return c.l.appendTx(ctx, tx, entries, &c.cond)
 }
 
 // ReadForCondition runs read in a transaction in which every event

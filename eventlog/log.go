@@ -123,6 +123,7 @@ type Log struct {
 	// append (its default isolation is not READ COMMITTED).
 	conditionalOneOff atomic.Bool
 	q                 queries
+	tel               *telemetry // nil: no providers configured
 	wake              *wakeups
 
 	stmtMu sync.Mutex
@@ -156,6 +157,9 @@ func New(db *sqlx.DB, cfg *Config) (*Log, error) {
 	}
 	if l.wake, err = newWakeups(l, cfg); err != nil {
 		return nil, err
+	}
+	if l.tel, err = newTelemetry(l, cfg); err != nil {
+		return nil, fmt.Errorf("eventlog: telemetry: %w", err)
 	}
 	switch {
 	case l.maxPayload < 0:

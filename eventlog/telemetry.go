@@ -1,0 +1,228 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/lib/pq"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"modernc.org/sqlite"
+)
+
+// InstrumentationName names the log's meter and tracer.
+const InstrumentationName = "github.com/canonlog/canonlog/eventlog"
+
+// Append operations, the canonlog.append.operation attribute.
+const (
+	opSingle = "single" // Append
+	opBatch  = "batch"  // AppendBatch
+	opTx     = "tx"     // AppendTx
+)
+
+// Append outcomes, the canonlog.append.outcome attribute.
+const (
+	outOK        = "ok"        // stored at least one new event
+	outDuplicate = "duplicate" // every entry's event id was already stored
+	outConflict  = "conflict"  // an event id reused with other content, or a failed condition
+	outInvalid   = "invalid"   // a malformed entry or condition: nothing reached the database
+	outError     = "error"     // anything else: the database, the hook, the context
+)
+
+// Attribute keys of the log's metrics and spans.
+var (
+	attrOperation = attribute.Key("canonlog.append.operation")
+	attrOutcome   = attribute.Key("canonlog.append.outcome")
+	attrResult    = attribute.Key("canonlog.event.result")
+)
+
+// telemetry records the log's metrics and traces its appends. A nil
+// *telemetry (no providers configured) records nothing.
+type telemetry struct {
+	tracer    trace.Tracer // nil: no spans
+	duration  metric.Float64Histogram
+	events    metric.Int64Counter
+	batchSize metric.Int64Histogram
+	metrics   bool
+	system    string // db.system.name
+
+	namespaceOnce sync.Once
+	namespace     string // db.namespace, read once
+}
+
+// newTelemetry builds the log's instruments from cfg's providers; nil
+// when cfg sets neither.
+func newTelemetry(l *Log, cfg *Config) (*telemetry, error) {
+	if cfg.MeterProvider == nil && cfg.TracerProvider == nil {
+		return nil, nil
+	}
+	t := &telemetry{system: "sqlite"}
+	if l.backend == Postgres {
+		t.system = "postgresql"
+	}
+	if cfg.TracerProvider != nil {
+		t.tracer = cfg.TracerProvider.Tracer(InstrumentationName)
+	}
+	if cfg.MeterProvider == nil {
+		return t, nil
+	}
+	t.metrics = true
+	m := cfg.MeterProvider.Meter(InstrumentationName)
+	var err error
+	if t.duration, err = m.Float64Histogram("canonlog.append.duration",
+		metric.WithUnit("s"),
+		metric.WithDescription("Duration of an append call (Append, AppendBatch, AppendTx), by operation and outcome."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)); err != nil {
+		return nil, err
+	}
+	if t.events, err = m.Int64Counter("canonlog.append.events",
+		metric.WithUnit("{event}"),
+		metric.WithDescription("Entries of successful appends, by result: stored (new events) or duplicate (event id already stored).")); err != nil {
+		return nil, err
+	}
+	if t.batchSize, err = m.Int64Histogram("canonlog.append.batch.size",
+		metric.WithUnit("{entry}"),
+		metric.WithDescription("Entries per append call, by operation."),
+		metric.WithExplicitBucketBoundaries(1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000)); err != nil {
+		return nil, err
+	}
+	head, err := m.Int64ObservableGauge("canonlog.log.head",
+		metric.WithUnit("{seq}"),
+		metric.WithDescription("The highest seq in the log, read when the metrics are collected."))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		seq, err := l.LastSeq(ctx)
+		if err != nil {
+			return err
+		}
+		o.ObserveInt64(head, seq)
+		return nil
+	}, head); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// observed runs an append call of n entries as operation op, recording
+// its metrics and span when the log has telemetry.
+func (l *Log) observed(ctx context.Context, op string, n int, do func(ctx context.Context) ([]Result, error)) ([]Result, error) {
+	t := l.tel
+	if t == nil {
+		return do(ctx)
+	}
+	start := time.Now()
+	var span trace.Span
+	if t.tracer != nil {
+		ctx, span = t.tracer.Start(ctx, "INSERT event_log", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(t.spanAttributes(ctx, l, op, n)...))
+	}
+	res, err := do(ctx)
+	outcome := appendOutcome(res, err)
+	if span != nil {
+		if err != nil {
+			if code := sqlState(err); code != "" {
+				span.SetAttributes(attribute.String("db.response.status_code", code))
+			}
+			span.SetAttributes(attribute.String("error.type", outcome))
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}
+	if t.metrics {
+		opAttr := attrOperation.String(op)
+		t.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(opAttr, attrOutcome.String(outcome)))
+		t.batchSize.Record(ctx, int64(n), metric.WithAttributes(opAttr))
+		if err == nil {
+			var dups int64
+			for _, r := range res {
+				if r.Duplicate {
+					dups++
+				}
+			}
+			if stored := int64(len(res)) - dups; stored > 0 {
+				t.events.Add(ctx, stored, metric.WithAttributes(opAttr, attrResult.String("stored")))
+			}
+			if dups > 0 {
+				t.events.Add(ctx, dups, metric.WithAttributes(opAttr, attrResult.String("duplicate")))
+			}
+		}
+	}
+	return res, err
+}
+
+// spanAttributes returns the attributes of an append's span: the stable
+// OpenTelemetry database attributes and canonlog's own.
+func (t *telemetry) spanAttributes(ctx context.Context, l *Log, op string, n int) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{
+		attribute.String("db.system.name", t.system),
+		attribute.String("db.operation.name", "INSERT"),
+		attribute.String("db.collection.name", "event_log"),
+		attribute.String("db.query.summary", "INSERT event_log"),
+		attrOperation.String(op),
+	}
+	if n > 1 {
+		attrs = append(attrs, attribute.Int("db.operation.batch.size", n))
+	}
+	if ns := t.namespaceOf(ctx, l); ns != "" {
+		attrs = append(attrs, attribute.String("db.namespace", ns))
+	}
+	return attrs
+}
+
+// namespaceOf returns db.namespace: on PostgreSQL the database and the
+// schema the log writes to ("app.public"), read from the server once,
+// at the first traced append; on SQLite "main".
+func (t *telemetry) namespaceOf(ctx context.Context, l *Log) string {
+	t.namespaceOnce.Do(func() {
+		if l.backend != Postgres {
+			t.namespace = "main"
+			return
+		}
+		// Best effort: a span without it is still a span.
+		_ = l.db.QueryRowxContext(ctx, `SELECT current_database() || '.' || current_schema()`).Scan(&t.namespace)
+	})
+	return t.namespace
+}
+
+// appendOutcome classifies an append call's result.
+func appendOutcome(res []Result, err error) string {
+	var entryErr *EntryError
+	switch {
+	case err == nil:
+		for _, r := range res {
+			if !r.Duplicate {
+				return outOK
+			}
+		}
+		if len(res) == 0 {
+			return outOK
+		}
+		return outDuplicate
+	case errors.Is(err, ErrEventIDConflict), errors.Is(err, ErrConditionFailed):
+		return outConflict
+	case errors.As(err, &entryErr), errors.Is(err, ErrInvalidCondition):
+		return outInvalid
+	}
+	return outError
+}
+
+// sqlState returns the SQLSTATE of a PostgreSQL error, or SQLite's
+// result code, in err; "" for none.
+func sqlState(err error) string {
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		return string(pqErr.Code)
+	}
+	var sqliteErr *sqlite.Error
+	if errors.As(err, &sqliteErr) {
+		return strconv.Itoa(sqliteErr.Code())
+	}
+	return ""
+}

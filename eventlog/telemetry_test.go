@@ -1,0 +1,193 @@
+package eventlog_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/dbtest"
+)
+
+// collect reads every metric of reader into a map by name.
+func collect(t *testing.T, reader *sdkmetric.ManualReader) map[string]metricdata.Metrics {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(context.Background(), &rm))
+	out := map[string]metricdata.Metrics{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			out[m.Name] = m
+		}
+	}
+	return out
+}
+
+// sumOf returns the value of counter m's data point with attrs.
+func sumOf(t *testing.T, m metricdata.Metrics, attrs ...attribute.KeyValue) int64 {
+	t.Helper()
+	want := attribute.NewSet(attrs...)
+	for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+		if dp.Attributes.Equals(&want) {
+			return dp.Value
+		}
+	}
+	return 0
+}
+
+// countOf returns the number of recordings of histogram m with attrs.
+func countOf(t *testing.T, m metricdata.Metrics, attrs ...attribute.KeyValue) uint64 {
+	t.Helper()
+	want := attribute.NewSet(attrs...)
+	switch data := m.Data.(type) {
+	case metricdata.Histogram[float64]:
+		for _, dp := range data.DataPoints {
+			if dp.Attributes.Equals(&want) {
+				return dp.Count
+			}
+		}
+	case metricdata.Histogram[int64]:
+		for _, dp := range data.DataPoints {
+			if dp.Attributes.Equals(&want) {
+				return dp.Count
+			}
+		}
+	}
+	return 0
+}
+
+// A log with providers records every append call: its duration by
+// operation and outcome, the entries stored and found duplicate, the
+// batch sizes, the head; and traces each call as a client span, child of
+// the caller's, with the database attributes.
+func TestTelemetry(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		reader := sdkmetric.NewManualReader()
+		meters := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+		spans := tracetest.NewSpanRecorder()
+		tracers := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+		log, db := setup(t, backend, &eventlog.Config{MeterProvider: meters, TracerProvider: tracers})
+
+		// 10 single appends, of which 2 are retries; 1 refused entry; 1
+		// event id reused with other content; 1 batch of 3; 1 AppendTx
+		// of 2; 1 failed condition.
+		for i := range 8 {
+			_, err := log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h1", "r1", `{}`, "e"+string(rune('a'+i))))
+			require.NoError(t, err)
+		}
+		for range 2 {
+			res, err := log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h1", "r1", `{}`, "ea"))
+			require.NoError(t, err)
+			require.True(t, res.Duplicate)
+		}
+		_, err := log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h1", "r1", `{`, ""))
+		require.ErrorIs(t, err, eventlog.ErrInvalidPayload)
+		_, err = log.Append(ctx, rolloutEvent(eventlog.KindAgentEvent, "h1", "r1", `{"other":1}`, "ea"))
+		require.ErrorIs(t, err, eventlog.ErrEventIDConflict)
+		parent, root := tracers.Tracer("test").Start(ctx, "request")
+		_, err = log.AppendBatch(parent, []eventlog.Entry{entry("h2", `{}`), entry("h3", `{}`), entry("h4", `{}`)})
+		require.NoError(t, err)
+		root.End()
+		tx, err := db.BeginTxx(ctx, nil)
+		require.NoError(t, err)
+		_, err = log.AppendTx(ctx, tx, entry("h5", `{}`), entry("h6", `{}`))
+		require.NoError(t, err)
+		require.NoError(t, tx.Commit())
+		_, err = log.If(eventlog.Condition{Match: eventlog.Filter{RolloutID: "r1"}}).Append(ctx,
+			rolloutEvent(eventlog.KindGateDecision, "", "r1", `{}`, "g1"))
+		require.ErrorIs(t, err, eventlog.ErrConditionFailed)
+
+		op := func(v string) attribute.KeyValue { return attribute.String("canonlog.append.operation", v) }
+		outcome := func(v string) attribute.KeyValue { return attribute.String("canonlog.append.outcome", v) }
+		result := func(v string) attribute.KeyValue { return attribute.String("canonlog.event.result", v) }
+		m := collect(t, reader)
+		events := m["canonlog.append.events"]
+		require.Equal(t, int64(8), sumOf(t, events, op("single"), result("stored")))
+		require.Equal(t, int64(2), sumOf(t, events, op("single"), result("duplicate")))
+		require.Equal(t, int64(3), sumOf(t, events, op("batch"), result("stored")))
+		require.Equal(t, int64(2), sumOf(t, events, op("tx"), result("stored")))
+		duration := m["canonlog.append.duration"]
+		require.Equal(t, "s", duration.Unit)
+		require.Equal(t, uint64(8), countOf(t, duration, op("single"), outcome("ok")))
+		require.Equal(t, uint64(2), countOf(t, duration, op("single"), outcome("duplicate")))
+		require.Equal(t, uint64(1), countOf(t, duration, op("single"), outcome("invalid")))
+		require.Equal(t, uint64(2), countOf(t, duration, op("single"), outcome("conflict")), "the reused event id and the failed condition")
+		require.Equal(t, uint64(1), countOf(t, duration, op("batch"), outcome("ok")))
+		require.Equal(t, uint64(1), countOf(t, duration, op("tx"), outcome("ok")))
+		size := m["canonlog.append.batch.size"]
+		require.Equal(t, uint64(13), countOf(t, size, op("single")))
+		sizes := map[string]int64{}
+		for _, dp := range size.Data.(metricdata.Histogram[int64]).DataPoints {
+			v, _ := dp.Attributes.Value("canonlog.append.operation")
+			sizes[v.AsString()] = dp.Sum
+		}
+		require.Equal(t, map[string]int64{"single": 13, "batch": 3, "tx": 2}, sizes, "entries per operation")
+		head := m["canonlog.log.head"].Data.(metricdata.Gauge[int64]).DataPoints
+		require.Len(t, head, 1)
+		last, err := log.LastSeq(ctx)
+		require.NoError(t, err)
+		require.Equal(t, last, head[0].Value)
+
+		ended := spans.Ended()
+		require.Len(t, ended, 16, "one span per append call (15), and the caller's")
+		var batch sdktrace.ReadOnlySpan
+		for _, s := range ended {
+			if s.Name() == "INSERT event_log" && attrOf(s, "canonlog.append.operation") == "batch" {
+				batch = s
+			}
+		}
+		require.NotNil(t, batch)
+		require.Equal(t, root.SpanContext().SpanID(), batch.Parent().SpanID(), "the caller's span is the parent")
+		require.Equal(t, "3", attrOf(batch, "db.operation.batch.size"))
+		system, namespace := "sqlite", "main"
+		if backend == "postgres" {
+			var schema, database string
+			require.NoError(t, db.QueryRowx(`SELECT current_database(), current_schema()`).Scan(&database, &schema))
+			system, namespace = "postgresql", database+"."+schema
+		}
+		require.Equal(t, system, attrOf(batch, "db.system.name"))
+		require.Equal(t, namespace, attrOf(batch, "db.namespace"))
+		require.Equal(t, "INSERT event_log", attrOf(batch, "db.query.summary"))
+		require.Equal(t, "INSERT", attrOf(batch, "db.operation.name"))
+		require.Equal(t, codes.Unset, batch.Status().Code)
+	})
+}
+
+// A span of an append the database refused carries the SQLSTATE.
+func TestTelemetryErrorSpan(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	spans := tracetest.NewSpanRecorder()
+	log, db := setup(t, "postgres", &eventlog.Config{TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))})
+	tx, err := db.BeginTxx(ctx, nil)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback() }()
+	_, err = tx.Exec(`SELECT 1/0`)
+	require.Error(t, err)
+	_, err = log.AppendTx(ctx, tx, eventlog.Entry{Kind: "k", Payload: json.RawMessage(`{}`)})
+	require.Error(t, err)
+	ended := spans.Ended()
+	require.Len(t, ended, 1)
+	require.Equal(t, codes.Error, ended[0].Status().Code)
+	require.Equal(t, "25P02", attrOf(ended[0], "db.response.status_code"), "in a failed transaction")
+	require.Equal(t, "error", attrOf(ended[0], "error.type"))
+}
+
+func attrOf(s sdktrace.ReadOnlySpan, key string) string {
+	for _, kv := range s.Attributes() {
+		if string(kv.Key) == key {
+			return kv.Value.Emit()
+		}
+	}
+	return ""
+}
