@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/pglock"
@@ -49,6 +50,9 @@ type Manager struct {
 	reg   *Registry
 	owned bool // OpenManager opened db; Close closes it
 	drift bool
+	// applied records each projection's apply time inside appends; nil
+	// without a MeterProvider in ManagerConfig.Log.
+	applied metric.Float64Histogram
 
 	// guard is what the database recorded about unregistered projections
 	// when it was last read (Load, Migrate, Status); nil before.
@@ -97,6 +101,12 @@ func NewManager(db *sqlx.DB, reg *Registry, cfg *ManagerConfig) (*Manager, error
 		return nil, errors.New("projection: NewManager: ManagerConfig.Log.Hook is set: leave it nil, the Manager applies the registry itself")
 	}
 	m := &Manager{db: db, reg: reg, drift: c.AllowDrift}
+	if lc.MeterProvider != nil {
+		var err error
+		if m.applied, err = applyHistogram(lc.MeterProvider); err != nil {
+			return nil, fmt.Errorf("projection: NewManager: telemetry: %w", err)
+		}
+	}
 	lc.Hook = (*managerHook)(m)
 	log, err := eventlog.New(db, &lc)
 	if err != nil {
@@ -411,7 +421,7 @@ func (h *managerHook) AfterAppend(ctx context.Context, tx *sqlx.Tx, events []eve
 			return err
 		}
 	}
-	return h.reg.AfterAppend(ctx, tx, events)
+	return h.reg.afterAppend(ctx, tx, events, h.applied)
 }
 
 func (m *Manager) guardAppend(ctx context.Context, tx *sqlx.Tx, g *guard, events []eventlog.Event) error {

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/pglock"
@@ -256,6 +258,12 @@ func (r *Registry) Consumes(kind eventlog.Kind) bool {
 // error aborts the append; it is an *ApplyError naming the projection and
 // the event, with Appending set: that event's seq is not stored.
 func (r *Registry) AfterAppend(ctx context.Context, tx *sqlx.Tx, events []eventlog.Event) error {
+	return r.afterAppend(ctx, tx, events, nil)
+}
+
+// afterAppend is AfterAppend, recording each projection's apply time with
+// applied when it is not nil.
+func (r *Registry) afterAppend(ctx context.Context, tx *sqlx.Tx, events []eventlog.Event, applied metric.Float64Histogram) error {
 	r.mu.RLock()
 	entries := r.entries
 	r.mu.RUnlock()
@@ -272,7 +280,15 @@ func (r *Registry) AfterAppend(ctx context.Context, tx *sqlx.Tx, events []eventl
 		}
 	}
 	for _, e := range targets {
-		if err := e.apply(ctx, tx, filterKinds(e, events)); err != nil {
+		var start time.Time
+		if applied != nil {
+			start = time.Now()
+		}
+		err := e.apply(ctx, tx, filterKinds(e, events))
+		if applied != nil {
+			applied.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrProjection.String(e.name)))
+		}
+		if err != nil {
 			var ae *ApplyError
 			if errors.As(err, &ae) {
 				ae.Appending = true
