@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/eventlogtest"
@@ -140,4 +143,45 @@ func ExampleLog_If() {
 	// Output:
 	// read 0 events; event 1 came after seq 0
 	// true
+}
+
+// A log with OpenTelemetry providers records its appends.
+func Example_telemetry() {
+	ctx := context.Background()
+	db, err := eventlog.OpenDB(ctx, "sqlite::memory:")
+	if err != nil {
+		panic(err)
+	}
+	defer db.Close()
+	if _, err := migrations.Up(ctx, db); err != nil {
+		panic(err)
+	}
+
+	reader := sdkmetric.NewManualReader() // or a Prometheus exporter, or a periodic OTLP reader
+	meters := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	tracers := sdktrace.NewTracerProvider() // sdktrace.WithBatcher(exporter) ships the spans
+	log, err := eventlog.New(db, &eventlog.Config{MeterProvider: meters, TracerProvider: tracers})
+	if err != nil {
+		panic(err)
+	}
+
+	e := eventlog.Entry{Kind: eventlog.KindEffect, Payload: json.RawMessage(`{}`), EventID: "effect-1"}
+	_, _ = log.Append(ctx, e)
+	_, _ = log.Append(ctx, e) // a retry: a duplicate
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		panic(err)
+	}
+	for _, m := range rm.ScopeMetrics[0].Metrics {
+		if m.Name == "canonlog.append.events" {
+			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				result, _ := dp.Attributes.Value("canonlog.event.result")
+				fmt.Println(m.Name, result.AsString(), dp.Value)
+			}
+		}
+	}
+	// Unordered output:
+	// canonlog.append.events stored 1
+	// canonlog.append.events duplicate 1
 }
