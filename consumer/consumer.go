@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -129,7 +130,11 @@ type Consumer struct {
 	backend eventlog.Backend
 	cfg     Config
 	filter  eventlog.Filter
-	kinds   string // as stored
+	kinds   string     // as stored
+	tel     *telemetry // nil: the log has no providers
+	// handledSeq is the last seq the running instance handled, for its
+	// metrics.
+	handledSeq atomic.Int64
 }
 
 // New checks cfg and returns a consumer of log's events. It touches no
@@ -198,6 +203,9 @@ func New(log *eventlog.Log, cfg *Config) (*Consumer, error) {
 		kinds[i] = string(k)
 	}
 	con.kinds = strings.Join(kinds, ",")
+	if con.tel, err = newTelemetry(log, c.Name); err != nil {
+		return nil, fmt.Errorf("consumer %q: telemetry: %w", c.Name, err)
+	}
 	return con, nil
 }
 
@@ -253,6 +261,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	r.lock = lock
 	r.wake = wake
+	c.handledSeq.Store(r.handled)
+	stopObserving, err := c.tel.observe(c)
+	if err != nil {
+		return fmt.Errorf("consumer %s: telemetry: %w", c.cfg.Name, err)
+	}
+	defer stopObserving()
 	err = r.loop(ctx)
 	if ctx.Err() != nil && !errors.Is(err, ErrDeposed) {
 		var he *HandlerError

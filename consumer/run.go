@@ -176,13 +176,17 @@ func (r *runner) stepTx(ctx context.Context) (idle bool, err error) {
 			return err
 		}
 		if len(events) > 0 {
-			if herr = r.c.cfg.HandleTx(ctx, tx, events); herr != nil {
+			hctx, end := r.c.tel.handling(ctx, len(events))
+			herr = r.c.cfg.HandleTx(hctx, tx, events)
+			end(herr)
+			if herr != nil {
 				return herr
 			}
 		}
 		return r.save(ctx, tx, events)
 	})
 	if err == nil {
+		r.c.tel.done(ctx, len(events), "handled")
 		r.handledOne(len(events))
 		return len(events) == 0 && r.f.CaughtUp(), nil
 	}
@@ -211,6 +215,7 @@ func (r *runner) stepTx(ctx context.Context) (idle bool, err error) {
 	if err != nil {
 		return false, r.resync(ctx, err)
 	}
+	r.c.tel.done(ctx, 1, "parked")
 	r.handledOne(1)
 	return false, nil
 }
@@ -237,6 +242,7 @@ func (r *runner) stepExternal(ctx context.Context) (idle bool, err error) {
 				return false, r.resync(ctx, err)
 			}
 			r.parkSeq, r.parkErr = 0, nil
+			r.c.tel.done(ctx, 1, "parked")
 			r.handledOne(1)
 			return false, nil
 		}
@@ -244,14 +250,20 @@ func (r *runner) stepExternal(ctx context.Context) (idle bool, err error) {
 			pending = append(pending, ev)
 			continue
 		}
-		if herr := r.c.cfg.Handle(ctx, ev); herr != nil {
+		hctx, end := r.c.tel.handling(ctx, 1)
+		herr := r.c.cfg.Handle(hctx, ev)
+		end(herr)
+		if herr != nil {
 			return false, r.externalFailed(ctx, ev, len(events), herr)
 		}
 		r.done[ev.Seq] = true
 		handled++
 	}
 	if len(pending) > 0 {
-		if herr := r.c.cfg.HandleBatch(ctx, pending); herr != nil {
+		hctx, end := r.c.tel.handling(ctx, len(pending))
+		herr := r.c.cfg.HandleBatch(hctx, pending)
+		end(herr)
+		if herr != nil {
 			return false, r.externalFailed(ctx, pending[0], len(pending), herr)
 		}
 		for _, ev := range pending {
@@ -269,6 +281,7 @@ func (r *runner) stepExternal(ctx context.Context) (idle bool, err error) {
 	for _, ev := range events {
 		delete(r.done, ev.Seq)
 	}
+	r.c.tel.done(ctx, handled, "handled")
 	r.handledOne(handled)
 	return len(events) == 0 && r.f.CaughtUp(), nil
 }
@@ -320,6 +333,7 @@ func (r *runner) failed(ctx context.Context, ev eventlog.Event, page int, herr e
 	r.attempts++
 	cfg.Logger.Warn("consumer: handler failed", "consumer", cfg.Name, "seq", ev.Seq, "attempt", r.attempts, "of", cfg.Attempts, "error", herr)
 	if r.attempts < cfg.Attempts {
+		r.c.tel.retried(ctx)
 		backoff := cfg.MinBackoff << min(r.attempts-1, 30)
 		if backoff <= 0 || backoff > cfg.MaxBackoff {
 			backoff = cfg.MaxBackoff
@@ -380,6 +394,7 @@ WHERE name = ? AND generation = ? AND position = ?`), next, handled, eventlog.Fo
 		return fmt.Errorf("consumer %s: %w", r.c.cfg.Name, ErrDeposed)
 	}
 	r.stored, r.handled = next, handled
+	r.c.handledSeq.Store(handled)
 	return nil
 }
 

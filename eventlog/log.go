@@ -124,6 +124,8 @@ type Log struct {
 	conditionalOneOff atomic.Bool
 	q                 queries
 	tel               *telemetry // nil: no providers configured
+	meters            metric.MeterProvider
+	tracers           trace.TracerProvider
 	wake              *wakeups
 
 	stmtMu sync.Mutex
@@ -148,6 +150,8 @@ func New(db *sqlx.DB, cfg *Config) (*Log, error) {
 		maxPayload:     cfg.MaxPayloadBytes,
 		hook:           cfg.Hook,
 		serialize:      cfg.SerializeAppends,
+		meters:         cfg.MeterProvider,
+		tracers:        cfg.TracerProvider,
 		q:              queriesFor(db, b, true),
 		dimensionLocks: b == Postgres,
 		stmts:          make(map[string]*sqlx.Stmt),
@@ -175,6 +179,13 @@ func (l *Log) DB() *sqlx.DB { return l.db }
 
 // Clock returns the clock that stamps entries appended with a zero TS.
 func (l *Log) Clock() Clock { return l.clock }
+
+// MeterProvider returns Config.MeterProvider, nil when none was set: the
+// consumers of the log record their metrics through it too.
+func (l *Log) MeterProvider() metric.MeterProvider { return l.meters }
+
+// TracerProvider returns Config.TracerProvider, nil when none was set.
+func (l *Log) TracerProvider() trace.TracerProvider { return l.tracers }
 
 // MaxPayloadBytes returns the payload size limit in force.
 func (l *Log) MaxPayloadBytes() int { return l.maxPayload }
