@@ -115,9 +115,21 @@ func Rebuild(ctx context.Context, log *eventlog.Log, reg *Registry, opts *Rebuil
 	if err != nil {
 		return nil, err
 	}
+	tel, err := newOpTelemetry(log)
+	if err != nil {
+		return nil, fmt.Errorf("projection: rebuild: telemetry: %w", err)
+	}
+	stop, err := tel.observeRebuilds()
+	if err != nil {
+		return nil, fmt.Errorf("projection: rebuild: telemetry: %w", err)
+	}
+	defer stop()
+	o.Progress = tel.progress(o.Progress)
 	var results []RebuildResult
 	for _, e := range entries {
-		res, err := rebuildOne(ctx, log, d, e, o)
+		ectx, end := tel.rebuilding(ctx, e.name)
+		res, err := rebuildOne(ectx, log, d, e, o)
+		end(res, err)
 		if err != nil {
 			return results, err
 		}

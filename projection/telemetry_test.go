@@ -9,6 +9,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
@@ -61,4 +63,106 @@ func TestApplyDuration(t *testing.T) {
 		require.True(t, got.DataPoints[0].Attributes.Equals(&want))
 		require.Equal(t, uint64(4), got.DataPoints[0].Count, "three single appends and one batch applied it")
 	})
+}
+
+// With providers, rebuilds report their progress while they run and
+// record their duration and lock time; verifies count their outcomes;
+// both are spans.
+func TestRebuildAndVerifyTelemetry(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		reader := sdkmetric.NewManualReader()
+		spans := tracetest.NewSpanRecorder()
+		db := dbtest.New(t, backend).Open(t)
+		reg, err := projection.NewRegistry(&kindView{testView{kinds: []eventlog.Kind{"deploy_step"}}})
+		require.NoError(t, err)
+		m, err := projection.NewManager(db, reg, &projection.ManagerConfig{Log: &eventlog.Config{
+			MeterProvider:  sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)),
+			TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)),
+		}})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = m.Close() })
+		_, err = m.Migrate(ctx)
+		require.NoError(t, err)
+		for range 5 {
+			_, err := m.Log().Append(ctx, eventlog.Entry{Kind: "deploy_step", HostID: "h", Payload: json.RawMessage(`{}`)})
+			require.NoError(t, err)
+		}
+
+		name := attribute.String("canonlog.projection.name", "test_view")
+		var phases []string
+		res, err := m.Rebuild(ctx, &projection.RebuildOptions{Progress: func(p projection.Progress) {
+			got := collectAll(t, reader)
+			running := got["canonlog.rebuild.running"].Data.(metricdata.Gauge[int64]).DataPoints
+			require.Len(t, running, 1)
+			phase, _ := running[0].Attributes.Value("canonlog.rebuild.phase")
+			require.Equal(t, string(p.Phase), phase.AsString())
+			done := got["canonlog.rebuild.events.done"].Data.(metricdata.Gauge[int64]).DataPoints
+			require.Equal(t, p.Done, done[0].Value)
+			phases = append(phases, phase.AsString())
+		}})
+		require.NoError(t, err)
+		require.NotEmpty(t, phases)
+		mode := "offline"
+		if res[0].Online {
+			mode = "online"
+		}
+		got := collectAll(t, reader)
+		if r, ok := got["canonlog.rebuild.running"]; ok {
+			require.Empty(t, r.Data.(metricdata.Gauge[int64]).DataPoints, "no rebuild runs any more")
+		}
+		require.Equal(t, uint64(1), histogramCount(got["canonlog.rebuild.duration"], name,
+			attribute.String("canonlog.rebuild.mode", mode), attribute.String("canonlog.rebuild.outcome", "ok")))
+		require.Equal(t, uint64(1), histogramCount(got["canonlog.rebuild.lock.duration"], name, attribute.String("canonlog.rebuild.mode", mode)))
+
+		vr, err := m.Verify(ctx, nil)
+		require.NoError(t, err)
+		require.True(t, vr[0].Equal)
+		_, err = db.Exec(`DELETE FROM test_view WHERE event_log_seq = (SELECT MIN(event_log_seq) FROM test_view)`)
+		require.NoError(t, err)
+		vr, err = m.Verify(ctx, nil)
+		require.NoError(t, err)
+		require.False(t, vr[0].Equal)
+		runs := collectAll(t, reader)["canonlog.verify.runs"]
+		for _, outcome := range []string{"equal", "different"} {
+			want := attribute.NewSet(name, attribute.String("canonlog.verify.outcome", outcome))
+			var n int64
+			for _, dp := range runs.Data.(metricdata.Sum[int64]).DataPoints {
+				if dp.Attributes.Equals(&want) {
+					n = dp.Value
+				}
+			}
+			require.Equal(t, int64(1), n, outcome)
+		}
+		names := map[string]int{}
+		for _, s := range spans.Ended() {
+			names[s.Name()]++
+		}
+		require.Equal(t, 1, names["canonlog.rebuild"])
+		require.Equal(t, 2, names["canonlog.verify"])
+	})
+}
+
+func collectAll(t *testing.T, reader *sdkmetric.ManualReader) map[string]metricdata.Metrics {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(context.Background(), &rm))
+	out := map[string]metricdata.Metrics{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			out[m.Name] = m
+		}
+	}
+	return out
+}
+
+func histogramCount(m metricdata.Metrics, attrs ...attribute.KeyValue) uint64 {
+	want := attribute.NewSet(attrs...)
+	for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+		if dp.Attributes.Equals(&want) {
+			return dp.Count
+		}
+	}
+	return 0
 }

@@ -130,18 +130,24 @@ func Verify(ctx context.Context, log *eventlog.Log, reg *Registry, names []strin
 	if err != nil {
 		return nil, err
 	}
+	tel, err := newOpTelemetry(log)
+	if err != nil {
+		return nil, fmt.Errorf("projection: verify: telemetry: %w", err)
+	}
 	out := make(VerifyResults, 0, len(entries))
 	for _, e := range entries {
 		var res VerifyResult
+		ectx, end := tel.verifying(ctx, e.name)
 		// The snapshot and the derivation need a connection each: a pool
 		// of one would wait for itself.
 		if e.async {
-			res, err = verifyOne(ctx, log, d, e)
+			res, err = verifyOne(ectx, log, d, e)
 		} else if tables, ok := onlineTables(e); ok && log.DB().Stats().MaxOpenConnections != 1 {
-			res, err = verifyOnline(ctx, log, d, e, tables)
+			res, err = verifyOnline(ectx, log, d, e, tables)
 		} else {
-			res, err = verifyOne(ctx, log, d, e)
+			res, err = verifyOne(ectx, log, d, e)
 		}
+		end(res, err)
 		if err != nil {
 			return out, fmt.Errorf("projection: verify %s: %w", e.name, err)
 		}
