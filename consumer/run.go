@@ -302,9 +302,13 @@ func (r *runner) externalFailed(ctx context.Context, ev eventlog.Event, page int
 	return err
 }
 
-// handledOne notes a page of n events handled: one event fewer to
-// isolate, and no failure pending.
+// handledOne notes a page of n events handled and committed: its
+// position for the metrics, one event fewer to isolate, and no failure
+// pending.
 func (r *runner) handledOne(n int) {
+	// After the commit, and after the events were counted: a reader of
+	// the metrics that sees the position sees the counts up to it.
+	r.c.handledSeq.Store(r.handled)
 	if n > 0 {
 		r.attempts = 0
 		if r.isolate > 0 {
@@ -394,7 +398,6 @@ WHERE name = ? AND generation = ? AND position = ?`), next, handled, eventlog.Fo
 		return fmt.Errorf("consumer %s: %w", r.c.cfg.Name, ErrDeposed)
 	}
 	r.stored, r.handled = next, handled
-	r.c.handledSeq.Store(handled)
 	return nil
 }
 
