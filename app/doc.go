@@ -13,7 +13,11 @@
 // logic without saying so. ProbeFailuresModule adds the reference
 // projection and its query store. Consumers registered with AsConsumer
 // run from start, after the migrations, to stop (ExampleAsConsumer). A
-// service's main (ExampleModule):
+// metric.MeterProvider and a trace.TracerProvider in the graph, when there
+// are any, measure and trace the log's appends; PrometheusModule provides
+// the first, the OpenTelemetry SDK with a Prometheus exporter, and the
+// handler of GET /metrics (ExamplePrometheusModule). A service's main
+// (ExampleModule):
 //
 //	fx.New(
 //		fx.Provide(app.ConfigFromEnv), // or fx.Supply(app.Config{…})
@@ -24,6 +28,6 @@
 //		fx.Invoke(func(*api) {}),
 //	).Run()
 //
-// See docs/fx.md for the configuration variables, supplying your own
-// database and testing a service with fxtest.
+// See docs/fx.md for the configuration variables, metrics and traces,
+// supplying your own database and testing a service with fxtest.
 package app

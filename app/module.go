@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 
 	"github.com/canonlog/canonlog/eventlog"
@@ -47,7 +49,10 @@ const connectTimeout = 30 * time.Second
 //
 // It needs an app.Config in the graph: fx.Supply(app.Config{}) for the
 // defaults, or fx.Provide(app.ConfigFromEnv). An optional *slog.Logger
-// receives the start-up facts.
+// receives the start-up facts; an optional metric.MeterProvider and
+// trace.TracerProvider record the log's metrics and trace its appends
+// (PrometheusModule provides the first; see docs/fx.md, "Metrics and
+// traces").
 //
 // On start, before any component that depends on the log starts, it
 // applies the migrations (unless Config.SkipMigrate) and checks for stale
@@ -77,6 +82,15 @@ type Params struct {
 	// Logger receives the start-up facts. Optional: nothing is logged
 	// without one.
 	Logger *slog.Logger `optional:"true"`
+	// MeterProvider records the log's metrics, and the manager's
+	// (see eventlog.Config): PrometheusModule provides one, or the
+	// service provides its own SDK provider. Optional: without one
+	// nothing is recorded.
+	MeterProvider metric.MeterProvider `optional:"true"`
+	// TracerProvider traces the log's appends (see eventlog.Config),
+	// each span a child of the span in the caller's context. Optional:
+	// without one nothing is traced.
+	TracerProvider trace.TracerProvider `optional:"true"`
 	// DB is a database the service owns (WithDB, ProvideDB). Optional:
 	// without one Module opens Config.DatabaseURL.
 	DB *sqlx.DB `name:"canonlog.supplied_db" optional:"true"`
@@ -126,19 +140,8 @@ func New(p Params) (Result, error) {
 		}
 		owned = true
 	}
-	logCfg := &eventlog.Config{
-		Clock:            p.Config.Clock,
-		MaxPayloadBytes:  p.Config.MaxPayloadBytes,
-		SerializeAppends: p.Config.SerializeAppends,
-	}
-	if backend, err := eventlog.BackendOf(db); err == nil && backend == eventlog.Postgres && !p.Config.DisableWakeups {
-		logCfg.Notify = true
-		if owned {
-			logCfg.ListenURL = p.Config.databaseURL()
-		}
-	}
 	m, err := projection.NewManager(db, reg, &projection.ManagerConfig{
-		Log:        logCfg,
+		Log:        logConfig(p, db, owned),
 		AllowDrift: p.Config.AllowDrift,
 	})
 	if err != nil {
@@ -154,6 +157,25 @@ func New(p Params) (Result, error) {
 	s := &starter{cfg: p.Config, db: db, owned: owned, m: m, logger: logger}
 	p.Lifecycle.Append(fx.Hook{OnStart: s.start, OnStop: s.stop})
 	return Result{DB: db, Log: m.Log(), Registry: reg, Manager: m}, nil
+}
+
+// logConfig is the configuration of the log New builds on db (owned: New
+// opened it from Config.DatabaseURL).
+func logConfig(p Params, db *sqlx.DB, owned bool) *eventlog.Config {
+	cfg := &eventlog.Config{
+		Clock:            p.Config.Clock,
+		MaxPayloadBytes:  p.Config.MaxPayloadBytes,
+		SerializeAppends: p.Config.SerializeAppends,
+		MeterProvider:    p.MeterProvider,
+		TracerProvider:   p.TracerProvider,
+	}
+	if backend, err := eventlog.BackendOf(db); err == nil && backend == eventlog.Postgres && !p.Config.DisableWakeups {
+		cfg.Notify = true
+		if owned {
+			cfg.ListenURL = p.Config.databaseURL()
+		}
+	}
+	return cfg
 }
 
 // newRegistry builds the registry from the value group, naming every

@@ -12,6 +12,11 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/fx"
+
+	"github.com/canonlog/canonlog/app"
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/entryjson"
 	"github.com/canonlog/canonlog/probefailures"
@@ -29,8 +34,23 @@ func newAPI(log *eventlog.Log, failures *probefailures.Store, progress *progress
 	return &api{log: log, failures: failures, progress: progress, logger: logger}
 }
 
-// newHandler routes fleetd's endpoints.
-func newHandler(a *api) http.Handler {
+// handlerParams are what fleetd's handler serves and records through.
+type handlerParams struct {
+	fx.In
+
+	API     *api
+	Metrics app.MetricsHandler
+	Logger  *slog.Logger
+	Meter   metric.MeterProvider
+	// Tracer is Config.TracerProvider. Optional: without one nothing is
+	// traced.
+	Tracer trace.TracerProvider `optional:"true"`
+}
+
+// newHandler routes fleetd's endpoints, each request logged, timed and
+// (with a TracerProvider) traced.
+func newHandler(p handlerParams) (http.Handler, error) {
+	a := p.API
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/agent-events", a.postAgentEvent)
 	mux.HandleFunc("GET /v1/rollouts/{id}/failing-hosts", a.failingHosts)
@@ -38,7 +58,12 @@ func newHandler(a *api) http.Handler {
 	mux.HandleFunc("POST /v1/rollouts/{id}/gate-decisions", a.postGateDecision)
 	mux.HandleFunc("GET /v1/rollouts/{id}/hosts", a.hosts)
 	mux.HandleFunc("GET /healthz", a.healthz)
-	return mux
+	mux.Handle("GET /metrics", p.Metrics)
+	h, err := newInstrumented(mux, p.Logger, p.Meter, p.Tracer)
+	if err != nil {
+		return nil, fmt.Errorf("fleetd: instrument the HTTP handler: %w", err)
+	}
+	return h, nil
 }
 
 // agentEventFormat is the body of POST /v1/agent-events: host_id,

@@ -103,6 +103,9 @@ by default it serves at once and rebuilds stale ones online, each view
 swapped in when its rebuild is done (` + app.EnvStalePolicy + `=rebuild-online);
 a taken port or a refused start exits 1.
 
+It serves GET /metrics in the Prometheus text format and logs a line
+per request (method, route, status, duration) to stderr.
+
 fleetd without a command serves, with serve's flags if given:
 'fleetd --addr :8080' is 'fleetd serve --addr :8080'.
 
@@ -189,15 +192,27 @@ func serve(ctx context.Context, cfg Config, startTimeout time.Duration) error {
 		cfg.Logger.InfoContext(ctx, "fleetd: started")
 	}
 	code := 0
+	var reason slog.Attr
 	select {
 	case sig := <-a.Wait():
 		code = sig.ExitCode
+		reason = slog.Any("signal", sig.Signal)
+		if sig.Signal == nil {
+			reason = slog.Int("exit_code", code) // fx.Shutdowner: the service stopped itself
+		}
 	case <-ctx.Done():
+		reason = slog.String("cause", context.Cause(ctx).Error())
+	}
+	if cfg.Logger != nil {
+		cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "fleetd: shutting down", reason)
 	}
 	stopCtx, cancelStop := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancelStop()
 	if err := a.Stop(stopCtx); err != nil {
 		return fmt.Errorf("stop: %w", err)
+	}
+	if cfg.Logger != nil {
+		cfg.Logger.InfoContext(ctx, "fleetd: stopped")
 	}
 	if code != 0 {
 		// The server stopped the service after it failed, and logged why.

@@ -177,6 +177,8 @@ func TestServeByDefault(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("fleetd did not stop when its context ended")
 		}
+		require.Contains(t, stderr.String(), `msg="fleetd: shutting down" cause="context canceled"`)
+		require.Contains(t, stderr.String(), `msg="fleetd: stopped"`)
 		_, err = net.DialTimeout("tcp", addr, time.Second)
 		require.Error(t, err, "the port is released on stop")
 	})

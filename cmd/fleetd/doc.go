@@ -26,6 +26,16 @@
 //	POST /v1/rollouts/{id}/gate-decisions       {"event_id", "decision", "read_seq", "reason"}
 //	GET  /v1/rollouts/{id}/hosts[?after=HOST&limit=N]
 //	GET  /healthz
+//	GET  /metrics                             the Prometheus text format
+//
+// Every request is logged once answered ("fleetd: request": method, the
+// route it matched, never the path with its ids, status, duration) and
+// timed in http.server.request.duration; GET /metrics serves those, the
+// log's metrics (docs/observability.md) and the Go runtime's, through
+// app.PrometheusModule. With a TracerProvider (Config.TracerProvider;
+// serve sets none) each request is a server span continuing the trace of
+// its traceparent header, parent of the log's append spans. Stopping logs
+// "fleetd: shutting down" and, once done, "fleetd: stopped".
 //
 // The compliance gate reads a rollout's summary, decides, and posts the
 // decision with the summary's seq as read_seq. fleetd appends it, as a
@@ -45,9 +55,9 @@
 // stops fleetd when the stream is missing or holds another publisher's
 // messages. See docs/consumers.md, "Forwarding to NATS JetStream".
 //
-// Its fx graph (Options) is app.Module, its projections registered with
-// app.AsProjection, the stores over them, and a lifecycle-managed net/http
-// server. The projections come from one function, projections(), which the
+// Its fx graph (Options) is app.PrometheusModule, app.Module, its
+// projections registered with app.AsProjection, the stores over them, and
+// a lifecycle-managed net/http server. The projections come from one function, projections(), which the
 // command tree takes them from too: what the service applies and what its
 // operators rebuild cannot disagree. See docs/fx.md.
 package main

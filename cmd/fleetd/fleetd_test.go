@@ -60,12 +60,19 @@ var t0 = time.Date(2026, 5, 16, 1, 0, 0, 0, time.UTC)
 // on a fresh database of backend; it stops when the test ends.
 func setup(t *testing.T, backend string, canonlog app.Config) *fixture {
 	t.Helper()
+	return setupService(t, backend, Config{Canonlog: canonlog, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+}
+
+// setupService is setup with the rest of fleetd's Config too (its
+// logger, a TracerProvider); Addr and the database are the fixture's.
+func setupService(t *testing.T, backend string, cfg Config) *fixture {
+	t.Helper()
 	b := dbtest.New(t, backend)
 	f := &fixture{clock: eventlogtest.NewFakeClock(t0)}
-	canonlog.DatabaseURL = b.URL
+	cfg.Addr = "127.0.0.1:0"
+	cfg.Canonlog.DatabaseURL = b.URL
 	f.url = b.URL
-	canonlog.Clock = f.clock
-	cfg := Config{Addr: "127.0.0.1:0", Canonlog: canonlog, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
+	cfg.Canonlog.Clock = f.clock
 	f.app = fxtest.New(t, Options(cfg), fx.Populate(&f.handler, &f.server, &f.log, &f.db))
 	f.app.RequireStart()
 	t.Cleanup(f.app.RequireStop)

@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
 
@@ -33,8 +34,13 @@ type Config struct {
 	// JetStream. Defaults to none.
 	NATS NATSConfig
 	// Logger receives fleetd's, canonlog's and fx's logs (fx's at debug
-	// level). Defaults to text on stderr.
+	// level): a line per request among them. Defaults to text on stderr.
 	Logger *slog.Logger
+	// TracerProvider traces fleetd's requests, each in a server span that
+	// continues the trace of the request's traceparent header, and the
+	// log's appends within them. Defaults to none: nothing is traced and
+	// traceparent is ignored.
+	TracerProvider trace.TracerProvider
 }
 
 // withDefaults fills the zero fields.
@@ -61,7 +67,8 @@ func projections() []projection.Projection {
 }
 
 // Options is fleetd's whole fx graph: canonlog's module with fleetd's
-// projections, the stores it reads and the HTTP server.
+// projections, the metrics SDK with its Prometheus exporter, the stores
+// it reads and the HTTP server.
 func Options(cfg Config) fx.Option {
 	cfg = cfg.withDefaults()
 	ps := projections()
@@ -76,6 +83,8 @@ func Options(cfg Config) fx.Option {
 			l.UseLogLevel(slog.LevelDebug) // fx's wiring chatter is for debugging
 			return l
 		}),
+		app.PrometheusModule, // the log records through it; GET /metrics serves it
+		tracerOption(cfg.TracerProvider),
 		app.Module,
 		// Not app.ProbeFailuresModule: it would register probe_failures a
 		// second time. fleetd provides the store over it itself.
@@ -85,6 +94,15 @@ func Options(cfg Config) fx.Option {
 		fx.Invoke(func(*server) {}), // the server is what fleetd runs
 		forwardOption(cfg),
 	)
+}
+
+// tracerOption hands Config.TracerProvider to the graph, where app.Module
+// and the handler find it; none leaves it out, and both trace nothing.
+func tracerOption(tp trace.TracerProvider) fx.Option {
+	if tp == nil {
+		return fx.Options()
+	}
+	return fx.Provide(func() trace.TracerProvider { return tp })
 }
 
 // newFailuresStore takes the log only to be built after it, so that its

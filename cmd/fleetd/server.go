@@ -78,6 +78,7 @@ func (s *server) start(ctx context.Context) error {
 // stop stops accepting, waits for requests in flight (until ctx ends),
 // and waits for the serving goroutine.
 func (s *server) stop(ctx context.Context) error {
+	s.logger.InfoContext(ctx, "fleetd: shutting down the HTTP server: no new requests, waiting for those in flight", "addr", s.Addr())
 	err := s.srv.Shutdown(ctx)
 	s.mu.Lock()
 	done := s.done
