@@ -165,11 +165,17 @@ func runConsumersParkedChange(ctx context.Context, g *globals, what, name string
 }
 
 type consumerReport struct {
-	Name       string    `json:"name"`
-	HandledSeq int64     `json:"handled_seq"`
-	LagEvents  int64     `json:"lag_events"`
-	LagSeconds float64   `json:"lag_seconds"`
-	Parked     int       `json:"parked"`
+	Name string `json:"name"`
+	// Position is where it resumes (eventlog.Position).
+	Position   eventlog.Position `json:"position"`
+	HandledSeq int64             `json:"handled_seq"`
+	LagEvents  int64             `json:"lag_events"`
+	LagSeconds float64           `json:"lag_seconds"`
+	Parked     int               `json:"parked"`
+	// Stopped: it stopped on event FailedSeq, which its handler kept
+	// failing on (consumer.FailStop), and handles nothing until it
+	// handles that one or is reset.
+	Stopped    bool      `json:"stopped"`
 	FailedSeq  int64     `json:"failed_seq"` // 0 when it did not stop on a failure
 	Failure    string    `json:"failure"`
 	Generation int64     `json:"generation"`
@@ -180,6 +186,28 @@ type consumerReport struct {
 	// another handler version, and what it ran with before.
 	ChangedAt   *time.Time `json:"changed_at"`
 	ChangedFrom string     `json:"changed_from,omitempty"`
+}
+
+// newConsumerReports reports the consumers ReadStatus returned.
+func newConsumerReports(sts []consumer.Status) []consumerReport {
+	reports := make([]consumerReport, len(sts))
+	for i, s := range sts {
+		kinds := []string{"*"}
+		if len(s.Kinds) > 0 {
+			kinds = kinds[:0]
+			for _, k := range s.Kinds {
+				kinds = append(kinds, string(k))
+			}
+		}
+		reports[i] = consumerReport{Name: s.Name, Position: s.Position, HandledSeq: s.HandledSeq, LagEvents: s.LagEvents, LagSeconds: s.LagSeconds,
+			Parked: s.Parked, Stopped: s.FailedSeq > 0, FailedSeq: s.FailedSeq, Failure: s.Failure, Generation: s.Generation, Kinds: kinds,
+			Version: s.Version, UpdatedAt: s.UpdatedAt.UTC(), ChangedFrom: s.ChangedFrom}
+		if !s.ChangedAt.IsZero() {
+			at := s.ChangedAt.UTC()
+			reports[i].ChangedAt = &at
+		}
+	}
+	return reports
 }
 
 // consumersError says how to get the consumers' tables when err shows
@@ -201,23 +229,7 @@ func runConsumersStatus(ctx context.Context, g *globals, output string) error {
 	if err != nil {
 		return e.consumersError(err)
 	}
-	reports := make([]consumerReport, len(sts))
-	for i, s := range sts {
-		kinds := []string{"*"}
-		if len(s.Kinds) > 0 {
-			kinds = kinds[:0]
-			for _, k := range s.Kinds {
-				kinds = append(kinds, string(k))
-			}
-		}
-		reports[i] = consumerReport{Name: s.Name, HandledSeq: s.HandledSeq, LagEvents: s.LagEvents, LagSeconds: s.LagSeconds,
-			Parked: s.Parked, FailedSeq: s.FailedSeq, Failure: s.Failure, Generation: s.Generation, Kinds: kinds,
-			Version: s.Version, UpdatedAt: s.UpdatedAt.UTC(), ChangedFrom: s.ChangedFrom}
-		if !s.ChangedAt.IsZero() {
-			at := s.ChangedAt.UTC()
-			reports[i].ChangedAt = &at
-		}
-	}
+	reports := newConsumerReports(sts)
 	if output == outputJSON {
 		return writeJSON(g.stdout, reports)
 	}

@@ -25,6 +25,9 @@ const (
 	exitFailure   = 1
 	exitUsage     = 2
 	exitDifferent = 3 // verify found a difference
+	// exitUnhealthy: status --check found a stale projection, a stopped
+	// consumer or a consumer lagging past a limit.
+	exitUnhealthy = 4
 	// exitInterrupted: the context Run was given ended (SIGINT or SIGTERM
 	// in Main) before the command was done; the shells' code for a
 	// command ended by SIGINT.
@@ -276,7 +279,7 @@ func newRootCommand(g *globals) *cobra.Command {
 projections (derived tables such as probe_failures) kept in step with it.
 
 Exit codes: 0 ok, 1 failure, 2 usage error, 3 verify found a difference,
-130 interrupted (SIGINT or SIGTERM). See docs/cli.md.`),
+4 status --check found a problem, 130 interrupted (SIGINT or SIGTERM). See docs/cli.md.`),
 		Version:       g.version(),
 		Args:          unknownCommand,
 		SilenceUsage:  true,
@@ -375,7 +378,7 @@ func Main(cfg *Config) {
 
 // Run executes the command line args (without the program name) and
 // returns the process exit code: 0 ok, 1 failure, 2 usage error, 3 verify
-// found a difference, 130 interrupted — ctx ended before the command was
+// found a difference, 4 status --check found a problem, 130 interrupted — ctx ended before the command was
 // done (Main cancels it at SIGINT or SIGTERM). Errors are printed to
 // stderr as one line; a usage error adds a line naming the failed
 // command's help.

@@ -9,20 +9,27 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/canonlog/canonlog/consumer"
 	"github.com/canonlog/canonlog/eventlog"
+	"github.com/canonlog/canonlog/internal/pgstat"
 	"github.com/canonlog/canonlog/projection"
 )
 
 type statusOptions struct {
 	output string
+	// check turns what needs an operator into exit code exitUnhealthy:
+	// a stale projection, a stopped consumer, a consumer past a lag limit.
+	check        bool
+	maxLagEvents int64 // 0: no limit
+	maxLag       int64 // seconds; 0: no limit
 }
 
 func newStatusCommand(g *globals) *cobra.Command {
 	var o statusOptions
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show the log's size and each projection's state",
-		Long: g.named(`status shows the number of events and the last seq, and for each
+		Short: "Show the log's head, each projection's state, each consumer's lag; --check for health checks",
+		Long: g.named(`status shows the number of events, the last seq and its ts, and for each
 projection: the version the code registers, the version the live view was
 built at, whether it is stale (built by other logic, never built, or
 missed events appended with --allow-drift: run '{name} rebuild --stale'), its row
@@ -32,24 +39,73 @@ owns them, does) are listed as such and not checked.
 
 On PostgreSQL it also shows each online rebuild the database holds: one
 running, with its phase and progress, or the schemas of one that was
-stopped, which the next rebuild or '{name} migrate up' drops.`),
+stopped, which the next rebuild or '{name} migrate up' drops.
+
+It shows each consumer's position and lag (as '{name} consumers status'
+does), and on PostgreSQL the tail horizon: the oldest transaction in
+progress on the server, which holds back every follower and consumer
+until it ends, with its age.
+
+With --check it exits with code 4 when a projection is stale (or not
+installed), when a consumer stopped on an event its handler kept failing
+on, or when a consumer lags more than --max-lag-events events or
+--max-lag seconds, and says which and why on stderr: for health checks
+and probes.`),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(o.output, outputTable, outputJSON); err != nil {
 				return err
 			}
-			return runStatus(cmd.Context(), g, o.output)
+			if !o.check && (o.maxLagEvents > 0 || o.maxLag > 0) {
+				return usagef("--max-lag-events and --max-lag are limits for --check: add --check")
+			}
+			return runStatus(cmd.Context(), g, o)
 		},
 	}
 	addOutputFlag(cmd, &o.output, outputTable, outputJSON)
+	cmd.Flags().BoolVar(&o.check, "check", false, "exit with code 4 when a projection is stale or a consumer stopped or lags past a limit, saying why on stderr")
+	numFlag(cmd.Flags(), &o.maxLagEvents, "max-lag-events", "", 0, bounds{min: 1, zero: "no limit"},
+		"with --check: the most events of its kinds a consumer may lag behind")
+	numFlag(cmd.Flags(), &o.maxLag, "max-lag", "", 0, bounds{min: 1, zero: "no limit"},
+		"with --check: the most seconds a consumer may lag behind (the age of the oldest event it has yet to handle)")
 	return cmd
 }
 
 type statusReport struct {
-	Database    string             `json:"database"`
-	Events      int64              `json:"events"`
-	LastSeq     int64              `json:"last_seq"`
+	Database string `json:"database"`
+	Events   int64  `json:"events"`
+	// LastSeq is the log's head: the highest committed seq.
+	LastSeq int64 `json:"last_seq"`
+	// LastTS is the head event's ts; null for an empty log.
+	LastTS      *time.Time         `json:"last_ts"`
 	Projections []projectionReport `json:"projections"`
+	Consumers   []consumerReport   `json:"consumers"`
+	// Horizon is the transaction that holds followers back (PostgreSQL
+	// only); null when none is in progress, and on SQLite.
+	Horizon *horizonReport `json:"horizon"`
+
+	postgres bool // the table has a horizon line: SQLite has no horizon
+}
+
+// horizonReport is a pgstat.Horizon.
+type horizonReport struct {
+	TxID     uint64 `json:"tx_id"`
+	PID      int    `json:"pid"` // 0 for a prepared transaction, or when unknown
+	State    string `json:"state"`
+	Database string `json:"database"`
+	// State is "", StartedAt null and AgeSeconds 0 when the role may
+	// not see the session's details (see pgstat.Horizon.Started).
+	StartedAt  *time.Time `json:"started_at"`
+	AgeSeconds float64    `json:"age_seconds"`
+}
+
+func newHorizonReport(h pgstat.Horizon) *horizonReport {
+	rep := &horizonReport{TxID: h.TxID, PID: h.PID, State: h.State, Database: h.Database, AgeSeconds: h.Age.Seconds()}
+	if !h.Started.IsZero() {
+		at := h.Started.UTC()
+		rep.StartedAt = &at
+	}
+	return rep
 }
 
 type projectionReport struct {
@@ -109,7 +165,7 @@ func newRebuildStateReport(r *projection.RebuildState) *rebuildStateReport {
 	return rep
 }
 
-func runStatus(ctx context.Context, g *globals, output string) error {
+func runStatus(ctx context.Context, g *globals, o statusOptions) error {
 	e, err := g.open(ctx, readSchema)
 	if err != nil {
 		return err
@@ -124,6 +180,14 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 	}
 	if rep.LastSeq, err = e.log.LastSeq(ctx); err != nil {
 		return fmt.Errorf("status: read the log: %w", err)
+	}
+	if rep.LastSeq > 0 {
+		head, err := e.log.Get(ctx, rep.LastSeq)
+		if err != nil {
+			return fmt.Errorf("status: read the log: %w", err)
+		}
+		ts := head.TS.UTC()
+		rep.LastTS = &ts
 	}
 	sts, err := e.m.Status(ctx)
 	if err != nil {
@@ -149,12 +213,81 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 		}
 		rep.Projections = append(rep.Projections, pr)
 	}
-	if output == outputJSON {
-		return writeJSON(g.stdout, rep)
+	cs, err := consumer.ReadStatus(ctx, e.log)
+	if err != nil {
+		return fmt.Errorf("status: %w", e.consumersError(err))
 	}
+	rep.Consumers = newConsumerReports(cs)
+	backend, err := eventlog.BackendOf(e.db)
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	if rep.postgres = backend == eventlog.Postgres; rep.postgres {
+		h, ok, err := pgstat.ReadHorizon(ctx, e.db)
+		if err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+		if ok {
+			rep.Horizon = newHorizonReport(h)
+		}
+	}
+	if o.output == outputJSON {
+		err = writeJSON(g.stdout, rep)
+	} else {
+		err = writeStatusTable(g, rep)
+	}
+	if err != nil || !o.check {
+		return err
+	}
+	if problems := rep.problems(o, g.cfg.Name); len(problems) > 0 {
+		return exitCodeError{exitUnhealthy, fmt.Errorf("status --check: %s", strings.Join(problems, "; "))}
+	}
+	return nil
+}
+
+// problems lists what status --check reports: stale projections,
+// stopped consumers, consumers past the lag limits of o.
+func (rep statusReport) problems(o statusOptions, name string) []string {
+	var out []string
+	for _, p := range rep.Projections {
+		rebuild := fmt.Sprintf("run '%s rebuild --stale'", name)
+		switch {
+		case !p.Registered || !p.Stale:
+		case !p.Installed:
+			out = append(out, fmt.Sprintf("projection %s is not installed: run '%s migrate up'", p.Name, name))
+		case p.DriftSeq > p.BuiltSeq:
+			out = append(out, fmt.Sprintf("projection %s is stale (seq %d was appended without it): %s", p.Name, p.DriftSeq, rebuild))
+		case p.BuiltVersion == 0:
+			out = append(out, fmt.Sprintf("projection %s is stale (never built): %s", p.Name, rebuild))
+		default:
+			out = append(out, fmt.Sprintf("projection %s is stale (built at version %d, registered at version %d): %s", p.Name, p.BuiltVersion, p.Version, rebuild))
+		}
+	}
+	for _, c := range rep.Consumers {
+		if c.Stopped {
+			out = append(out, fmt.Sprintf("consumer %s stopped on event %d: %s", c.Name, c.FailedSeq, c.Failure))
+		}
+		if o.maxLagEvents > 0 && c.LagEvents > o.maxLagEvents {
+			out = append(out, fmt.Sprintf("consumer %s lags %d events behind, more than --max-lag-events %d", c.Name, c.LagEvents, o.maxLagEvents))
+		}
+		if o.maxLag > 0 && c.LagSeconds > float64(o.maxLag) {
+			out = append(out, fmt.Sprintf("consumer %s lags %.1f s behind, more than --max-lag %d", c.Name, c.LagSeconds, o.maxLag))
+		}
+	}
+	return out
+}
+
+func writeStatusTable(g *globals, rep statusReport) error {
 	w := g.stdout
 	fmt.Fprintf(w, "database: %s\n", rep.Database)
-	fmt.Fprintf(w, "events:   %d (last seq %d)\n\n", rep.Events, rep.LastSeq)
+	fmt.Fprintf(w, "events:   %d (last seq %d)\n", rep.Events, rep.LastSeq)
+	if rep.LastTS != nil {
+		fmt.Fprintf(w, "last ts:  %s\n", rep.LastTS.Format(time.RFC3339Nano))
+	}
+	if rep.postgres {
+		fmt.Fprintf(w, "horizon:  %s\n", describeHorizon(rep.Horizon))
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROJECTION\tVERSION\tBUILT VERSION\tSTALE\tROWS\tLAST REBUILD")
 	anyStale, anyDrift, anyOther, anyMissing, anyAsync := false, false, false, false, false
@@ -198,6 +331,21 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 		}
 		fmt.Fprintf(w, "%s: %s\n", p.Name, describeRebuild(p.Rebuild, g.cfg.Name))
 	}
+	if len(rep.Consumers) > 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "CONSUMER\tHANDLED_SEQ\tLAG_EVENTS\tLAG_SECONDS\tSTOPPED")
+		for _, c := range rep.Consumers {
+			stopped := "no"
+			if c.Stopped {
+				stopped = fmt.Sprintf("on event %d", c.FailedSeq)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%s\n", c.Name, c.HandledSeq, c.LagEvents, c.LagSeconds, stopped)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
 	if anyStale {
 		fmt.Fprintf(w, "\nstale projections were built by other logic, never built")
 		if anyDrift {
@@ -215,6 +363,28 @@ func runStatus(ctx context.Context, g *globals, output string) error {
 		fmt.Fprintf(w, "\nprojections registered by another binary (such as the service that owns them) are not checked here: operate them with that binary; '%s append' refuses the kinds they consume\n", g.cfg.Name)
 	}
 	return nil
+}
+
+// describeHorizon says which transaction holds followers back.
+func describeHorizon(h *horizonReport) string {
+	if h == nil {
+		return "no transaction in progress holds followers back"
+	}
+	who := fmt.Sprintf("pid %d", h.PID)
+	if h.PID == 0 {
+		who = "a prepared transaction"
+	}
+	if h.State != "" && h.PID != 0 {
+		who += ", " + h.State
+	}
+	if h.Database != "" {
+		who += ", database " + h.Database
+	}
+	age := "age unknown"
+	if h.StartedAt != nil {
+		age = fmt.Sprintf("running for %.1f s", h.AgeSeconds)
+	}
+	return fmt.Sprintf("transaction %d (%s) holds followers back, %s", h.TxID, who, age)
 }
 
 // describeRebuild says what an online rebuild that the database holds is
