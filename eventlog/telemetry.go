@@ -13,6 +13,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"modernc.org/sqlite"
+
+	"github.com/canonlog/canonlog/internal/pgstat"
 )
 
 // InstrumentationName names the log's meter and tracer.
@@ -105,6 +107,25 @@ func newTelemetry(l *Log, cfg *Config) (*telemetry, error) {
 		o.ObserveInt64(head, seq)
 		return nil
 	}, head); err != nil {
+		return nil, err
+	}
+	if l.backend != Postgres {
+		return t, nil
+	}
+	horizon, err := m.Float64ObservableGauge("canonlog.log.horizon.age",
+		metric.WithUnit("s"),
+		metric.WithDescription("How long the oldest transaction still in progress on the server, which holds followers back (their horizon), has run; 0 when none does."))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		age, _, err := pgstat.HorizonAge(ctx, l.db)
+		if err != nil {
+			return err
+		}
+		o.ObserveFloat64(horizon, age.Seconds())
+		return nil
+	}, horizon); err != nil {
 		return nil, err
 	}
 	return t, nil

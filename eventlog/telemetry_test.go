@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
@@ -191,4 +192,30 @@ func attrOf(s sdktrace.ReadOnlySpan, key string) string {
 		}
 	}
 	return ""
+}
+
+// On PostgreSQL the log reports how long the transaction holding
+// followers back has run: at least as long as one held open.
+func TestTelemetryHorizon(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	reader := sdkmetric.NewManualReader()
+	_, db := setup(t, "postgres", &eventlog.Config{MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	tx, err := db.BeginTxx(ctx, nil)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback() }()
+	_, err = tx.Exec(`SELECT pg_current_xact_id()`) // takes a transaction id: a follower's horizon
+	require.NoError(t, err)
+	const held = 50 * time.Millisecond
+	time.Sleep(held)
+	age := func() float64 {
+		points := collect(t, reader)["canonlog.log.horizon.age"].Data.(metricdata.Gauge[float64]).DataPoints
+		require.Len(t, points, 1)
+		return points[0].Value
+	}
+	require.GreaterOrEqual(t, age(), held.Seconds(), "the oldest transaction in progress is at least as old as this one")
+	// Other tests' transactions may be older and end meanwhile: only the
+	// bound that this one sets is certain, and it grows.
+	time.Sleep(held)
+	require.GreaterOrEqual(t, age(), 2*held.Seconds())
 }
