@@ -53,6 +53,9 @@ type Manager struct {
 	// applied records each projection's apply time inside appends; nil
 	// without a MeterProvider in ManagerConfig.Log.
 	applied metric.Float64Histogram
+	// staleGauge reports the registered projections' staleness until
+	// Close; nil without a MeterProvider.
+	staleGauge metric.Registration
 
 	// guard is what the database recorded about unregistered projections
 	// when it was last read (Load, Migrate, Status); nil before.
@@ -106,6 +109,9 @@ func NewManager(db *sqlx.DB, reg *Registry, cfg *ManagerConfig) (*Manager, error
 		if m.applied, err = applyHistogram(lc.MeterProvider); err != nil {
 			return nil, fmt.Errorf("projection: NewManager: telemetry: %w", err)
 		}
+		if m.staleGauge, err = observeStale(lc.MeterProvider, db, reg); err != nil {
+			return nil, fmt.Errorf("projection: NewManager: telemetry: %w", err)
+		}
 	}
 	lc.Hook = (*managerHook)(m)
 	log, err := eventlog.New(db, &lc)
@@ -146,6 +152,9 @@ func (m *Manager) Registry() *Registry { return m.reg }
 // Close releases the log's prepared statements, and closes the database
 // when OpenManager opened it.
 func (m *Manager) Close() error {
+	if m.staleGauge != nil {
+		_ = m.staleGauge.Unregister()
+	}
 	err := m.log.Close()
 	if m.owned {
 		err = errors.Join(err, m.db.Close())

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -208,4 +209,34 @@ func (t *opTelemetry) verifying(ctx context.Context, name string) (context.Conte
 			t.verifies.Add(ctx, 1, metric.WithAttributes(attrProjection.String(name), attribute.String("canonlog.verify.outcome", outcome)))
 		}
 	}
+}
+
+// observeStale reports, at each collection, whether each projection reg
+// registers is stale (1) or not (0): canonlog.projection.stale, one read
+// of the checkpoints.
+func observeStale(mp metric.MeterProvider, db *sqlx.DB, reg *Registry) (metric.Registration, error) {
+	m := mp.Meter(InstrumentationName)
+	stale, err := m.Int64ObservableGauge("canonlog.projection.stale",
+		metric.WithUnit("{projection}"),
+		metric.WithDescription("1 when a registered projection is stale (built by another version, never built, or skipped by an append) and needs a rebuild; 0 when it is current."))
+	if err != nil {
+		return nil, err
+	}
+	return m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cps, err := readCheckpoints(ctx, db)
+		if err != nil {
+			return err
+		}
+		for _, st := range statusOf(cps, reg) {
+			if !st.Registered {
+				continue
+			}
+			v := int64(0)
+			if st.Stale {
+				v = 1
+			}
+			o.ObserveInt64(stale, v, metric.WithAttributes(attrProjection.String(st.Name)))
+		}
+		return nil
+	}, stale)
 }

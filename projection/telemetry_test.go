@@ -62,6 +62,33 @@ func TestApplyDuration(t *testing.T) {
 		want := attribute.NewSet(attribute.String("canonlog.projection.name", "test_view"))
 		require.True(t, got.DataPoints[0].Attributes.Equals(&want))
 		require.Equal(t, uint64(4), got.DataPoints[0].Count, "three single appends and one batch applied it")
+
+		// canonlog.projection.stale: 0 for the view as built, 1 for a
+		// binary that registers a new version of it.
+		staleOf := func(reader *sdkmetric.ManualReader) int64 {
+			points := collectAll(t, reader)["canonlog.projection.stale"].Data.(metricdata.Gauge[int64]).DataPoints
+			require.Len(t, points, 1)
+			require.True(t, points[0].Attributes.Equals(&want))
+			return points[0].Value
+		}
+		require.Equal(t, int64(0), staleOf(reader))
+		reader2 := sdkmetric.NewManualReader()
+		reg2, err := projection.NewRegistry(&kindView{testView{version: 2, kinds: []eventlog.Kind{"deploy_step"}}})
+		require.NoError(t, err)
+		m2, err := projection.NewManager(m.DB(), reg2, &projection.ManagerConfig{
+			Log: &eventlog.Config{MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader2))}})
+		require.NoError(t, err)
+		require.Equal(t, int64(1), staleOf(reader2))
+		require.NoError(t, m2.Close())
+		rm = metricdata.ResourceMetrics{}
+		require.NoError(t, reader2.Collect(ctx, &rm))
+		for _, sm := range rm.ScopeMetrics {
+			for _, mt := range sm.Metrics {
+				if mt.Name == "canonlog.projection.stale" {
+					require.Empty(t, mt.Data.(metricdata.Gauge[int64]).DataPoints, "a closed Manager reports nothing")
+				}
+			}
+		}
 	})
 }
 
