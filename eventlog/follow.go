@@ -6,7 +6,9 @@ import (
 	"iter"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jmoiron/sqlx"
 )
@@ -87,6 +89,12 @@ type FollowOptions struct {
 	// up. Defaults to DefaultPollInterval. A full page is followed by the
 	// next poll at once.
 	PollInterval time.Duration
+	// Name names the follower in the log's metrics (Config.MeterProvider):
+	// while Events runs, canonlog.follower.position, .lag and .lag.age
+	// are reported with canonlog.follower.name = Name. Empty reports
+	// nothing. Use a few fixed names ("tail", "audit_export"): every name
+	// is a series. At most 63 bytes.
+	Name string
 }
 
 // Follower reads the log in commit order, without gaps, from a Position
@@ -133,6 +141,12 @@ type Follower struct {
 	windowed bool
 	// caughtUp reports that the last poll read everything readable.
 	caughtUp bool
+
+	// For the metrics (FollowOptions.Name): the filter, and the last seq
+	// Events yielded.
+	name      string
+	filter    Filter
+	delivered atomic.Int64
 }
 
 // NewFollower returns a Follower that delivers the events after from,
@@ -153,6 +167,8 @@ func (l *Log) NewFollower(from Position, opts *FollowOptions) (*Follower, error)
 	case o.PollInterval < 0:
 		return nil, fmt.Errorf("eventlog: follow: %w: PollInterval is %s, must not be negative (0 means %s)",
 			ErrInvalidFilter, o.PollInterval, DefaultPollInterval)
+	case len(o.Name) > 63 || !utf8.ValidString(o.Name) || strings.IndexByte(o.Name, 0) >= 0:
+		return nil, fmt.Errorf("eventlog: follow: %w: Name must be valid UTF-8 without NUL, at most 63 bytes", ErrInvalidFilter)
 	case from.Seq < 0 || from.AfterSeq < 0:
 		return nil, fmt.Errorf("eventlog: follow: %w: position %s has a negative seq", ErrInvalidFilter, from)
 	case from.Snapshot != "" && l.backend != Postgres:
@@ -177,7 +193,7 @@ func (l *Log) NewFollower(from Position, opts *FollowOptions) (*Follower, error)
 		return nil, err
 	}
 	f := &Follower{log: l, pos: from, pageSize: o.PageSize, interval: o.PollInterval, snapXmax: xmax,
-		filterSQL: andRest(where), filterArgs: args}
+		filterSQL: andRest(where), filterArgs: args, name: o.Name, filter: o.Filter}
 	f.moveTo(from.TxID, from.Seq) // a saved position may already be past its snapshot
 	if l.backend == Postgres && where != "" {
 		// A filtered page is a window: the next PageSize events after the
@@ -316,6 +332,13 @@ func (f *Follower) Events(ctx context.Context) iter.Seq2[Event, error] {
 				timer.Stop()
 			}
 		}()
+		f.delivered.Store(max(f.pos.Seq, f.pos.AfterSeq))
+		stop, err := f.observe()
+		if err != nil {
+			yield(Event{}, err)
+			return
+		}
+		defer stop()
 		for {
 			p, err := f.poll(ctx)
 			if err != nil {
@@ -326,6 +349,7 @@ func (f *Follower) Events(ctx context.Context) iter.Seq2[Event, error] {
 			}
 			for i, ev := range p.events {
 				f.moveTo(p.txIDs[i], ev.Seq)
+				f.delivered.Store(ev.Seq)
 				if !yield(ev, nil) {
 					return
 				}

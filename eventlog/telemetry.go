@@ -247,3 +247,57 @@ func sqlState(err error) string {
 	}
 	return ""
 }
+
+// observe reports a named follower's position and lag while Events runs,
+// until the returned function is called: canonlog.follower.position (the
+// last seq yielded), .lag (the head minus it) and .lag.age (seconds since
+// the first matching event after it was stamped; 0 when caught up). A
+// follower without a name, or of a log without a MeterProvider, reports
+// nothing.
+func (f *Follower) observe() (stop func(), err error) {
+	if f.name == "" || f.log.meters == nil {
+		return func() {}, nil
+	}
+	m := f.log.meters.Meter(InstrumentationName)
+	position, err := m.Int64ObservableGauge("canonlog.follower.position",
+		metric.WithUnit("{seq}"), metric.WithDescription("The last seq a named follower yielded."))
+	if err != nil {
+		return nil, err
+	}
+	lag, err := m.Int64ObservableGauge("canonlog.follower.lag",
+		metric.WithUnit("{seq}"), metric.WithDescription("The log's head seq minus the last seq a named follower yielded."))
+	if err != nil {
+		return nil, err
+	}
+	lagAge, err := m.Float64ObservableGauge("canonlog.follower.lag.age",
+		metric.WithUnit("s"), metric.WithDescription("How long ago the first matching event a named follower has not yielded was stamped (its ts); 0 when caught up."))
+	if err != nil {
+		return nil, err
+	}
+	name := metric.WithAttributes(attribute.String("canonlog.follower.name", f.name))
+	reg, err := m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		seq := f.delivered.Load()
+		head, err := f.log.LastSeq(ctx)
+		if err != nil {
+			return err
+		}
+		next := f.filter
+		next.AfterSeq, next.Limit = seq, 1
+		events, err := f.log.Query(ctx, next)
+		if err != nil {
+			return err
+		}
+		age := 0.0
+		if len(events) > 0 {
+			age = max(0, time.Since(events[0].TS).Seconds())
+		}
+		o.ObserveInt64(position, seq, name)
+		o.ObserveInt64(lag, max(0, head-seq), name)
+		o.ObserveFloat64(lagAge, age, name)
+		return nil
+	}, position, lag, lagAge)
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = reg.Unregister() }, nil
+}

@@ -219,3 +219,64 @@ func TestTelemetryHorizon(t *testing.T) {
 	time.Sleep(held)
 	require.GreaterOrEqual(t, age(), 2*held.Seconds())
 }
+
+// A named follower reports its position and lag while Events runs.
+func TestTelemetryFollower(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		reader := sdkmetric.NewManualReader()
+		log, _ := setup(t, backend, &eventlog.Config{MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+		var seqs []int64
+		for _, k := range []eventlog.Kind{eventlog.KindEffect, eventlog.KindPlanAction, eventlog.KindEffect, eventlog.KindEffect} {
+			res, err := log.Append(ctx, eventlog.Entry{Kind: k, Payload: json.RawMessage(`{}`)})
+			require.NoError(t, err)
+			seqs = append(seqs, res.Event.Seq)
+		}
+		name := attribute.String("canonlog.follower.name", "tail")
+		gauge := func(m map[string]metricdata.Metrics, metric string) (float64, bool) {
+			want := attribute.NewSet(name)
+			switch data := m[metric].Data.(type) {
+			case metricdata.Gauge[int64]:
+				for _, dp := range data.DataPoints {
+					if dp.Attributes.Equals(&want) {
+						return float64(dp.Value), true
+					}
+				}
+			case metricdata.Gauge[float64]:
+				for _, dp := range data.DataPoints {
+					if dp.Attributes.Equals(&want) {
+						return dp.Value, true
+					}
+				}
+			}
+			return 0, false
+		}
+		followCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		n := 0
+		for ev, err := range log.Follow(followCtx, eventlog.Position{}, &eventlog.FollowOptions{
+			Name: "tail", Filter: eventlog.Filter{Kinds: []eventlog.Kind{eventlog.KindEffect}}}) {
+			require.NoError(t, err)
+			if n++; n < 2 {
+				continue
+			}
+			// The second effect (seq 3) was yielded; the next effect is 4.
+			require.Equal(t, seqs[2], ev.Seq)
+			m := collect(t, reader)
+			pos, ok := gauge(m, "canonlog.follower.position")
+			require.True(t, ok)
+			require.Equal(t, float64(seqs[2]), pos)
+			lag, _ := gauge(m, "canonlog.follower.lag")
+			require.Equal(t, float64(seqs[3]-seqs[2]), lag)
+			age, _ := gauge(m, "canonlog.follower.lag.age")
+			require.Greater(t, age, 0.0, "the next effect was stamped by the fake clock, in the past")
+			break
+		}
+		_, ok := gauge(collect(t, reader), "canonlog.follower.position")
+		require.False(t, ok, "a follower that stopped reports nothing")
+
+		_, err := log.NewFollower(eventlog.Position{}, &eventlog.FollowOptions{Name: string(make([]byte, 64))})
+		require.ErrorIs(t, err, eventlog.ErrInvalidFilter)
+	})
+}
