@@ -50,17 +50,22 @@ func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Result, error
 // when it is not nil, as operation op of the log's telemetry, and wakes
 // the followers of the kinds it stored.
 func (l *Log) appendOwn(ctx context.Context, op string, entries []Entry, cond *Condition) ([]Result, error) {
-	do := func(ctx context.Context) ([]Result, error) {
-		res, err := l.appendBatch(ctx, entries, cond)
-		if kinds := appendedKinds(res); err == nil && len(kinds) > 0 {
-			l.wake.appended(kinds)
-		}
-		return res, err
-	}
 	if l.tel == nil {
-		return do(ctx)
+		return l.appendAndWake(ctx, entries, cond)
 	}
-	return l.observed(ctx, op, len(entries), do)
+	return l.observed(ctx, op, len(entries), func(ctx context.Context) ([]Result, error) {
+		return l.appendAndWake(ctx, entries, cond)
+	})
+}
+
+// appendAndWake appends entries in a transaction of their own and wakes
+// the followers of the kinds it stored.
+func (l *Log) appendAndWake(ctx context.Context, entries []Entry, cond *Condition) ([]Result, error) {
+	res, err := l.appendBatch(ctx, entries, cond)
+	if kinds := appendedKinds(res); err == nil && len(kinds) > 0 {
+		l.wake.appended(kinds)
+	}
+	return res, err
 }
 
 // appendedKinds returns the kinds of the events res stored, nil when it
@@ -312,17 +317,21 @@ func (l *Log) AppendTx(ctx context.Context, tx *sqlx.Tx, entries ...Entry) ([]Re
 // appendTx appends entries in tx, under cond when it is not nil, as
 // operation tx of the log's telemetry.
 func (l *Log) appendTx(ctx context.Context, tx *sqlx.Tx, entries []Entry, cond *Condition) ([]Result, error) {
-	do := func(ctx context.Context) ([]Result, error) {
-		prepared, err := l.prepare(entries)
-		if err != nil || len(prepared) == 0 {
-			return nil, err
-		}
-		return l.appendPrepared(ctx, tx, prepared, l.sharedLocks(prepared), false, cond)
-	}
 	if l.tel == nil {
-		return do(ctx)
+		return l.appendInCallerTx(ctx, tx, entries, cond)
 	}
-	return l.observed(ctx, opTx, len(entries), do)
+	return l.observed(ctx, opTx, len(entries), func(ctx context.Context) ([]Result, error) {
+		return l.appendInCallerTx(ctx, tx, entries, cond)
+	})
+}
+
+// appendInCallerTx validates entries and appends them in the caller's tx.
+func (l *Log) appendInCallerTx(ctx context.Context, tx *sqlx.Tx, entries []Entry, cond *Condition) ([]Result, error) {
+	prepared, err := l.prepare(entries)
+	if err != nil || len(prepared) == 0 {
+		return nil, err
+	}
+	return l.appendPrepared(ctx, tx, prepared, l.sharedLocks(prepared), false, cond)
 }
 
 // preparedEntry is a validated entry as it will be stored.
