@@ -150,8 +150,6 @@ func New(db *sqlx.DB, cfg *Config) (*Log, error) {
 		maxPayload:     cfg.MaxPayloadBytes,
 		hook:           cfg.Hook,
 		serialize:      cfg.SerializeAppends,
-		meters:         cfg.MeterProvider,
-		tracers:        cfg.TracerProvider,
 		q:              queriesFor(db, b, true),
 		dimensionLocks: b == Postgres,
 		stmts:          make(map[string]*sqlx.Stmt),
@@ -162,7 +160,8 @@ func New(db *sqlx.DB, cfg *Config) (*Log, error) {
 	if l.wake, err = newWakeups(l, cfg); err != nil {
 		return nil, err
 	}
-	if l.tel, err = newTelemetry(l, cfg); err != nil {
+	l.meters, l.tracers = providers(cfg)
+	if l.tel, err = newTelemetry(l); err != nil {
 		return nil, fmt.Errorf("eventlog: telemetry: %w", err)
 	}
 	switch {
@@ -180,11 +179,13 @@ func (l *Log) DB() *sqlx.DB { return l.db }
 // Clock returns the clock that stamps entries appended with a zero TS.
 func (l *Log) Clock() Clock { return l.clock }
 
-// MeterProvider returns Config.MeterProvider, nil when none was set: the
-// consumers of the log record their metrics through it too.
+// MeterProvider returns Config.MeterProvider, nil when none was set or
+// it is the API's no-op provider: the consumers, rebuilds and verifies of
+// the log record their metrics through it too.
 func (l *Log) MeterProvider() metric.MeterProvider { return l.meters }
 
-// TracerProvider returns Config.TracerProvider, nil when none was set.
+// TracerProvider returns Config.TracerProvider, nil when none was set or
+// it is the API's no-op provider.
 func (l *Log) TracerProvider() trace.TracerProvider { return l.tracers }
 
 // MaxPayloadBytes returns the payload size limit in force.

@@ -11,7 +11,9 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"modernc.org/sqlite"
 
 	"github.com/canonlog/canonlog/internal/pgstat"
@@ -57,24 +59,38 @@ type telemetry struct {
 	namespace     string // db.namespace, read once
 }
 
-// newTelemetry builds the log's instruments from cfg's providers; nil
-// when cfg sets neither.
-func newTelemetry(l *Log, cfg *Config) (*telemetry, error) {
-	if cfg.MeterProvider == nil && cfg.TracerProvider == nil {
+// providers returns cfg's providers, nil for none and for the API's
+// no-op ones, which record nothing: the log and its consumers then skip
+// the work of recording.
+func providers(cfg *Config) (metric.MeterProvider, trace.TracerProvider) {
+	mp, tp := cfg.MeterProvider, cfg.TracerProvider
+	if _, ok := mp.(metricnoop.MeterProvider); ok {
+		mp = nil
+	}
+	if _, ok := tp.(tracenoop.TracerProvider); ok {
+		tp = nil
+	}
+	return mp, tp
+}
+
+// newTelemetry builds the log's instruments from its providers; nil when
+// it has neither.
+func newTelemetry(l *Log) (*telemetry, error) {
+	if l.meters == nil && l.tracers == nil {
 		return nil, nil
 	}
 	t := &telemetry{system: "sqlite"}
 	if l.backend == Postgres {
 		t.system = "postgresql"
 	}
-	if cfg.TracerProvider != nil {
-		t.tracer = cfg.TracerProvider.Tracer(InstrumentationName)
+	if l.tracers != nil {
+		t.tracer = l.tracers.Tracer(InstrumentationName)
 	}
-	if cfg.MeterProvider == nil {
+	if l.meters == nil {
 		return t, nil
 	}
 	t.metrics = true
-	m := cfg.MeterProvider.Meter(InstrumentationName)
+	m := l.meters.Meter(InstrumentationName)
 	var err error
 	if t.duration, err = m.Float64Histogram("canonlog.append.duration",
 		metric.WithUnit("s"),

@@ -10,10 +10,12 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
@@ -279,4 +281,16 @@ func TestTelemetryFollower(t *testing.T) {
 		_, err := log.NewFollower(eventlog.Position{}, &eventlog.FollowOptions{Name: string(make([]byte, 64))})
 		require.ErrorIs(t, err, eventlog.ErrInvalidFilter)
 	})
+}
+
+// The API's no-op providers are taken for none: nothing is built to
+// record into them.
+func TestTelemetryNoop(t *testing.T) {
+	t.Parallel()
+	log, _ := setup(t, "sqlite", &eventlog.Config{MeterProvider: metricnoop.NewMeterProvider(), TracerProvider: tracenoop.NewTracerProvider()})
+	require.Nil(t, log.MeterProvider())
+	require.Nil(t, log.TracerProvider())
+	meters := sdkmetric.NewMeterProvider()
+	log, _ = setup(t, "sqlite", &eventlog.Config{MeterProvider: meters})
+	require.Equal(t, meters, log.MeterProvider())
 }
