@@ -50,7 +50,7 @@ func cliConfig(lookup func(string) (string, bool)) *canonlogcli.Config {
 
 // serveFlags are serve's flags and the root's --database-url: the flags a
 // command line without a command may hold.
-var serveFlags = []string{"--addr", "--database-url", "--start-timeout", "--nats-url", "--nats-stream", "--nats-subject"}
+var serveFlags = []string{"--addr", "--database-url", "--start-timeout", "--nats-url", "--nats-stream", "--nats-subject", "--otlp-traces-endpoint"}
 
 // withDefaultCommand puts serve in front of args that name no command:
 // a bare fleetd, or one given only serve's flags (fleetd --addr :8080),
@@ -94,6 +94,7 @@ func newServeCommand(lookup func(string) (string, bool)) *cobra.Command {
 	natsCfg.Stream, _ = lookup(EnvNATSStream)
 	natsCfg.Subject, _ = lookup(EnvNATSSubject)
 	startTimeout := positiveDuration(time.Minute)
+	tracesEndpoint, _ := lookup(EnvOTLPTracesEndpoint)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the HTTP API (what fleetd does without a command)",
@@ -104,7 +105,10 @@ swapped in when its rebuild is done (` + app.EnvStalePolicy + `=rebuild-online);
 a taken port or a refused start exits 1.
 
 It serves GET /metrics in the Prometheus text format and logs a line
-per request (method, route, status, duration) to stderr.
+per request (method, route, status, duration) to stderr. With
+--otlp-traces-endpoint (or ` + EnvOTLPTracesEndpoint + `) it traces each request,
+continuing the trace of its traceparent header, with the log's appends
+as child spans, and sends the spans to that OpenTelemetry collector.
 
 fleetd without a command serves, with serve's flags if given:
 'fleetd --addr :8080' is 'fleetd serve --addr :8080'.
@@ -113,7 +117,7 @@ With --nats-url it also forwards every event of the log to a NATS
 JetStream stream, which must exist (see docs/consumers.md, "Forwarding to
 NATS JetStream").
 
-Environment: FLEETD_ADDR, ` + EnvNATSURL + `, ` + EnvNATSStream + `, ` + EnvNATSSubject + `, ` + app.EnvDatabaseURL + ` (then ` + app.EnvDatabaseURLFallback + `), ` +
+Environment: FLEETD_ADDR, ` + EnvOTLPTracesEndpoint + `, ` + EnvNATSURL + `, ` + EnvNATSStream + `, ` + EnvNATSSubject + `, ` + app.EnvDatabaseURL + ` (then ` + app.EnvDatabaseURLFallback + `), ` +
 			app.EnvMigrate + `, ` + app.EnvStalePolicy + `, ` + app.EnvMaxPayloadBytes + `, ` + app.EnvSerializeAppends + `.`,
 		Example: `  fleetd serve --addr :8080 --database-url postgres://fleetd@db/fleetd
   fleetd serve --nats-url nats://nats:4222 --nats-stream CANONLOG
@@ -139,6 +143,19 @@ Environment: FLEETD_ADDR, ` + EnvNATSURL + `, ` + EnvNATSStream + `, ` + EnvNATS
 				return fmt.Errorf("--nats-url needs --nats-stream (or %s): the JetStream stream to forward to", EnvNATSStream)
 			}
 			cfg := Config{Addr: addr, Canonlog: canonlog, NATS: natsCfg, Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))}
+			if tracesEndpoint != "" {
+				tp, err := newOTLPTracerProvider(cmd.Context(), tracesEndpoint)
+				if err != nil {
+					return err
+				}
+				cfg.TracerProvider = tp
+				defer func() {
+					// Sends the spans still batched.
+					ctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), 5*time.Second)
+					defer cancel()
+					_ = tp.Shutdown(ctx)
+				}()
+			}
 			return serve(cmd.Context(), cfg, time.Duration(startTimeout))
 		},
 	}
@@ -146,6 +163,7 @@ Environment: FLEETD_ADDR, ` + EnvNATSURL + `, ` + EnvNATSStream + `, ` + EnvNATS
 	cmd.Flags().StringVar(&natsCfg.URL, "nats-url", natsCfg.URL, "forward the log's events to NATS JetStream at this URL (env "+EnvNATSURL+")")
 	cmd.Flags().StringVar(&natsCfg.Stream, "nats-stream", natsCfg.Stream, "the JetStream stream to forward to; it must exist (env "+EnvNATSStream+")")
 	cmd.Flags().StringVar(&natsCfg.Subject, "nats-subject", natsCfg.Subject, "the subject template (env "+EnvNATSSubject+`; default "`+natsforward.DefaultSubject+`")`)
+	cmd.Flags().StringVar(&tracesEndpoint, "otlp-traces-endpoint", tracesEndpoint, "trace requests and appends, sending the spans over OTLP/HTTP to this URL, e.g. http://collector:4318/v1/traces (env "+EnvOTLPTracesEndpoint+")")
 	cmd.Flags().Var(&startTimeout, "start-timeout", "how long start may take: migrations, and rebuilds with "+app.EnvStalePolicy+"=rebuild (rebuild-online, the default, does not wait)")
 	return cmd
 }

@@ -33,8 +33,10 @@
 // timed in http.server.request.duration; GET /metrics serves those, the
 // log's metrics (docs/observability.md) and the Go runtime's, through
 // app.PrometheusModule. With a TracerProvider (Config.TracerProvider;
-// serve sets none) each request is a server span continuing the trace of
-// its traceparent header, parent of the log's append spans. Stopping logs
+// serve builds one sending spans over OTLP/HTTP with
+// --otlp-traces-endpoint or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) each
+// request is a server span continuing the trace of its traceparent
+// header, parent of the log's append spans. Stopping logs
 // "fleetd: shutting down" and, once done, "fleetd: stopped".
 //
 // The compliance gate reads a rollout's summary, decides, and posts the
