@@ -8,7 +8,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -16,33 +15,8 @@ import (
 
 	"github.com/canonlog/canonlog/app"
 	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/internal/metrictest"
 )
-
-// collect reads every metric of reader by name.
-func collect(t *testing.T, reader *sdkmetric.ManualReader) map[string]metricdata.Metrics {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, reader.Collect(context.Background(), &rm))
-	out := map[string]metricdata.Metrics{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			out[m.Name] = m
-		}
-	}
-	return out
-}
-
-// sumOf is the value of counter m's point with attrs, 0 without one.
-func sumOf(m metricdata.Metrics, attrs ...attribute.KeyValue) int64 {
-	want := attribute.NewSet(attrs...)
-	data, _ := m.Data.(metricdata.Sum[int64])
-	for _, dp := range data.DataPoints {
-		if dp.Attributes.Equals(&want) {
-			return dp.Value
-		}
-	}
-	return 0
-}
 
 // TestModuleTelemetry: the metric.MeterProvider and trace.TracerProvider
 // in the graph are the ones the module's log and manager record through;
@@ -72,10 +46,10 @@ func TestModuleTelemetry(t *testing.T) {
 			}
 			parent.End()
 
-			got := collect(t, reader)
+			got := metrictest.Collect(t, reader)
 			events := got["canonlog.append.events"]
-			require.Equal(t, int64(2), sumOf(events, attribute.String("canonlog.append.operation", "single"), attribute.String("canonlog.event.result", "stored")))
-			require.Equal(t, int64(1), sumOf(events, attribute.String("canonlog.append.operation", "single"), attribute.String("canonlog.event.result", "duplicate")))
+			require.Equal(t, int64(2), metrictest.Sum(events, attribute.String("canonlog.append.operation", "single"), attribute.String("canonlog.event.result", "stored")))
+			require.Equal(t, int64(1), metrictest.Sum(events, attribute.String("canonlog.append.operation", "single"), attribute.String("canonlog.event.result", "duplicate")))
 			require.Contains(t, got, "canonlog.projection.apply.duration", "the manager's metrics too")
 
 			var appends int

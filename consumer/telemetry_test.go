@@ -18,6 +18,7 @@ import (
 	"github.com/canonlog/canonlog/consumer"
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/internal/metrictest"
 )
 
 // A consumer of a log with providers records its handler calls, the
@@ -64,20 +65,22 @@ func TestTelemetry(t *testing.T) {
 		name := attribute.String("canonlog.consumer.name", "metered")
 		var m map[string]metricdata.Metrics
 		waitUntil(t, "the consumer's position at the head", func() bool {
-			m = collectMetrics(t, reader)
+			m = metrictest.Collect(t, reader)
 			pos, ok := m["canonlog.consumer.position"]
-			return ok && gaugeOf(pos, name) == head
+			v, found := metrictest.Gauge(pos, name)
+			return ok && found && v == float64(head)
 		})
-		require.Equal(t, int64(0), gaugeOf(m["canonlog.consumer.lag"], name))
+		lag, _ := metrictest.Gauge(m["canonlog.consumer.lag"], name)
+		require.Equal(t, 0.0, lag)
 		require.Equal(t, int64(3), handled.Load())
 		events := m["canonlog.consumer.events"]
-		require.Equal(t, int64(3), sumOf(events, name, attribute.String("canonlog.event.result", "handled")))
-		require.Equal(t, int64(1), sumOf(events, name, attribute.String("canonlog.event.result", "parked")))
+		require.Equal(t, int64(3), metrictest.Sum(events, name, attribute.String("canonlog.event.result", "handled")))
+		require.Equal(t, int64(1), metrictest.Sum(events, name, attribute.String("canonlog.event.result", "parked")))
 		// The page of 2 holding the poison fails once, then the poison alone
 		// 3 times: the retries are the attempts that were tried again.
-		require.Equal(t, int64(2), sumOf(m["canonlog.consumer.retries"], name))
-		require.NotZero(t, histCount(m["canonlog.consumer.handle.duration"], name, attribute.String("canonlog.consumer.outcome", "error")))
-		require.NotZero(t, histCount(m["canonlog.consumer.handle.duration"], name, attribute.String("canonlog.consumer.outcome", "ok")))
+		require.Equal(t, int64(2), metrictest.Sum(m["canonlog.consumer.retries"], name))
+		require.NotZero(t, metrictest.Count(m["canonlog.consumer.handle.duration"], name, attribute.String("canonlog.consumer.outcome", "error")))
+		require.NotZero(t, metrictest.Count(m["canonlog.consumer.handle.duration"], name, attribute.String("canonlog.consumer.outcome", "ok")))
 		var handleSpans int
 		for _, s := range spans.Ended() {
 			if s.Name() == "canonlog.consumer.handle" {
@@ -88,7 +91,7 @@ func TestTelemetry(t *testing.T) {
 
 		// A stopped consumer reports no position.
 		require.NoError(t, stop())
-		m = collectMetrics(t, reader)
+		m = metrictest.Collect(t, reader)
 		if pos, ok := m["canonlog.consumer.position"]; ok {
 			require.Empty(t, pos.Data.(metricdata.Gauge[int64]).DataPoints)
 		}
@@ -96,49 +99,3 @@ func TestTelemetry(t *testing.T) {
 }
 
 var errPoisonMetered = errors.New("poisoned")
-
-func collectMetrics(t *testing.T, reader *sdkmetric.ManualReader) map[string]metricdata.Metrics {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, reader.Collect(context.Background(), &rm))
-	out := map[string]metricdata.Metrics{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			out[m.Name] = m
-		}
-	}
-	return out
-}
-
-func gaugeOf(m metricdata.Metrics, attrs ...attribute.KeyValue) int64 {
-	want := attribute.NewSet(attrs...)
-	for _, dp := range m.Data.(metricdata.Gauge[int64]).DataPoints {
-		if dp.Attributes.Equals(&want) {
-			return dp.Value
-		}
-	}
-	return -1
-}
-
-func sumOf(m metricdata.Metrics, attrs ...attribute.KeyValue) int64 {
-	want := attribute.NewSet(attrs...)
-	if m.Data == nil {
-		return 0
-	}
-	for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-		if dp.Attributes.Equals(&want) {
-			return dp.Value
-		}
-	}
-	return 0
-}
-
-func histCount(m metricdata.Metrics, attrs ...attribute.KeyValue) uint64 {
-	want := attribute.NewSet(attrs...)
-	for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
-		if dp.Attributes.Equals(&want) {
-			return dp.Count
-		}
-	}
-	return 0
-}

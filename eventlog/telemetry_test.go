@@ -19,54 +19,8 @@ import (
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/internal/metrictest"
 )
-
-// collect reads every metric of reader into a map by name.
-func collect(t *testing.T, reader *sdkmetric.ManualReader) map[string]metricdata.Metrics {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, reader.Collect(context.Background(), &rm))
-	out := map[string]metricdata.Metrics{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			out[m.Name] = m
-		}
-	}
-	return out
-}
-
-// sumOf returns the value of counter m's data point with attrs.
-func sumOf(t *testing.T, m metricdata.Metrics, attrs ...attribute.KeyValue) int64 {
-	t.Helper()
-	want := attribute.NewSet(attrs...)
-	for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-		if dp.Attributes.Equals(&want) {
-			return dp.Value
-		}
-	}
-	return 0
-}
-
-// countOf returns the number of recordings of histogram m with attrs.
-func countOf(t *testing.T, m metricdata.Metrics, attrs ...attribute.KeyValue) uint64 {
-	t.Helper()
-	want := attribute.NewSet(attrs...)
-	switch data := m.Data.(type) {
-	case metricdata.Histogram[float64]:
-		for _, dp := range data.DataPoints {
-			if dp.Attributes.Equals(&want) {
-				return dp.Count
-			}
-		}
-	case metricdata.Histogram[int64]:
-		for _, dp := range data.DataPoints {
-			if dp.Attributes.Equals(&want) {
-				return dp.Count
-			}
-		}
-	}
-	return 0
-}
 
 // A log with providers records every append call: its duration by
 // operation and outcome, the entries stored and found duplicate, the
@@ -114,22 +68,22 @@ func TestTelemetry(t *testing.T) {
 		op := func(v string) attribute.KeyValue { return attribute.String("canonlog.append.operation", v) }
 		outcome := func(v string) attribute.KeyValue { return attribute.String("canonlog.append.outcome", v) }
 		result := func(v string) attribute.KeyValue { return attribute.String("canonlog.event.result", v) }
-		m := collect(t, reader)
+		m := metrictest.Collect(t, reader)
 		events := m["canonlog.append.events"]
-		require.Equal(t, int64(8), sumOf(t, events, op("single"), result("stored")))
-		require.Equal(t, int64(2), sumOf(t, events, op("single"), result("duplicate")))
-		require.Equal(t, int64(3), sumOf(t, events, op("batch"), result("stored")))
-		require.Equal(t, int64(2), sumOf(t, events, op("tx"), result("stored")))
+		require.Equal(t, int64(8), metrictest.Sum(events, op("single"), result("stored")))
+		require.Equal(t, int64(2), metrictest.Sum(events, op("single"), result("duplicate")))
+		require.Equal(t, int64(3), metrictest.Sum(events, op("batch"), result("stored")))
+		require.Equal(t, int64(2), metrictest.Sum(events, op("tx"), result("stored")))
 		duration := m["canonlog.append.duration"]
 		require.Equal(t, "s", duration.Unit)
-		require.Equal(t, uint64(8), countOf(t, duration, op("single"), outcome("ok")))
-		require.Equal(t, uint64(2), countOf(t, duration, op("single"), outcome("duplicate")))
-		require.Equal(t, uint64(1), countOf(t, duration, op("single"), outcome("invalid")))
-		require.Equal(t, uint64(2), countOf(t, duration, op("single"), outcome("conflict")), "the reused event id and the failed condition")
-		require.Equal(t, uint64(1), countOf(t, duration, op("batch"), outcome("ok")))
-		require.Equal(t, uint64(1), countOf(t, duration, op("tx"), outcome("ok")))
+		require.Equal(t, uint64(8), metrictest.Count(duration, op("single"), outcome("ok")))
+		require.Equal(t, uint64(2), metrictest.Count(duration, op("single"), outcome("duplicate")))
+		require.Equal(t, uint64(1), metrictest.Count(duration, op("single"), outcome("invalid")))
+		require.Equal(t, uint64(2), metrictest.Count(duration, op("single"), outcome("conflict")), "the reused event id and the failed condition")
+		require.Equal(t, uint64(1), metrictest.Count(duration, op("batch"), outcome("ok")))
+		require.Equal(t, uint64(1), metrictest.Count(duration, op("tx"), outcome("ok")))
 		size := m["canonlog.append.batch.size"]
-		require.Equal(t, uint64(13), countOf(t, size, op("single")))
+		require.Equal(t, uint64(13), metrictest.Count(size, op("single")))
 		sizes := map[string]int64{}
 		for _, dp := range size.Data.(metricdata.Histogram[int64]).DataPoints {
 			v, _ := dp.Attributes.Value("canonlog.append.operation")
@@ -211,7 +165,7 @@ func TestTelemetryHorizon(t *testing.T) {
 	const held = 50 * time.Millisecond
 	time.Sleep(held)
 	age := func() float64 {
-		points := collect(t, reader)["canonlog.log.horizon.age"].Data.(metricdata.Gauge[float64]).DataPoints
+		points := metrictest.Collect(t, reader)["canonlog.log.horizon.age"].Data.(metricdata.Gauge[float64]).DataPoints
 		require.Len(t, points, 1)
 		return points[0].Value
 	}
@@ -237,22 +191,7 @@ func TestTelemetryFollower(t *testing.T) {
 		}
 		name := attribute.String("canonlog.follower.name", "tail")
 		gauge := func(m map[string]metricdata.Metrics, metric string) (float64, bool) {
-			want := attribute.NewSet(name)
-			switch data := m[metric].Data.(type) {
-			case metricdata.Gauge[int64]:
-				for _, dp := range data.DataPoints {
-					if dp.Attributes.Equals(&want) {
-						return float64(dp.Value), true
-					}
-				}
-			case metricdata.Gauge[float64]:
-				for _, dp := range data.DataPoints {
-					if dp.Attributes.Equals(&want) {
-						return dp.Value, true
-					}
-				}
-			}
-			return 0, false
+			return metrictest.Gauge(m[metric], name)
 		}
 		followCtx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -265,7 +204,7 @@ func TestTelemetryFollower(t *testing.T) {
 			}
 			// The second effect (seq 3) was yielded; the next effect is 4.
 			require.Equal(t, seqs[2], ev.Seq)
-			m := collect(t, reader)
+			m := metrictest.Collect(t, reader)
 			pos, ok := gauge(m, "canonlog.follower.position")
 			require.True(t, ok)
 			require.Equal(t, float64(seqs[2]), pos)
@@ -275,7 +214,7 @@ func TestTelemetryFollower(t *testing.T) {
 			require.Greater(t, age, 0.0, "the next effect was stamped by the fake clock, in the past")
 			break
 		}
-		_, ok := gauge(collect(t, reader), "canonlog.follower.position")
+		_, ok := gauge(metrictest.Collect(t, reader), "canonlog.follower.position")
 		require.False(t, ok, "a follower that stopped reports nothing")
 
 		_, err := log.NewFollower(eventlog.Position{}, &eventlog.FollowOptions{Name: string(make([]byte, 64))})

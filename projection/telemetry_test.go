@@ -14,6 +14,7 @@ import (
 
 	"github.com/canonlog/canonlog/eventlog"
 	"github.com/canonlog/canonlog/internal/dbtest"
+	"github.com/canonlog/canonlog/internal/metrictest"
 	"github.com/canonlog/canonlog/projection"
 )
 
@@ -66,7 +67,7 @@ func TestApplyDuration(t *testing.T) {
 		// canonlog.projection.stale: 0 for the view as built, 1 for a
 		// binary that registers a new version of it.
 		staleOf := func(reader *sdkmetric.ManualReader) int64 {
-			points := collectAll(t, reader)["canonlog.projection.stale"].Data.(metricdata.Gauge[int64]).DataPoints
+			points := metrictest.Collect(t, reader)["canonlog.projection.stale"].Data.(metricdata.Gauge[int64]).DataPoints
 			require.Len(t, points, 1)
 			require.True(t, points[0].Attributes.Equals(&want))
 			return points[0].Value
@@ -120,7 +121,7 @@ func TestRebuildAndVerifyTelemetry(t *testing.T) {
 		name := attribute.String("canonlog.projection.name", "test_view")
 		var phases []string
 		res, err := m.Rebuild(ctx, &projection.RebuildOptions{Progress: func(p projection.Progress) {
-			got := collectAll(t, reader)
+			got := metrictest.Collect(t, reader)
 			running := got["canonlog.rebuild.running"].Data.(metricdata.Gauge[int64]).DataPoints
 			require.Len(t, running, 1)
 			phase, _ := running[0].Attributes.Value("canonlog.rebuild.phase")
@@ -135,13 +136,13 @@ func TestRebuildAndVerifyTelemetry(t *testing.T) {
 		if res[0].Online {
 			mode = "online"
 		}
-		got := collectAll(t, reader)
+		got := metrictest.Collect(t, reader)
 		if r, ok := got["canonlog.rebuild.running"]; ok {
 			require.Empty(t, r.Data.(metricdata.Gauge[int64]).DataPoints, "no rebuild runs any more")
 		}
-		require.Equal(t, uint64(1), histogramCount(got["canonlog.rebuild.duration"], name,
+		require.Equal(t, uint64(1), metrictest.Count(got["canonlog.rebuild.duration"], name,
 			attribute.String("canonlog.rebuild.mode", mode), attribute.String("canonlog.rebuild.outcome", "ok")))
-		require.Equal(t, uint64(1), histogramCount(got["canonlog.rebuild.lock.duration"], name, attribute.String("canonlog.rebuild.mode", mode)))
+		require.Equal(t, uint64(1), metrictest.Count(got["canonlog.rebuild.lock.duration"], name, attribute.String("canonlog.rebuild.mode", mode)))
 
 		vr, err := m.Verify(ctx, nil)
 		require.NoError(t, err)
@@ -151,7 +152,7 @@ func TestRebuildAndVerifyTelemetry(t *testing.T) {
 		vr, err = m.Verify(ctx, nil)
 		require.NoError(t, err)
 		require.False(t, vr[0].Equal)
-		runs := collectAll(t, reader)["canonlog.verify.runs"]
+		runs := metrictest.Collect(t, reader)["canonlog.verify.runs"]
 		for _, outcome := range []string{"equal", "different"} {
 			want := attribute.NewSet(name, attribute.String("canonlog.verify.outcome", outcome))
 			var n int64
@@ -169,27 +170,4 @@ func TestRebuildAndVerifyTelemetry(t *testing.T) {
 		require.Equal(t, 1, names["canonlog.rebuild"])
 		require.Equal(t, 2, names["canonlog.verify"])
 	})
-}
-
-func collectAll(t *testing.T, reader *sdkmetric.ManualReader) map[string]metricdata.Metrics {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, reader.Collect(context.Background(), &rm))
-	out := map[string]metricdata.Metrics{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			out[m.Name] = m
-		}
-	}
-	return out
-}
-
-func histogramCount(m metricdata.Metrics, attrs ...attribute.KeyValue) uint64 {
-	want := attribute.NewSet(attrs...)
-	for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
-		if dp.Attributes.Equals(&want) {
-			return dp.Count
-		}
-	}
-	return 0
 }
