@@ -94,14 +94,11 @@ FROM canonlog_consumers c ORDER BY c.name`)
 			return nil, fmt.Errorf("consumer: lag of %s: %w", s.Name, err)
 		}
 		if s.LagEvents > 0 {
-			f.Limit = 1
-			first, err := log.Query(ctx, f)
+			age, err := log.LagAge(ctx, f)
 			if err != nil {
 				return nil, fmt.Errorf("consumer: lag of %s: %w", s.Name, err)
 			}
-			if len(first) > 0 {
-				s.LagSeconds = max(time.Since(first[0].TS).Seconds(), 0)
-			}
+			s.LagSeconds = age.Seconds()
 		}
 	}
 	return out, nil

@@ -97,18 +97,14 @@ func (t *telemetry) observe(c *Consumer) (stop func(), err error) {
 		if err != nil {
 			return err
 		}
-		next, err := c.log.Query(ctx, eventlog.Filter{Kinds: c.cfg.Kinds, AfterSeq: handled, Limit: 1})
+		age, err := c.log.LagAge(ctx, eventlog.Filter{Kinds: c.cfg.Kinds, AfterSeq: handled})
 		if err != nil {
 			return err
-		}
-		age := 0.0
-		if len(next) > 0 {
-			age = max(0, time.Since(next[0].TS).Seconds())
 		}
 		attrs := metric.WithAttributes(t.name)
 		o.ObserveInt64(t.position, handled, attrs)
 		o.ObserveInt64(t.lag, max(0, head-handled), attrs)
-		o.ObserveFloat64(t.lagAge, age, attrs)
+		o.ObserveFloat64(t.lagAge, age.Seconds(), attrs)
 		return nil
 	}, t.position, t.lag, t.lagAge)
 	if err != nil {

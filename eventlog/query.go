@@ -287,6 +287,22 @@ func (l *Log) tailStart(ctx context.Context, q sqlx.QueryerContext, f Filter, n 
 	return seq, nil
 }
 
+// LagAge returns how long ago the first event matching f (after
+// f.AfterSeq, the position of a reader) was stamped, by its TS: how far
+// in time that reader is behind. 0 when no event matches. f.Limit must
+// be 0. It reads one event through the index that serves f.
+func (l *Log) LagAge(ctx context.Context, f Filter) (time.Duration, error) {
+	if f.Limit != 0 {
+		return 0, fmt.Errorf("eventlog: lag age: %w: Limit is %d, must be 0", ErrInvalidFilter, f.Limit)
+	}
+	f.Limit = 1
+	first, err := l.Query(ctx, f)
+	if err != nil || len(first) == 0 {
+		return 0, err
+	}
+	return max(0, time.Since(first[0].TS)), nil
+}
+
 // Get returns the event with seq, or an error wrapping ErrNotFound.
 func (l *Log) Get(ctx context.Context, seq int64) (Event, error) {
 	var ev Event

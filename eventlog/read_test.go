@@ -467,3 +467,26 @@ func TestTailStart(t *testing.T) {
 		}
 	})
 }
+
+// LagAge: how long ago the first event after a reader's position was
+// stamped; 0 when it has read everything of its filter.
+func TestLagAge(t *testing.T) {
+	t.Parallel()
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		log, _ := setup(t, backend, nil) // the fake clock stamps t0, in the past
+		res, err := log.Append(ctx, entry("h1", `{}`))
+		require.NoError(t, err)
+		age, err := log.LagAge(ctx, eventlog.Filter{HostID: "h1"})
+		require.NoError(t, err)
+		require.Greater(t, age, time.Since(t0)-time.Minute)
+		age, err = log.LagAge(ctx, eventlog.Filter{HostID: "h1", AfterSeq: res.Event.Seq})
+		require.NoError(t, err)
+		require.Zero(t, age)
+		age, err = log.LagAge(ctx, eventlog.Filter{HostID: "h2"})
+		require.NoError(t, err)
+		require.Zero(t, age)
+		_, err = log.LagAge(ctx, eventlog.Filter{Limit: 1})
+		require.ErrorIs(t, err, eventlog.ErrInvalidFilter)
+	})
+}

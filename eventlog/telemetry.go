@@ -298,18 +298,14 @@ func (f *Follower) observe() (stop func(), err error) {
 			return err
 		}
 		next := f.filter
-		next.AfterSeq, next.Limit = seq, 1
-		events, err := f.log.Query(ctx, next)
+		next.AfterSeq = seq
+		age, err := f.log.LagAge(ctx, next)
 		if err != nil {
 			return err
 		}
-		age := 0.0
-		if len(events) > 0 {
-			age = max(0, time.Since(events[0].TS).Seconds())
-		}
 		o.ObserveInt64(position, seq, name)
 		o.ObserveInt64(lag, max(0, head-seq), name)
-		o.ObserveFloat64(lagAge, age, name)
+		o.ObserveFloat64(lagAge, age.Seconds(), name)
 		return nil
 	}, position, lag, lagAge)
 	if err != nil {
