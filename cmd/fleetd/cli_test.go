@@ -145,23 +145,7 @@ func TestServeByDefault(t *testing.T) {
 		url := dbtest.New(t, backend).URL
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		var stdout, stderr testio.SyncBuffer
-		done := make(chan int, 1)
-		go func() {
-			done <- run(ctx, []string{"--addr", "127.0.0.1:0", "--database-url", url}, noEnv, strings.NewReader(""), &stdout, &stderr)
-		}()
-
-		listening := regexp.MustCompile(`fleetd: listening" addr=(\S+)`)
-		var addr string
-		// Started, not only listening: a stop that arrives while start
-		// hooks still run is an interrupted start (exit 130).
-		require.Eventually(t, func() bool {
-			m := listening.FindStringSubmatch(stderr.String())
-			if m != nil {
-				addr = m[1]
-			}
-			return m != nil && strings.Contains(stderr.String(), `msg="fleetd: started"`)
-		}, 30*time.Second, 10*time.Millisecond, "fleetd did not start: %s", &stderr)
+		addr, stderr, done := serving(t, ctx, "--addr", "127.0.0.1:0", "--database-url", url)
 
 		hc := &http.Client{}
 		resp, err := hc.Get("http://" + addr + "/healthz")
@@ -234,4 +218,25 @@ func TestServeRebuildsStaleOnline(t *testing.T) {
 			t.Fatal("fleetd did not stop when its context ended")
 		}
 	})
+}
+
+// serving runs fleetd with args until ctx ends, and returns once it has
+// started (not only listening: a stop that arrives while start hooks
+// still run is an interrupted start, exit 130): the address it listens
+// on, its stderr, and the channel its exit code arrives on.
+func serving(t *testing.T, ctx context.Context, args ...string) (addr string, stderr *testio.SyncBuffer, done <-chan int) {
+	t.Helper()
+	var stdout testio.SyncBuffer
+	stderr = &testio.SyncBuffer{}
+	exit := make(chan int, 1)
+	go func() { exit <- run(ctx, args, noEnv, strings.NewReader(""), &stdout, stderr) }()
+	listening := regexp.MustCompile(`fleetd: listening" addr=(\S+)`)
+	require.Eventually(t, func() bool {
+		m := listening.FindStringSubmatch(stderr.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil && strings.Contains(stderr.String(), `msg="fleetd: started"`)
+	}, 30*time.Second, 10*time.Millisecond, "fleetd did not start: %s", stderr)
+	return addr, stderr, exit
 }

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/canonlog/canonlog/internal/dbtest"
-	"github.com/canonlog/canonlog/internal/testio"
 )
 
 // fleetd serve --otlp-traces-endpoint sends the spans of the requests it
@@ -41,21 +39,8 @@ func TestServeSendsTraces(t *testing.T) {
 	url := dbtest.New(t, "sqlite").URL
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr testio.SyncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--database-url", url,
-			"--otlp-traces-endpoint", collector.URL + "/v1/traces"}, noEnv, strings.NewReader(""), &stdout, &stderr)
-	}()
-	listening := regexp.MustCompile(`fleetd: listening" addr=(\S+)`)
-	var addr string
-	require.Eventually(t, func() bool {
-		m := listening.FindStringSubmatch(stderr.String())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil && strings.Contains(stderr.String(), `msg="fleetd: started"`)
-	}, 30*time.Second, 10*time.Millisecond, "fleetd did not start: %s", &stderr)
+	addr, stderr, done := serving(t, ctx, "serve", "--addr", "127.0.0.1:0", "--database-url", url,
+		"--otlp-traces-endpoint", collector.URL+"/v1/traces")
 
 	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/agent-events",
 		strings.NewReader(`{"host_id":"web-1","event_id":"web-1/1","payload":{"type":"Heartbeat"}}`))
