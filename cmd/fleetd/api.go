@@ -39,6 +39,8 @@ type handlerParams struct {
 	fx.In
 
 	API     *api
+	Auth    *authenticator
+	Config  Config
 	Metrics app.MetricsHandler
 	Logger  *slog.Logger
 	Meter   metric.MeterProvider
@@ -50,16 +52,20 @@ type handlerParams struct {
 // newHandler routes fleetd's endpoints, each request logged, timed and
 // (with a TracerProvider) traced.
 func newHandler(p handlerParams) (http.Handler, error) {
-	a := p.API
+	a, agent, operator := p.API, p.Auth.requireAgent, p.Auth.requireOperator
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/agent-events", a.postAgentEvent)
-	mux.HandleFunc("GET /v1/rollouts/{id}/failing-hosts", a.failingHosts)
-	mux.HandleFunc("GET /v1/rollouts/{id}/summary", a.summary)
-	mux.HandleFunc("POST /v1/rollouts/{id}/gate-decisions", a.postGateDecision)
-	mux.HandleFunc("GET /v1/rollouts/{id}/hosts", a.hosts)
+	mux.HandleFunc("POST /v1/agent-events", agent(a.postAgentEvent))
+	mux.HandleFunc("GET /v1/rollouts/{id}/failing-hosts", operator(a.failingHosts))
+	mux.HandleFunc("GET /v1/rollouts/{id}/summary", operator(a.summary))
+	mux.HandleFunc("POST /v1/rollouts/{id}/gate-decisions", operator(a.postGateDecision))
+	mux.HandleFunc("GET /v1/rollouts/{id}/hosts", operator(a.hosts))
 	mux.HandleFunc("GET /healthz", a.healthz)
-	mux.Handle("GET /metrics", p.Metrics)
-	h, err := newInstrumented(mux, p.Logger, p.Meter, p.Tracer)
+	mux.HandleFunc("GET /metrics", operator(p.Metrics.ServeHTTP))
+	var routed http.Handler = sameOrigin(mux)
+	if !p.Auth.enabled && !p.Config.Auth.InsecureNoAuth {
+		routed = loopbackHost(routed)
+	}
+	h, err := newInstrumented(routed, p.Logger, p.Meter, p.Tracer)
 	if err != nil {
 		return nil, fmt.Errorf("fleetd: instrument the HTTP handler: %w", err)
 	}
@@ -105,9 +111,17 @@ func (a *api) postAgentEvent(w http.ResponseWriter, r *http.Request) {
 		a.bodyError(w, err)
 		return
 	}
+	if p := caller(r.Context()); p.Role == roleAgent && entry.HostID != p.Name {
+		writeJSON(w, http.StatusForbidden, errorResponse{
+			Error: fmt.Sprintf("host_id %q is not this agent's host (%q, from its %s): an agent posts only its own events", entry.HostID, p.Name, p.Via),
+			Field: "host_id"})
+		return
+	}
+	given := entry.EventID
+	entry.EventID = agentEventID(entry.HostID, given)
 	res, err := a.log.Append(r.Context(), entry)
 	if err != nil {
-		a.appendError(w, r, err)
+		a.appendError(w, r, given, err)
 		return
 	}
 	writeAppended(w, res)
@@ -163,6 +177,8 @@ func decodeAgentEvent(body io.Reader) (eventlog.Entry, error) {
 	switch {
 	case e.HostID == "":
 		return e, required("host_id", "host_id is required")
+	case checkHostID(e.HostID) != nil:
+		return e, &entryjson.Error{Field: "host_id", Err: entryjson.ErrNotStorable, Reason: checkHostID(e.HostID).Error()}
 	case e.EventID == "":
 		return e, required("event_id", "event_id is required: the agent's id for this event, kept across retries so a retried post lands once")
 	case e.Payload[0] != '{':
@@ -173,8 +189,9 @@ func decodeAgentEvent(body io.Reader) (eventlog.Entry, error) {
 	return e, nil
 }
 
-// appendError answers a failed append with what the agent should do.
-func (a *api) appendError(w http.ResponseWriter, r *http.Request, err error) {
+// appendError answers a failed append with what the caller should do;
+// eventID is the event id as the caller gave it.
+func (a *api) appendError(w http.ResponseWriter, r *http.Request, eventID string, err error) {
 	var (
 		invalid  *probefailures.ValidationError
 		conflict *eventlog.ConflictError
@@ -193,7 +210,7 @@ func (a *api) appendError(w http.ResponseWriter, r *http.Request, err error) {
 		})
 	case errors.As(err, &conflict):
 		writeJSON(w, http.StatusConflict, errorResponse{
-			Error: fmt.Sprintf("event_id %q already belongs to event %d, which has a different %s: use a new event_id for a new event", conflict.EventID, conflict.Seq, conflict.Field),
+			Error: fmt.Sprintf("event_id %q already belongs to event %d, which has a different %s: use a new event_id for a new event", eventID, conflict.Seq, conflict.Field),
 			Field: conflict.Field,
 			Seq:   conflict.Seq,
 		})

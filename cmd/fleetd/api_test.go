@@ -176,11 +176,16 @@ func TestAPI(t *testing.T) {
 		t.Run("event_id_reused_for_another_event", func(t *testing.T) {
 			before := lastSeq(t, f.log)
 			var got posted
-			body := `{"host_id":"web-7","rollout_id":"r-1","event_id":"web-2/probe/1","payload":{"type":"Heartbeat"}}`
+			body := `{"host_id":"web-2","rollout_id":"r-1","event_id":"web-2/probe/1","payload":{"type":"Heartbeat"}}`
 			require.Equal(t, http.StatusConflict, c.do("POST", "/v1/agent-events", body, &got))
 			require.Contains(t, got.Error, `event_id "web-2/probe/1" already belongs to event`)
-			require.Equal(t, "host_id", got.Field)
+			require.Equal(t, "payload", got.Field)
 			require.Positive(t, got.Seq)
+			// The same id as given by the host's own agent, without its
+			// namespace, is the same event.
+			body = `{"host_id":"web-2","rollout_id":"r-1","event_id":"probe/1","payload":{"type":"Heartbeat"}}`
+			require.Equal(t, http.StatusConflict, c.do("POST", "/v1/agent-events", body, &got))
+			require.Contains(t, got.Error, `event_id "probe/1" already belongs to event`)
 			require.Equal(t, before, lastSeq(t, f.log))
 		})
 

@@ -44,13 +44,17 @@ func cliConfig(lookup func(string) (string, bool)) *canonlogcli.Config {
 		Name:               "fleetd",
 		Projections:        projections(),
 		DefaultDatabaseURL: DefaultDatabaseURL,
-		Commands:           []*cobra.Command{newServeCommand(lookup)},
+		Commands:           []*cobra.Command{newServeCommand(lookup), newTokenCommand(lookup)},
 	}
 }
 
 // serveFlags are serve's flags and the root's --database-url: the flags a
 // command line without a command may hold.
-var serveFlags = []string{"--addr", "--database-url", "--start-timeout", "--nats-url", "--nats-stream", "--nats-subject", "--otlp-traces-endpoint"}
+var serveFlags = []string{"--addr", "--database-url", "--start-timeout", "--nats-url", "--nats-stream", "--nats-subject", "--otlp-traces-endpoint",
+	"--tokens-file", "--tls-cert", "--tls-key", "--tls-client-ca", "--insecure-no-auth"}
+
+// serveBoolFlags are the serveFlags that take no value.
+var serveBoolFlags = []string{"--insecure-no-auth"}
 
 // withDefaultCommand puts serve in front of args that name no command:
 // a bare fleetd, or one given only serve's flags (fleetd --addr :8080),
@@ -62,7 +66,7 @@ func withDefaultCommand(args []string) []string {
 		if !slices.Contains(serveFlags, name) {
 			return args
 		}
-		if !hasValue {
+		if !hasValue && !slices.Contains(serveBoolFlags, name) {
 			i++ // the flag's value
 		}
 	}
@@ -95,6 +99,11 @@ func newServeCommand(lookup func(string) (string, bool)) *cobra.Command {
 	natsCfg.Subject, _ = lookup(EnvNATSSubject)
 	startTimeout := positiveDuration(time.Minute)
 	tracesEndpoint, _ := lookup(EnvOTLPTracesEndpoint)
+	var auth AuthConfig
+	auth.TokensFile, _ = lookup(EnvTokensFile)
+	auth.TLSCert, _ = lookup(EnvTLSCert)
+	auth.TLSKey, _ = lookup(EnvTLSKey)
+	auth.ClientCA, _ = lookup(EnvTLSClientCA)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the HTTP API (what fleetd does without a command)",
@@ -117,7 +126,14 @@ With --nats-url it also forwards every event of the log to a NATS
 JetStream stream, which must exist (see docs/consumers.md, "Forwarding to
 NATS JetStream").
 
-Environment: FLEETD_ADDR, ` + EnvOTLPTracesEndpoint + `, ` + EnvNATSURL + `, ` + EnvNATSStream + `, ` + EnvNATSSubject + `, ` + app.EnvDatabaseURL + ` (then ` + app.EnvDatabaseURLFallback + `), ` +
+Callers are authenticated with bearer tokens (--tokens-file, issued by
+'fleetd token issue') and/or client certificates (--tls-client-ca, with
+--tls-cert and --tls-key): an agent posts only its own host's events,
+and the reads, gate decisions and /metrics need an operator's
+credential. With neither, serve refuses a non-loopback --addr unless
+--insecure-no-auth. See docs/deploying-fleetd.md.
+
+Environment: FLEETD_ADDR, ` + EnvTokensFile + `, ` + EnvTLSCert + `, ` + EnvTLSKey + `, ` + EnvTLSClientCA + `, ` + EnvOTLPTracesEndpoint + `, ` + EnvNATSURL + `, ` + EnvNATSStream + `, ` + EnvNATSSubject + `, ` + app.EnvDatabaseURL + ` (then ` + app.EnvDatabaseURLFallback + `), ` +
 			app.EnvMigrate + `, ` + app.EnvStalePolicy + `, ` + app.EnvMaxPayloadBytes + `, ` + app.EnvSerializeAppends + `.`,
 		Example: `  fleetd serve --addr :8080 --database-url postgres://fleetd@db/fleetd
   fleetd serve --nats-url nats://nats:4222 --nats-stream CANONLOG
@@ -142,7 +158,10 @@ Environment: FLEETD_ADDR, ` + EnvOTLPTracesEndpoint + `, ` + EnvNATSURL + `, ` +
 			if natsCfg.URL != "" && natsCfg.Stream == "" {
 				return fmt.Errorf("--nats-url needs --nats-stream (or %s): the JetStream stream to forward to", EnvNATSStream)
 			}
-			cfg := Config{Addr: addr, Canonlog: canonlog, NATS: natsCfg, Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))}
+			if err := auth.check(); err != nil {
+				return err
+			}
+			cfg := Config{Addr: addr, Canonlog: canonlog, Auth: auth, NATS: natsCfg, Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))}
 			if tracesEndpoint != "" {
 				tp, err := newOTLPTracerProvider(cmd.Context(), tracesEndpoint)
 				if err != nil {
@@ -160,6 +179,11 @@ Environment: FLEETD_ADDR, ` + EnvOTLPTracesEndpoint + `, ` + EnvNATSURL + `, ` +
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", addr, "HTTP listen address (env FLEETD_ADDR)")
+	cmd.Flags().StringVar(&auth.TokensFile, "tokens-file", auth.TokensFile, "accept the bearer tokens of this file (fleetd token issue); re-read when it changes (env "+EnvTokensFile+")")
+	cmd.Flags().StringVar(&auth.TLSCert, "tls-cert", auth.TLSCert, "serve HTTPS with this PEM certificate (env "+EnvTLSCert+")")
+	cmd.Flags().StringVar(&auth.TLSKey, "tls-key", auth.TLSKey, "the PEM key of --tls-cert (env "+EnvTLSKey+")")
+	cmd.Flags().StringVar(&auth.ClientCA, "tls-client-ca", auth.ClientCA, "authenticate agents by client certificates signed by these PEM CAs: the subject CN is the host (env "+EnvTLSClientCA+")")
+	cmd.Flags().BoolVar(&auth.InsecureNoAuth, "insecure-no-auth", false, "serve without authentication on a network address: anyone who reaches fleetd may post any host's events")
 	cmd.Flags().StringVar(&natsCfg.URL, "nats-url", natsCfg.URL, "forward the log's events to NATS JetStream at this URL (env "+EnvNATSURL+")")
 	cmd.Flags().StringVar(&natsCfg.Stream, "nats-stream", natsCfg.Stream, "the JetStream stream to forward to; it must exist (env "+EnvNATSStream+")")
 	cmd.Flags().StringVar(&natsCfg.Subject, "nats-subject", natsCfg.Subject, "the subject template (env "+EnvNATSSubject+`; default "`+natsforward.DefaultSubject+`")`)

@@ -50,7 +50,7 @@ func TestForwardToNATS(t *testing.T) {
 		require.Len(t, msgs, 1)
 		require.Equal(t, "fleet.agent_event.r-1.web-1%2Eexample%2Ecom", msgs[0].Subject)
 		require.Equal(t, "1", msgs[0].Header.Get(natsforward.HeaderSeq))
-		require.Equal(t, "e-1", msgs[0].Header.Get(natsforward.HeaderEventID))
+		require.Equal(t, "web-1.example.com/e-1", msgs[0].Header.Get(natsforward.HeaderEventID), "the id in its host's namespace")
 		require.True(t, bytes.Contains(msgs[0].Data, []byte(`"probe_name":"ssh-hardening"`)), "%s", msgs[0].Data)
 		a.RequireStop()
 	})

@@ -63,10 +63,10 @@ func (a *api) postGateDecision(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(&payload)
 	enc.SetEscapeHTML(false) // the reason as written, not with <, > and & escaped
 	if err := enc.Encode(d.gateDecisionPayload); err != nil {
-		a.appendError(w, r, err)
+		a.appendError(w, r, d.EventID, err)
 		return
 	}
-	entry := eventlog.Entry{Kind: eventlog.KindGateDecision, RolloutID: rollout, EventID: d.EventID,
+	entry := eventlog.Entry{Kind: eventlog.KindGateDecision, RolloutID: rollout, EventID: gateEventID(d.EventID),
 		Payload: bytes.TrimSuffix(payload.Bytes(), []byte("\n"))}
 	// The entry's checks come before the condition's, which would refuse
 	// a malformed rollout id without naming it.
@@ -82,14 +82,14 @@ func (a *api) postGateDecision(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, status, errorResponse{Error: "reason: " + ee.Err.Error(), Field: "reason"})
 			return
 		}
-		a.appendError(w, r, err)
+		a.appendError(w, r, d.EventID, err)
 		return
 	}
 	// A read_seq no summary answered with would let the failures between
 	// the log's head and it pass unseen.
 	head, err := a.log.LastSeq(r.Context())
 	if err != nil {
-		a.appendError(w, r, err)
+		a.appendError(w, r, d.EventID, err)
 		return
 	}
 	if d.ReadSeq > head {
@@ -110,7 +110,7 @@ func (a *api) postGateDecision(w http.ResponseWriter, r *http.Request) {
 			Seq:   failed.Seq,
 		})
 	case err != nil:
-		a.appendError(w, r, err)
+		a.appendError(w, r, d.EventID, err)
 	default:
 		writeAppended(w, res)
 	}

@@ -66,7 +66,7 @@ func TestGateDecisions(t *testing.T) {
 			require.Equal(t, eventlog.KindGateDecision, ev.Kind)
 			require.Equal(t, "r-1", ev.RolloutID)
 			require.Empty(t, ev.HostID)
-			require.Equal(t, "gate/1", ev.EventID)
+			require.Equal(t, "gate:gate/1", ev.EventID, "in the gate decisions' namespace")
 			require.Equal(t, `{"decision":"halt","read_seq":`+fmt.Sprint(s.Seq)+`,"reason":"CIS-5.2.1 fails on web-1 & web-4 <again>"}`, string(ev.Payload), "the reason as written")
 
 			var again posted

@@ -30,6 +30,10 @@ type Config struct {
 	// Canonlog configures the event log (database, migrations, stale
 	// policy, payload limit).
 	Canonlog app.Config
+	// Auth says how callers are authenticated: bearer tokens, client
+	// certificates, or nobody (then fleetd serves only on loopback).
+	// Defaults to nobody.
+	Auth AuthConfig
 	// NATS configures the forwarder of the log's events to NATS
 	// JetStream. Defaults to none.
 	NATS NATSConfig
@@ -90,7 +94,7 @@ func Options(cfg Config) fx.Option {
 		// second time. fleetd provides the store over it itself.
 		fx.Options(registered...),
 		fx.Provide(newFailuresStore, newProgressStore),
-		fx.Provide(newAPI, newHandler, newServer),
+		fx.Provide(newAPI, newAuth, newHandler, newServer),
 		fx.Invoke(func(*server) {}), // the server is what fleetd runs
 		forwardOption(cfg),
 	)
@@ -109,4 +113,13 @@ func tracerOption(tp trace.TracerProvider) fx.Option {
 // users start after the migrations ran.
 func newFailuresStore(db *sqlx.DB, _ *eventlog.Log) *probefailures.Store {
 	return probefailures.NewStore(db)
+}
+
+// newAuth checks the authentication configuration and reads the tokens
+// file, so that a bad one fails start.
+func newAuth(cfg Config, logger *slog.Logger) (*authenticator, error) {
+	if err := cfg.Auth.validate(); err != nil {
+		return nil, err
+	}
+	return newAuthenticator(cfg.Auth, logger)
 }

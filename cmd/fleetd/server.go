@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +19,8 @@ import (
 // start (so a taken port fails start) and shuts down gracefully on stop.
 type server struct {
 	addr   string
+	auth   AuthConfig
+	tls    *tls.Config // nil: plain HTTP
 	srv    *http.Server
 	logger *slog.Logger
 	sd     fx.Shutdowner
@@ -36,9 +40,15 @@ type serverParams struct {
 	Logger     *slog.Logger
 }
 
-func newServer(p serverParams) *server {
+func newServer(p serverParams) (*server, error) {
+	tlsCfg, err := p.Config.Auth.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
 	s := &server{
 		addr: p.Config.Addr,
+		auth: p.Config.Auth,
+		tls:  tlsCfg,
 		srv: &http.Server{
 			Handler:           p.Handler,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -50,7 +60,7 @@ func newServer(p serverParams) *server {
 		sd:     p.Shutdowner,
 	}
 	p.Lifecycle.Append(fx.Hook{OnStart: s.start, OnStop: s.stop})
-	return s
+	return s, nil
 }
 
 func (s *server) start(ctx context.Context) error {
@@ -59,10 +69,18 @@ func (s *server) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fleetd: listen on %s (--addr, FLEETD_ADDR): %w", s.addr, err)
 	}
+	if err := s.checkExposure(ctx, ln.Addr()); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	scheme := "http"
+	if s.tls != nil {
+		ln, scheme = tls.NewListener(ln, s.tls), "https"
+	}
 	s.mu.Lock()
 	s.ln, s.done = ln, make(chan struct{})
 	s.mu.Unlock()
-	s.logger.InfoContext(ctx, "fleetd: listening", "addr", ln.Addr().String())
+	s.logger.InfoContext(ctx, "fleetd: listening", "addr", ln.Addr().String(), "scheme", scheme, "auth", s.authMode())
 	go func() {
 		defer close(s.done)
 		if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -104,4 +122,45 @@ func (s *server) Addr() string {
 		return ""
 	}
 	return s.ln.Addr().String()
+}
+
+// checkExposure refuses to serve without authentication on an address
+// that is not a loopback one, unless told to, and says at start who can
+// reach fleetd.
+func (s *server) checkExposure(ctx context.Context, addr net.Addr) error {
+	if s.auth.enabled() {
+		if s.tls == nil && !isLoopbackAddr(addr) {
+			s.logger.WarnContext(ctx, "fleetd: bearer tokens over plain HTTP on a network address: terminate TLS in front of fleetd, or serve it with --tls-cert and --tls-key", "addr", addr.String())
+		}
+		return nil
+	}
+	switch {
+	case isLoopbackAddr(addr):
+		s.logger.InfoContext(ctx, "fleetd: no authentication configured: listening on loopback only; configure --tokens-file or --tls-client-ca to serve agents on the network", "addr", addr.String())
+		return nil
+	case s.auth.InsecureNoAuth:
+		s.logger.WarnContext(ctx, "fleetd: INSECURE: serving without authentication on a network address (--insecure-no-auth): anyone who reaches it can post any host's events and read every rollout", "addr", addr.String())
+		return nil
+	}
+	return fmt.Errorf("refusing to serve without authentication on %s, which is not a loopback address: configure --tokens-file or --tls-client-ca (docs/deploying-fleetd.md), listen on 127.0.0.1, or pass --insecure-no-auth to let anyone who reaches it post and read", addr)
+}
+
+func isLoopbackAddr(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
+}
+
+// authMode names how callers are authenticated, for the start line.
+func (s *server) authMode() string {
+	var modes []string
+	if s.auth.TokensFile != "" {
+		modes = append(modes, "tokens")
+	}
+	if s.auth.ClientCA != "" {
+		modes = append(modes, "client-certificates")
+	}
+	if len(modes) == 0 {
+		return "none"
+	}
+	return strings.Join(modes, ",")
 }
