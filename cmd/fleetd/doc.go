@@ -18,6 +18,15 @@
 //	fleetd serve --nats-url nats://nats:4222 --nats-stream CANONLOG   # and forward every event
 //	fleetd --help                            # every command
 //
+// Callers are authenticated with bearer tokens (serve --tokens-file;
+// fleetd token issue|revoke|list edit the file) and/or client
+// certificates (serve --tls-client-ca, with --tls-cert and --tls-key; a
+// certificate's subject CN is its agent's host). An agent posts only its
+// own host's events, its event ids stored in its host's namespace; the
+// reads, gate decisions and /metrics need an operator's credential.
+// Without authentication fleetd serves only on loopback, unless
+// --insecure-no-auth. See docs/deploying-fleetd.md.
+//
 // Endpoints:
 //
 //	POST /v1/agent-events                     {"host_id", "rollout_id", "event_id", "ts", "payload"}

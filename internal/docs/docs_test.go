@@ -19,7 +19,7 @@ import (
 
 // checkedDocs are the pages whose snippets and quoted messages are held to
 // the code, relative to the module root.
-var checkedDocs = []string{"README.md", "docs/cli.md", "docs/projections.md", "docs/fx.md", "docs/consumers.md", "docs/deciding.md", "docs/observability.md"}
+var checkedDocs = []string{"README.md", "docs/cli.md", "docs/projections.md", "docs/fx.md", "docs/consumers.md", "docs/deciding.md", "docs/observability.md", "docs/deploying-fleetd.md"}
 
 // messagePrefixes start the lines that a non-Go block quotes as
 // canonlog's messages: the command's errors name the binary, app's
