@@ -348,17 +348,16 @@ func (p *pki) caFile() string {
 	return path
 }
 
-var serial int64 = 100
-
 // issue signs a certificate: a server's for 127.0.0.1, or a client's
 // named cn, with orgs, valid from notBefore to notAfter.
 func (p *pki) issue(cn string, orgs []string, server bool, notBefore, notAfter time.Time) tls.Certificate {
 	p.t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(p.t, err)
-	serial++
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	require.NoError(p.t, err)
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn, Organization: orgs},
+		SerialNumber: serial, Subject: pkix.Name{CommonName: cn, Organization: orgs},
 		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
