@@ -50,7 +50,8 @@ func cliConfig(lookup func(string) (string, bool)) *canonlogcli.Config {
 
 // serveFlags are serve's flags and the root's --database-url: the flags a
 // command line without a command may hold.
-var serveFlags = []string{"--addr", "--database-url", "--start-timeout", "--nats-url", "--nats-stream", "--nats-subject", "--otlp-traces-endpoint"}
+var serveFlags = []string{"--addr", "--database-url", "--start-timeout", "--nats-url", "--nats-stream", "--nats-subject", "--otlp-traces-endpoint",
+	"--max-concurrent-requests", "--request-timeout"}
 
 // withDefaultCommand puts serve in front of args that name no command:
 // a bare fleetd, or one given only serve's flags (fleetd --addr :8080),
@@ -95,6 +96,7 @@ func newServeCommand(lookup func(string) (string, bool)) *cobra.Command {
 	natsCfg.Subject, _ = lookup(EnvNATSSubject)
 	startTimeout := positiveDuration(time.Minute)
 	tracesEndpoint, _ := lookup(EnvOTLPTracesEndpoint)
+	limits, limitsErr := limitsFromEnv(lookup)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the HTTP API (what fleetd does without a command)",
@@ -113,12 +115,18 @@ as child spans, and sends the spans to that OpenTelemetry collector.
 fleetd without a command serves, with serve's flags if given:
 'fleetd --addr :8080' is 'fleetd serve --addr :8080'.
 
+It serves at most --max-concurrent-requests requests at once (64 by
+default), answering more at once with 503 and Retry-After, and gives
+each --request-timeout (10s by default) before it answers 503: see
+docs/fleetd-limits.md.
+
 With --nats-url it also forwards every event of the log to a NATS
 JetStream stream, which must exist (see docs/consumers.md, "Forwarding to
 NATS JetStream").
 
-Environment: FLEETD_ADDR, ` + EnvOTLPTracesEndpoint + `, ` + EnvNATSURL + `, ` + EnvNATSStream + `, ` + EnvNATSSubject + `, ` + app.EnvDatabaseURL + ` (then ` + app.EnvDatabaseURLFallback + `), ` +
-			app.EnvMigrate + `, ` + app.EnvStalePolicy + `, ` + app.EnvMaxPayloadBytes + `, ` + app.EnvSerializeAppends + `.`,
+Environment: FLEETD_ADDR, ` + EnvMaxConcurrentRequests + `, ` + EnvRequestTimeout + `, ` + EnvOTLPTracesEndpoint + `, ` + EnvNATSURL + `, ` + EnvNATSStream + `, ` + EnvNATSSubject + `, ` + app.EnvDatabaseURL + ` (then ` + app.EnvDatabaseURLFallback + `), ` +
+			app.EnvMigrate + `, ` + app.EnvStalePolicy + `, ` + app.EnvMaxPayloadBytes + `, ` + app.EnvSerializeAppends + `, ` +
+			app.EnvMaxOpenConns + `, ` + app.EnvMaxIdleConns + `.`,
 		Example: `  fleetd serve --addr :8080 --database-url postgres://fleetd@db/fleetd
   fleetd serve --nats-url nats://nats:4222 --nats-stream CANONLOG
   CANONLOG_STALE_POLICY=rebuild fleetd`,
@@ -127,6 +135,9 @@ Environment: FLEETD_ADDR, ` + EnvOTLPTracesEndpoint + `, ` + EnvNATSURL + `, ` +
 			canonlog, err := app.LoadConfig(lookup)
 			if err != nil {
 				return err
+			}
+			if limitsErr != nil {
+				return limitsErr
 			}
 			if u, _ := cmd.Flags().GetString("database-url"); u != "" {
 				canonlog.DatabaseURL = u
@@ -142,7 +153,7 @@ Environment: FLEETD_ADDR, ` + EnvOTLPTracesEndpoint + `, ` + EnvNATSURL + `, ` +
 			if natsCfg.URL != "" && natsCfg.Stream == "" {
 				return fmt.Errorf("--nats-url needs --nats-stream (or %s): the JetStream stream to forward to", EnvNATSStream)
 			}
-			cfg := Config{Addr: addr, Canonlog: canonlog, NATS: natsCfg, Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))}
+			cfg := Config{Addr: addr, Canonlog: canonlog, NATS: natsCfg, Limits: limits, Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))}
 			if tracesEndpoint != "" {
 				tp, err := newOTLPTracerProvider(cmd.Context(), tracesEndpoint)
 				if err != nil {
@@ -164,6 +175,8 @@ Environment: FLEETD_ADDR, ` + EnvOTLPTracesEndpoint + `, ` + EnvNATSURL + `, ` +
 	cmd.Flags().StringVar(&natsCfg.Stream, "nats-stream", natsCfg.Stream, "the JetStream stream to forward to; it must exist (env "+EnvNATSStream+")")
 	cmd.Flags().StringVar(&natsCfg.Subject, "nats-subject", natsCfg.Subject, "the subject template (env "+EnvNATSSubject+`; default "`+natsforward.DefaultSubject+`")`)
 	cmd.Flags().StringVar(&tracesEndpoint, "otlp-traces-endpoint", tracesEndpoint, "trace requests and appends, sending the spans over OTLP/HTTP to this URL, e.g. http://collector:4318/v1/traces (env "+EnvOTLPTracesEndpoint+")")
+	cmd.Flags().Var((*positiveInt)(&limits.MaxConcurrentRequests), "max-concurrent-requests", "requests served at once; more are answered 503 with Retry-After at once (env "+EnvMaxConcurrentRequests+")")
+	cmd.Flags().Var((*positiveDuration)(&limits.RequestTimeout), "request-timeout", "how long a request may wait for the database before it is answered 503 with Retry-After (env "+EnvRequestTimeout+")")
 	cmd.Flags().Var(&startTimeout, "start-timeout", "how long start may take: migrations, and rebuilds with "+app.EnvStalePolicy+"=rebuild (rebuild-online, the default, does not wait)")
 	return cmd
 }

@@ -32,14 +32,15 @@ var probeRoutes = map[string]bool{"GET /healthz": true, "GET /metrics": true}
 // request carries, so that the spans the handler starts (the log's
 // append) belong to the caller's trace.
 type instrumented struct {
-	mux        *http.ServeMux
+	// mux serves the request and sets its Pattern, the route.
+	mux        http.Handler
 	logger     *slog.Logger
 	duration   metric.Float64Histogram
 	tracer     trace.Tracer // nil: nothing is traced
 	propagator propagation.TextMapPropagator
 }
 
-func newInstrumented(mux *http.ServeMux, logger *slog.Logger, mp metric.MeterProvider, tp trace.TracerProvider) (*instrumented, error) {
+func newInstrumented(mux http.Handler, logger *slog.Logger, mp metric.MeterProvider, tp trace.TracerProvider) (*instrumented, error) {
 	h := &instrumented{mux: mux, logger: logger}
 	var err error
 	h.duration, err = mp.Meter(instrumentationName).Float64Histogram("http.server.request.duration",

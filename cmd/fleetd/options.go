@@ -27,9 +27,12 @@ const DefaultDatabaseURL = "sqlite:fleetd.db"
 type Config struct {
 	// Addr is the HTTP listen address. Defaults to DefaultAddr.
 	Addr string
-	// Canonlog configures the event log (database, migrations, stale
-	// policy, payload limit).
+	// Canonlog configures the event log (database and its pool,
+	// migrations, stale policy, payload limit).
 	Canonlog app.Config
+	// Limits bound the HTTP server's requests: timeouts, header and
+	// concurrency limits. Zero fields take their defaults (see Limits).
+	Limits Limits
 	// NATS configures the forwarder of the log's events to NATS
 	// JetStream. Defaults to none.
 	NATS NATSConfig
@@ -54,6 +57,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
+	c.Limits = c.Limits.withDefaults()
 	return c
 }
 
@@ -71,6 +75,9 @@ func projections() []projection.Projection {
 // it reads and the HTTP server.
 func Options(cfg Config) fx.Option {
 	cfg = cfg.withDefaults()
+	if err := cfg.Limits.validate(); err != nil {
+		return fx.Error(err)
+	}
 	ps := projections()
 	registered := make([]fx.Option, len(ps))
 	for i, p := range ps {

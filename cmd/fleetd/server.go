@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
 
 	"go.uber.org/fx"
 )
@@ -40,15 +39,13 @@ func newServer(p serverParams) *server {
 	s := &server{
 		addr: p.Config.Addr,
 		srv: &http.Server{
-			Handler:           p.Handler,
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       time.Minute,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          slog.NewLogLogger(p.Logger.Handler(), slog.LevelWarn),
+			Handler:  p.Handler,
+			ErrorLog: slog.NewLogLogger(p.Logger.Handler(), slog.LevelWarn),
 		},
 		logger: p.Logger,
 		sd:     p.Shutdowner,
 	}
+	p.Config.Limits.configure(s.srv)
 	p.Lifecycle.Append(fx.Hook{OnStart: s.start, OnStop: s.stop})
 	return s
 }
