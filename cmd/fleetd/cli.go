@@ -212,12 +212,12 @@ func (d *positiveDuration) Set(s string) error {
 func serve(ctx context.Context, cfg Config, startTimeout time.Duration) error {
 	a := fx.New(Options(cfg))
 	if err := a.Err(); err != nil {
-		return err
+		return startupError(err)
 	}
 	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	if err := a.Start(startCtx); err != nil {
-		return fmt.Errorf("start: %w", err)
+		return fmt.Errorf("start: %w", startupError(err))
 	}
 	if cfg.Logger != nil {
 		cfg.Logger.InfoContext(ctx, "fleetd: started")

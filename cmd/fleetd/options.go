@@ -88,6 +88,10 @@ func Options(cfg Config) fx.Option {
 		fx.WithLogger(func() fxevent.Logger {
 			l := &fxevent.SlogLogger{Logger: cfg.Logger}
 			l.UseLogLevel(slog.LevelDebug) // fx's wiring chatter is for debugging
+			// Its errors too: each comes back from fx.New or Start, which
+			// serve reports as one line (startupError); fx's own record
+			// of it carries the graph's source paths and a stack.
+			l.UseErrorLevel(slog.LevelDebug)
 			return l
 		}),
 		app.PrometheusModule, // the log records through it; GET /metrics serves it
