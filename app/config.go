@@ -30,7 +30,25 @@ const (
 	EnvMaxPayloadBytes = "CANONLOG_MAX_PAYLOAD_BYTES"
 	// EnvSerializeAppends is "true" or "false": Config.SerializeAppends.
 	EnvSerializeAppends = "CANONLOG_SERIALIZE_APPENDS"
+	// EnvMaxOpenConns is a positive number of connections:
+	// Config.MaxOpenConns.
+	EnvMaxOpenConns = "CANONLOG_MAX_OPEN_CONNS"
+	// EnvMaxIdleConns is a positive number of connections:
+	// Config.MaxIdleConns.
+	EnvMaxIdleConns = "CANONLOG_MAX_IDLE_CONNS"
 )
+
+// DefaultMaxOpenConns is the most connections Module's pool opens to a
+// PostgreSQL database when Config.MaxOpenConns is 0. A pool without a cap
+// opens a connection for every concurrent request of a busy service, and
+// runs the server out of connections (PostgreSQL's max_connections is 100
+// by default) for every other client of it; beyond the cap, callers wait
+// for a connection (under their context's deadline).
+const DefaultMaxOpenConns = 20
+
+// maxPoolConns caps Config.MaxOpenConns and MaxIdleConns: a higher
+// number is a typo, far beyond what any PostgreSQL server accepts.
+const maxPoolConns = 10000
 
 // maxPayloadLimit caps Config.MaxPayloadBytes: PostgreSQL cannot store a
 // field larger than 1 GiB, so a higher limit would only move the failure
@@ -71,6 +89,27 @@ type Config struct {
 	// SerializeAppends makes appends commit in seq order, one at a time
 	// (see eventlog.Config.SerializeAppends). Defaults to false.
 	SerializeAppends bool
+
+	// MaxOpenConns caps the connections of the pool Module opens from
+	// DatabaseURL: appends, queries, consumers and rebuilds all take
+	// theirs from it, and wait for one when all are in use. On PostgreSQL
+	// it defaults to DefaultMaxOpenConns (20); a log that wakes consumers
+	// (see DisableWakeups) holds one more connection, outside the pool,
+	// for LISTEN while a consumer runs. On a SQLite file it defaults to 4
+	// (one writer at a time, readers beside it; see eventlog.OpenDB). A
+	// private in-memory SQLite database (sqlite::memory:) always has
+	// exactly one connection, whatever this says. At most 10000; ignored
+	// when the service supplies its own database with WithDB or
+	// ProvideDB, whose pool is the service's to size.
+	MaxOpenConns int
+
+	// MaxIdleConns is how many connections the pool keeps open while
+	// idle, ready for the next burst. Defaults to 16 on PostgreSQL and 4
+	// on a SQLite file (eventlog.OpenDB's settings), never more than
+	// MaxOpenConns: with a smaller MaxOpenConns it is lowered to it. Set
+	// together with MaxOpenConns it may not exceed it. Ignored where
+	// MaxOpenConns is.
+	MaxIdleConns int
 
 	// AllowDrift lets appends of kinds that a projection recorded in the
 	// database consumes, but that the app does not register (another
@@ -121,6 +160,17 @@ func (c Config) validate() error {
 	if c.MaxPayloadBytes < 0 || c.MaxPayloadBytes > maxPayloadLimit {
 		errs = append(errs, fmt.Errorf("payload limit (Config.MaxPayloadBytes) is %d: use 1 to %d bytes, or 0 for the default of %d",
 			c.MaxPayloadBytes, maxPayloadLimit, eventlog.DefaultMaxPayloadBytes))
+	}
+	if c.MaxOpenConns < 0 || c.MaxOpenConns > maxPoolConns {
+		errs = append(errs, fmt.Errorf("pool size (Config.MaxOpenConns) is %d: use 1 to %d connections, or 0 for the default (%d on PostgreSQL)",
+			c.MaxOpenConns, maxPoolConns, DefaultMaxOpenConns))
+	}
+	if c.MaxIdleConns < 0 || c.MaxIdleConns > maxPoolConns {
+		errs = append(errs, fmt.Errorf("idle connections (Config.MaxIdleConns) is %d: use 1 to %d connections, or 0 for the default",
+			c.MaxIdleConns, maxPoolConns))
+	} else if c.MaxOpenConns > 0 && c.MaxIdleConns > c.MaxOpenConns {
+		errs = append(errs, fmt.Errorf("idle connections (Config.MaxIdleConns) is %d, more than the pool's %d (Config.MaxOpenConns): keep at most MaxOpenConns idle",
+			c.MaxIdleConns, c.MaxOpenConns))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("app: invalid config: %w", err)
@@ -181,6 +231,22 @@ func LoadConfig(lookup func(key string) (string, bool)) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s=%q: use true or false", EnvSerializeAppends, v))
 		}
 		c.SerializeAppends = b
+	}
+	for _, conns := range []struct {
+		env   string
+		field *int
+	}{{EnvMaxOpenConns, &c.MaxOpenConns}, {EnvMaxIdleConns, &c.MaxIdleConns}} {
+		if v := get(conns.env); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > maxPoolConns {
+				errs = append(errs, fmt.Errorf("%s=%q: use a whole number of connections from 1 to %d", conns.env, v, maxPoolConns))
+			} else {
+				*conns.field = n
+			}
+		}
+	}
+	if c.MaxOpenConns > 0 && c.MaxIdleConns > c.MaxOpenConns {
+		errs = append(errs, fmt.Errorf("%s=%d is more than %s=%d: keep at most the pool's size idle", EnvMaxIdleConns, c.MaxIdleConns, EnvMaxOpenConns, c.MaxOpenConns))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("app: configuration from the environment: %w", err)

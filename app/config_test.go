@@ -49,6 +49,8 @@ func TestLoadConfig(t *testing.T) {
 			"database_url_fallback":   {env: map[string]string{app.EnvDatabaseURLFallback: "sqlite:/var/lib/svc/log.db"}, want: app.Config{DatabaseURL: "sqlite:/var/lib/svc/log.db"}},
 			"canonlog_url_wins":       {env: map[string]string{app.EnvDatabaseURL: "sqlite:a.db", app.EnvDatabaseURLFallback: "sqlite:b.db"}, want: app.Config{DatabaseURL: "sqlite:a.db"}},
 			"surrounding_blanks_trim": {env: map[string]string{app.EnvMaxPayloadBytes: " 100 "}, want: app.Config{MaxPayloadBytes: 100}},
+			"pool":                    {env: map[string]string{app.EnvMaxOpenConns: "50", app.EnvMaxIdleConns: "10"}, want: app.Config{MaxOpenConns: 50, MaxIdleConns: 10}},
+			"pool_idle_alone":         {env: map[string]string{app.EnvMaxIdleConns: "30"}, want: app.Config{MaxIdleConns: 30}},
 		} {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
@@ -72,7 +74,13 @@ func TestLoadConfig(t *testing.T) {
 			"payload_negative":         {env: map[string]string{app.EnvMaxPayloadBytes: "-5"}, want: []string{`CANONLOG_MAX_PAYLOAD_BYTES="-5"`}},
 			"payload_over_1GiB":        {env: map[string]string{app.EnvMaxPayloadBytes: "2147483648"}, want: []string{"1073741824"}},
 			"serialize_not_a_bool":     {env: map[string]string{app.EnvSerializeAppends: "yes please"}, want: []string{app.EnvSerializeAppends}},
-			"every_bad_value_reported": {env: map[string]string{app.EnvMigrate: "x", app.EnvStalePolicy: "y"}, want: []string{app.EnvMigrate, app.EnvStalePolicy}},
+			"open_conns_not_a_number":  {env: map[string]string{app.EnvMaxOpenConns: "twenty"}, want: []string{`CANONLOG_MAX_OPEN_CONNS="twenty"`, "whole number of connections from 1 to 10000"}},
+			"open_conns_zero":          {env: map[string]string{app.EnvMaxOpenConns: "0"}, want: []string{`CANONLOG_MAX_OPEN_CONNS="0"`, "from 1"}},
+			"open_conns_negative":      {env: map[string]string{app.EnvMaxOpenConns: "-1"}, want: []string{`CANONLOG_MAX_OPEN_CONNS="-1"`}},
+			"open_conns_huge":          {env: map[string]string{app.EnvMaxOpenConns: "100000"}, want: []string{`CANONLOG_MAX_OPEN_CONNS="100000"`, "10000"}},
+			"idle_conns_not_a_number":  {env: map[string]string{app.EnvMaxIdleConns: "1.5"}, want: []string{`CANONLOG_MAX_IDLE_CONNS="1.5"`, "whole number of connections"}},
+			"idle_above_open":          {env: map[string]string{app.EnvMaxOpenConns: "5", app.EnvMaxIdleConns: "8"}, want: []string{"CANONLOG_MAX_IDLE_CONNS=8 is more than CANONLOG_MAX_OPEN_CONNS=5"}},
+			"every_bad_value_reported": {env: map[string]string{app.EnvMigrate: "x", app.EnvStalePolicy: "y", app.EnvMaxOpenConns: "z"}, want: []string{app.EnvMigrate, app.EnvStalePolicy, app.EnvMaxOpenConns}},
 		} {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()

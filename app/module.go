@@ -139,6 +139,7 @@ func New(p Params) (Result, error) {
 			return Result{}, fmt.Errorf("app: open the database (Config.DatabaseURL, %s): %w", EnvDatabaseURL, err)
 		}
 		owned = true
+		sizePool(db, p.Config)
 	}
 	m, err := projection.NewManager(db, reg, &projection.ManagerConfig{
 		Log:        logConfig(p, db, owned),
@@ -157,6 +158,34 @@ func New(p Params) (Result, error) {
 	s := &starter{cfg: p.Config, db: db, owned: owned, m: m, logger: logger}
 	p.Lifecycle.Append(fx.Hook{OnStart: s.start, OnStop: s.stop})
 	return Result{DB: db, Log: m.Log(), Registry: reg, Manager: m}, nil
+}
+
+// sizePool applies Config.MaxOpenConns and MaxIdleConns, with their
+// defaults, to a pool New opened: on PostgreSQL, where eventlog.OpenDB
+// leaves the number of connections unlimited, and on a SQLite file; a
+// private in-memory SQLite database keeps its single connection.
+func sizePool(db *sqlx.DB, c Config) {
+	backend, err := eventlog.BackendOf(db)
+	if err != nil {
+		return
+	}
+	maxOpen := c.MaxOpenConns
+	switch {
+	case backend == eventlog.SQLite && db.Stats().MaxOpenConnections == 1:
+		// OpenDB gives sqlite::memory: exactly one connection: each
+		// further one would open a database of its own.
+		return
+	case backend == eventlog.Postgres && maxOpen == 0:
+		maxOpen = DefaultMaxOpenConns
+	}
+	if maxOpen > 0 {
+		// Lowers the idle connections OpenDB keeps to maxOpen too.
+		db.SetMaxOpenConns(maxOpen)
+	}
+	if c.MaxIdleConns > 0 {
+		// database/sql lowers it to the cap when it is above.
+		db.SetMaxIdleConns(c.MaxIdleConns)
+	}
 }
 
 // logConfig is the configuration of the log New builds on db (owned: New

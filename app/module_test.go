@@ -336,6 +336,12 @@ func TestModuleRefuses(t *testing.T) {
 		require.ErrorContains(t, err, "Config.Stale")
 		err = startErr(t, app.Config{DatabaseURL: sqliteURL(t), MaxPayloadBytes: -1})
 		require.ErrorContains(t, err, "Config.MaxPayloadBytes")
+		err = startErr(t, app.Config{DatabaseURL: sqliteURL(t), MaxOpenConns: -1})
+		require.ErrorContains(t, err, "Config.MaxOpenConns")
+		err = startErr(t, app.Config{DatabaseURL: sqliteURL(t), MaxIdleConns: -1})
+		require.ErrorContains(t, err, "Config.MaxIdleConns")
+		err = startErr(t, app.Config{DatabaseURL: sqliteURL(t), MaxOpenConns: 2, MaxIdleConns: 3})
+		require.ErrorContains(t, err, "Config.MaxIdleConns) is 3, more than the pool's 2")
 	})
 
 	t.Run("unusable_database_url", func(t *testing.T) {

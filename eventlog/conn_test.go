@@ -39,6 +39,13 @@ func TestRetryable(t *testing.T) {
 		{"admin shutdown", pqErr("57P01"), true},
 		{"crash shutdown", pqErr("57P02"), true},
 		{"cannot connect now", pqErr("57P03"), true},
+		{"too many connections", pqErr("53300"), true},
+		{"too many connections wrapped", fmt.Errorf("eventlog: begin transaction: %w", pqErr("53300")), true},
+		// A configured ceiling (max_wal_senders, replication slots) that
+		// waiting does not lift.
+		{"configuration limit exceeded", pqErr("53400"), false},
+		{"out of memory", pqErr("53200"), false},
+		{"disk full", pqErr("53100"), false},
 		{"connection exception", pqErr("08000"), true},
 		{"connection failure", pqErr("08006"), true},
 		{"connection does not exist", pqErr("08003"), true},
@@ -69,6 +76,33 @@ func TestRetryable(t *testing.T) {
 	} {
 		require.Equal(t, tc.want, eventlog.Retryable(tc.err), tc.name)
 	}
+}
+
+// TestTooManyConnections: a server refusing a connection because a limit
+// on connections is reached (here a role's CONNECTION LIMIT; the
+// server's max_connections answers with the same SQLSTATE, 53300) is a
+// transient failure.
+func TestTooManyConnections(t *testing.T) {
+	t.Parallel()
+	admin := dbtest.Admin(t)
+	role := dbtest.NewName()
+	_, err := admin.Exec(`CREATE ROLE ` + pq.QuoteIdentifier(role) + ` LOGIN CONNECTION LIMIT 0`)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if _, err := admin.Exec(`DROP ROLE IF EXISTS ` + pq.QuoteIdentifier(role)); err != nil {
+			t.Errorf("drop role %s: %v", role, err)
+		}
+	})
+	u, err := dbtest.URL(role, "public")
+	require.NoError(t, err)
+	db, err := eventlog.OpenDB(context.Background(), u)
+	if db != nil {
+		_ = db.Close()
+	}
+	var pqErr *pq.Error
+	require.ErrorAs(t, err, &pqErr)
+	require.Equal(t, "53300", string(pqErr.Code), "%v", err)
+	require.True(t, eventlog.Retryable(err), "%v", err)
 }
 
 // killHook terminates the PostgreSQL backend serving an append from inside

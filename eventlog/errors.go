@@ -136,8 +136,18 @@ func (e *ConflictError) Unwrap() error { return ErrEventIDConflict }
 //     class 08 (connection exception), 57P01 admin_shutdown, 57P02
 //     crash_shutdown, 57P03 cannot_connect_now (the server is starting up
 //     or shutting down);
+//   - PostgreSQL refusing a new connection with 53300 too_many_connections:
+//     the server's max_connections, or a role's or database's CONNECTION
+//     LIMIT, is reached for now, and frees up as other clients' sessions
+//     end (a pool that waits for its own connections instead needs no
+//     retry: see app.Config.MaxOpenConns);
 //   - SQLite reporting the database busy or locked for longer than the busy
 //     timeout.
+//
+// 53400 configuration_limit_exceeded is not retryable: PostgreSQL raises
+// it when a setting's ceiling is reached (max_wal_senders, replication
+// slots, background workers), which waiting does not lift; it needs an
+// operator to change the configuration, and retrying would only hide it.
 //
 // Validation errors, event id conflicts, constraint violations, a hook's
 // own errors (unless they wrap one of the above) and the caller's context
@@ -168,7 +178,8 @@ func Retryable(err error) bool {
 	if errors.As(err, &pqErr) {
 		switch pqErr.Code {
 		case "40001", "40P01", // serialization_failure, deadlock_detected
-			"57P01", "57P02", "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
+			"57P01", "57P02", "57P03", // admin_shutdown, crash_shutdown, cannot_connect_now
+			"53300": // too_many_connections
 			return true
 		}
 		return pqErr.Code.Class() == "08" // connection_exception

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -50,7 +52,7 @@ type handlerParams struct {
 }
 
 // newHandler routes fleetd's endpoints, each request logged, timed and
-// (with a TracerProvider) traced.
+// (with a TracerProvider) traced, and served within Config.Limits.
 func newHandler(p handlerParams) (http.Handler, error) {
 	a, agent, operator := p.API, p.Auth.requireAgent, p.Auth.requireOperator
 	mux := http.NewServeMux()
@@ -65,7 +67,7 @@ func newHandler(p handlerParams) (http.Handler, error) {
 	if !p.Auth.enabled && !p.Config.Auth.InsecureNoAuth {
 		routed = loopbackHost(routed)
 	}
-	h, err := newInstrumented(routed, p.Logger, p.Meter, p.Tracer)
+	h, err := newInstrumented(newLimiter(mux, routed, p.Config.Limits), p.Logger, p.Meter, p.Tracer)
 	if err != nil {
 		return nil, fmt.Errorf("fleetd: instrument the HTTP handler: %w", err)
 	}
@@ -128,20 +130,27 @@ func (a *api) postAgentEvent(w http.ResponseWriter, r *http.Request) {
 }
 
 // bodyError answers a body that could not be read or decoded: 413 when it
-// is too large, else 400 naming the field at fault (an *entryjson.Error's).
+// is too large, 408 when it did not arrive within the server's read
+// timeout, else 400 naming the field at fault (an *entryjson.Error's).
 func (a *api) bodyError(w http.ResponseWriter, err error) {
-	var tooLarge *http.MaxBytesError
-	if errors.As(err, &tooLarge) {
+	var (
+		tooLarge *http.MaxBytesError
+		fe       *entryjson.Error
+		netErr   net.Error
+	)
+	switch {
+	case errors.As(err, &tooLarge):
 		writeJSON(w, http.StatusRequestEntityTooLarge, errorResponse{
 			Error: fmt.Sprintf("body larger than %d bytes: payloads are limited to %d bytes", tooLarge.Limit, a.log.MaxPayloadBytes())})
-		return
+	case errors.As(err, &fe):
+		writeJSON(w, http.StatusBadRequest, errorResponse{Error: fe.Error(), Field: fe.Field})
+	case errors.As(err, &netErr) && netErr.Timeout():
+		writeJSON(w, http.StatusRequestTimeout, errorResponse{Error: "the body did not arrive within the server's read timeout: nothing was stored; send the whole request at once, then retry"})
+	default:
+		// The connection failed while the body was on its way: the
+		// client is most likely gone.
+		writeJSON(w, http.StatusBadRequest, errorResponse{Error: "the body could not be read to its end: nothing was stored; retry"})
 	}
-	resp := errorResponse{Error: err.Error()}
-	var fe *entryjson.Error
-	if errors.As(err, &fe) {
-		resp.Field = fe.Field
-	}
-	writeJSON(w, http.StatusBadRequest, resp)
 }
 
 // writeAppended answers an append that landed: 201, or 200 when it was
@@ -214,16 +223,14 @@ func (a *api) appendError(w http.ResponseWriter, r *http.Request, eventID string
 			Field: conflict.Field,
 			Seq:   conflict.Seq,
 		})
-	case errors.Is(err, eventlog.ErrPayloadTooLarge):
-		writeJSON(w, http.StatusRequestEntityTooLarge, errorResponse{Error: err.Error(), Field: "payload"})
 	case errors.As(err, &entry):
-		writeJSON(w, http.StatusBadRequest, errorResponse{Error: entry.Err.Error(), Field: entry.Field})
-	case eventlog.Retryable(err):
-		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: "the database is busy or unreachable: retry with the same event_id"})
-	case r.Context().Err() != nil:
-		// The agent went away; it will retry with the same event_id.
-		a.logger.InfoContext(r.Context(), "fleetd: request cancelled", "err", err)
+		// entry.Err is the reason, without the log's "entry 0:" framing.
+		status := http.StatusBadRequest
+		if errors.Is(err, eventlog.ErrPayloadTooLarge) {
+			status = http.StatusRequestEntityTooLarge
+		}
+		writeJSON(w, status, errorResponse{Error: entry.Err.Error(), Field: entry.Field})
+	case a.unavailable(w, r, err, "retry with the same event_id"):
 	default:
 		a.logger.ErrorContext(r.Context(), "fleetd: append failed", "err", err)
 		writeJSON(w, http.StatusInternalServerError, errorResponse{Error: "internal error: retry with the same event_id"})
@@ -297,7 +304,7 @@ func (a *api) hosts(w http.ResponseWriter, r *http.Request) {
 	limit := 0
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil {
+		if err != nil || n < 0 || n > maxHostsLimit {
 			writeJSON(w, http.StatusBadRequest, errorResponse{Error: fmt.Sprintf("limit %q: use a number from 1 to %d", v, maxHostsLimit), Field: "limit"})
 			return
 		}
@@ -313,18 +320,48 @@ func (a *api) hosts(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) queryError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
-	case errors.Is(err, probefailures.ErrInvalidQuery), errors.Is(err, errInvalidQuery):
+	case errors.Is(err, errInvalidQuery):
 		writeJSON(w, http.StatusBadRequest, errorResponse{Error: err.Error()})
-	case eventlog.Retryable(err):
+	case errors.Is(err, probefailures.ErrInvalidQuery):
+		// The request's checks (checkURL, the handlers') come first: the
+		// store's refusal is a last line.
+		writeJSON(w, http.StatusBadRequest, errorResponse{Error: strings.TrimPrefix(err.Error(), "probefailures: ")})
+	case a.unavailable(w, r, err, "retry"):
 		// A summary waits for the rollout's appends in flight (on SQLite,
 		// for the write lock), and may wait too long.
-		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, errorResponse{Error: "the database is busy or unreachable: retry"})
-	case r.Context().Err() != nil:
 	default:
 		a.logger.ErrorContext(r.Context(), "fleetd: query failed", "path", r.URL.Path, "err", err)
 		writeJSON(w, http.StatusInternalServerError, errorResponse{Error: "internal error"})
 	}
+}
+
+// unavailable answers a request that failed because the database is
+// busy or unreachable (a retryable error), or that ran out of its time
+// (Limits.RequestTimeout), with 503 and Retry-After, and reports true; a
+// request whose client went away gets no answer, and is logged. It
+// reports false for any other error. retry says how to retry.
+func (a *api) unavailable(w http.ResponseWriter, r *http.Request, err error, retry string) bool {
+	switch {
+	case timedOut(r):
+		// Whatever err says (the pool's wait, a cancelled statement),
+		// the deadline caused it.
+		writeUnavailable(w, "the request ran out of time waiting for the database: "+retry)
+	case eventlog.Retryable(err):
+		writeUnavailable(w, "the database is busy or unreachable: "+retry)
+	case r.Context().Err() != nil:
+		// The client went away; an agent retries with the same event_id.
+		a.logger.InfoContext(r.Context(), "fleetd: request cancelled by the client", "path", r.URL.Path, "err", err)
+	default:
+		return false
+	}
+	return true
+}
+
+// healthzResponse is the body of GET /healthz; Error says why when the
+// answer is 503.
+type healthzResponse struct {
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
 }
 
 // healthz reports whether the database answers.
@@ -332,10 +369,11 @@ func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := a.log.DB().PingContext(ctx); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "database unreachable"})
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+		writeJSON(w, http.StatusServiceUnavailable, healthzResponse{Status: "database unreachable", Error: "the database did not answer a ping within 2s"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, healthzResponse{Status: "ok"})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -36,14 +36,14 @@ type authClient struct {
 	header http.Header
 }
 
-// answer is a decoded answer of fleetd's.
-type answer struct {
+// authAnswer is a decoded answer of fleetd's.
+type authAnswer struct {
 	posted
 	Hosts json.RawMessage `json:"hosts"`
 }
 
 // send sends a request; err is the transport's (a refused TLS handshake).
-func (c *authClient) send(method, path, body string) (int, answer, error) {
+func (c *authClient) send(method, path, body string) (int, authAnswer, error) {
 	c.t.Helper()
 	req, err := http.NewRequest(method, c.base+path, strings.NewReader(body))
 	require.NoError(c.t, err)
@@ -56,12 +56,12 @@ func (c *authClient) send(method, path, body string) (int, answer, error) {
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return 0, answer{}, err
+		return 0, authAnswer{}, err
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	require.NoError(c.t, err)
-	var a answer
+	var a authAnswer
 	if path != "/metrics" {
 		require.Equal(c.t, "application/json", resp.Header.Get("Content-Type"), "%s %s → %d %s", method, path, resp.StatusCode, raw)
 		require.NoError(c.t, json.Unmarshal(raw, &a), string(raw))
@@ -72,7 +72,7 @@ func (c *authClient) send(method, path, body string) (int, answer, error) {
 	return resp.StatusCode, a, nil
 }
 
-func (c *authClient) do(method, path, body string) (int, answer) {
+func (c *authClient) do(method, path, body string) (int, authAnswer) {
 	c.t.Helper()
 	status, a, err := c.send(method, path, body)
 	require.NoError(c.t, err)
@@ -176,7 +176,7 @@ func TestTokens(t *testing.T) {
 			require.Contains(t, a.Error, "needs an agent credential")
 			require.Equal(t, before, events())
 
-			var sum answer
+			var sum authAnswer
 			status, sum = anon.with(gate).do("GET", "/v1/rollouts/r-1/summary", "")
 			require.Equal(t, http.StatusOK, status)
 			status, a = anon.with(gate).do("POST", "/v1/rollouts/r-1/gate-decisions", decisionBody("d-1", "halt", sum.Seq))
@@ -444,7 +444,7 @@ func TestMutualTLS(t *testing.T) {
 		status, _ = client().with(gate).do("GET", "/v1/rollouts/r-1/summary", "")
 		require.Equal(t, http.StatusOK, status, "an operator token works over TLS without a certificate")
 
-		// Plain HTTP to the TLS port gets no answer of fleetd's.
+		// Plain HTTP to the TLS port gets no authAnswer of fleetd's.
 		resp, err := http.Post("http://"+f.server.Addr()+"/v1/agent-events", "application/json", strings.NewReader(passBody("web-5", "r-1", "probe/6")))
 		if err == nil {
 			resp.Body.Close()

@@ -51,7 +51,8 @@ func cliConfig(lookup func(string) (string, bool)) *canonlogcli.Config {
 // serveFlags are serve's flags and the root's --database-url: the flags a
 // command line without a command may hold.
 var serveFlags = []string{"--addr", "--database-url", "--start-timeout", "--nats-url", "--nats-stream", "--nats-subject", "--otlp-traces-endpoint",
-	"--tokens-file", "--tls-cert", "--tls-key", "--tls-client-ca", "--insecure-no-auth"}
+	"--tokens-file", "--tls-cert", "--tls-key", "--tls-client-ca", "--insecure-no-auth",
+	"--max-concurrent-requests", "--request-timeout"}
 
 // serveBoolFlags are the serveFlags that take no value.
 var serveBoolFlags = []string{"--insecure-no-auth"}
@@ -104,6 +105,7 @@ func newServeCommand(lookup func(string) (string, bool)) *cobra.Command {
 	auth.TLSCert, _ = lookup(EnvTLSCert)
 	auth.TLSKey, _ = lookup(EnvTLSKey)
 	auth.ClientCA, _ = lookup(EnvTLSClientCA)
+	limits, limitsErr := limitsFromEnv(lookup)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the HTTP API (what fleetd does without a command)",
@@ -122,6 +124,11 @@ as child spans, and sends the spans to that OpenTelemetry collector.
 fleetd without a command serves, with serve's flags if given:
 'fleetd --addr :8080' is 'fleetd serve --addr :8080'.
 
+It serves at most --max-concurrent-requests requests at once (64 by
+default), answering more at once with 503 and Retry-After, and gives
+each --request-timeout (10s by default) before it answers 503: see
+docs/deploying-fleetd.md ("Limits").
+
 With --nats-url it also forwards every event of the log to a NATS
 JetStream stream, which must exist (see docs/consumers.md, "Forwarding to
 NATS JetStream").
@@ -133,8 +140,9 @@ and the reads, gate decisions and /metrics need an operator's
 credential. With neither, serve refuses a non-loopback --addr unless
 --insecure-no-auth. See docs/deploying-fleetd.md.
 
-Environment: FLEETD_ADDR, ` + EnvTokensFile + `, ` + EnvTLSCert + `, ` + EnvTLSKey + `, ` + EnvTLSClientCA + `, ` + EnvOTLPTracesEndpoint + `, ` + EnvNATSURL + `, ` + EnvNATSStream + `, ` + EnvNATSSubject + `, ` + app.EnvDatabaseURL + ` (then ` + app.EnvDatabaseURLFallback + `), ` +
-			app.EnvMigrate + `, ` + app.EnvStalePolicy + `, ` + app.EnvMaxPayloadBytes + `, ` + app.EnvSerializeAppends + `.`,
+Environment: FLEETD_ADDR, ` + EnvTokensFile + `, ` + EnvTLSCert + `, ` + EnvTLSKey + `, ` + EnvTLSClientCA + `, ` + EnvMaxConcurrentRequests + `, ` + EnvRequestTimeout + `, ` + EnvOTLPTracesEndpoint + `, ` + EnvNATSURL + `, ` + EnvNATSStream + `, ` + EnvNATSSubject + `, ` + app.EnvDatabaseURL + ` (then ` + app.EnvDatabaseURLFallback + `), ` +
+			app.EnvMigrate + `, ` + app.EnvStalePolicy + `, ` + app.EnvMaxPayloadBytes + `, ` + app.EnvSerializeAppends + `, ` +
+			app.EnvMaxOpenConns + `, ` + app.EnvMaxIdleConns + `.`,
 		Example: `  fleetd serve --addr :8080 --database-url postgres://fleetd@db/fleetd
   fleetd serve --nats-url nats://nats:4222 --nats-stream CANONLOG
   CANONLOG_STALE_POLICY=rebuild fleetd`,
@@ -143,6 +151,9 @@ Environment: FLEETD_ADDR, ` + EnvTokensFile + `, ` + EnvTLSCert + `, ` + EnvTLSK
 			canonlog, err := app.LoadConfig(lookup)
 			if err != nil {
 				return err
+			}
+			if limitsErr != nil {
+				return limitsErr
 			}
 			if u, _ := cmd.Flags().GetString("database-url"); u != "" {
 				canonlog.DatabaseURL = u
@@ -161,7 +172,7 @@ Environment: FLEETD_ADDR, ` + EnvTokensFile + `, ` + EnvTLSCert + `, ` + EnvTLSK
 			if err := auth.check(); err != nil {
 				return err
 			}
-			cfg := Config{Addr: addr, Canonlog: canonlog, Auth: auth, NATS: natsCfg, Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))}
+			cfg := Config{Addr: addr, Canonlog: canonlog, Auth: auth, NATS: natsCfg, Limits: limits, Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))}
 			if tracesEndpoint != "" {
 				tp, err := newOTLPTracerProvider(cmd.Context(), tracesEndpoint)
 				if err != nil {
@@ -188,6 +199,8 @@ Environment: FLEETD_ADDR, ` + EnvTokensFile + `, ` + EnvTLSCert + `, ` + EnvTLSK
 	cmd.Flags().StringVar(&natsCfg.Stream, "nats-stream", natsCfg.Stream, "the JetStream stream to forward to; it must exist (env "+EnvNATSStream+")")
 	cmd.Flags().StringVar(&natsCfg.Subject, "nats-subject", natsCfg.Subject, "the subject template (env "+EnvNATSSubject+`; default "`+natsforward.DefaultSubject+`")`)
 	cmd.Flags().StringVar(&tracesEndpoint, "otlp-traces-endpoint", tracesEndpoint, "trace requests and appends, sending the spans over OTLP/HTTP to this URL, e.g. http://collector:4318/v1/traces (env "+EnvOTLPTracesEndpoint+")")
+	cmd.Flags().Var((*positiveInt)(&limits.MaxConcurrentRequests), "max-concurrent-requests", "requests served at once; more are answered 503 with Retry-After at once (env "+EnvMaxConcurrentRequests+")")
+	cmd.Flags().Var((*positiveDuration)(&limits.RequestTimeout), "request-timeout", "how long a request may wait for the database before it is answered 503 with Retry-After (env "+EnvRequestTimeout+")")
 	cmd.Flags().Var(&startTimeout, "start-timeout", "how long start may take: migrations, and rebuilds with "+app.EnvStalePolicy+"=rebuild (rebuild-online, the default, does not wait)")
 	return cmd
 }
@@ -223,12 +236,12 @@ func (d *positiveDuration) Set(s string) error {
 func serve(ctx context.Context, cfg Config, startTimeout time.Duration) error {
 	a := fx.New(Options(cfg))
 	if err := a.Err(); err != nil {
-		return err
+		return startupError(err)
 	}
 	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	if err := a.Start(startCtx); err != nil {
-		return fmt.Errorf("start: %w", err)
+		return fmt.Errorf("start: %w", startupError(err))
 	}
 	if cfg.Logger != nil {
 		cfg.Logger.InfoContext(ctx, "fleetd: started")

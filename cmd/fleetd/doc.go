@@ -37,6 +37,19 @@
 //	GET  /healthz
 //	GET  /metrics                             the Prometheus text format
 //
+// Every error is a JSON body {"error", "field"}, the mux's 404 and 405
+// included. A POST needs Content-Type: application/json (else 415,
+// nothing written); a rollout id or query parameter that is not a valid
+// percent-encoding, not UTF-8 or holds a NUL is 400 naming it, before
+// the database. fleetd serves at most --max-concurrent-requests (64)
+// requests at once, GET /metrics aside, and gives each
+// --request-timeout (10s) to get its database work done: past either,
+// and on a transient database failure (eventlog.Retryable), the answer
+// is 503 with Retry-After, and an agent retries with the same event_id.
+// Config.Limits holds these and the server's timeouts and header limit;
+// docs/deploying-fleetd.md ("Limits") lists them all. A serve that
+// cannot start says why in one line.
+//
 // Every request is logged once answered ("fleetd: request": method, the
 // route it matched, never the path with its ids, status, duration) and
 // timed in http.server.request.duration; GET /metrics serves those, the

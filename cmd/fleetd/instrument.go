@@ -32,6 +32,7 @@ var probeRoutes = map[string]bool{"GET /healthz": true, "GET /metrics": true}
 // request carries, so that the spans the handler starts (the log's
 // append) belong to the caller's trace.
 type instrumented struct {
+	// mux serves the request and sets its Pattern, the route.
 	mux        http.Handler
 	logger     *slog.Logger
 	duration   metric.Float64Histogram

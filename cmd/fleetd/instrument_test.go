@@ -181,6 +181,7 @@ func TestObservability(t *testing.T) {
 			)
 			req, err := http.NewRequest(http.MethodPost, c.srv.URL+"/v1/agent-events", strings.NewReader(probeBody("web-1", "r-1", "web-1/1", "CIS-1")))
 			require.NoError(t, err)
+			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("traceparent", "00-"+traceID+"-"+spanID+"-01")
 			resp, err := c.srv.Client().Do(req)
 			require.NoError(t, err)

@@ -27,13 +27,16 @@ const DefaultDatabaseURL = "sqlite:fleetd.db"
 type Config struct {
 	// Addr is the HTTP listen address. Defaults to DefaultAddr.
 	Addr string
-	// Canonlog configures the event log (database, migrations, stale
-	// policy, payload limit).
+	// Canonlog configures the event log (database and its pool,
+	// migrations, stale policy, payload limit).
 	Canonlog app.Config
 	// Auth says how callers are authenticated: bearer tokens, client
 	// certificates, or nobody (then fleetd serves only on loopback).
 	// Defaults to nobody.
 	Auth AuthConfig
+	// Limits bound the HTTP server's requests: timeouts, header and
+	// concurrency limits. Zero fields take their defaults (see Limits).
+	Limits Limits
 	// NATS configures the forwarder of the log's events to NATS
 	// JetStream. Defaults to none.
 	NATS NATSConfig
@@ -58,6 +61,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
+	c.Limits = c.Limits.withDefaults()
 	return c
 }
 
@@ -75,6 +79,9 @@ func projections() []projection.Projection {
 // it reads and the HTTP server.
 func Options(cfg Config) fx.Option {
 	cfg = cfg.withDefaults()
+	if err := cfg.Limits.validate(); err != nil {
+		return fx.Error(err)
+	}
 	ps := projections()
 	registered := make([]fx.Option, len(ps))
 	for i, p := range ps {
@@ -85,6 +92,10 @@ func Options(cfg Config) fx.Option {
 		fx.WithLogger(func() fxevent.Logger {
 			l := &fxevent.SlogLogger{Logger: cfg.Logger}
 			l.UseLogLevel(slog.LevelDebug) // fx's wiring chatter is for debugging
+			// Its errors too: each comes back from fx.New or Start, which
+			// serve reports as one line (startupError); fx's own record
+			// of it carries the graph's source paths and a stack.
+			l.UseErrorLevel(slog.LevelDebug)
 			return l
 		}),
 		app.PrometheusModule, // the log records through it; GET /metrics serves it

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"time"
 
 	"go.uber.org/fx"
 )
@@ -50,15 +49,13 @@ func newServer(p serverParams) (*server, error) {
 		auth: p.Config.Auth,
 		tls:  tlsCfg,
 		srv: &http.Server{
-			Handler:           p.Handler,
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       time.Minute,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          slog.NewLogLogger(p.Logger.Handler(), slog.LevelWarn),
+			Handler:  p.Handler,
+			ErrorLog: slog.NewLogLogger(p.Logger.Handler(), slog.LevelWarn),
 		},
 		logger: p.Logger,
 		sd:     p.Shutdowner,
 	}
+	p.Config.Limits.configure(s.srv)
 	p.Lifecycle.Append(fx.Hook{OnStart: s.start, OnStop: s.stop})
 	return s, nil
 }
