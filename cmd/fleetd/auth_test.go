@@ -259,6 +259,11 @@ func TestTokens(t *testing.T) {
 			status, a := c.do("POST", "/v1/agent-events", passBody("web-5", "r-4", "probe/origin"))
 			require.Equal(t, http.StatusForbidden, status)
 			require.Contains(t, a.Error, "cross-origin")
+			// What a page can send without the browser asking first.
+			c = anon.with(web5)
+			c.header = http.Header{"Content-Type": {"text/plain"}}
+			status, _ = c.do("POST", "/v1/agent-events", passBody("web-5", "r-4", "probe/plain"))
+			require.Equal(t, http.StatusUnsupportedMediaType, status)
 			require.Equal(t, before, events())
 		})
 	})
