@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -25,7 +22,8 @@ type AuthConfig struct {
 	// endpoints. Defaults to none.
 	TokensFile string
 	// TLSCert and TLSKey are the server's certificate and key (PEM
-	// files): fleetd serves HTTPS. Defaults to plain HTTP.
+	// files): fleetd serves HTTPS. They and ClientCA are read again when
+	// they change (see tlsFiles). Defaults to plain HTTP.
 	TLSCert, TLSKey string
 	// ClientCA is a PEM bundle of the CAs that sign the agents' client
 	// certificates (mutual TLS; needs TLSCert). A certificate's subject
@@ -61,8 +59,10 @@ func (c AuthConfig) check() error {
 	if err := c.validate(); err != nil {
 		return err
 	}
-	if _, err := c.tlsConfig(); err != nil {
-		return err
+	if c.TLSCert != "" {
+		if _, err := newTLSFiles(c, slog.Default(), time.Now); err != nil {
+			return err
+		}
 	}
 	if c.TokensFile != "" {
 		if _, err := openTokensFile(c.TokensFile, time.Now); err != nil {
@@ -70,35 +70,6 @@ func (c AuthConfig) check() error {
 		}
 	}
 	return nil
-}
-
-// tlsConfig is the server's TLS configuration, or nil for plain HTTP. A
-// client certificate, when sent, must chain to ClientCA and be valid
-// now, or the handshake fails; one is not required, so that token
-// holders connect too. Whether a request is allowed is the handler's
-// decision, with a JSON answer.
-func (c AuthConfig) tlsConfig() (*tls.Config, error) {
-	if c.TLSCert == "" {
-		return nil, nil
-	}
-	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
-	if err != nil {
-		return nil, fmt.Errorf("--tls-cert %s, --tls-key %s: %w", c.TLSCert, c.TLSKey, err)
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-	if c.ClientCA != "" {
-		pem, err := os.ReadFile(c.ClientCA)
-		if err != nil {
-			return nil, fmt.Errorf("--tls-client-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--tls-client-ca %s: no PEM certificate in it", c.ClientCA)
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.VerifyClientCertIfGiven
-	}
-	return cfg, nil
 }
 
 // principal is who a request comes from.

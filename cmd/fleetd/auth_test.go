@@ -483,3 +483,83 @@ func TestAuthConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestTLSRotation: certificates rotated on disk take effect for new
+// connections without a restart; a broken client CA bundle trusts no CA.
+func TestTLSRotation(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, backend string) {
+		now := time.Now()
+		ca, other := newPKI(t, "fleet CA"), newPKI(t, "next CA")
+		serverCert := ca.issue("fleetd", nil, true, now.Add(-time.Hour), now.Add(time.Hour))
+		certPath, keyPath := ca.files("server", serverCert)
+		caPath := ca.caFile()
+		f := setupAuth(t, backend, AuthConfig{TLSCert: certPath, TLSKey: keyPath, ClientCA: caPath})
+		roots := x509.NewCertPool()
+		roots.AddCert(ca.ca)
+		roots.AddCert(other.ca)
+
+		// as is a client holding cert, on a new connection each request.
+		as := func(cert tls.Certificate) *authClient {
+			tr := &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: roots,
+				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }}}
+			t.Cleanup(tr.CloseIdleConnections)
+			return &authClient{t: t, base: "https://" + f.server.Addr(), client: &http.Client{Transport: tr}}
+		}
+		// post posts as the holder of cert: the status, or 0 when the
+		// handshake is refused.
+		post := func(cert tls.Certificate, id string) int {
+			status, a, err := as(cert).send("POST", "/v1/agent-events", passBody("web-5", "r-1", id))
+			if err != nil {
+				return 0
+			}
+			require.Contains(t, []int{http.StatusCreated, http.StatusOK}, status, a.Error)
+			return status
+		}
+		// accepted says whether fleetd accepts cert's handshake, writing
+		// nothing.
+		accepted := func(cert tls.Certificate) bool {
+			_, _, err := as(cert).send("GET", "/healthz", "")
+			return err == nil
+		}
+		served := func() *big.Int {
+			conn, err := tls.Dial("tcp", f.server.Addr(), &tls.Config{RootCAs: roots})
+			require.NoError(t, err)
+			defer conn.Close()
+			return conn.ConnectionState().PeerCertificates[0].SerialNumber
+		}
+		oldAgent := ca.issue("web-5", nil, false, now.Add(-time.Hour), now.Add(time.Hour))
+		newAgent := other.issue("web-5", nil, false, now.Add(-time.Hour), now.Add(time.Hour))
+		require.Equal(t, http.StatusCreated, post(oldAgent, "probe/1"))
+		require.Zero(t, post(newAgent, "probe/2"), "the next CA is not trusted yet")
+
+		// The server certificate: a new pair, the key written first.
+		next := other.issue("fleetd", nil, true, now.Add(-time.Hour), now.Add(time.Hour))
+		nextParsed, err := x509.ParseCertificate(next.Certificate[0])
+		require.NoError(t, err)
+		nextCert, nextKey := other.files("server-next", next)
+		for _, mv := range [][2]string{{nextKey, keyPath}, {nextCert, certPath}} {
+			data, err := os.ReadFile(mv[0])
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(mv[1], data, 0o600))
+		}
+		require.Eventually(t, func() bool { return served().Cmp(nextParsed.SerialNumber) == 0 }, 10*time.Second, 50*time.Millisecond)
+
+		// The client CAs: the next CA instead of the first.
+		nextCA, err := os.ReadFile(other.caFile())
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(caPath, nextCA, 0o600))
+		require.Eventually(t, func() bool { return accepted(newAgent) }, 10*time.Second, 50*time.Millisecond)
+		require.Equal(t, http.StatusCreated, post(newAgent, "probe/2"))
+		require.False(t, accepted(oldAgent), "the first CA is no longer trusted")
+
+		// A broken bundle trusts no CA; fixed, it trusts its CAs again.
+		require.NoError(t, os.WriteFile(caPath, []byte("not PEM\n"), 0o600))
+		require.Eventually(t, func() bool { return !accepted(newAgent) }, 10*time.Second, 50*time.Millisecond)
+		before := lastSeq(t, f.log)
+		require.Zero(t, post(newAgent, "probe/3"))
+		require.Equal(t, before, lastSeq(t, f.log))
+		require.NoError(t, os.WriteFile(caPath, nextCA, 0o600))
+		require.Eventually(t, func() bool { return accepted(newAgent) }, 10*time.Second, 50*time.Millisecond)
+		require.Equal(t, http.StatusCreated, post(newAgent, "probe/3"))
+	})
+}

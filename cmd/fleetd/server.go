@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/fx"
 )
@@ -40,9 +41,13 @@ type serverParams struct {
 }
 
 func newServer(p serverParams) (*server, error) {
-	tlsCfg, err := p.Config.Auth.tlsConfig()
-	if err != nil {
-		return nil, err
+	var tlsCfg *tls.Config
+	if p.Config.Auth.TLSCert != "" {
+		files, err := newTLSFiles(p.Config.Auth, p.Logger, time.Now)
+		if err != nil {
+			return nil, err
+		}
+		tlsCfg = files.serverConfig()
 	}
 	s := &server{
 		addr: p.Config.Addr,
