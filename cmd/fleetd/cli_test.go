@@ -30,17 +30,36 @@ func runFleetd(ctx context.Context, env map[string]string, args ...string) (stdo
 	return out.String(), errOut.String(), code
 }
 
+// cliCase is a command line of fleetd's, its environment, and the exit
+// code and output (each of want within stdout and stderr) it must give.
+type cliCase struct {
+	args []string
+	env  map[string]string
+	code int
+	want []string
+}
+
+// runCases runs each case as a parallel subtest.
+func runCases(t *testing.T, cases map[string]cliCase) {
+	t.Helper()
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			stdout, stderr, code := runFleetd(context.Background(), tc.env, tc.args...)
+			require.Equal(t, tc.code, code, stderr)
+			for _, want := range tc.want {
+				require.Contains(t, stdout+stderr, want)
+			}
+		})
+	}
+}
+
 func TestRun(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	sqliteURL := func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "fleetd.db") }
 
-	for name, tc := range map[string]struct {
-		args []string
-		env  map[string]string
-		code int
-		want []string
-	}{
+	runCases(t, map[string]cliCase{
 		// The help lists serve and every command canonlog has.
 		"help": {args: []string{"--help"}, code: exitOK,
 			want: []string{"fleetd [command]", "serve", "migrate", "append", "query", "tail", "rebuild", "verify", "status", "sqlite:fleetd.db"}},
@@ -59,16 +78,7 @@ func TestRun(t *testing.T) {
 		"bad_timeout_default": {args: []string{"--start-timeout", "-1m"}, code: exitUsage, want: []string{"--start-timeout", "use a positive duration"}},
 		"bad_url":             {args: []string{"--database-url", "mysql://db", "rebuild", "--all"}, code: exitFailure, want: []string{"fleetd: ", "unknown scheme"}},
 		"serve_bad_url":       {args: []string{"serve", "--database-url", "mysql://db"}, code: exitFailure, want: []string{"fleetd: ", "unknown scheme"}},
-	} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			stdout, stderr, code := runFleetd(ctx, tc.env, tc.args...)
-			require.Equal(t, tc.code, code, stderr)
-			for _, want := range tc.want {
-				require.Contains(t, stdout+stderr, want)
-			}
-		})
-	}
+	})
 
 	t.Run("port_taken", func(t *testing.T) {
 		t.Parallel()
@@ -133,6 +143,9 @@ func TestWithDefaultCommand(t *testing.T) {
 		{[]string{"serve", "--addr", ":80"}, []string{"serve", "--addr", ":80"}},
 		{[]string{"--help"}, []string{"--help"}},
 		{[]string{"rebuild", "rollout_progress"}, []string{"rebuild", "rollout_progress"}},
+		// --insecure-no-auth takes no value: the flag after it is a flag.
+		{[]string{"--insecure-no-auth", "--addr", ":80"}, []string{"serve", "--insecure-no-auth", "--addr", ":80"}},
+		{[]string{"--tokens-file", "t", "--insecure-no-auth"}, []string{"serve", "--tokens-file", "t", "--insecure-no-auth"}},
 	} {
 		require.Equal(t, tc.want, withDefaultCommand(tc.args), "%q", tc.args)
 	}

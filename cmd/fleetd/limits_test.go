@@ -534,13 +534,7 @@ func requireNoErrorLogged(t *testing.T, rec *recorder) {
 // fleetd flag they take two dashes.
 func TestServeLimitFlags(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	for name, tc := range map[string]struct {
-		args []string
-		env  map[string]string
-		code int
-		want []string
-	}{
+	runCases(t, map[string]cliCase{
 		"help": {args: []string{"serve", "--help"}, code: exitOK,
 			want: []string{"--max-concurrent-requests int", "(default 64)", "--request-timeout duration", "(default 10s)",
 				EnvMaxConcurrentRequests, EnvRequestTimeout, app.EnvMaxOpenConns, app.EnvMaxIdleConns}},
@@ -556,16 +550,7 @@ func TestServeLimitFlags(t *testing.T) {
 			want: []string{`FLEETD_REQUEST_TIMEOUT="10": use a positive duration such as 10s`}},
 		"bad_env_pool": {env: map[string]string{app.EnvMaxOpenConns: "none"}, code: exitFailure,
 			want: []string{`CANONLOG_MAX_OPEN_CONNS="none"`}},
-	} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			stdout, stderr, code := runFleetd(ctx, tc.env, tc.args...)
-			require.Equal(t, tc.code, code, stderr)
-			for _, want := range tc.want {
-				require.Contains(t, stdout+stderr, want)
-			}
-		})
-	}
+	})
 
 	t.Run("from_env_and_flags", func(t *testing.T) {
 		t.Parallel()
