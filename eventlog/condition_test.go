@@ -309,16 +309,23 @@ func TestConditionLocking(t *testing.T) {
 	log, db := setup(t, "postgres", nil)
 
 	t.Run("SeesUncommitted", func(t *testing.T) {
-		for _, commit := range []bool{true, false} {
+		// Without an event id the conditional append is a transaction;
+		// with one, a single autocommitted statement, which began before
+		// the pending append committed.
+		for _, c := range []struct {
+			commit bool
+			id     string
+		}{{true, ""}, {false, ""}, {true, "seen-1"}, {false, "seen-2"}} {
 			cond, err := log.ReadForCondition(ctx, eventlog.Filter{RolloutID: "u1"}, nil)
 			require.NoError(t, err)
 			tx, err := db.BeginTxx(ctx, nil)
 			require.NoError(t, err)
 			pending, err := log.AppendTx(ctx, tx, rolloutEvent(eventlog.KindAgentEvent, "h1", "u1", `{}`, ""))
 			require.NoError(t, err)
+			commit := c.commit
 			done := make(chan error, 1)
 			go func() {
-				_, err := log.If(cond).Append(ctx, rolloutEvent(eventlog.KindGateDecision, "", "u1", `{}`, ""))
+				_, err := log.If(cond).Append(ctx, rolloutEvent(eventlog.KindGateDecision, "", "u1", `{}`, c.id))
 				done <- err
 			}()
 			waitForLockWait(t, db, 1)
