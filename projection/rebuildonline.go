@@ -143,7 +143,7 @@ func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e
 	}()
 	var b builder
 	if d == eventlog.Postgres {
-		b = &pgBuilder{db: log.DB(), conn: conn, e: e, tables: tables}
+		b = &pgBuilder{db: log.DB(), conn: conn, e: e, tables: tables, gentle: o.Gentle}
 	} else {
 		b = &sqliteBuilder{conn: conn, e: e, tables: tables}
 	}
@@ -289,10 +289,11 @@ func isLockTimeout(err error) bool {
 }
 
 // pipeline reads pages and prepares each (Pipeliner.PrepareBatch, when e
-// has it) on another goroutine while the previous page is written, and
-// calls write for each page in order with a function that writes it in
-// a transaction.
-func pipeline(ctx context.Context, e *registered, pages func(func([]eventlog.Event, error) bool), write func(page []eventlog.Event, apply func(*sqlx.Tx) error) error) error {
+// has it) on another goroutine, and calls write for each page in order
+// with a function that writes it in a transaction. With readAhead the
+// next page is read and prepared while the previous one is written;
+// without it, only once that write has returned (RebuildOptions.Gentle).
+func pipeline(ctx context.Context, e *registered, readAhead bool, pages func(func([]eventlog.Event, error) bool), write func(page []eventlog.Event, apply func(*sqlx.Tx) error) error) error {
 	type item struct {
 		page []eventlog.Event
 		b    PreparedBatch
@@ -301,6 +302,7 @@ func pipeline(ctx context.Context, e *registered, pages func(func([]eventlog.Eve
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	items := make(chan item, 1)
+	written := make(chan struct{})
 	pl, _ := e.p.(Pipeliner)
 	go func() {
 		defer close(items)
@@ -320,6 +322,13 @@ func pipeline(ctx context.Context, e *registered, pages func(func([]eventlog.Eve
 			}
 			if it.err != nil {
 				return
+			}
+			if !readAhead {
+				select {
+				case <-written:
+				case <-ctx.Done():
+					return
+				}
 			}
 		}
 	}()
@@ -341,6 +350,13 @@ func pipeline(ctx context.Context, e *registered, pages func(func([]eventlog.Eve
 		}
 		if err := write(it.page, apply); err != nil {
 			return err
+		}
+		if !readAhead {
+			select {
+			case written <- struct{}{}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 	}
 	return ctx.Err()
@@ -410,6 +426,7 @@ type pgBuilder struct {
 	// after, with one query each. built: the build is over, and the
 	// catch-up's transactions are checked row by row again.
 	uncheckedKeys, built bool
+	gentle               bool // RebuildOptions.Gentle
 }
 
 // uncheckedKeysAllowed reports whether the rebuild's role may set
@@ -631,7 +648,7 @@ LIMIT 1`, pq.Array(regs))
 // build reads pages on the pool and prepares each while the one before
 // is written on the rebuild's connection.
 func (b *pgBuilder) build(ctx context.Context, log *eventlog.Log, opts *eventlog.ReadOptions, done func(int)) error {
-	return pipeline(ctx, b.e, log.Pages(ctx, 0, opts), func(page []eventlog.Event, write func(*sqlx.Tx) error) error {
+	return pipeline(ctx, b.e, !b.gentle, log.Pages(ctx, 0, opts), func(page []eventlog.Event, write func(*sqlx.Tx) error) error {
 		if err := b.inTx(ctx, write); err != nil {
 			return err
 		}

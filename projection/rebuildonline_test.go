@@ -999,3 +999,102 @@ func TestOnlineRebuildChecksKeysAfterTheBuild(t *testing.T) {
 	require.NoError(t, err)
 	requireVerified(t, log, reg)
 }
+
+// pacedView is a testView that prepares its pages apart from writing
+// them (projection.Pipeliner), and records when it does each, so that a
+// test can see whether a rebuild read ahead.
+type pacedView struct {
+	testView
+	mu       sync.Mutex
+	prepared int // pages prepared so far
+	// write, when set, runs at the start of each page's write with the
+	// page's number (from 1) and the pages prepared by then.
+	write   func(page, prepared int) error
+	written int
+}
+
+func (v *pacedView) PrepareBatch(events []eventlog.Event) (projection.PreparedBatch, error) {
+	v.mu.Lock()
+	v.prepared++
+	v.mu.Unlock()
+	return pacedBatch{v, events}, nil
+}
+
+func (v *pacedView) preparedPages() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.prepared
+}
+
+type pacedBatch struct {
+	v      *pacedView
+	events []eventlog.Event
+}
+
+func (b pacedBatch) WriteTx(ctx context.Context, tx *sqlx.Tx) error {
+	b.v.written++
+	if b.v.write != nil {
+		if err := b.v.write(b.v.written, b.v.preparedPages()); err != nil {
+			return err
+		}
+	}
+	return b.v.ApplyBatch(ctx, tx, b.events)
+}
+
+// A gentle online rebuild reads the next page only once the last is
+// written; by default it reads ahead while writing. SQLite's rebuild
+// never reads ahead, and has no pipeline to test.
+func TestOnlineRebuildGentle(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const pages = 4
+	for _, gentle := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gentle=%v", gentle), func(t *testing.T) {
+			v := &pacedView{}
+			log, reg, db := setup(t, "postgres", v)
+			_, err := log.AppendBatch(ctx, agentEvents(pages*10))
+			require.NoError(t, err)
+			want := viewRows(t, db)
+			v.write = func(page, prepared int) error {
+				if gentle {
+					// Time for a read ahead to happen, were there one.
+					time.Sleep(50 * time.Millisecond)
+					if now := v.preparedPages(); now != page {
+						return fmt.Errorf("page %d: %d pages prepared while it was written", page, now)
+					}
+					return nil
+				}
+				if page == pages {
+					return nil
+				}
+				// The next page is prepared while this one is written.
+				deadline := time.Now().Add(30 * time.Second)
+				for v.preparedPages() <= page {
+					if time.Now().After(deadline) {
+						return fmt.Errorf("page %d: the next page was not read while it was written", page)
+					}
+					time.Sleep(time.Millisecond)
+				}
+				return nil
+			}
+			res, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{BatchSize: 10, Gentle: gentle})
+			require.NoError(t, err)
+			require.True(t, res[0].Online)
+			require.Equal(t, pages, v.written)
+			require.Equal(t, want, viewRows(t, db))
+		})
+	}
+
+	t.Run("WithOffline", func(t *testing.T) {
+		v := &pacedView{}
+		log, reg, db := setup(t, "postgres", v)
+		_, err := log.AppendBatch(ctx, agentEvents(10))
+		require.NoError(t, err)
+		_, err = db.Exec(`DELETE FROM test_view`)
+		require.NoError(t, err)
+		_, err = projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{Gentle: true, Offline: true})
+		require.ErrorContains(t, err, "Gentle applies to online rebuilds")
+		require.Zero(t, v.written)
+		require.Empty(t, viewRows(t, db), "the refused rebuild changed the view")
+	})
+}

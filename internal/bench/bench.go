@@ -105,6 +105,10 @@ type Config struct {
 	// append returned, which saturates the database.
 	WriteRate float64
 
+	// GentleRebuild makes rebuild-load's online rebuild gentle
+	// (projection.RebuildOptions.Gentle).
+	GentleRebuild bool
+
 	// Profile is the shape of every scenario's data, a fleetgen profile:
 	// fleetgen.Realistic (a fleet's control-plane history, about 0.28
 	// probe_failures rows per event) or fleetgen.Dense (every event a

@@ -145,7 +145,7 @@ func (r *run) rebuildLoad(ctx context.Context) (*LoadResult, error) {
 		return nil, err
 	}
 
-	res := &LoadResult{Events: r.cfg.Events, Writers: r.cfg.Writers, WriteRate: r.cfg.WriteRate,
+	res := &LoadResult{Events: r.cfg.Events, Writers: r.cfg.Writers, WriteRate: r.cfg.WriteRate, GentleRebuild: r.cfg.GentleRebuild,
 		PollIntervalMS: ms(eventlog.DefaultPollInterval), BaselineMS: ms(r.cfg.LoadBaseline)}
 	began := time.Now()
 	if err := l.fill(ctx); err != nil {
@@ -187,7 +187,7 @@ func (r *run) rebuildLoad(ctx context.Context) (*LoadResult, error) {
 
 	settle := min(r.cfg.LoadBaseline/5, loadSettleMax)
 	opts := func(offline bool) *projection.RebuildOptions {
-		return &projection.RebuildOptions{Names: []string{probefailures.Name}, Offline: offline}
+		return &projection.RebuildOptions{Names: []string{probefailures.Name}, Offline: offline, Gentle: !offline && r.cfg.GentleRebuild}
 	}
 	cases := []struct {
 		name string

@@ -23,7 +23,8 @@ const (
 type LoadResult struct {
 	Events         int     `json:"events"` // the log's size when the writers start
 	Writers        int     `json:"writers"`
-	WriteRate      float64 `json:"write_rate,omitempty"` // the writers' cap in appends/s; 0: none
+	WriteRate      float64 `json:"write_rate,omitempty"`     // the writers' cap in appends/s; 0: none
+	GentleRebuild  bool    `json:"gentle_rebuild,omitempty"` // the online rebuild was gentle (projection.RebuildOptions.Gentle)
 	PollIntervalMS float64 `json:"tail_poll_interval_ms"`
 	BaselineMS     float64 `json:"baseline_ms"`
 	FillSeconds    float64 `json:"fill_seconds"`
@@ -200,8 +201,12 @@ func (lr *LoadResult) writeTable(w io.Writer, backend string) error {
 	if lr.WriteRate > 0 {
 		rate = fmt.Sprintf("at most %.0f/s together", lr.WriteRate)
 	}
-	fmt.Fprintf(tw, "rebuild-load on %s: a log of %d events, %d writers appending agent events %s, tail -f polling every %.0f ms; times in ms\n",
-		backend, lr.Events, lr.Writers, rate, lr.PollIntervalMS)
+	gentle := ""
+	if lr.GentleRebuild {
+		gentle = ", the online rebuild gentle"
+	}
+	fmt.Fprintf(tw, "rebuild-load on %s: a log of %d events, %d writers appending agent events %s, tail -f polling every %.0f ms%s; times in ms\n",
+		backend, lr.Events, lr.Writers, rate, lr.PollIntervalMS, gentle)
 	line := func(format string, args ...any) {
 		fmt.Fprintln(tw, strings.TrimRight(fmt.Sprintf(format, args...), " "))
 	}

@@ -20,7 +20,7 @@ func newBenchCommand(g *globals) *cobra.Command {
 		output string
 	)
 	cmd := &cobra.Command{
-		Use:   "bench [--scenario NAME…] [--events N] [--profile NAME] [--clients N] [--rounds N] [--writers N] [--write-rate R] [--load-baseline D]",
+		Use:   "bench [--scenario NAME…] [--events N] [--profile NAME] [--clients N] [--rounds N] [--writers N] [--write-rate R] [--gentle] [--load-baseline D]",
 		Short: "Measure canonlog against hand-written SQL on this database",
 		Long: `bench measures each canonlog path next to a raw database/sql baseline doing
 the same work, alternately for several rounds, and prints the median rates
@@ -49,7 +49,8 @@ Scenarios (` + strings.Join(bench.Scenarios(), ", ") + `) and their sizes, from 
                 online rebuild of probe_failures, an offline rebuild and a
                 verify: append latency, stalls, tail lag, rebuild figures,
                 and the targets met or missed. Writers append as fast as
-                they can unless --write-rate caps them. Not a comparison
+                they can unless --write-rate caps them; --gentle makes the
+                online rebuild gentle (rebuild --gentle). Not a comparison
                 with raw SQL, and not run by default: name it with
                 --scenario.`,
 		Example: `  canonlog bench --database-url 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'
@@ -109,6 +110,7 @@ Scenarios (` + strings.Join(bench.Scenarios(), ", ") + `) and their sizes, from 
 	fl.IntVar(&cfg.Clients, "clients", bench.DefaultClients, "concurrent clients of append-16")
 	fl.IntVar(&cfg.Rounds, "rounds", bench.DefaultRounds, "rounds per scenario; each round runs both sides, in alternating order")
 	fl.IntVar(&cfg.Writers, "writers", bench.DefaultWriters, "rebuild-load: concurrent writers appending one event at a time")
+	fl.BoolVar(&cfg.GentleRebuild, "gentle", false, "rebuild-load: the online rebuild reads the next page only once the last is written (rebuild --gentle)")
 	fl.Float64Var(&cfg.WriteRate, "write-rate", 0, "rebuild-load: cap on the writers' appends per second together (0: as fast as they can)")
 	fl.DurationVar(&cfg.LoadBaseline, "load-baseline", bench.DefaultLoadBaseline, "rebuild-load: how long to measure the writers with no rebuild or verify running")
 	fl.BoolVar(&cfg.NoStatistics, "no-statistics", false, "leave the log of read, rebuild and query without planner statistics, as a bulk load or a restore does (PostgreSQL: no ANALYZE, autovacuum off on its tables)")

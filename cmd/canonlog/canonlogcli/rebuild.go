@@ -21,6 +21,7 @@ type rebuildOptions struct {
 	all       bool
 	stale     bool
 	offline   bool
+	gentle    bool
 	batchSize int
 	progress  string
 	output    string
@@ -29,7 +30,7 @@ type rebuildOptions struct {
 func newRebuildCommand(g *globals) *cobra.Command {
 	var o rebuildOptions
 	cmd := &cobra.Command{
-		Use:   "rebuild [NAME…] [--all] [--stale] [--offline]",
+		Use:   "rebuild [NAME…] [--all] [--stale] [--offline | --gentle]",
 		Short: "Re-derive projections from the log",
 		Long: g.named(`rebuild replays the whole log from seq 1 into projections. By default
 each is rebuilt online: into a copy beside the live view while appends go
@@ -43,6 +44,11 @@ copy would lose) is rebuilt offline, and the summary says why.
 the log under the projection's lock: appends of its kinds wait for it to
 end (on SQLite every append waits, up to 10 s).
 
+--gentle slows an online rebuild on PostgreSQL down to spare the appends
+going on beside it: it reads the next page of the log only once the last
+is written to the copy, so it keeps about one processor core busy
+instead of two.
+
 Either way a failed or interrupted rebuild leaves the old view as it was.
 Name the projections, or use --all, or --stale for those whose version
 changed or that were never built. Progress goes to stderr, phase by
@@ -50,7 +56,8 @@ phase: a bar on a terminal, a plain line every few seconds otherwise.`),
 		Example: g.named(`  {name} rebuild probe_failures
   {name} rebuild --stale
   {name} rebuild --all --progress lines
-  {name} rebuild probe_failures --offline`),
+  {name} rebuild probe_failures --offline
+  {name} rebuild probe_failures --gentle`),
 		Args:              projectionArgs(g),
 		ValidArgsFunction: completeProjections(g.cfg),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -60,6 +67,8 @@ phase: a bar on a terminal, a plain line every few seconds otherwise.`),
 				return usagef("name the projections to rebuild (%s), or use --all or --stale", strings.Join(projectionNames(g.cfg), ", "))
 			case len(args) > 0 && o.all:
 				return usagef("--all rebuilds every projection: drop the names, or drop --all")
+			case o.gentle && o.offline:
+				return usagef("--gentle paces an online rebuild, and --offline asks for an offline one: drop one of them")
 			}
 			if err := checkProgress(o.progress); err != nil {
 				return err
@@ -74,6 +83,7 @@ phase: a bar on a terminal, a plain line every few seconds otherwise.`),
 	fl.BoolVar(&o.all, "all", false, "rebuild every projection")
 	fl.BoolVar(&o.stale, "stale", false, "rebuild only stale projections (of those named, or of all)")
 	fl.BoolVar(&o.offline, "offline", false, "rebuild in one transaction under the projection's lock: appends of its kinds wait for the whole rebuild")
+	fl.BoolVar(&o.gentle, "gentle", false, "online on PostgreSQL: read the next page only once the last is written (slower, kinder to appends running beside it)")
 	numFlag(fl, &o.batchSize, "batch-size", "", 0,
 		bounds{min: 1, max: eventlog.MaxPageSize, zero: fmt.Sprintf("the default, %d", eventlog.DefaultPageSize)},
 		"events per page and per batch apply")
@@ -215,7 +225,7 @@ func runRebuild(ctx context.Context, g *globals, o rebuildOptions) error {
 func rebuild(ctx context.Context, e *env, stderr io.Writer, o rebuildOptions) ([]rebuildReport, error) {
 	pr := newProgressReporter(stderr, o.progress)
 	res, err := e.m.Rebuild(ctx, &projection.RebuildOptions{
-		Names: o.names, StaleOnly: o.stale, BatchSize: o.batchSize, Offline: o.offline, Progress: pr.update,
+		Names: o.names, StaleOnly: o.stale, BatchSize: o.batchSize, Offline: o.offline, Gentle: o.gentle, Progress: pr.update,
 	})
 	pr.finish()
 	if err := namesError(err); err != nil {

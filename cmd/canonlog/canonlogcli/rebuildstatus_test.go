@@ -60,6 +60,15 @@ func TestRebuildOnlineOffline(t *testing.T) {
 		require.Regexp(t, `^rebuild probe_failures: replay 0/\d+ events \(0%\), 0 events/s, ETA \?\n`, r.err)
 		require.NotContains(t, r.err, "catch-up")
 
+		// --gentle is online too, and refused with --offline.
+		r = run("rebuild", "probe_failures", "--gentle", "--progress", "none")
+		require.Regexp(t, `^rebuilt probe_failures \(version 1\) online: \d+ events replayed, `+itoa(rows)+` rows, up to seq 300, `, r.out)
+		var out, errOut strings.Builder
+		code := Run(context.Background(), cfg, []string{"--database-url", c.url, "rebuild", "probe_failures", "--gentle", "--offline"}, strings.NewReader(""), &out, &errOut)
+		require.Equal(t, 2, code, out.String())
+		require.Contains(t, errOut.String(), "--gentle paces an online rebuild, and --offline asks for an offline one")
+		require.Empty(t, out.String())
+
 		r = run("rebuild", "heartbeats", "--progress", "lines")
 		require.Regexp(t, `^rebuilt heartbeats \(version 1\) offline: \d+ events replayed, rows not counted, up to seq 300, in \S+ \(\d+ events/s\); lock held \S+; `+
 			`not online because it does not list its tables by unqualified names \(Tabler\)\n$`, r.out)
