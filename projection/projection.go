@@ -80,7 +80,8 @@ type BatchApplier interface {
 // on another goroutine — and the database writes, done by the
 // PreparedBatch it returns. Rebuild then prepares the next page while the
 // current one is written, so the client's CPU work overlaps the
-// database's. ApplyBatch must equal PrepareBatch followed by WriteTx.
+// database's (unless RebuildOptions.Gentle asks it not to). ApplyBatch
+// must equal PrepareBatch followed by WriteTx.
 type Pipeliner interface {
 	BatchApplier
 	PrepareBatch(events []eventlog.Event) (PreparedBatch, error)
