@@ -13,7 +13,7 @@ import (
 // tlsFiles is the server's TLS configuration, from AuthConfig's PEM
 // files, read again when they change: a certificate rotated on disk (by
 // cert-manager, certbot, a configuration tool) takes effect for new
-// connections within tlsRecheck, without a restart.
+// connections within fileRecheck, without a restart.
 //
 // A change that cannot be read whole is handled by what it holds: a
 // server certificate or key that fails to load (a rotation half done,
@@ -27,8 +27,7 @@ type tlsFiles struct {
 	logger *slog.Logger
 
 	mu       sync.Mutex
-	checked  time.Time
-	stamp    string // the files' sizes and modification times
+	watch    fileWatch
 	cert     *tls.Certificate
 	pool     *x509.CertPool // nil without ClientCA
 	current  *tls.Config
@@ -36,9 +35,6 @@ type tlsFiles struct {
 	poolErr  string // the client CAs' breakage, once logged
 	noClient *x509.CertPool
 }
-
-// tlsRecheck is how often the server looks whether its TLS files changed.
-const tlsRecheck = time.Second
 
 // newTLSFiles reads the files: they must load, so that a server never
 // starts with a certificate it cannot serve.
@@ -54,8 +50,7 @@ func newTLSFiles(auth AuthConfig, logger *slog.Logger, now func() time.Time) (*t
 			return nil, err
 		}
 	}
-	f.stamp = f.statStamp()
-	f.checked = now()
+	f.watch = newFileWatch(now(), auth.TLSCert, auth.TLSKey, auth.ClientCA)
 	f.current = f.build()
 	return f, nil
 }
@@ -80,24 +75,6 @@ func (f *tlsFiles) loadPool() (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// statStamp sums up the files as they are now; a file that cannot be
-// read stamps its error, so that its return is a change too.
-func (f *tlsFiles) statStamp() string {
-	var s string
-	for _, path := range []string{f.auth.TLSCert, f.auth.TLSKey, f.auth.ClientCA} {
-		if path == "" {
-			continue
-		}
-		fi, err := os.Stat(path)
-		if err != nil {
-			s += err.Error() + ";"
-			continue
-		}
-		s += fmt.Sprintf("%s %d %d;", path, fi.Size(), fi.ModTime().UnixNano())
-	}
-	return s
-}
-
 // build is the configuration of the current files. A client
 // certificate, when sent, must chain to ClientCA and be valid now, or
 // the handshake fails; one is not required, so that token holders
@@ -117,16 +94,9 @@ func (f *tlsFiles) build() *tls.Config {
 func (f *tlsFiles) config() *tls.Config {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	now := f.now()
-	if now.Sub(f.checked) < tlsRecheck && !now.Before(f.checked) {
+	if _, changed := f.watch.look(f.now()); !changed {
 		return f.current
 	}
-	f.checked = now
-	stamp := f.statStamp()
-	if stamp == f.stamp {
-		return f.current
-	}
-	f.stamp = stamp
 	if cert, err := f.loadCert(); err != nil {
 		if err.Error() != f.certErr {
 			f.logger.Error("fleetd: the server certificate cannot be loaded: new connections keep the one loaded before", "err", err)

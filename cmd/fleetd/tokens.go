@@ -184,22 +184,16 @@ type tokensFile struct {
 	path string
 	now  func() time.Time
 
-	mu      sync.Mutex
-	checked time.Time
-	modTime time.Time
-	size    int64
-	set     tokenSet
-	err     error // why the file as it is now cannot be used
+	mu    sync.Mutex
+	watch fileWatch
+	set   tokenSet
+	err   error // why the file as it is now cannot be used
 }
-
-// tokenRecheck is how often the server looks whether its tokens file
-// changed: a revoked token works for at most this long.
-const tokenRecheck = time.Second
 
 // openTokensFile reads path: it must exist and be valid, so that a
 // server never starts with credentials it cannot check.
 func openTokensFile(path string, now func() time.Time) (*tokensFile, error) {
-	f := &tokensFile{path: path, now: now}
+	f := &tokensFile{path: path, now: now, watch: newFileWatch(now(), path)}
 	if err := f.reload(); err != nil {
 		return nil, err
 	}
@@ -207,10 +201,6 @@ func openTokensFile(path string, now func() time.Time) (*tokensFile, error) {
 }
 
 func (f *tokensFile) reload() error {
-	fi, err := os.Stat(f.path)
-	if err != nil {
-		return fmt.Errorf("tokens file: %w", err)
-	}
 	data, err := os.ReadFile(f.path)
 	if err != nil {
 		return fmt.Errorf("tokens file: %w", err)
@@ -223,7 +213,7 @@ func (f *tokensFile) reload() error {
 	for _, e := range entries {
 		set[e.ID] = e
 	}
-	f.set, f.modTime, f.size = set, fi.ModTime(), fi.Size()
+	f.set = set
 	return nil
 }
 
@@ -234,22 +224,15 @@ func (f *tokensFile) reload() error {
 func (f *tokensFile) lookup(token string) (e tokenEntry, ok bool, changeErr error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if now := f.now(); now.Sub(f.checked) >= tokenRecheck || now.Before(f.checked) {
-		f.checked = now
-		fi, err := os.Stat(f.path)
-		switch {
-		case err != nil:
-			if f.err == nil {
-				changeErr = fmt.Errorf("tokens file: %w", err)
-			}
-			f.err = err
-		case f.err != nil || !fi.ModTime().Equal(f.modTime) || fi.Size() != f.size:
-			err := f.reload()
-			if err != nil && (f.err == nil || f.err.Error() != err.Error()) {
-				changeErr = err
-			}
-			f.err = err
+	// A file that could not be used is read again each time it is due,
+	// changed or not: a fix that leaves size and time alone (chmod)
+	// counts too.
+	if due, changed := f.watch.look(f.now()); changed || due && f.err != nil {
+		err := f.reload()
+		if err != nil && (f.err == nil || f.err.Error() != err.Error()) {
+			changeErr = err
 		}
+		f.err = err
 	}
 	if f.err != nil {
 		return tokenEntry{}, false, changeErr
