@@ -136,16 +136,14 @@ func (a *authenticator) authenticate(r *http.Request) (principal, error) {
 	if a.mtls && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		cert := r.TLS.VerifiedChains[0][0]
 		name := cert.Subject.CommonName
-		if slices.Contains(cert.Subject.Organization, OperatorOrganization) {
-			if checkHostID(name) != nil {
-				return principal{}, errBadCredential
-			}
-			return principal{Role: roleOperator, Name: name, Via: "certificate"}, nil
-		}
 		if checkHostID(name) != nil {
 			return principal{}, errBadCredential
 		}
-		return principal{Role: roleAgent, Name: name, Via: "certificate"}, nil
+		role := roleAgent
+		if slices.Contains(cert.Subject.Organization, OperatorOrganization) {
+			role = roleOperator
+		}
+		return principal{Role: role, Name: name, Via: "certificate"}, nil
 	}
 	return principal{}, errNoCredential
 }
