@@ -1043,7 +1043,8 @@ func (b pacedBatch) WriteTx(ctx context.Context, tx *sqlx.Tx) error {
 
 // A gentle online rebuild reads the next page only once the last is
 // written; by default it reads ahead while writing. SQLite's rebuild
-// never reads ahead, and has no pipeline to test.
+// never reads ahead, and has no pipeline to test; on both backends
+// gentle rebuilds online, and gentle with offline is refused.
 func TestOnlineRebuildGentle(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -1085,16 +1086,24 @@ func TestOnlineRebuildGentle(t *testing.T) {
 		})
 	}
 
-	t.Run("WithOffline", func(t *testing.T) {
-		v := &pacedView{}
-		log, reg, db := setup(t, "postgres", v)
-		_, err := log.AppendBatch(ctx, agentEvents(10))
-		require.NoError(t, err)
-		_, err = db.Exec(`DELETE FROM test_view`)
-		require.NoError(t, err)
-		_, err = projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{Gentle: true, Offline: true})
-		require.ErrorContains(t, err, "Gentle applies to online rebuilds")
-		require.Zero(t, v.written)
-		require.Empty(t, viewRows(t, db), "the refused rebuild changed the view")
+	t.Run("BothBackends", func(t *testing.T) {
+		dbtest.Run(t, func(t *testing.T, backend string) {
+			v := &pacedView{}
+			log, reg, db := setup(t, backend, v)
+			_, err := log.AppendBatch(ctx, agentEvents(10))
+			require.NoError(t, err)
+			want := viewRows(t, db)
+			_, err = db.Exec(`DELETE FROM test_view`)
+			require.NoError(t, err)
+			_, err = projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{Gentle: true, Offline: true})
+			require.ErrorContains(t, err, "Gentle applies to online rebuilds")
+			require.Zero(t, v.written)
+			require.Empty(t, viewRows(t, db), "the refused rebuild changed the view")
+			// Gentle alone rebuilds online on either backend.
+			res, err := projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{Gentle: true})
+			require.NoError(t, err)
+			require.True(t, res[0].Online)
+			require.Equal(t, want, viewRows(t, db))
+		})
 	})
 }
