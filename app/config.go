@@ -36,6 +36,8 @@ const (
 	// EnvMaxIdleConns is a positive number of connections:
 	// Config.MaxIdleConns.
 	EnvMaxIdleConns = "CANONLOG_MAX_IDLE_CONNS"
+	// EnvStaleRebuildFast is "true" or "false": Config.StaleRebuildFast.
+	EnvStaleRebuildFast = "CANONLOG_STALE_REBUILD_FAST"
 )
 
 // DefaultMaxOpenConns is the most connections Module's pool opens to a
@@ -79,8 +81,19 @@ type Config struct {
 	// projection.StaleIgnore starts anyway and logs a warning, and
 	// projection.StaleRebuildOnline starts at once and rebuilds them
 	// online in the background, each view swapped in when done (see
-	// docs/fx.md, "Deploying a new projection version").
+	// docs/projections.md, "Deploying a new version without downtime").
 	Stale projection.StalePolicy
+
+	// StaleRebuildFast makes the background rebuild of StaleRebuildOnline
+	// read ahead, as `canonlog rebuild` does: it ends sooner, and takes
+	// about two processor cores from the service while it runs instead
+	// of one. By default (false) it is gentle
+	// (projection.RebuildOptions.Gentle): the service's appends slow down
+	// less meanwhile, and the stale view is served longer
+	// (docs/projections.md, "Deploying a new version without downtime").
+	// It changes nothing on
+	// SQLite, whose online rebuild never reads ahead.
+	StaleRebuildFast bool
 
 	// MaxPayloadBytes is the largest payload the log accepts. Defaults to
 	// eventlog.DefaultMaxPayloadBytes (1 MiB); at most 1 GiB.
@@ -215,6 +228,13 @@ func LoadConfig(lookup func(key string) (string, bool)) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s=%q: use refuse, rebuild, ignore or rebuild-online", EnvStalePolicy, v))
 		}
 		c.Stale = p
+	}
+	if v := get(EnvStaleRebuildFast); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: use true or false", EnvStaleRebuildFast, v))
+		}
+		c.StaleRebuildFast = b
 	}
 	if v := get(EnvMaxPayloadBytes); v != "" {
 		n, err := strconv.Atoi(v)

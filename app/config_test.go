@@ -51,6 +51,8 @@ func TestLoadConfig(t *testing.T) {
 			"surrounding_blanks_trim": {env: map[string]string{app.EnvMaxPayloadBytes: " 100 "}, want: app.Config{MaxPayloadBytes: 100}},
 			"pool":                    {env: map[string]string{app.EnvMaxOpenConns: "50", app.EnvMaxIdleConns: "10"}, want: app.Config{MaxOpenConns: 50, MaxIdleConns: 10}},
 			"pool_idle_alone":         {env: map[string]string{app.EnvMaxIdleConns: "30"}, want: app.Config{MaxIdleConns: 30}},
+			"stale_rebuild_fast":      {env: map[string]string{app.EnvStaleRebuildFast: "true"}, want: app.Config{StaleRebuildFast: true}},
+			"stale_rebuild_gentle":    {env: map[string]string{app.EnvStaleRebuildFast: "0"}, want: app.Config{}},
 		} {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
@@ -74,6 +76,7 @@ func TestLoadConfig(t *testing.T) {
 			"payload_negative":         {env: map[string]string{app.EnvMaxPayloadBytes: "-5"}, want: []string{`CANONLOG_MAX_PAYLOAD_BYTES="-5"`}},
 			"payload_over_1GiB":        {env: map[string]string{app.EnvMaxPayloadBytes: "2147483648"}, want: []string{"1073741824"}},
 			"serialize_not_a_bool":     {env: map[string]string{app.EnvSerializeAppends: "yes please"}, want: []string{app.EnvSerializeAppends}},
+			"fast_rebuild_not_a_bool":  {env: map[string]string{app.EnvStaleRebuildFast: "gentle"}, want: []string{`CANONLOG_STALE_REBUILD_FAST="gentle"`, "true or false"}},
 			"open_conns_not_a_number":  {env: map[string]string{app.EnvMaxOpenConns: "twenty"}, want: []string{`CANONLOG_MAX_OPEN_CONNS="twenty"`, "whole number of connections from 1 to 10000"}},
 			"open_conns_zero":          {env: map[string]string{app.EnvMaxOpenConns: "0"}, want: []string{`CANONLOG_MAX_OPEN_CONNS="0"`, "from 1"}},
 			"open_conns_negative":      {env: map[string]string{app.EnvMaxOpenConns: "-1"}, want: []string{`CANONLOG_MAX_OPEN_CONNS="-1"`}},

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -132,6 +133,33 @@ func TestStaleRebuildOnline(t *testing.T) {
 			a.RequireStop()
 			require.Contains(t, buf.String(), `msg="canonlog: projection rebuilt in the background" name=host_seen version=2`)
 			require.Contains(t, buf.String(), "online=true")
+			// By default the background rebuild is gentle: the service
+			// is serving meanwhile.
+			require.Contains(t, buf.String(), "gentle=true")
+		})
+
+		t.Run("fast", func(t *testing.T) {
+			cfg := cfg
+			cfg.Stale = projection.StaleRebuildOnline
+			cfg.StaleRebuildFast = true
+			var buf testio.SyncBuffer
+			var m *projection.Manager
+			a, s := setup(t, cfg, app.AsProjection(hostSeen{version: 3}), fx.Populate(&m), fx.Supply(slog.New(slog.NewTextHandler(&buf, nil))))
+			a.RequireStart()
+			deadline := time.Now().Add(time.Minute)
+			for hostSeenStatus(t, ctx, m).Stale || !strings.Contains(buf.String(), "projection rebuilt in the background") {
+				require.True(t, time.Now().Before(deadline), "the background rebuild did not finish within a minute")
+				time.Sleep(10 * time.Millisecond)
+			}
+			rows, err := hostSeenRows(ctx, s.DB)
+			require.NoError(t, err)
+			require.Equal(t, []string{"web-1=v2:healthy", "web-2=v2:down", "web-3=v2:up"}, rows)
+			a.RequireStop()
+			require.Contains(t, buf.String(), `msg="canonlog: projection rebuilt in the background" name=host_seen version=3`)
+			require.Contains(t, buf.String(), "online=true")
+			// SQLite's online rebuild never reads ahead, whatever the
+			// setting.
+			require.Contains(t, buf.String(), fmt.Sprintf("gentle=%v", backend == "sqlite"))
 		})
 	})
 }

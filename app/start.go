@@ -136,10 +136,14 @@ func (s *starter) rebuildInBackground() {
 		wait := rebuildRetryFirst
 		for {
 			began := time.Now()
-			res, err := s.m.RebuildStale(ctx, nil)
+			// Gentle unless asked otherwise: the service is serving
+			// meanwhile, and its appends matter more than how soon the
+			// new view arrives. A projection rebuilt offline (it lists
+			// no tables) is rebuilt as if Gentle were not set.
+			res, err := s.m.RebuildStale(ctx, &projection.RebuildOptions{Gentle: !s.cfg.StaleRebuildFast})
 			for _, r := range res {
 				attrs := []any{"name", r.Name, "version", r.Version, "events", r.Events, "seq", r.Seq,
-					"duration", r.Duration, "lock_held", r.LockHeld, "online", r.Online}
+					"duration", r.Duration, "lock_held", r.LockHeld, "online", r.Online, "gentle", r.Gentle}
 				if r.OfflineReason != "" {
 					attrs = append(attrs, "offline_reason", r.OfflineReason)
 				}

@@ -86,6 +86,10 @@ type RebuildResult struct {
 	// its role may set session_replication_role (docs/projections.md,
 	// "Online rebuilds"). The keys hold by construction and stay valid.
 	UncheckedKeys bool
+	// Gentle reports an online rebuild that read each page of the log
+	// only once the last was written (RebuildOptions.Gentle on
+	// PostgreSQL; every online rebuild on SQLite).
+	Gentle bool
 }
 
 // Rebuild re-derives projections from the log. Each projection is rebuilt in

@@ -130,7 +130,8 @@ func onlineRebuildBlocker(log *eventlog.Log, e *registered) ([]string, string) {
 // something the copy cannot carry over; the caller then rebuilds
 // offline.
 func rebuildOnline(ctx context.Context, log *eventlog.Log, d eventlog.Backend, e *registered, tables []string, o RebuildOptions) (RebuildResult, error) {
-	res := RebuildResult{Name: e.name, Version: e.p.Version(), Rows: -1, Online: true}
+	// SQLite's online rebuild never reads ahead (sqliteBuilder.build).
+	res := RebuildResult{Name: e.name, Version: e.p.Version(), Rows: -1, Online: true, Gentle: o.Gentle || d != eventlog.Postgres}
 	conn, err := liveConn(ctx, log.DB())
 	if err != nil {
 		return res, err

@@ -141,7 +141,7 @@ credential. With neither, serve refuses a non-loopback --addr unless
 --insecure-no-auth. See docs/deploying-fleetd.md.
 
 Environment: FLEETD_ADDR, ` + EnvTokensFile + `, ` + EnvTLSCert + `, ` + EnvTLSKey + `, ` + EnvTLSClientCA + `, ` + EnvMaxConcurrentRequests + `, ` + EnvRequestTimeout + `, ` + EnvOTLPTracesEndpoint + `, ` + EnvNATSURL + `, ` + EnvNATSStream + `, ` + EnvNATSSubject + `, ` + app.EnvDatabaseURL + ` (then ` + app.EnvDatabaseURLFallback + `), ` +
-			app.EnvMigrate + `, ` + app.EnvStalePolicy + `, ` + app.EnvMaxPayloadBytes + `, ` + app.EnvSerializeAppends + `, ` +
+			app.EnvMigrate + `, ` + app.EnvStalePolicy + `, ` + app.EnvStaleRebuildFast + `, ` + app.EnvMaxPayloadBytes + `, ` + app.EnvSerializeAppends + `, ` +
 			app.EnvMaxOpenConns + `, ` + app.EnvMaxIdleConns + `.`,
 		Example: `  fleetd serve --addr :8080 --database-url postgres://fleetd@db/fleetd
   fleetd serve --nats-url nats://nats:4222 --nats-stream CANONLOG

@@ -537,7 +537,7 @@ func TestServeLimitFlags(t *testing.T) {
 	runCases(t, map[string]cliCase{
 		"help": {args: []string{"serve", "--help"}, code: exitOK,
 			want: []string{"--max-concurrent-requests int", "(default 64)", "--request-timeout duration", "(default 10s)",
-				EnvMaxConcurrentRequests, EnvRequestTimeout, app.EnvMaxOpenConns, app.EnvMaxIdleConns}},
+				EnvMaxConcurrentRequests, EnvRequestTimeout, app.EnvMaxOpenConns, app.EnvMaxIdleConns, app.EnvStaleRebuildFast}},
 		"zero_cap":         {args: []string{"--max-concurrent-requests", "0"}, code: exitUsage, want: []string{"--max-concurrent-requests", "use a number from 1 up"}},
 		"cap_not_a_number": {args: []string{"serve", "--max-concurrent-requests=lots"}, code: exitUsage, want: []string{`"lots" is not a whole number`}},
 		"zero_timeout":     {args: []string{"--request-timeout", "0s"}, code: exitUsage, want: []string{"--request-timeout", "use a positive duration"}},
