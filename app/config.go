@@ -91,8 +91,8 @@ type Config struct {
 	// (projection.RebuildOptions.Gentle): the service's appends slow down
 	// less meanwhile, and the stale view is served longer
 	// (docs/projections.md, "Deploying a new version without downtime").
-	// It changes nothing on
-	// SQLite, whose online rebuild never reads ahead.
+	// It changes nothing on SQLite, whose online rebuild never reads
+	// ahead.
 	StaleRebuildFast bool
 
 	// MaxPayloadBytes is the largest payload the log accepts. Defaults to
