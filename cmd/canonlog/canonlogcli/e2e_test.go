@@ -40,6 +40,11 @@ func binary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	// Chunks of 100 entries: the tests that append more than a chunk, or
+	// two, then write hundreds of lines rather than tens of thousands
+	// (the SQLite ones took 28 s of the package's time under -race).
+	// Set before any test runs, so no test sees it change.
+	chunkEntries = 100
 	code := m.Run()
 	if binPath != "" {
 		_ = os.RemoveAll(filepath.Dir(binPath))
