@@ -116,14 +116,7 @@ func TestStaleRebuildOnline(t *testing.T) {
 			require.Equal(t, []string{"web-1=healthy", "web-2=down", "web-3=v2:up"}, rows)
 
 			close(view.gate)
-			// The view is fresh once the swap commits; the background
-			// rebuild returns (and says so) a moment later, after its
-			// cleanup: stopping the service before that cancels it.
-			deadline := time.Now().Add(time.Minute)
-			for hostSeenStatus(t, ctx, m).Stale || !strings.Contains(buf.String(), "projection rebuilt in the background") {
-				require.True(t, time.Now().Before(deadline), "the background rebuild did not finish within a minute")
-				time.Sleep(10 * time.Millisecond)
-			}
+			waitBackgroundRebuild(t, ctx, m, &buf)
 			rows, err = hostSeenRows(ctx, s.DB)
 			require.NoError(t, err)
 			require.Equal(t, []string{"web-1=v2:healthy", "web-2=v2:down", "web-3=v2:up"}, rows)
@@ -146,11 +139,7 @@ func TestStaleRebuildOnline(t *testing.T) {
 			var m *projection.Manager
 			a, s := setup(t, cfg, app.AsProjection(hostSeen{version: 3}), fx.Populate(&m), fx.Supply(slog.New(slog.NewTextHandler(&buf, nil))))
 			a.RequireStart()
-			deadline := time.Now().Add(time.Minute)
-			for hostSeenStatus(t, ctx, m).Stale || !strings.Contains(buf.String(), "projection rebuilt in the background") {
-				require.True(t, time.Now().Before(deadline), "the background rebuild did not finish within a minute")
-				time.Sleep(10 * time.Millisecond)
-			}
+			waitBackgroundRebuild(t, ctx, m, &buf)
 			rows, err := hostSeenRows(ctx, s.DB)
 			require.NoError(t, err)
 			require.Equal(t, []string{"web-1=v2:healthy", "web-2=v2:down", "web-3=v2:up"}, rows)
@@ -162,6 +151,19 @@ func TestStaleRebuildOnline(t *testing.T) {
 			require.Contains(t, buf.String(), fmt.Sprintf("gentle=%v", backend == "sqlite"))
 		})
 	})
+}
+
+// waitBackgroundRebuild waits for host_seen to be fresh and for the
+// background rebuild to say it is done. The view is fresh once the swap
+// commits; the background rebuild returns (and says so) a moment later,
+// after its cleanup: stopping the service before that cancels it.
+func waitBackgroundRebuild(t *testing.T, ctx context.Context, m *projection.Manager, log *testio.SyncBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for hostSeenStatus(t, ctx, m).Stale || !strings.Contains(log.String(), "projection rebuilt in the background") {
+		require.True(t, time.Now().Before(deadline), "the background rebuild did not finish within a minute")
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // requireNoRebuildSchemas fails when an online rebuild's shadow or retired

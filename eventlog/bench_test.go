@@ -113,12 +113,8 @@ func benchDB(b *testing.B, backend string) *sqlx.DB {
 	b.Helper()
 	db := dbtest.New(b, backend).Migrated(b)
 	if backend == "postgres" {
-		// dbtest caps pools below what the concurrent benchmarks need, and
-		// its cap lowered the idle limit with it (database/sql keeps no more
-		// idle connections than it may open): raise both, or 16 goroutines
-		// share 8 kept connections and open and close the others all along.
-		db.SetMaxOpenConns(benchConcurrency)
-		db.SetMaxIdleConns(benchConcurrency)
+		// dbtest caps pools below what the concurrent benchmarks need.
+		dbtest.SetPoolSize(db, benchConcurrency)
 		_, _ = db.Exec(`CHECKPOINT`)
 	}
 	return db

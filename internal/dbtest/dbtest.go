@@ -83,8 +83,17 @@ func New(t testing.TB, name string) Backend {
 // on one server with max_connections 100: uncapped pools of concurrent
 // writers ran it out of connections (53300). Goroutines beyond the cap
 // queue for a connection, as a service's would; a test that needs more
-// raises it with SetMaxOpenConns.
+// raises it with SetPoolSize.
 const MaxConns = 8
+
+// SetPoolSize lets db open n connections and keep n idle. SetMaxOpenConns
+// alone is not enough after Open: database/sql lowered the idle limit to
+// MaxConns along with the cap, and a pool with more goroutines than idle
+// connections opens and closes connections all along.
+func SetPoolSize(db *sqlx.DB, n int) {
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(n)
+}
 
 // Open opens a new pool on b's database, closed when t ends.
 func (b Backend) Open(t testing.TB) *sqlx.DB {

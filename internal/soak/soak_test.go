@@ -199,10 +199,7 @@ func runSoak(t *testing.T, b dbtest.Backend, dur time.Duration, kill bool, conns
 	}
 	db := b.Open(t)
 	if b.Name == "postgres" {
-		// dbtest's cap lowered the idle limit to its own: keep as many
-		// idle connections as the soak may open, or it reconnects all along.
-		db.SetMaxOpenConns(conns)
-		db.SetMaxIdleConns(conns)
+		dbtest.SetPoolSize(db, conns)
 	}
 	reg := projection.Must(projection.NewRegistry(probefailures.New()))
 	log, err := eventlog.New(db, &eventlog.Config{Hook: reg})
