@@ -201,40 +201,45 @@ func (l *Log) appendOneStatement(ctx context.Context, e preparedEntry) ([]Result
 }
 
 // appendTwoMessages appends e, which has no event id, in two round trips
-// on one connection (see autocommitShape): "BEGIN; INSERT … RETURNING seq"
-// with e's values quoted in (a message with parameters may hold one
-// statement), then COMMIT. The first message commits nothing: when its
-// connection fails, the server rolls it back with the connection, so it is
-// sent again on another one, as database/sql sends a BEGIN again; on
-// PostgreSQL's refusal the connection is closed, not returned to the pool
-// inside a failed transaction. Only a COMMIT whose answer was lost leaves
-// the outcome unknown, as in any transaction.
+// on one connection (see autocommitShape): "BEGIN; SELECT <locks>; INSERT
+// … RETURNING seq" with e's values quoted in (a message with parameters
+// may hold one statement), then COMMIT. The first message commits nothing:
+// when its connection fails, the server rolls it back with the connection,
+// so it is sent again on another one, as database/sql sends a BEGIN again;
+// on PostgreSQL's refusal the connection is closed, not returned to the
+// pool inside a failed transaction. Only a COMMIT whose answer was lost
+// leaves the outcome unknown, as in any transaction.
 func (l *Log) appendTwoMessages(ctx context.Context, e preparedEntry) ([]Result, error) {
 	var msg strings.Builder
-	msg.WriteString("BEGIN;\nINSERT INTO event_log (ts, kind, host_id, rollout_id, payload) SELECT ")
-	casts := []string{"::timestamptz", "::text", "::text", "::text", "::json"}
-	for i, v := range []string{FormatTime(e.TS), string(e.Kind), e.HostID, e.RolloutID, string(e.Payload)} {
-		if i > 0 {
-			msg.WriteString(", ")
-		}
-		if i == 2 || i == 3 {
-			msg.WriteString("NULLIF(" + pq.QuoteLiteral(v) + casts[i] + ", '')")
-		} else {
-			msg.WriteString(pq.QuoteLiteral(v) + casts[i])
-		}
-	}
+	msg.WriteString("BEGIN;\n")
 	if l.dimensionLocks {
-		// As insertOne: the dimension locks, in its order, before the
-		// row's seq is drawn.
+		// The dimension locks in insertOne's order, before the insert
+		// draws the row's seq. The server parses and plans this message
+		// on every call, and a statement of their own costs it less than
+		// insertOne's subquery and INSERT … SELECT (docs/performance.md,
+		// "Against the peers").
 		var locks []string
 		for _, d := range []struct{ dim, value string }{{"host", e.HostID}, {"kind", string(e.Kind)}, {"rollout", e.RolloutID}} {
 			if d.value != "" {
 				locks = append(locks, dimLockShared(pq.QuoteLiteral(d.value), d.dim))
 			}
 		}
-		msg.WriteString("\nWHERE (SELECT concat(" + strings.Join(locks, ", ") + ")) IS NOT NULL")
+		msg.WriteString("SELECT " + strings.Join(locks, ", ") + ";\n")
 	}
-	msg.WriteString(" RETURNING seq")
+	msg.WriteString("INSERT INTO event_log (ts, kind, host_id, rollout_id, payload) VALUES (")
+	msg.WriteString(pq.QuoteLiteral(FormatTime(e.TS)) + "::timestamptz, " + pq.QuoteLiteral(string(e.Kind)) + "::text, ")
+	for _, v := range []string{e.HostID, e.RolloutID} {
+		if v == "" {
+			msg.WriteString("NULL, ")
+		} else {
+			msg.WriteString(pq.QuoteLiteral(v) + "::text, ")
+		}
+	}
+	msg.WriteString(pq.QuoteLiteral(string(e.Payload)) + "::json) RETURNING seq")
+	skip := 0 // result sets before the insert's
+	if l.dimensionLocks {
+		skip = 1
+	}
 	// As database/sql tries a statement: twice on any connection, then on
 	// a new one.
 	const attempts = 3
@@ -243,8 +248,7 @@ func (l *Log) appendTwoMessages(ctx context.Context, e preparedEntry) ([]Result,
 		if err != nil {
 			return nil, fmt.Errorf("eventlog: append: %w: %w", dbutil.ErrBegin, err)
 		}
-		var seq int64
-		err = conn.QueryRowContext(ctx, msg.String()).Scan(&seq)
+		seq, err := queryLastSeq(ctx, conn, msg.String(), skip)
 		if err != nil {
 			dbutil.Discard(conn)
 			if errors.Is(err, driver.ErrBadConn) && attempt < attempts {
@@ -260,6 +264,38 @@ func (l *Log) appendTwoMessages(ctx context.Context, e preparedEntry) ([]Result,
 		return []Result{{Event: Event{Seq: seq, Kind: e.Kind, TS: e.TS, HostID: e.HostID,
 			RolloutID: e.RolloutID, Payload: e.Payload}}}, nil
 	}
+}
+
+// queryLastSeq sends query, a message of several statements, on conn,
+// and returns the seq in the one row of its result set after the first
+// skip ones, whose rows it discards.
+func queryLastSeq(ctx context.Context, conn *sql.Conn, query string, skip int) (int64, error) {
+	rows, err := conn.QueryContext(ctx, query)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	for range skip {
+		for rows.Next() {
+		}
+		if !rows.NextResultSet() {
+			if err := rows.Err(); err != nil {
+				return 0, err
+			}
+			return 0, errors.New("the insert returned no result")
+		}
+	}
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return 0, err
+		}
+		return 0, sql.ErrNoRows
+	}
+	var seq int64
+	if err := rows.Scan(&seq); err != nil {
+		return 0, err
+	}
+	return seq, rows.Close()
 }
 
 // autocommitError says what a caller must know of a failed autocommitted

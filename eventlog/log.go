@@ -45,9 +45,9 @@ type LockingHook interface {
 // (LockingHook) and with SerializeAppends off, then needs no transaction
 // of database/sql's: with an event id it is one autocommitted INSERT, one
 // round trip instead of three (BEGIN, INSERT, COMMIT); without one, two
-// round trips ("BEGIN; INSERT", then COMMIT), so that no retry can store
-// it twice. projection.Registry and the projection.Manager's hook
-// implement it.
+// round trips ("BEGIN; SELECT locks; INSERT", then COMMIT), so that no
+// retry can store it twice. projection.Registry and the
+// projection.Manager's hook implement it.
 type SelectiveHook interface {
 	Hook
 	// Consumes reports whether AfterAppend acts on events of kind. It
