@@ -212,6 +212,7 @@ func (l *Log) appendOneStatement(ctx context.Context, e preparedEntry) ([]Result
 func (l *Log) appendTwoMessages(ctx context.Context, e preparedEntry) ([]Result, error) {
 	var msg strings.Builder
 	msg.WriteString("BEGIN;\n")
+	skip := 0 // result sets before the insert's
 	if l.dimensionLocks {
 		// The dimension locks in insertOne's order, before the insert
 		// draws the row's seq. The server parses and plans this message
@@ -225,6 +226,7 @@ func (l *Log) appendTwoMessages(ctx context.Context, e preparedEntry) ([]Result,
 			}
 		}
 		msg.WriteString("SELECT " + strings.Join(locks, ", ") + ";\n")
+		skip = 1
 	}
 	msg.WriteString("INSERT INTO event_log (ts, kind, host_id, rollout_id, payload) VALUES (")
 	msg.WriteString(pq.QuoteLiteral(FormatTime(e.TS)) + "::timestamptz, " + pq.QuoteLiteral(string(e.Kind)) + "::text, ")
@@ -236,10 +238,6 @@ func (l *Log) appendTwoMessages(ctx context.Context, e preparedEntry) ([]Result,
 		}
 	}
 	msg.WriteString(pq.QuoteLiteral(string(e.Payload)) + "::json) RETURNING seq")
-	skip := 0 // result sets before the insert's
-	if l.dimensionLocks {
-		skip = 1
-	}
 	// As database/sql tries a statement: twice on any connection, then on
 	// a new one.
 	const attempts = 3
