@@ -632,6 +632,14 @@ func TestOnlineRebuildFallbacks(t *testing.T) {
 			require.Positive(t, res[0].LockHeld)
 			require.Zero(t, res[0].CatchUpRounds)
 			require.Equal(t, want, viewRows(t, db))
+			// Gentle, as app's background rebuild asks, falls back the
+			// same way rather than failing: it only shapes online rebuilds.
+			res, err = projection.Rebuild(ctx, log, reg, &projection.RebuildOptions{Gentle: true})
+			require.NoError(t, err)
+			require.False(t, res[0].Online)
+			require.False(t, res[0].Gentle)
+			require.Contains(t, res[0].OfflineReason, "Tabler")
+			require.Equal(t, want, viewRows(t, db))
 		})
 
 		if backend == "postgres" {
